@@ -1,0 +1,89 @@
+// Package config loads pipeline.yaml: defaults, then the file, then
+// PATCHLINE_* environment variables, then validation. Unknown keys and wrong
+// types are errors that quote the key path and line.
+package config
+
+import "time"
+
+// Config is the whole pipeline configuration.
+type Config struct {
+	NATS      NATS      `yaml:"nats"`
+	HTTP      HTTP      `yaml:"http"`
+	Cameras   []Camera  `yaml:"cameras"`
+	Decode    Decode    `yaml:"decode"`
+	Analyze   Analyze   `yaml:"analyze"`
+	Sink      Sink      `yaml:"sink"`
+	Telemetry Telemetry `yaml:"telemetry"`
+}
+
+// NATS says which server to use. With URL empty, `patchline run` embeds one.
+type NATS struct {
+	URL      string   `yaml:"url"`      // nats://host:4222; empty = embedded
+	Creds    string   `yaml:"creds"`    // path to a .creds file
+	Token    string   `yaml:"token"`    // auth token (use ${VAR})
+	TLS      TLS      `yaml:"tls"`      // client TLS for an external server
+	Embedded Embedded `yaml:"embedded"` // the embedded server
+}
+
+// TLS is client-side TLS for an external NATS server.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Embedded configures the in-process NATS server.
+type Embedded struct {
+	Host     string `yaml:"host"`      // default 127.0.0.1
+	Port     int    `yaml:"port"`      // default 4222; -1 picks a free port
+	StoreDir string `yaml:"store_dir"` // JetStream data; default under the user cache dir
+}
+
+// HTTP is the API, metrics and health address.
+type HTTP struct {
+	Addr string `yaml:"addr"` // default 127.0.0.1:8080
+}
+
+// Camera is one video source.
+type Camera struct {
+	ID  string  `yaml:"id"`
+	URL string  `yaml:"url"` // rtsp://, file path or file://, synthetic://
+	FPS float64 `yaml:"fps"` // target sampling rate; 0 = decode.default_fps
+	// Loop restarts a file source at its end.
+	Loop bool `yaml:"loop"`
+}
+
+// Decode configures OpenCV decode and tokenization. Width, Height, PatchSize
+// and Resize must match the analyze model bundle.
+type Decode struct {
+	Width        int           `yaml:"width"`         // model input width; default 224
+	Height       int           `yaml:"height"`        // model input height; default 224
+	PatchSize    int           `yaml:"patch_size"`    // ViT patch side; default 16
+	Resize       string        `yaml:"resize"`        // stretch | letterbox; default stretch
+	DefaultFPS   float64       `yaml:"default_fps"`   // default 5
+	QueueSize    int           `yaml:"queue_size"`    // frames buffered per camera before drop-oldest; default 2
+	StallTimeout time.Duration `yaml:"stall_timeout"` // reopen a stream with no frame for this long; default 10s
+	RetryMin     time.Duration `yaml:"retry_min"`     // first reconnect delay; default 500ms
+	RetryMax     time.Duration `yaml:"retry_max"`     // longest reconnect delay; default 30s
+}
+
+// Analyze configures model inference.
+type Analyze struct {
+	Model        string        `yaml:"model"`         // bundle directory
+	BatchSize    int           `yaml:"batch_size"`    // default 8
+	MaxBatchWait time.Duration `yaml:"max_batch_wait"` // default 20ms
+	QueueSize    int           `yaml:"queue_size"`    // frames waiting for a batch before drop-oldest; default 32
+	Threads      int           `yaml:"threads"`       // ONNX Runtime intra-op threads; 0 = runtime default
+	ORTLibrary   string        `yaml:"ort_library"`   // path to libonnxruntime.so; default from PATCHLINE_ORT_LIB or .cache
+}
+
+// Sink configures annotation outputs.
+type Sink struct {
+	JSONL string `yaml:"jsonl"` // append annotations to this file; empty = off
+}
+
+// Telemetry configures tracing. OTLP export follows the standard OTEL_* variables.
+type Telemetry struct {
+	ServiceName string  `yaml:"service_name"` // default patchline
+	SampleRatio float64 `yaml:"sample_ratio"` // 0..1, default 1
+}

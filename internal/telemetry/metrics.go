@@ -1,0 +1,38 @@
+// Package telemetry sets up tracing (OpenTelemetry, OTLP when OTEL_* asks for
+// it) and the Prometheus metrics every stage reports.
+package telemetry
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics, registered on the default Prometheus registry and served at /metrics.
+var (
+	FramesIn = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "patchline_frames_in_total", Help: "Frames received by a stage.",
+	}, []string{"stage", "camera"})
+	FramesOut = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "patchline_frames_out_total", Help: "Frames (or annotations) emitted by a stage.",
+	}, []string{"stage", "camera"})
+	FramesDropped = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "patchline_frames_dropped_total", Help: "Frames dropped by a stage, by reason.",
+	}, []string{"stage", "camera", "reason"})
+	Malformed = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "patchline_malformed_messages_total", Help: "Messages that failed to decode and were dropped.",
+	}, []string{"stage", "subject"})
+	StageLatency = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "patchline_stage_latency_seconds", Help: "Time spent per frame in each stage step.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"stage"})
+	BatchSize = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name: "patchline_batch_size", Help: "Frames per inference batch.",
+		Buckets: prometheus.LinearBuckets(1, 1, 16),
+	})
+	QueueDepth = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "patchline_queue_depth", Help: "Frames waiting in a stage's bounded queue.",
+	}, []string{"stage"})
+	CameraUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "patchline_camera_up", Help: "1 while a camera is streaming.",
+	}, []string{"camera"})
+)
