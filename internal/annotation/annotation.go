@@ -7,6 +7,10 @@ import "time"
 // Schema is the versioned schema id carried in every annotation.
 const Schema = "patchline.annotation/v1"
 
+// HdrAnalyzedAt is the header (unix ns) analyze sets when it publishes an
+// annotation to the sink, so the sink can time its own step.
+const HdrAnalyzedAt = "Patchline-Analyzed-At"
+
 // Kinds of annotation.
 const (
 	KindAnalysis = "analysis"

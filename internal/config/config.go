@@ -3,7 +3,11 @@
 // types are errors that quote the key path and line.
 package config
 
-import "time"
+import (
+	"os"
+	"path/filepath"
+	"time"
+)
 
 // Config is the whole pipeline configuration.
 type Config struct {
@@ -46,11 +50,20 @@ type HTTP struct {
 
 // Camera is one video source.
 type Camera struct {
-	ID  string  `yaml:"id"`
-	URL string  `yaml:"url"` // rtsp://, file path or file://, synthetic://
-	FPS float64 `yaml:"fps"` // target sampling rate; 0 = decode.default_fps
+	ID  string  `yaml:"id" json:"id"`
+	URL string  `yaml:"url" json:"url"`           // rtsp://, file path or file://, synthetic://
+	FPS float64 `yaml:"fps" json:"fps,omitempty"` // target sampling rate; 0 = decode.default_fps
 	// Loop restarts a file source at its end.
-	Loop bool `yaml:"loop"`
+	Loop bool `yaml:"loop" json:"loop,omitempty"`
+}
+
+// EffectiveFPS is the camera's sampling rate: FPS, or defaultFPS (normally
+// Decode.DefaultFPS) when FPS is 0.
+func (c Camera) EffectiveFPS(defaultFPS float64) float64 {
+	if c.FPS > 0 {
+		return c.FPS
+	}
+	return defaultFPS
 }
 
 // Decode configures OpenCV decode and tokenization. Width, Height, PatchSize
@@ -69,12 +82,12 @@ type Decode struct {
 
 // Analyze configures model inference.
 type Analyze struct {
-	Model        string        `yaml:"model"`         // bundle directory
-	BatchSize    int           `yaml:"batch_size"`    // default 8
+	Model        string        `yaml:"model"`          // bundle directory
+	BatchSize    int           `yaml:"batch_size"`     // default 8
 	MaxBatchWait time.Duration `yaml:"max_batch_wait"` // default 20ms
-	QueueSize    int           `yaml:"queue_size"`    // frames waiting for a batch before drop-oldest; default 32
-	Threads      int           `yaml:"threads"`       // ONNX Runtime intra-op threads; 0 = runtime default
-	ORTLibrary   string        `yaml:"ort_library"`   // path to libonnxruntime.so; default from PATCHLINE_ORT_LIB or .cache
+	QueueSize    int           `yaml:"queue_size"`     // frames waiting for a batch before drop-oldest; default 32
+	Threads      int           `yaml:"threads"`        // ONNX Runtime intra-op threads; 0 = runtime default
+	ORTLibrary   string        `yaml:"ort_library"`    // path to libonnxruntime.so; default from PATCHLINE_ORT_LIB or .cache
 }
 
 // Sink configures annotation outputs.
@@ -86,4 +99,49 @@ type Sink struct {
 type Telemetry struct {
 	ServiceName string  `yaml:"service_name"` // default patchline
 	SampleRatio float64 `yaml:"sample_ratio"` // 0..1, default 1
+}
+
+// Default is the configuration used where pipeline.yaml says nothing: an
+// embedded NATS server, the HTTP API on loopback, one synthetic camera,
+// 224×224 input in 16-pixel patches and the models/vit-tiny bundle. A file
+// that sets cameras replaces the default camera list.
+func Default() Config {
+	return Config{
+		NATS: NATS{Embedded: Embedded{
+			Host:     "127.0.0.1",
+			Port:     4222,
+			StoreDir: DefaultStoreDir(),
+		}},
+		HTTP:    HTTP{Addr: "127.0.0.1:8080"},
+		Cameras: []Camera{{ID: "synthetic", URL: "synthetic://?seed=1", FPS: 5}},
+		Decode: Decode{
+			Width:        224,
+			Height:       224,
+			PatchSize:    16,
+			Resize:       "stretch",
+			DefaultFPS:   5,
+			QueueSize:    2,
+			StallTimeout: 10 * time.Second,
+			RetryMin:     500 * time.Millisecond,
+			RetryMax:     30 * time.Second,
+		},
+		Analyze: Analyze{
+			Model:        "models/vit-tiny",
+			BatchSize:    8,
+			MaxBatchWait: 20 * time.Millisecond,
+			QueueSize:    32,
+		},
+		Telemetry: Telemetry{ServiceName: "patchline", SampleRatio: 1},
+	}
+}
+
+// DefaultStoreDir is the default JetStream directory of the embedded server:
+// patchline/jetstream under the user cache directory (~/.cache on Linux), or
+// under the temporary directory when there is no user cache directory.
+func DefaultStoreDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "patchline", "jetstream")
 }

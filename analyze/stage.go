@@ -1,0 +1,220 @@
+package analyze
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/queue"
+	"github.com/patchline/patchline/internal/telemetry"
+)
+
+const stageName = "analyze"
+
+// Stage consumes tokenized frames from every camera (in the analyze queue
+// group, so replicas split the work), batches them across cameras up to
+// BatchSize frames or MaxBatchWait, runs the model, and publishes one
+// annotation per frame for the sink.
+type Stage struct {
+	nc      *nats.Conn
+	model   *Model
+	cfg     config.Analyze
+	log     *slog.Logger
+	ring    *queue.Ring[*item]
+	replica string
+
+	malformed atomic.Uint64
+	analyzed  atomic.Uint64
+}
+
+type item struct {
+	f       *frame.Frame
+	ctx     context.Context // carries the frame's remote span context
+	arrived time.Time
+}
+
+// NewStage wires a model to NATS. The caller owns the model.
+func NewStage(nc *nats.Conn, model *Model, cfg config.Analyze, log *slog.Logger) *Stage {
+	host, _ := os.Hostname()
+	return &Stage{
+		nc: nc, model: model, cfg: cfg, log: log.With("stage", stageName),
+		ring:    queue.NewRing[*item](cfg.QueueSize),
+		replica: host + "/" + strconv.Itoa(os.Getpid()),
+	}
+}
+
+// Analyzed is the number of frames this stage has annotated.
+func (s *Stage) Analyzed() uint64 { return s.analyzed.Load() }
+
+// Malformed is the number of frame messages dropped as undecodable.
+func (s *Stage) Malformed() uint64 { return s.malformed.Load() }
+
+// Run consumes frames until ctx is done.
+func (s *Stage) Run(ctx context.Context) error {
+	sub, err := s.nc.QueueSubscribe(bus.FramesPrefix+"*", bus.QueueAnalyze, s.onFrame)
+	if err != nil {
+		return fmt.Errorf("analyze: subscribe: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	s.log.Info("analyze ready", "model", s.model.Name(), "task", s.model.Task(), "batch", s.cfg.BatchSize, "max_wait", s.cfg.MaxBatchWait)
+	for {
+		batch, err := s.nextBatch(ctx)
+		if err != nil {
+			return nil // ctx done
+		}
+		s.process(batch)
+	}
+}
+
+func (s *Stage) onFrame(m *nats.Msg) {
+	now := time.Now()
+	f, err := frame.Decode(m.Header, m.Data)
+	if err == nil && m.Subject != bus.FrameSubject(f.Camera) {
+		err = fmt.Errorf("frame of camera %q on subject %s", f.Camera, m.Subject)
+	}
+	if err != nil {
+		n := s.malformed.Add(1)
+		telemetry.Malformed.WithLabelValues(stageName, m.Subject).Inc()
+		if n&(n-1) == 0 { // log the 1st, 2nd, 4th, 8th, ... so garbage cannot flood the log
+			s.log.Warn("dropping malformed frame message", "subject", m.Subject, "err", err, "malformed_total", n)
+		}
+		return
+	}
+	telemetry.FramesIn.WithLabelValues(stageName, f.Camera).Inc()
+	ctx := bus.ExtractTrace(context.Background(), m.Header)
+	if old, dropped := s.ring.Push(&item{f: f, ctx: ctx, arrived: now}); dropped {
+		telemetry.FramesDropped.WithLabelValues(stageName, old.f.Camera, "queue_full").Inc()
+	}
+	telemetry.QueueDepth.WithLabelValues(stageName).Set(float64(s.ring.Len()))
+}
+
+// nextBatch waits for one frame, then gathers more until the batch is full
+// or MaxBatchWait has passed since the first.
+func (s *Stage) nextBatch(ctx context.Context) ([]*item, error) {
+	first, err := s.ring.Pop(ctx)
+	if err != nil {
+		return nil, err
+	}
+	batch := []*item{first}
+	timer := time.NewTimer(s.cfg.MaxBatchWait)
+	defer timer.Stop()
+	for len(batch) < s.cfg.BatchSize {
+		if it, ok := s.ring.TryPop(); ok {
+			batch = append(batch, it)
+			continue
+		}
+		if s.cfg.MaxBatchWait <= 0 {
+			break
+		}
+		select {
+		case <-s.ring.Wait():
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		break
+	}
+	telemetry.QueueDepth.WithLabelValues(stageName).Set(float64(s.ring.Len()))
+	return batch, nil
+}
+
+func (s *Stage) process(batch []*item) {
+	dequeued := time.Now()
+	frames := make([]*frame.Frame, 0, len(batch))
+	kept := batch[:0]
+	for _, it := range batch {
+		if err := s.model.Accepts(it.f); err != nil {
+			telemetry.FramesDropped.WithLabelValues(stageName, it.f.Camera, "input_mismatch").Inc()
+			s.log.Warn("dropping frame the model cannot take", "camera", it.f.Camera, "seq", it.f.Seq, "err", err)
+			continue
+		}
+		frames = append(frames, it.f)
+		kept = append(kept, it)
+	}
+	if len(frames) == 0 {
+		return
+	}
+	start := time.Now()
+	results, err := s.model.Run(frames)
+	end := time.Now()
+	telemetry.BatchSize.Observe(float64(len(frames)))
+	telemetry.StageLatency.WithLabelValues("inference").Observe(end.Sub(start).Seconds())
+	if err != nil {
+		s.log.Error("inference failed; batch dropped", "frames", len(frames), "err", err)
+		for _, f := range frames {
+			telemetry.FramesDropped.WithLabelValues(stageName, f.Camera, "inference_error").Inc()
+		}
+		return
+	}
+	tracer := telemetry.Tracer()
+	for i, it := range kept {
+		f := it.f
+		queuedFrom := f.PublishedAt
+		if queuedFrom.IsZero() {
+			queuedFrom = it.arrived
+		}
+		ctx, span := tracer.Start(it.ctx, "analyze", trace.WithTimestamp(queuedFrom),
+			trace.WithAttributes(attribute.String("camera", f.Camera), attribute.Int64("seq", int64(f.Seq)), attribute.String("model", s.model.Name())))
+		_, qs := tracer.Start(ctx, "queue_wait", trace.WithTimestamp(queuedFrom))
+		qs.End(trace.WithTimestamp(dequeued))
+		_, bs := tracer.Start(ctx, "batch", trace.WithTimestamp(dequeued), trace.WithAttributes(attribute.Int("batch_size", len(frames))))
+		bs.End(trace.WithTimestamp(start))
+		_, is := tracer.Start(ctx, "inference", trace.WithTimestamp(start), trace.WithAttributes(attribute.Int("batch_size", len(frames))))
+		is.End(trace.WithTimestamp(end))
+		span.End(trace.WithTimestamp(end))
+
+		lat := map[string]float64{}
+		for k, v := range f.Latency {
+			lat[k] = v
+		}
+		lat["queue"] = ms(dequeued.Sub(queuedFrom))
+		lat["batch"] = ms(start.Sub(dequeued))
+		lat["inference"] = ms(end.Sub(start))
+		telemetry.StageLatency.WithLabelValues("queue").Observe(dequeued.Sub(queuedFrom).Seconds())
+		telemetry.StageLatency.WithLabelValues("batch").Observe(start.Sub(dequeued).Seconds())
+
+		a := annotation.Annotation{
+			Schema: annotation.Schema, Kind: annotation.KindAnalysis,
+			Camera: f.Camera, Seq: f.Seq, PTSMs: ms(f.PTS), CapturedAt: f.CapturedAt.UTC(),
+			SourceWidth: f.SourceW, SourceHeight: f.SourceH,
+			Model: s.model.Name(), Task: s.model.Task(),
+			Labels: results[i].Labels, Detections: results[i].Detections,
+			LatencyMs: lat, TraceID: span.SpanContext().TraceID().String(), AnalyzedBy: s.replica,
+		}
+		s.publish(ctx, a)
+	}
+}
+
+func (s *Stage) publish(ctx context.Context, a annotation.Annotation) {
+	b, err := json.Marshal(a)
+	if err != nil {
+		s.log.Error("encode annotation", "err", err)
+		return
+	}
+	m := nats.NewMsg(bus.AnalyzedSubject(a.Camera))
+	m.Data = b
+	m.Header.Set(annotation.HdrAnalyzedAt, strconv.FormatInt(time.Now().UnixNano(), 10))
+	bus.InjectTrace(ctx, m.Header)
+	if err := s.nc.PublishMsg(m); err != nil {
+		telemetry.FramesDropped.WithLabelValues(stageName, a.Camera, "publish_error").Inc()
+		s.log.Warn("publish annotation", "camera", a.Camera, "err", err)
+		return
+	}
+	s.analyzed.Add(1)
+	telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,564 @@
+// Package decode is patchline's decode stage: one worker per camera opens
+// its source (RTSP, file or synthetic), samples it to the camera's target
+// rate, resizes each kept frame to the model input, tokenizes it into
+// patches and publishes it on NATS in the frame wire format.
+package decode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/patchline/patchline/internal/media"
+	"image"
+	"image/color"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"gocv.io/x/gocv"
+
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/queue"
+	"github.com/patchline/patchline/internal/telemetry"
+)
+
+// Stage label of every metric this package reports.
+const stageName = "decode"
+
+// Defaults applied to zero fields of Options.Decode.
+const (
+	DefaultWidth        = 224
+	DefaultHeight       = 224
+	DefaultPatchSize    = 16
+	DefaultFPS          = 5
+	DefaultQueueSize    = 2
+	DefaultStallTimeout = 10 * time.Second
+	DefaultRetryMin     = 500 * time.Millisecond
+	DefaultRetryMax     = 30 * time.Second
+)
+
+// Camera states reported by Status.
+const (
+	StateConnecting = "connecting"
+	StateStreaming  = "streaming"
+	StateRetrying   = "retrying"
+	StateStalled    = "stalled"
+	StateEnded      = "ended"
+	StateStopped    = "stopped"
+)
+
+// Options are what every camera worker shares.
+type Options struct {
+	NC     *nats.Conn
+	Decode config.Decode
+	Logger *slog.Logger
+}
+
+// Status is a camera's state, as served by the API and published on
+// patchline.status.<camera>. URL never carries credentials.
+type Status struct {
+	ID            string    `json:"id"`
+	URL           string    `json:"url"`
+	State         string    `json:"state"`
+	LastError     string    `json:"last_error,omitempty"`
+	Since         time.Time `json:"since"`
+	FPS           float64   `json:"fps"`
+	FramesOut     uint64    `json:"frames_out"`
+	FramesDropped uint64    `json:"frames_dropped"`
+	Reconnects    uint64    `json:"reconnects"`
+	Width         int       `json:"width"`
+	Height        int       `json:"height"`
+}
+
+// Camera is the worker of one camera: Run reads, samples, tokenizes and
+// publishes its frames until its context ends.
+type Camera struct {
+	spec     config.Camera
+	cfg      config.Decode
+	fps      float64
+	redacted string
+	nc       *nats.Conn
+	log      *slog.Logger
+	subject  string
+	pool     sync.Pool // *[]byte of Width·Height·3
+	q        *queue.Ring[*item]
+
+	// open opens the source; a field so that a test can observe it.
+	open func() (Source, error)
+
+	mu        sync.Mutex
+	st        Status
+	lastFrame time.Time
+	outTimes  [64]time.Time // publish times, ring, for the fps estimate
+	outN      int
+	seq       uint64 // touched by the reader only
+}
+
+// item is one frame between the reader and the publisher.
+type item struct {
+	f        *frame.Frame
+	buf      *[]byte
+	decStart time.Time // start of the read (pacing excluded)
+	decEnd   time.Time
+	tokStart time.Time
+	tokEnd   time.Time
+}
+
+// NewCamera validates a camera and returns its worker. An unknown URL
+// scheme, a bad synthetic URL or an invalid decode configuration is an error.
+func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
+	if err := frame.ValidCameraID(spec.ID); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if _, _, err := ParseSourceURL(spec.URL); err != nil {
+		return nil, fmt.Errorf("decode: camera %s: %w", spec.ID, err)
+	}
+	if opts.NC == nil {
+		return nil, errors.New("decode: Options.NC is nil")
+	}
+	cfg := withDefaults(opts.Decode)
+	if cfg.Width%cfg.PatchSize != 0 || cfg.Height%cfg.PatchSize != 0 {
+		return nil, fmt.Errorf("decode: input %dx%d is not a multiple of patch size %d", cfg.Width, cfg.Height, cfg.PatchSize)
+	}
+	if cfg.Width > frame.MaxSide || cfg.Height > frame.MaxSide {
+		return nil, fmt.Errorf("decode: input %dx%d exceeds %d", cfg.Width, cfg.Height, frame.MaxSide)
+	}
+	if cfg.Resize != frame.ResizeStretch && cfg.Resize != frame.ResizeLetterbox {
+		return nil, fmt.Errorf("decode: resize %q is not %q or %q", cfg.Resize, frame.ResizeStretch, frame.ResizeLetterbox)
+	}
+	fps := spec.FPS
+	if fps <= 0 {
+		fps = cfg.DefaultFPS
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Camera{
+		spec: spec, cfg: cfg, fps: fps, redacted: media.RedactURL(spec.URL), nc: opts.NC,
+		subject: bus.FrameSubject(spec.ID),
+		q:       queue.NewRing[*item](cfg.QueueSize),
+	}
+	c.log = log.With("camera", spec.ID, "url", c.redacted)
+	size := cfg.Width * cfg.Height * 3
+	c.pool.New = func() any { b := make([]byte, size); return &b }
+	c.open = func() (Source, error) {
+		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout})
+	}
+	c.st = Status{ID: spec.ID, URL: c.redacted, State: StateConnecting, Since: time.Now()}
+	return c, nil
+}
+
+func withDefaults(d config.Decode) config.Decode {
+	if d.Width <= 0 {
+		d.Width = DefaultWidth
+	}
+	if d.Height <= 0 {
+		d.Height = DefaultHeight
+	}
+	if d.PatchSize <= 0 {
+		d.PatchSize = DefaultPatchSize
+	}
+	if d.Resize == "" {
+		d.Resize = frame.ResizeStretch
+	}
+	if d.DefaultFPS <= 0 {
+		d.DefaultFPS = DefaultFPS
+	}
+	if d.QueueSize <= 0 {
+		d.QueueSize = DefaultQueueSize
+	}
+	if d.StallTimeout <= 0 {
+		d.StallTimeout = DefaultStallTimeout
+	}
+	if d.RetryMin <= 0 {
+		d.RetryMin = DefaultRetryMin
+	}
+	if d.RetryMax < d.RetryMin {
+		d.RetryMax = max(d.RetryMin, DefaultRetryMax)
+	}
+	return d
+}
+
+// ID is the camera id.
+func (c *Camera) ID() string { return c.spec.ID }
+
+// TargetFPS is the rate frames are sampled to.
+func (c *Camera) TargetFPS() float64 { return c.fps }
+
+// Status returns a snapshot of the camera's state.
+func (c *Camera) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.st
+	st.FPS = c.fpsLocked(time.Now())
+	return st
+}
+
+// fpsLocked estimates the publish rate over the last 5 seconds.
+func (c *Camera) fpsLocked(now time.Time) float64 {
+	const window = 5 * time.Second
+	n := min(c.outN, len(c.outTimes))
+	var first, last time.Time
+	count := 0
+	for i := 0; i < n; i++ {
+		t := c.outTimes[(c.outN-1-i)%len(c.outTimes)]
+		if now.Sub(t) > window {
+			break
+		}
+		if count == 0 {
+			last = t
+		}
+		first = t
+		count++
+	}
+	if count < 2 || !last.After(first) {
+		return 0
+	}
+	return float64(count-1) / last.Sub(first).Seconds()
+}
+
+func (c *Camera) setState(state string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.State != state {
+		c.st.State = state
+		c.st.Since = time.Now()
+	}
+	if err != nil {
+		c.st.LastError = err.Error()
+	}
+	up := 0.0
+	if state == StateStreaming {
+		up = 1
+	}
+	telemetry.CameraUp.WithLabelValues(c.spec.ID).Set(up)
+}
+
+// Run works until ctx is done (state "stopped") or a non-looping file
+// ends (state "ended", after its queued frames are published). It returns
+// only when all of its goroutines have: a read blocked in FFmpeg returns
+// within the stall timeout.
+func (c *Camera) Run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readerDone := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		c.publishLoop(ctx, readerDone)
+	}()
+	go func() {
+		defer wg.Done()
+		c.watchStall(ctx, readerDone)
+	}()
+	ended := c.readLoop(ctx)
+	close(readerDone)
+	if !ended {
+		cancel()
+	}
+	wg.Wait()
+	if ended {
+		c.setState(StateEnded, nil)
+		c.log.Info("camera source ended")
+	} else {
+		c.setState(StateStopped, nil)
+	}
+	// Return buffers of frames that were never published.
+	for {
+		it, ok := c.q.TryPop()
+		if !ok {
+			break
+		}
+		c.pool.Put(it.buf)
+	}
+}
+
+// watchStall marks a streaming camera stalled while a read is blocked
+// longer than the stall timeout (the read itself is bounded by FFmpeg).
+func (c *Camera) watchStall(ctx context.Context, readerDone <-chan struct{}) {
+	t := time.NewTicker(max(c.cfg.StallTimeout/4, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-readerDone:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		stalled := c.st.State == StateStreaming && time.Since(c.lastFrame) > c.cfg.StallTimeout
+		c.mu.Unlock()
+		if stalled {
+			c.setState(StateStalled, fmt.Errorf("no frame for %s", c.cfg.StallTimeout))
+			c.log.Warn("camera stalled", "timeout", c.cfg.StallTimeout)
+		}
+	}
+}
+
+// backoff is the delay before reconnect attempt n (0-based): exponential
+// from RetryMin to RetryMax with ±25% jitter.
+func (c *Camera) backoff(n int) time.Duration {
+	d := c.cfg.RetryMin
+	for i := 0; i < n && d < c.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, c.cfg.RetryMax)
+	return time.Duration(float64(d) * (0.75 + 0.5*rand.Float64()))
+}
+
+// errStalled marks a stream closed for delivering no frame in time.
+var errStalled = errors.New("stalled")
+
+// readLoop opens and reads the source until ctx is done (false) or the
+// source ends (true), reconnecting with backoff forever.
+func (c *Camera) readLoop(ctx context.Context) bool {
+	m := newMats()
+	defer m.close()
+	failures := 0
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if attempt > 0 {
+			c.mu.Lock()
+			c.st.Reconnects++
+			c.mu.Unlock()
+		}
+		c.setState(StateConnecting, nil)
+		src, err := c.open()
+		if err == nil {
+			var frames int
+			frames, err = c.stream(ctx, src, m)
+			_ = src.Close()
+			if frames > 0 {
+				failures = 0
+			}
+			if errors.Is(err, io.EOF) {
+				return true
+			}
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		state := StateRetrying
+		if errors.Is(err, errStalled) {
+			state = StateStalled
+		}
+		c.setState(state, err)
+		d := c.backoff(failures)
+		failures++
+		c.log.Warn("camera source failed; retrying", "err", err, "state", state, "retry_in", d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+		}
+	}
+	return false
+}
+
+// mats are the reader's reusable OpenCV images.
+type mats struct{ raw, inner, sized, rgb gocv.Mat }
+
+func newMats() *mats {
+	return &mats{raw: gocv.NewMat(), inner: gocv.NewMat(), sized: gocv.NewMat(), rgb: gocv.NewMat()}
+}
+
+func (m *mats) close() {
+	_ = m.raw.Close()
+	_ = m.inner.Close()
+	_ = m.sized.Close()
+	_ = m.rgb.Close()
+}
+
+// stream reads one opened source until it fails, ends or ctx is done, and
+// returns how many frames it read.
+func (c *Camera) stream(ctx context.Context, src Source, m *mats) (int, error) {
+	sampler := NewSampler(c.fps)
+	var (
+		frames    int
+		wallStart time.Time
+		ptsStart  time.Duration
+		lastRead  = time.Now()
+	)
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		pts, err := src.Read(&m.raw)
+		t1 := time.Now()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return frames, err
+			}
+			if t1.Sub(lastRead) >= c.cfg.StallTimeout*9/10 {
+				return frames, fmt.Errorf("%w: no frame for %s: %w", errStalled, t1.Sub(lastRead).Round(time.Millisecond), err)
+			}
+			return frames, err
+		}
+		lastRead = t1
+		frames++
+		if frames == 1 {
+			c.mu.Lock()
+			c.st.Width, c.st.Height = m.raw.Cols(), m.raw.Rows()
+			c.mu.Unlock()
+			c.log.Info("camera streaming", "width", m.raw.Cols(), "height", m.raw.Rows())
+		}
+		c.mu.Lock()
+		c.lastFrame = t1
+		state := c.st.State
+		c.mu.Unlock()
+		if state != StateStreaming {
+			c.setState(StateStreaming, nil)
+		}
+		if !sampler.Keep(pts) {
+			continue
+		}
+		if !src.Live() { // pace files and synthetic sources in real time
+			if wallStart.IsZero() || pts < ptsStart {
+				wallStart, ptsStart = t1, pts
+			}
+			if wait := time.Until(wallStart.Add(pts - ptsStart)); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return frames, ctx.Err()
+				case <-time.After(wait):
+				}
+			}
+		}
+		if err := c.process(ctx, m, pts, t1.Sub(t0)); err != nil {
+			return frames, err
+		}
+	}
+	return frames, ctx.Err()
+}
+
+// process resizes, converts and tokenizes the frame in m.raw and queues it.
+func (c *Camera) process(ctx context.Context, m *mats, pts, readDur time.Duration) error {
+	captured := time.Now()
+	srcW, srcH := m.raw.Cols(), m.raw.Rows()
+	tr, err := c.resize(m)
+	if err != nil {
+		return err
+	}
+	gocv.CvtColor(m.sized, &m.rgb, gocv.ColorBGRToRGB)
+	rgb, err := m.rgb.DataPtrUint8()
+	if err != nil {
+		return fmt.Errorf("decode: rgb image: %w", err)
+	}
+	decEnd := time.Now()
+	buf := c.pool.Get().(*[]byte)
+	if err := frame.Tokenize(*buf, rgb, c.cfg.Width, c.cfg.Height, c.cfg.PatchSize); err != nil {
+		c.pool.Put(buf)
+		return fmt.Errorf("decode: %w", err)
+	}
+	tokEnd := time.Now()
+	decDur := readDur + decEnd.Sub(captured)
+	tokDur := tokEnd.Sub(decEnd)
+	telemetry.StageLatency.WithLabelValues("decode").Observe(decDur.Seconds())
+	telemetry.StageLatency.WithLabelValues("tokenize").Observe(tokDur.Seconds())
+	c.seq++
+	f := &frame.Frame{
+		Camera: c.spec.ID, Seq: c.seq, PTS: pts, CapturedAt: captured,
+		SourceW: srcW, SourceH: srcH, Width: c.cfg.Width, Height: c.cfg.Height,
+		Patch: c.cfg.PatchSize, Resize: c.cfg.Resize, Transform: tr,
+		Latency: map[string]float64{"decode": ms(decDur), "tokenize": ms(tokDur)},
+		Tokens:  *buf,
+	}
+	it := &item{f: f, buf: buf, decStart: decEnd.Add(-decDur), decEnd: decEnd, tokStart: decEnd, tokEnd: tokEnd}
+	if old, dropped := c.q.Push(it); dropped {
+		c.pool.Put(old.buf)
+		telemetry.FramesDropped.WithLabelValues(stageName, c.spec.ID, "queue_full").Inc()
+		c.mu.Lock()
+		c.st.FramesDropped++
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// resize writes m.raw resized to the model input into m.sized.
+func (c *Camera) resize(m *mats) (frame.Transform, error) {
+	srcW, srcH := m.raw.Cols(), m.raw.Rows()
+	if srcW <= 0 || srcH <= 0 || m.raw.Channels() != 3 {
+		return frame.Transform{}, fmt.Errorf("decode: source frame is %dx%d with %d channels, want BGR", srcW, srcH, m.raw.Channels())
+	}
+	w, h := c.cfg.Width, c.cfg.Height
+	if c.cfg.Resize == frame.ResizeStretch {
+		gocv.Resize(m.raw, &m.sized, image.Pt(w, h), 0, 0, gocv.InterpolationLinear)
+		return frame.Stretch(srcW, srcH, w, h), nil
+	}
+	tr, iw, ih := frame.Letterbox(srcW, srcH, w, h)
+	gocv.Resize(m.raw, &m.inner, image.Pt(iw, ih), 0, 0, gocv.InterpolationLinear)
+	ox, oy := int(tr.OffsetX), int(tr.OffsetY)
+	gocv.CopyMakeBorder(m.inner, &m.sized, oy, h-ih-oy, ox, w-iw-ox, gocv.BorderConstant, color.RGBA{A: 255})
+	return tr, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// publishLoop publishes queued frames until ctx is done, or until the
+// reader is done and the queue is empty.
+func (c *Camera) publishLoop(ctx context.Context, readerDone <-chan struct{}) {
+	for {
+		it, ok := c.q.TryPop()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-readerDone:
+				if it, ok = c.q.TryPop(); !ok {
+					return
+				}
+			case <-c.q.Wait():
+				continue
+			}
+		}
+		c.publish(it)
+		c.pool.Put(it.buf)
+	}
+}
+
+// publish sends one frame as the root of its trace.
+func (c *Camera) publish(it *item) {
+	f := it.f
+	tr := telemetry.Tracer()
+	attrs := trace.WithAttributes(attribute.String("camera", f.Camera), attribute.Int64("seq", int64(f.Seq)))
+	ctx, root := tr.Start(context.Background(), "decode.frame", trace.WithNewRoot(), trace.WithTimestamp(it.decStart), attrs)
+	_, sp := tr.Start(ctx, "capture", trace.WithTimestamp(it.decStart))
+	sp.End(trace.WithTimestamp(it.decEnd))
+	_, sp = tr.Start(ctx, "tokenize", trace.WithTimestamp(it.tokStart))
+	sp.End(trace.WithTimestamp(it.tokEnd))
+	pctx, psp := tr.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.destination.name", c.subject)))
+
+	f.PublishedAt = time.Now()
+	msg := f.Encode(c.subject)
+	bus.InjectTrace(pctx, msg.Header)
+	f.TraceParent = msg.Header.Get(frame.HdrTraceParent)
+	err := c.nc.PublishMsg(msg)
+	if err != nil {
+		psp.RecordError(err)
+		psp.SetStatus(codes.Error, "publish failed")
+		telemetry.FramesDropped.WithLabelValues(stageName, c.spec.ID, "publish_error").Inc()
+		c.mu.Lock()
+		c.st.FramesDropped++
+		c.mu.Unlock()
+		c.log.Warn("publish frame failed", "seq", f.Seq, "err", err)
+	} else {
+		telemetry.FramesOut.WithLabelValues(stageName, c.spec.ID).Inc()
+		now := time.Now()
+		c.mu.Lock()
+		c.st.FramesOut++
+		c.outTimes[c.outN%len(c.outTimes)] = now
+		c.outN++
+		c.mu.Unlock()
+	}
+	psp.End()
+	root.End()
+}

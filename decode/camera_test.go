@@ -1,0 +1,454 @@
+package decode
+
+import (
+	"bytes"
+	"context"
+	"image"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"gocv.io/x/gocv"
+
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/rtsptest"
+	"github.com/patchline/patchline/internal/synth"
+)
+
+var (
+	spansOnce sync.Once
+	spans     *tracetest.SpanRecorder
+)
+
+// recorder installs a global tracer provider that records every span.
+func recorder() *tracetest.SpanRecorder {
+	spansOnce.Do(func() {
+		spans = tracetest.NewSpanRecorder()
+		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)))
+	})
+	return spans
+}
+
+// startNATS runs an embedded nats-server and connects to it.
+func startNATS(t *testing.T) *nats.Conn {
+	t.Helper()
+	srv, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// syncLog is a slog handler target safe for concurrent writes.
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type running struct {
+	cam  *Camera
+	msgs chan *nats.Msg
+	stop func()
+	log  *syncLog
+}
+
+// runCamera subscribes to the camera's frames and runs it until the test ends.
+func runCamera(t *testing.T, nc *nats.Conn, spec config.Camera, d config.Decode) *running {
+	t.Helper()
+	lg := &syncLog{}
+	cam, err := NewCamera(spec, Options{NC: nc, Decode: d, Logger: slog.New(slog.NewTextHandler(lg, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make(chan *nats.Msg, 1024)
+	sub, err := nc.ChanSubscribe(bus.FrameSubject(spec.ID), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cam.Run(ctx)
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				t.Error("Run did not return within 15s of cancel")
+			}
+			_ = sub.Unsubscribe()
+		})
+	}
+	t.Cleanup(stop)
+	return &running{cam: cam, msgs: msgs, stop: stop, log: lg}
+}
+
+// next decodes the next frame message within timeout.
+func (r *running) next(t *testing.T, timeout time.Duration) (*frame.Frame, *nats.Msg) {
+	t.Helper()
+	select {
+	case m := <-r.msgs:
+		f, err := frame.Decode(m.Header, m.Data)
+		if err != nil {
+			t.Fatalf("frame.Decode: %v", err)
+		}
+		return f, m
+	case <-time.After(timeout):
+		t.Fatalf("no frame within %s; status %+v", timeout, r.cam.Status())
+	}
+	return nil, nil
+}
+
+func waitState(t *testing.T, c *Camera, timeout time.Duration, states ...string) Status {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := c.Status()
+		for _, s := range states {
+			if st.State == s {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %q after %s, want one of %v (%+v)", st.State, timeout, states, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRTSPCamera(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	rec := recorder()
+	nc := startNATS(t)
+	srv := rtsptest.StartWith(t, rtsptest.Config{User: "cam", Pass: "hunter2"})
+	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 4})
+	rtsptest.Publish(t, context.Background(), clip, srv.AuthURL("live"))
+
+	d := config.Decode{StallTimeout: 1500 * time.Millisecond, RetryMin: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond, QueueSize: 4}
+	r := runCamera(t, nc, config.Camera{ID: "door", URL: srv.AuthURL("live"), FPS: 5}, d)
+
+	const n = 11
+	var first, last *frame.Frame
+	for i := 0; i < n; i++ {
+		f, m := r.next(t, 15*time.Second)
+		if first == nil {
+			first = f
+		} else if f.Seq != last.Seq+1 || f.PTS <= last.PTS {
+			t.Fatalf("frame %d: seq %d pts %v after seq %d pts %v", i, f.Seq, f.PTS, last.Seq, last.PTS)
+		}
+		last = f
+		if f.Camera != "door" || f.SourceW != 640 || f.SourceH != 360 || f.Width != 224 || f.Height != 224 || f.Patch != 16 || f.Resize != frame.ResizeStretch {
+			t.Fatalf("frame %+v", f)
+		}
+		if f.Transform != frame.Stretch(640, 360, 224, 224) {
+			t.Fatalf("transform %v", f.Transform)
+		}
+		if f.TraceParent == "" || m.Header.Get("traceparent") != f.TraceParent {
+			t.Fatalf("traceparent %q", f.TraceParent)
+		}
+		if _, ok := f.Latency["decode"]; !ok {
+			t.Fatalf("latency %v", f.Latency)
+		}
+		if _, ok := f.Latency["tokenize"]; !ok {
+			t.Fatalf("latency %v", f.Latency)
+		}
+		if f.PublishedAt.Before(f.CapturedAt) {
+			t.Fatalf("published %v before captured %v", f.PublishedAt, f.CapturedAt)
+		}
+	}
+	if first.Seq != 1 {
+		t.Fatalf("first seq %d, want 1", first.Seq)
+	}
+	// 5 fps by pts (exactly, sampling a 10 fps source) and by wall time (roughly).
+	if got := (last.PTS - first.PTS) / (n - 1); got != 200*time.Millisecond {
+		t.Errorf("mean pts step %v, want 200ms", got)
+	}
+	wall := last.CapturedAt.Sub(first.CapturedAt).Seconds()
+	if fps := float64(n-1) / wall; fps < 3.5 || fps > 7 {
+		t.Errorf("wall-clock rate %.2f fps, want ~5", fps)
+	}
+	st := r.cam.Status()
+	t.Logf("status %+v", st)
+	if st.State != StateStreaming || st.FramesOut < n || st.Width != 640 || st.Height != 360 || st.FPS < 3 || st.FPS > 8 {
+		t.Errorf("status %+v", st)
+	}
+	// Spans: the frame's trace has capture, tokenize and publish under one root.
+	traceID := map[string]int{}
+	for _, s := range rec.Ended() {
+		if s.SpanContext().TraceID().String() == strings.Split(last.TraceParent, "-")[1] {
+			traceID[s.Name()]++
+		}
+	}
+	for _, name := range []string{"decode.frame", "capture", "tokenize", "publish"} {
+		if traceID[name] != 1 {
+			t.Errorf("trace of the last frame has %d %q spans (%v)", traceID[name], name, traceID)
+		}
+	}
+
+	// A stalled stream (connections open, no packets) is closed and reopened.
+	srv.Freeze("live", true)
+	st = waitState(t, r.cam, 10*time.Second, StateStalled, StateRetrying)
+	t.Logf("after freeze: %+v", st)
+	// The blocked read must fail by FFmpeg's socket timeout (~StallTimeout),
+	// not by OpenCV's 30 s interrupt: wait for the camera to reconnect.
+	frozeAt := time.Now()
+	for r.cam.Status().Reconnects == 0 {
+		if time.Since(frozeAt) > 8*time.Second {
+			t.Fatalf("stalled read did not return within 8s: %+v", r.cam.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("stalled read returned %s after the stall was detected: %+v", time.Since(frozeAt).Round(time.Millisecond), r.cam.Status())
+	srv.Freeze("live", false)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		f, _ := r.next(t, 15*time.Second)
+		if f.Seq > last.Seq && r.cam.Status().Reconnects > 0 {
+			if time.Since(f.CapturedAt) < time.Second {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fresh frames after the stream resumed: %+v\n%s", r.cam.Status(), r.log.String())
+		}
+	}
+	st = r.cam.Status()
+	if st.Reconnects < 1 || !strings.Contains(st.LastError, "no frame") && !strings.Contains(st.LastError, "stall") {
+		t.Errorf("after stall: %+v", st)
+	}
+	r.stop()
+	if st := r.cam.Status(); st.State != StateStopped {
+		t.Errorf("state after stop %q", st.State)
+	}
+	for _, s := range []string{r.log.String(), st.URL, st.LastError} {
+		if strings.Contains(s, "hunter2") {
+			t.Fatalf("password leaked: %s", s)
+		}
+	}
+	if !strings.Contains(st.URL, "cam:xxxxx@") {
+		t.Errorf("status url %q", st.URL)
+	}
+}
+
+func TestUnreachableRTSPRetries(t *testing.T) {
+	nc := startNATS(t)
+	d := config.Decode{RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, StallTimeout: time.Second}
+	r := runCamera(t, nc, config.Camera{ID: "gone", URL: "rtsp://user:topsecret@127.0.0.1:1/x"}, d)
+	time.Sleep(1200 * time.Millisecond)
+	st := waitState(t, r.cam, 5*time.Second, StateRetrying)
+	if st.LastError == "" || st.Reconnects < 2 || st.FramesOut != 0 {
+		t.Errorf("status %+v", st)
+	}
+	start := time.Now()
+	r.stop()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("stop took %s", d)
+	}
+	for _, s := range []string{r.log.String(), st.URL, st.LastError} {
+		if strings.Contains(s, "topsecret") {
+			t.Fatalf("password leaked: %s", s)
+		}
+	}
+	t.Logf("status %+v", st)
+}
+
+func TestUnknownScheme(t *testing.T) {
+	nc := startNATS(t)
+	_, err := NewCamera(config.Camera{ID: "x", URL: "http://u:pw123@example.com/a.mp4"}, Options{NC: nc})
+	if err == nil || !strings.Contains(err.Error(), `"http"`) || strings.Contains(err.Error(), "pw123") {
+		t.Fatalf("err = %v", err)
+	}
+	for _, u := range []string{"synthetic://?bogus=1", "file://relative.mp4", ""} {
+		if _, err := NewCamera(config.Camera{ID: "x", URL: u}, Options{NC: nc}); err == nil {
+			t.Errorf("NewCamera(%q) succeeded", u)
+		}
+	}
+	if _, err := NewCamera(config.Camera{ID: "x", URL: "synthetic://"}, Options{NC: nc, Decode: config.Decode{Width: 100, PatchSize: 16}}); err == nil {
+		t.Error("input not a multiple of the patch size accepted")
+	}
+}
+
+func TestFileLoopAndEnd(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	nc := startNATS(t)
+	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 1, Width: 320, Height: 180})
+
+	// Looping: the timeline continues across the restart.
+	r := runCamera(t, nc, config.Camera{ID: "loop", URL: "file://" + clip, FPS: 10, Loop: true}, config.Decode{})
+	var last *frame.Frame
+	for i := 0; i < 16; i++ {
+		f, _ := r.next(t, 5*time.Second)
+		if last != nil && (f.PTS <= last.PTS || f.Seq != last.Seq+1) {
+			t.Fatalf("frame %d: seq %d pts %v after seq %d pts %v", i, f.Seq, f.PTS, last.Seq, last.PTS)
+		}
+		last = f
+	}
+	if last.PTS < 1400*time.Millisecond {
+		t.Fatalf("pts %v after 16 frames of a looped 1s clip", last.PTS)
+	}
+	r.stop()
+
+	// Not looping: about ten frames, then "ended".
+	r = runCamera(t, nc, config.Camera{ID: "once", URL: clip, FPS: 10}, config.Decode{})
+	st := waitState(t, r.cam, 5*time.Second, StateEnded)
+	if st.FramesOut < 9 || st.FramesOut > 10 {
+		t.Errorf("ended after %d frames, want 10", st.FramesOut)
+	}
+}
+
+// TestSyntheticLetterboxExact checks the published tokens of a synthetic
+// camera against the scene rendered independently and letterboxed.
+func TestSyntheticLetterboxExact(t *testing.T) {
+	nc := startNATS(t)
+	url := "synthetic://?seed=7&width=640&height=360&objects=4&fps=30"
+	d := config.Decode{Width: 224, Height: 224, PatchSize: 16, Resize: frame.ResizeLetterbox}
+	r := runCamera(t, nc, config.Camera{ID: "synth", URL: url, FPS: 10}, d)
+	p, _ := synth.ParseURL(url)
+	scene, _ := synth.New(p)
+	want, _, inner := frame.Letterbox(640, 360, 224, 224)
+	for k := 0; k < 3; k++ {
+		f, _ := r.next(t, 5*time.Second)
+		if f.Transform != want || f.Resize != frame.ResizeLetterbox || f.SourceW != 640 || f.SourceH != 360 {
+			t.Fatalf("frame %+v, want transform %v", f, want)
+		}
+		got := make([]byte, 224*224*3)
+		if err := frame.Untokenize(got, f.Tokens, 224, 224, 16); err != nil {
+			t.Fatal(err)
+		}
+		// Reference: render frame i = pts·fps and letterbox it the same way.
+		i := int(f.PTS.Seconds()*30 + 0.5)
+		rgb := make([]byte, scene.FrameSize())
+		scene.Render(rgb, i)
+		ref := letterboxRef(t, rgb, 640, 360, 224, 224)
+		if !bytes.Equal(got, ref) {
+			t.Fatalf("frame seq %d (synthetic %d) differs from the reference", f.Seq, i)
+		}
+		// Padding rows are black, the picture is not.
+		oy := int(want.OffsetY)
+		if oy == 0 || inner == 0 {
+			t.Fatal("no padding")
+		}
+		if !bytes.Equal(got[:oy*224*3], make([]byte, oy*224*3)) {
+			t.Fatal("top padding not black")
+		}
+		if bytes.Equal(got[oy*224*3:(oy+1)*224*3], make([]byte, 224*3)) {
+			t.Fatal("first picture row is black")
+		}
+	}
+	if st := r.cam.Status(); st.State != StateStreaming {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// letterboxRef letterboxes an RGB image with gocv independently of Camera.
+func letterboxRef(t *testing.T, rgb []byte, sw, sh, w, h int) []byte {
+	src, err := gocv.NewMatFromBytes(sh, sw, gocv.MatTypeCV8UC3, rgb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tr, iw, ih := frame.Letterbox(sw, sh, w, h)
+	small := gocv.NewMat()
+	defer small.Close()
+	gocv.Resize(src, &small, image.Pt(iw, ih), 0, 0, gocv.InterpolationLinear)
+	out := gocv.NewMatWithSize(h, w, gocv.MatTypeCV8UC3)
+	defer out.Close()
+	out.SetTo(gocv.NewScalar(0, 0, 0, 0))
+	roi := out.Region(image.Rect(int(tr.OffsetX), int(tr.OffsetY), int(tr.OffsetX)+iw, int(tr.OffsetY)+ih))
+	small.CopyTo(&roi)
+	roi.Close()
+	return bytes.Clone(out.ToBytes())
+}
+
+// TestTokenizeRoundTrip runs one decoded frame through the camera's resize
+// and tokenization and back through frame.Untokenize.
+func TestTokenizeRoundTrip(t *testing.T) {
+	for _, mode := range []string{frame.ResizeStretch, frame.ResizeLetterbox} {
+		src, err := OpenSource("synthetic://?seed=3&width=320&height=200", SourceOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &Camera{cfg: withDefaults(config.Decode{Width: 96, Height: 64, PatchSize: 16, Resize: mode})}
+		m := newMats()
+		if _, err := src.Read(&m.raw); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.resize(m); err != nil {
+			t.Fatal(err)
+		}
+		gocv.CvtColor(m.sized, &m.rgb, gocv.ColorBGRToRGB)
+		rgb, _ := m.rgb.DataPtrUint8()
+		if len(rgb) != 96*64*3 {
+			t.Fatalf("%s: rgb is %d bytes", mode, len(rgb))
+		}
+		tok := make([]byte, len(rgb))
+		back := make([]byte, len(rgb))
+		if err := frame.Tokenize(tok, rgb, 96, 64, 16); err != nil {
+			t.Fatal(err)
+		}
+		if err := frame.Untokenize(back, tok, 96, 64, 16); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(back, rgb) || bytes.Equal(tok, rgb) {
+			t.Fatalf("%s: round trip differs (or tokenize was the identity)", mode)
+		}
+		m.close()
+		src.Close()
+	}
+}
+
+func TestSampler(t *testing.T) {
+	s := NewSampler(5)
+	kept := 0
+	for i := 0; i < 300; i++ { // 10 s of 30 fps
+		if s.Keep(time.Duration(i) * time.Second / 30) {
+			kept++
+		}
+	}
+	if kept != 50 {
+		t.Fatalf("kept %d of 300 frames at 30→5 fps, want 50", kept)
+	}
+	// pts going back restarts; a source slower than the target keeps all.
+	if !s.Keep(0) {
+		t.Fatal("pts reset not kept")
+	}
+	s = NewSampler(30)
+	for i := 0; i < 20; i++ {
+		if !s.Keep(time.Duration(i) * 100 * time.Millisecond) {
+			t.Fatalf("frame %d of a 10 fps source dropped at 30 fps target", i)
+		}
+	}
+}

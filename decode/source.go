@@ -1,0 +1,310 @@
+package decode
+
+import (
+	"errors"
+	"fmt"
+	"github.com/patchline/patchline/internal/media"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"github.com/patchline/patchline/internal/synth"
+)
+
+// Source is an opened video source. It is used by one goroutine at a time.
+type Source interface {
+	// Read decodes the next frame into dst as 8-bit, 3-channel BGR and
+	// returns its presentation time. It returns io.EOF at the end of a
+	// file that does not loop.
+	Read(dst *gocv.Mat) (pts time.Duration, err error)
+	// Live reports whether frames arrive in real time by themselves (a
+	// network stream). Other sources are paced by their pts by the reader.
+	Live() bool
+	// Close releases the source.
+	Close() error
+}
+
+// SourceKind names what a camera URL points at.
+type SourceKind string
+
+// Source kinds.
+const (
+	KindRTSP      SourceKind = "rtsp"
+	KindFile      SourceKind = "file"
+	KindSynthetic SourceKind = "synthetic"
+)
+
+// SourceOptions tune how a source is opened.
+type SourceOptions struct {
+	// Loop reopens a file at its end instead of returning io.EOF.
+	Loop bool
+	// StallTimeout bounds how long a network read may wait for data.
+	StallTimeout time.Duration
+}
+
+// ParseSourceURL classifies a camera URL: rtsp:// and rtsps:// are network
+// streams, file:///abs/path and plain paths are files, synthetic://?... is the
+// built-in synthetic camera. For files it returns the local path; any other
+// scheme is an error naming it. Errors never include credentials.
+func ParseSourceURL(raw string) (SourceKind, string, error) {
+	if raw == "" {
+		return "", "", errors.New("decode: camera url is empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("decode: camera url %s does not parse", media.RedactURL(raw))
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "rtsp", "rtsps":
+		if u.Host == "" {
+			return "", "", fmt.Errorf("decode: camera url %s has no host", media.RedactURL(raw))
+		}
+		return KindRTSP, raw, nil
+	case "synthetic":
+		if _, err := synth.ParseURL(raw); err != nil {
+			return "", "", fmt.Errorf("decode: camera url %s: %w", media.RedactURL(raw), err)
+		}
+		return KindSynthetic, raw, nil
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return "", "", fmt.Errorf("decode: file url %s names host %q; use file:///absolute/path", media.RedactURL(raw), u.Host)
+		}
+		if u.Path == "" || !filepath.IsAbs(u.Path) {
+			return "", "", fmt.Errorf("decode: file url %s needs an absolute path (file:///abs/path)", media.RedactURL(raw))
+		}
+		return KindFile, u.Path, nil
+	case "":
+		return KindFile, raw, nil
+	default:
+		return "", "", fmt.Errorf("decode: unsupported camera url scheme %q in %s (use rtsp://, file:// or a path, or synthetic://)", u.Scheme, media.RedactURL(raw))
+	}
+}
+
+// OpenSource opens the source of a camera URL. RTSP streams and files are
+// decoded by OpenCV's FFmpeg backend; RTSP uses TCP transport and a socket
+// timeout of o.StallTimeout so that a stalled stream's read fails instead of
+// blocking.
+func OpenSource(raw string, o SourceOptions) (Source, error) {
+	kind, p, err := ParseSourceURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case KindSynthetic:
+		return openSynthetic(raw)
+	case KindFile:
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("decode: file source: %w", err)
+		}
+		return openCV(p, media.RedactURL(raw), false, o)
+	default:
+		return openCV(raw, media.RedactURL(raw), true, o)
+	}
+}
+
+// ffmpegOptionsEnv is read by OpenCV's FFmpeg backend at every open.
+const ffmpegOptionsEnv = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+// ffmpegEnv serialises changes of OPENCV_FFMPEG_CAPTURE_OPTIONS: opens that
+// need the same value share it; a different value waits until no open with
+// the current one is in flight.
+var ffmpegEnv = struct {
+	sync.Mutex
+	cond     *sync.Cond
+	base     string // the value the process started with
+	baseOnce sync.Once
+	current  string
+	inFlight int
+}{}
+
+// CaptureOptions is the OPENCV_FFMPEG_CAPTURE_OPTIONS value used to open a
+// source of the given kind: any options the process was started with, then
+// for RTSP: TCP transport; fflags=nobuffer and a 1 s analyzeduration, so the
+// packets FFmpeg probes at open are dropped instead of being replayed as a
+// burst of stale frames; and a socket I/O timeout (FFmpeg 5 rtsp "timeout",
+// in µs) of stall, so a stalled read fails instead of blocking.
+func CaptureOptions(kind SourceKind, stall time.Duration) string {
+	envInit()
+	var opts []string
+	if ffmpegEnv.base != "" {
+		opts = append(opts, ffmpegEnv.base)
+	}
+	if kind == KindRTSP {
+		opts = append(opts, "rtsp_transport;tcp", "fflags;nobuffer", "analyzeduration;1000000")
+		if stall > 0 {
+			opts = append(opts, "timeout;"+strconv.FormatInt(stall.Microseconds(), 10))
+		}
+	}
+	return strings.Join(opts, "|")
+}
+
+func envInit() {
+	ffmpegEnv.baseOnce.Do(func() {
+		ffmpegEnv.base = os.Getenv(ffmpegOptionsEnv)
+		ffmpegEnv.cond = sync.NewCond(&ffmpegEnv.Mutex)
+	})
+}
+
+// withCaptureOptions runs open with OPENCV_FFMPEG_CAPTURE_OPTIONS set to v.
+func withCaptureOptions(v string, open func()) {
+	envInit()
+	ffmpegEnv.Lock()
+	for ffmpegEnv.inFlight > 0 && ffmpegEnv.current != v {
+		ffmpegEnv.cond.Wait()
+	}
+	if ffmpegEnv.current != v || os.Getenv(ffmpegOptionsEnv) != v {
+		_ = os.Setenv(ffmpegOptionsEnv, v)
+		ffmpegEnv.current = v
+	}
+	ffmpegEnv.inFlight++
+	ffmpegEnv.Unlock()
+	defer func() {
+		ffmpegEnv.Lock()
+		ffmpegEnv.inFlight--
+		ffmpegEnv.cond.Broadcast()
+		ffmpegEnv.Unlock()
+	}()
+	open()
+}
+
+// cvSource reads a stream or file with OpenCV's FFmpeg backend.
+type cvSource struct {
+	uri      string // what OpenCV opens (never logged)
+	redacted string
+	live     bool
+	o        SourceOptions
+	vc       *gocv.VideoCapture
+
+	offset   time.Duration // added to pts: the length of earlier loops
+	lastPTS  time.Duration
+	frameDur time.Duration
+	read     int // frames read since the last (re)open
+}
+
+func openCV(uri, redacted string, live bool, o SourceOptions) (*cvSource, error) {
+	s := &cvSource{uri: uri, redacted: redacted, live: live, o: o}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *cvSource) open() error {
+	var (
+		vc  *gocv.VideoCapture
+		err error
+	)
+	kind := KindFile
+	if s.live {
+		kind = KindRTSP
+	}
+	withCaptureOptions(CaptureOptions(kind, s.o.StallTimeout), func() {
+		vc, err = gocv.VideoCaptureFileWithAPI(s.uri, gocv.VideoCaptureFFmpeg)
+	})
+	if err != nil || !vc.IsOpened() {
+		if vc != nil {
+			_ = vc.Close()
+		}
+		// gocv's error quotes the raw URL: build our own.
+		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed (unreachable, unauthorized, not found or not a video)", s.redacted)
+	}
+	s.vc = vc
+	s.read = 0
+	s.frameDur = 0
+	if fps := vc.Get(gocv.VideoCaptureFPS); fps > 0 && fps < 1000 {
+		s.frameDur = time.Duration(float64(time.Second) / fps)
+	}
+	return nil
+}
+
+func (s *cvSource) Live() bool { return s.live }
+
+func (s *cvSource) Read(dst *gocv.Mat) (time.Duration, error) {
+	for attempt := 0; ; attempt++ {
+		if s.vc.Read(dst) && !dst.Empty() {
+			s.read++
+			pts := time.Duration(s.vc.Get(gocv.VideoCapturePosMsec)*float64(time.Millisecond)) + s.offset
+			if s.read > 1 && pts <= s.lastPTS && s.frameDur > 0 {
+				pts = s.lastPTS + s.frameDur // missing or repeated timestamps
+			}
+			s.lastPTS = pts
+			return pts, nil
+		}
+		if s.live {
+			return 0, fmt.Errorf("decode: read from %s failed (stream ended, stalled or broken)", s.redacted)
+		}
+		if !s.o.Loop {
+			return 0, io.EOF
+		}
+		if attempt > 0 || s.read == 0 {
+			return 0, fmt.Errorf("decode: file %s has no readable frames to loop", s.redacted)
+		}
+		// Loop: reopen and continue the timeline after the last frame.
+		s.offset = s.lastPTS + max(s.frameDur, time.Millisecond)
+		_ = s.vc.Close()
+		s.vc = nil
+		if err := s.open(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (s *cvSource) Close() error {
+	if s.vc == nil {
+		return nil
+	}
+	err := s.vc.Close()
+	s.vc = nil
+	return err
+}
+
+// synthSource renders the synthetic camera; frame i is at pts i/fps.
+type synthSource struct {
+	scene *synth.Scene
+	rgb   []byte
+	i     int
+}
+
+func openSynthetic(raw string) (*synthSource, error) {
+	p, err := synth.ParseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	sc, err := synth.New(p)
+	if err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	return &synthSource{scene: sc, rgb: make([]byte, sc.FrameSize())}, nil
+}
+
+func (s *synthSource) Live() bool { return false }
+
+func (s *synthSource) Read(dst *gocv.Mat) (time.Duration, error) {
+	p := s.scene.Params()
+	if _, err := s.scene.Render(s.rgb, s.i); err != nil {
+		return 0, fmt.Errorf("decode: synthetic frame %d: %w", s.i, err)
+	}
+	if dst.Rows() != p.Height || dst.Cols() != p.Width || dst.Type() != gocv.MatTypeCV8UC3 {
+		_ = dst.Close()
+		*dst = gocv.NewMatWithSize(p.Height, p.Width, gocv.MatTypeCV8UC3)
+	}
+	data, err := dst.DataPtrUint8()
+	if err != nil {
+		return 0, fmt.Errorf("decode: synthetic frame: %w", err)
+	}
+	for j := 0; j+2 < len(s.rgb); j += 3 { // RGB → BGR
+		data[j], data[j+1], data[j+2] = s.rgb[j+2], s.rgb[j+1], s.rgb[j]
+	}
+	pts := time.Duration(float64(s.i) / p.FPS * float64(time.Second))
+	s.i++
+	return pts, nil
+}
+
+func (s *synthSource) Close() error { return nil }

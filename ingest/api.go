@@ -1,0 +1,105 @@
+package ingest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/patchline/patchline/internal/config"
+)
+
+// maxBody bounds request bodies of the camera API.
+const maxBody = 64 << 10
+
+// Handler serves the camera API:
+//
+//	GET    /v1/cameras        list
+//	POST   /v1/cameras        attach {"id","url","fps","loop"}
+//	GET    /v1/cameras/{id}   one camera
+//	DELETE /v1/cameras/{id}   detach
+func (r *Registry) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/cameras", r.handleList)
+	mux.HandleFunc("POST /v1/cameras", r.handleAttach)
+	mux.HandleFunc("GET /v1/cameras/{id}", r.handleGet)
+	mux.HandleFunc("DELETE /v1/cameras/{id}", r.handleDetach)
+	return mux
+}
+
+func (r *Registry) handleList(w http.ResponseWriter, req *http.Request) {
+	cams, err := r.List(req.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cams)
+}
+
+func (r *Registry) handleGet(w http.ResponseWriter, req *http.Request) {
+	v, err := r.Get(req.Context(), req.PathValue("id"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (r *Registry) handleAttach(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxBody))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{fmt.Sprintf("request body over %d bytes", maxBody)})
+		return
+	}
+	var c config.Camera
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"malformed camera JSON: " + err.Error()})
+		return
+	}
+	if err := r.Attach(req.Context(), c); err != nil {
+		writeErr(w, err)
+		return
+	}
+	v, err := r.Get(req.Context(), c.ID)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/cameras/"+c.ID)
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (r *Registry) handleDetach(w http.ResponseWriter, req *http.Request) {
+	if err := r.Detach(req.Context(), req.PathValue("id")); err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrInvalid):
+		code = http.StatusBadRequest
+	case errors.Is(err, ErrExists):
+		code = http.StatusConflict
+	case errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	}
+	writeJSON(w, code, apiError{err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

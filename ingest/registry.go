@@ -1,0 +1,217 @@
+// Package ingest owns the camera registry: which cameras exist, from
+// pipeline.yaml and, at runtime, from the HTTP API and CLI. Cameras live in the
+// JetStream KV bucket patchline_cameras, which decode workers watch; ingest
+// also collects the status decode publishes for each camera.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/media"
+)
+
+// Errors the API maps to HTTP status codes.
+var (
+	ErrExists   = errors.New("camera already exists")
+	ErrNotFound = errors.New("camera not found")
+	ErrInvalid  = errors.New("invalid camera")
+)
+
+// CameraView is a camera as the API shows it: its spec with the URL
+// redacted, and the latest status reported by decode (null until the first).
+type CameraView struct {
+	ID     string          `json:"id"`
+	URL    string          `json:"url"`
+	FPS    float64         `json:"fps,omitempty"`
+	Loop   bool            `json:"loop,omitempty"`
+	Status json.RawMessage `json:"status"`
+}
+
+// Registry is the camera registry.
+type Registry struct {
+	nc  *nats.Conn
+	kv  jetstream.KeyValue
+	log *slog.Logger
+
+	mu     sync.Mutex
+	status map[string]json.RawMessage
+	sub    *nats.Subscription
+}
+
+// OpenRegistry creates (or opens) the cameras bucket and starts collecting
+// camera status.
+func OpenRegistry(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Registry, error) {
+	kv, err := CamerasBucket(ctx, nc)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{nc: nc, kv: kv, log: log, status: map[string]json.RawMessage{}}
+	r.sub, err = nc.Subscribe(bus.StatusPrefix+"*", r.onStatus)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: subscribe status: %w", err)
+	}
+	return r, nil
+}
+
+// CamerasBucket opens the cameras KV bucket, creating it if needed. Decode
+// uses it too, so either side may start first.
+func CamerasBucket(ctx context.Context, nc *nats.Conn) (jetstream.KeyValue, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	var kv jetstream.KeyValue
+	// JetStream may still be electing right after a (re)start: retry briefly.
+	for attempt := 0; ; attempt++ {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: bus.CamerasBucket, Description: "patchline cameras: id -> spec", History: 1,
+		})
+		if err == nil || attempt == 20 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cameras bucket %s (is JetStream enabled on the NATS server?): %w", bus.CamerasBucket, err)
+	}
+	return kv, nil
+}
+
+// Close stops collecting status.
+func (r *Registry) Close() {
+	if r.sub != nil {
+		_ = r.sub.Unsubscribe()
+	}
+}
+
+func (r *Registry) onStatus(m *nats.Msg) {
+	id := strings.TrimPrefix(m.Subject, bus.StatusPrefix)
+	if !json.Valid(m.Data) {
+		r.log.Warn("dropping malformed camera status", "subject", m.Subject)
+		return
+	}
+	r.mu.Lock()
+	r.status[id] = append(json.RawMessage(nil), m.Data...)
+	r.mu.Unlock()
+}
+
+// Validate checks a camera spec the way pipeline.yaml is checked.
+func Validate(c config.Camera) error {
+	if err := frame.ValidCameraID(c.ID); err != nil {
+		return fmt.Errorf("%w: id: %v", ErrInvalid, err)
+	}
+	if err := config.CheckCameraURL(c.URL); err != nil {
+		return fmt.Errorf("%w: url: %v", ErrInvalid, err)
+	}
+	if c.FPS < 0 || c.FPS > 120 {
+		return fmt.Errorf("%w: fps %v out of range 0..120", ErrInvalid, c.FPS)
+	}
+	return nil
+}
+
+// Attach adds a camera; it is an error if the id is taken.
+func (r *Registry) Attach(ctx context.Context, c config.Camera) error {
+	if err := Validate(c); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(c)
+	if _, err := r.kv.Create(ctx, c.ID, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("%w: %s", ErrExists, c.ID)
+		}
+		return fmt.Errorf("attach %s: %w", c.ID, err)
+	}
+	r.log.Info("camera attached", "camera", c.ID, "url", media.RedactURL(c.URL))
+	return nil
+}
+
+// Put adds or replaces a camera (pipeline.yaml cameras at start-up).
+func (r *Registry) Put(ctx context.Context, c config.Camera) error {
+	if err := Validate(c); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(c)
+	if cur, err := r.kv.Get(ctx, c.ID); err == nil && string(cur.Value()) == string(b) {
+		return nil // unchanged: don't restart its worker
+	}
+	if _, err := r.kv.Put(ctx, c.ID, b); err != nil {
+		return fmt.Errorf("put camera %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// Detach removes a camera; decode stops its worker.
+func (r *Registry) Detach(ctx context.Context, id string) error {
+	if _, err := r.kv.Get(ctx, id); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return fmt.Errorf("detach %s: %w", id, err)
+	}
+	if err := r.kv.Delete(ctx, id); err != nil {
+		return fmt.Errorf("detach %s: %w", id, err)
+	}
+	r.mu.Lock()
+	delete(r.status, id)
+	r.mu.Unlock()
+	r.log.Info("camera detached", "camera", id)
+	return nil
+}
+
+// Get returns one camera.
+func (r *Registry) Get(ctx context.Context, id string) (CameraView, error) {
+	e, err := r.kv.Get(ctx, id)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+			return CameraView{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return CameraView{}, err
+	}
+	return r.view(e.Value())
+}
+
+// List returns every camera, sorted by id.
+func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
+	lister, err := r.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list cameras: %w", err)
+	}
+	out := []CameraView{}
+	for k := range lister.Keys() {
+		v, err := r.Get(ctx, k)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (r *Registry) view(spec []byte) (CameraView, error) {
+	var c config.Camera
+	if err := json.Unmarshal(spec, &c); err != nil {
+		return CameraView{}, fmt.Errorf("camera spec: %w", err)
+	}
+	r.mu.Lock()
+	st := r.status[c.ID]
+	r.mu.Unlock()
+	if st == nil {
+		st = json.RawMessage("null")
+	}
+	return CameraView{ID: c.ID, URL: media.RedactURL(c.URL), FPS: c.FPS, Loop: c.Loop, Status: st}, nil
+}

@@ -1,0 +1,237 @@
+// Package app wires stages to NATS. `patchline run` runs every stage in one
+// process around an embedded NATS server; `patchline stage X` runs one stage
+// against a given server. Both go through Run: there is no second code path.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/patchline/patchline/analyze"
+	"github.com/patchline/patchline/decode"
+	"github.com/patchline/patchline/ingest"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/telemetry"
+	"github.com/patchline/patchline/sink"
+)
+
+// Stage names.
+const (
+	Ingest  = "ingest"
+	Decode  = "decode"
+	Analyze = "analyze"
+	Sink    = "sink"
+)
+
+// AllStages is every stage, in start order.
+var AllStages = []string{Ingest, Decode, Analyze, Sink}
+
+// Options says what to run.
+type Options struct {
+	Config config.Config
+	Stages []string
+	// NATSURL overrides nats.url; with both empty the embedded server starts.
+	NATSURL string
+	// HTTPAddr overrides http.addr; "off" serves nothing.
+	HTTPAddr string
+	Logger   *slog.Logger
+	// Ready, if set, is called once every stage has started.
+	Ready func(Info)
+}
+
+// Info describes a running pipeline.
+type Info struct {
+	NATSURL  string
+	HTTPAddr string // "" when HTTP is off
+	Embedded bool
+	Stages   []string
+}
+
+// Run starts the stages and blocks until ctx is done or a stage fails.
+func Run(ctx context.Context, o Options) error {
+	log := o.Logger
+	cfg := o.Config
+	for _, s := range o.Stages {
+		if !slices.Contains(AllStages, s) {
+			return fmt.Errorf("unknown stage %q (want one of %v)", s, AllStages)
+		}
+	}
+	shutdownTracing, err := telemetry.SetupTracing(ctx, cfg.Telemetry.ServiceName, cfg.Telemetry.SampleRatio)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
+
+	// Load the model first: a bundle that does not fit the config is an
+	// error at start, before any camera is opened.
+	var model *analyze.Model
+	if slices.Contains(o.Stages, Analyze) {
+		if model, err = openModel(cfg); err != nil {
+			return err
+		}
+		defer model.Close()
+	}
+
+	info := Info{NATSURL: o.NATSURL, Stages: o.Stages}
+	if info.NATSURL == "" {
+		info.NATSURL = cfg.NATS.URL
+	}
+	if info.NATSURL == "" {
+		emb, err := bus.StartEmbedded(cfg.NATS.Embedded, log)
+		if err != nil {
+			return err
+		}
+		defer emb.Shutdown()
+		info.NATSURL, info.Embedded = emb.URL(), true
+	}
+
+	var (
+		conns   []*nats.Conn
+		runners []func(context.Context) error
+		mux     = http.NewServeMux()
+	)
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	connect := func(name string) (*nats.Conn, error) {
+		nc, err := bus.Connect(cfg.NATS, info.NATSURL, name, log)
+		if err == nil {
+			conns = append(conns, nc)
+		}
+		return nc, err
+	}
+	for _, name := range o.Stages {
+		nc, err := connect(name)
+		if err != nil {
+			return err
+		}
+		slog := log.With("stage", name)
+		switch name {
+		case Ingest:
+			reg, err := ingest.OpenRegistry(ctx, nc, slog)
+			if err != nil {
+				return err
+			}
+			defer reg.Close()
+			for _, c := range cfg.Cameras {
+				if err := reg.Put(ctx, c); err != nil {
+					return fmt.Errorf("camera %s from config: %w", c.ID, err)
+				}
+			}
+			mux.Handle("/v1/", reg.Handler())
+		case Decode:
+			st := decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Logger: slog})
+			runners = append(runners, st.Run)
+		case Analyze:
+			st := analyze.NewStage(nc, model, cfg.Analyze, slog)
+			runners = append(runners, st.Run)
+		case Sink:
+			st, err := sink.NewStage(nc, cfg.Sink, slog)
+			if err != nil {
+				return err
+			}
+			runners = append(runners, st.Run)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(runners)+1)
+	for _, run := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+
+	addr := o.HTTPAddr
+	if addr == "" {
+		addr = cfg.HTTP.Addr
+	}
+	if addr != "off" {
+		srv, bound, err := serveHTTP(addr, mux, conns, log)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		info.HTTPAddr = bound
+		defer func() {
+			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+	if o.Ready != nil {
+		o.Ready(info)
+	}
+	<-ctx.Done()
+	wg.Wait()
+	close(errc)
+	return errors.Join(collect(errc)...)
+}
+
+func collect(c <-chan error) []error {
+	var errs []error
+	for err := range c {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
+func openModel(cfg config.Config) (*analyze.Model, error) {
+	b, err := analyze.LoadBundle(cfg.Analyze.Model)
+	if err != nil {
+		return nil, err
+	}
+	return analyze.OpenModel(b, analyze.OptionsFromConfig(cfg.Decode, cfg.Analyze))
+}
+
+// serveHTTP serves the API (if mounted), /metrics, /healthz and /readyz.
+// /readyz is 200 only while every NATS connection of this process is up.
+func serveHTTP(addr string, mux *http.ServeMux, conns []*nats.Conn, log *slog.Logger) (*http.Server, string, error) {
+	mux.Handle("GET /metrics", promhttp.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		for _, nc := range conns {
+			if !nc.IsConnected() {
+				http.Error(w, "nats: "+nc.Opts.Name+" not connected", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("http: listen %s (set http.addr or --http): %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	return srv, ln.Addr().String(), nil
+}

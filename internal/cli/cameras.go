@@ -1,0 +1,149 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/patchline/patchline/internal/config"
+)
+
+const defaultAPI = "http://127.0.0.1:8080"
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// apiCall sends a JSON request to the camera API and decodes the reply into out.
+func apiCall(method, url string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("patchline API at %s: %w (is `patchline run` running? see --api)", url, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s", e.Error)
+		}
+		return fmt.Errorf("%s %s: %s", method, url, resp.Status)
+	}
+	if out != nil && len(data) > 0 {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func newAttachCmd() *cobra.Command {
+	var api string
+	var c config.Camera
+	cmd := &cobra.Command{
+		Use:   "attach <camera-id> <url>",
+		Short: "Attach a camera at runtime (rtsp://…, a file path or file://…, synthetic://…)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c.ID, c.URL = args[0], args[1]
+			var v cameraView
+			if err := apiCall(http.MethodPost, strings.TrimRight(api, "/")+"/v1/cameras", c, &v); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "attached %s (%s)\n", v.ID, v.URL)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&api, "api", defaultAPI, "patchline HTTP API")
+	cmd.Flags().Float64Var(&c.FPS, "fps", 0, "target frames per second (0 = decode.default_fps)")
+	cmd.Flags().BoolVar(&c.Loop, "loop", false, "loop a file source")
+	return cmd
+}
+
+func newDetachCmd() *cobra.Command {
+	var api string
+	cmd := &cobra.Command{
+		Use:   "detach <camera-id>",
+		Short: "Detach a camera",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := apiCall(http.MethodDelete, strings.TrimRight(api, "/")+"/v1/cameras/"+args[0], nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "detached %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&api, "api", defaultAPI, "patchline HTTP API")
+	return cmd
+}
+
+type cameraView struct {
+	ID     string  `json:"id"`
+	URL    string  `json:"url"`
+	FPS    float64 `json:"fps"`
+	Status *struct {
+		State         string  `json:"state"`
+		LastError     string  `json:"last_error"`
+		FPS           float64 `json:"fps"`
+		FramesOut     uint64  `json:"frames_out"`
+		FramesDropped uint64  `json:"frames_dropped"`
+		Reconnects    uint64  `json:"reconnects"`
+	} `json:"status"`
+}
+
+func newCamerasCmd() *cobra.Command {
+	var api string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "cameras",
+		Short: "List cameras with state, fps, drops and last error",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var raw json.RawMessage
+			if err := apiCall(http.MethodGet, strings.TrimRight(api, "/")+"/v1/cameras", nil, &raw); err != nil {
+				return err
+			}
+			if asJSON {
+				_, err := fmt.Fprintln(cmd.OutOrStdout(), string(raw))
+				return err
+			}
+			var cams []cameraView
+			if err := json.Unmarshal(raw, &cams); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tFPS\tFRAMES\tDROPPED\tRECONNECTS\tURL\tLAST ERROR")
+			for _, c := range cams {
+				if c.Status == nil {
+					fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t%s\t\n", c.ID, "pending", c.URL)
+					continue
+				}
+				s := c.Status
+				fmt.Fprintf(tw, "%s\t%s\t%.1f\t%d\t%d\t%d\t%s\t%s\n", c.ID, s.State, s.FPS, s.FramesOut, s.FramesDropped, s.Reconnects, c.URL, s.LastError)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&api, "api", defaultAPI, "patchline HTTP API")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
+	return cmd
+}

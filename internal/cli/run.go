@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/patchline/patchline/internal/app"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+)
+
+func newRunCmd(g *globals) *cobra.Command {
+	var cfgPath, natsURL, httpAddr string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run every stage in one process (embedded NATS unless --nats is given)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			return app.Run(cmd.Context(), app.Options{
+				Config: cfg, Stages: app.AllStages, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log,
+				Ready: func(i app.Info) { printWhere(cmd.OutOrStdout(), i) },
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "pipeline.yaml", "pipeline configuration file")
+	cmd.Flags().StringVar(&natsURL, "nats", "", "use this NATS server instead of the embedded one (nats://host:4222)")
+	cmd.Flags().StringVar(&httpAddr, "http", "", `HTTP address for the API, /metrics and health (default http.addr; "off" to disable)`)
+	return cmd
+}
+
+func newStageCmd(g *globals) *cobra.Command {
+	var cfgPath, natsURL, httpAddr string
+	cmd := &cobra.Command{
+		Use:       "stage <ingest|decode|analyze|sink>",
+		Short:     "Run one stage against a NATS server; run more processes of a stage to scale it",
+		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
+		ValidArgs: app.AllStages,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			if natsURL == "" && cfg.NATS.URL == "" {
+				return fmt.Errorf("stage %s needs a NATS server: pass --nats nats://host:4222 or set nats.url", args[0])
+			}
+			if httpAddr == "" && args[0] != app.Ingest {
+				httpAddr = "off"
+			}
+			return app.Run(cmd.Context(), app.Options{
+				Config: cfg, Stages: args, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log,
+				Ready: func(i app.Info) {
+					log.Info("stage ready", "stage", args[0], "nats", i.NATSURL, "http", i.HTTPAddr)
+				},
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "pipeline.yaml", "pipeline configuration file")
+	cmd.Flags().StringVar(&natsURL, "nats", "", "NATS server URL (default nats.url)")
+	cmd.Flags().StringVar(&httpAddr, "http", "", `HTTP address for /metrics and health (ingest also serves the API; default http.addr for ingest, "off" for others)`)
+	return cmd
+}
+
+func printWhere(w io.Writer, i app.Info) {
+	nats := i.NATSURL
+	if i.Embedded {
+		nats += " (embedded)"
+	}
+	fmt.Fprintf(w, `
+patchline is running (stages: %s)
+  NATS          %s
+  HTTP API      http://%s/v1/cameras
+  metrics       http://%s/metrics
+  frames        %s<camera>   (patch tokens, binary)
+  annotations   %s<camera>   (JSON)
+
+  watch it:     patchline watch --nats %s
+  cameras:      patchline cameras --api http://%s
+  attach RTSP:  patchline attach cam1 rtsp://user:pass@host/path --api http://%s
+
+`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, i.NATSURL, i.HTTPAddr, i.HTTPAddr)
+}

@@ -1,0 +1,533 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env is a fake environment for load.
+func env(kv ...string) func(string) (string, bool) {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+func TestErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		yaml string
+		env  []string
+		want []string // substrings of the error, all required
+	}{
+		{
+			name: "invalid yaml",
+			yaml: "http:\n  addr: [1, 2\nnats: {}\n",
+			want: []string{"pipeline.yaml:2: did not find expected ',' or ']'"},
+		},
+		{
+			name: "bad indentation",
+			yaml: "decode:\n  width: 224\n height: 224\n",
+			want: []string{"pipeline.yaml:3: did not find expected key"},
+		},
+		{
+			name: "tab indentation",
+			yaml: "decode:\n\twidth: 224\n",
+			want: []string{"pipeline.yaml:2: found character that cannot start any token (indent with spaces, not tabs)"},
+		},
+		{
+			name: "unknown top-level key",
+			yaml: "decod:\n  width: 224\n",
+			want: []string{`pipeline.yaml:1: decod: unknown key (did you mean "decode"?)`},
+		},
+		{
+			name: "unknown nested key",
+			yaml: "analyze:\n  model: m\n\n  batch_sise: 4\n",
+			want: []string{`pipeline.yaml:4: analyze.batch_sise: unknown key (did you mean "batch_size"?)`},
+		},
+		{
+			name: "unknown key in list item",
+			yaml: "cameras:\n  - id: a\n    url: synthetic://\n  - id: b\n    urll: x.mp4\n",
+			want: []string{`pipeline.yaml:5: cameras[1].urll: unknown key (did you mean "url"?)`},
+		},
+		{
+			name: "unknown key far from any",
+			yaml: "sink:\n  kafka: x\n",
+			want: []string{`pipeline.yaml:2: sink.kafka: unknown key (known keys: jsonl)`},
+		},
+		{
+			name: "duplicate key",
+			yaml: "http:\n  addr: a:1\n  addr: b:2\n",
+			want: []string{`pipeline.yaml:3: http.addr: duplicate key (first on line 2)`},
+		},
+		{
+			name: "wrong type",
+			yaml: "decode:\n  width: abc\n",
+			want: []string{`pipeline.yaml:2: decode.width: want an integer, got "abc"`},
+		},
+		{
+			name: "quoted integer",
+			yaml: "decode:\n  width: \"224\"\n",
+			want: []string{`pipeline.yaml:2: decode.width: want an integer, got "224"`},
+		},
+		{
+			name: "mapping for scalar",
+			yaml: "analyze:\n  batch_size: {a: 1}\n",
+			want: []string{`pipeline.yaml:2: analyze.batch_size: want an integer, got a mapping`},
+		},
+		{
+			name: "scalar for section",
+			yaml: "decode: 224\n",
+			want: []string{`pipeline.yaml:1: decode: want a mapping, got "224"`},
+		},
+		{
+			name: "mapping for list",
+			yaml: "cameras:\n  id: a\n",
+			want: []string{`pipeline.yaml:2: cameras: want a list, got a mapping`},
+		},
+		{
+			name: "bad float",
+			yaml: "telemetry:\n  sample_ratio: half\n",
+			want: []string{`pipeline.yaml:2: telemetry.sample_ratio: want a number, got "half"`},
+		},
+		{
+			name: "bad bool",
+			yaml: "cameras:\n  - id: a\n    url: a.mp4\n    loop: yes\n",
+			want: []string{`pipeline.yaml:4: cameras[0].loop: want true or false, got "yes"`},
+		},
+		{
+			name: "bad duration",
+			yaml: "analyze:\n  max_batch_wait: 20\n",
+			want: []string{`pipeline.yaml:2: analyze.max_batch_wait: want a duration like "20ms", got "20"`},
+		},
+		{
+			name: "all decode errors at once",
+			yaml: "decode:\n  width: x\n  height: y\n",
+			want: []string{"pipeline.yaml:2: decode.width:", "pipeline.yaml:3: decode.height:"},
+		},
+		{
+			name: "unknown url scheme",
+			yaml: "cameras:\n  - id: a\n    url: a.mp4\n  - id: b\n    url: htp://x\n",
+			want: []string{`pipeline.yaml:5: cameras[1].url: unknown scheme "htp" in "htp://x" (want rtsp://, rtsps://, file://, synthetic:// or a file path)`},
+		},
+		{
+			name: "rtsp without host",
+			yaml: "cameras:\n  - id: a\n    url: rtsp:///stream\n",
+			want: []string{`cameras[0].url: rtsp url "rtsp:///stream" has no host`},
+		},
+		{
+			name: "url password is redacted",
+			yaml: "cameras:\n  - id: a\n    url: rtp://u:hunter2@h/s\n",
+			want: []string{`"rtp://u:xxxxx@h/s"`},
+		},
+		{
+			name: "duplicate camera id",
+			yaml: "cameras:\n  - id: a\n    url: a.mp4\n  - id: a\n    url: b.mp4\n",
+			want: []string{`pipeline.yaml:4: cameras[1].id: duplicate camera id "a" (also cameras[0])`},
+		},
+		{
+			name: "bad camera id",
+			yaml: "cameras:\n  - id: front door\n    url: a.mp4\n",
+			want: []string{`pipeline.yaml:2: cameras[0].id: camera id "front door" has ' '`},
+		},
+		{
+			name: "camera fps",
+			yaml: "cameras:\n  - id: a\n    url: a.mp4\n    fps: 500\n",
+			want: []string{`pipeline.yaml:4: cameras[0].fps: 500 out of range 0..120`},
+		},
+		{
+			name: "width not a multiple of patch",
+			yaml: "decode:\n  width: 225\n  patch_size: 16\n",
+			want: []string{`pipeline.yaml:2: decode.width: 225 is not a multiple of decode.patch_size 16`},
+		},
+		{
+			name: "validation problems all reported",
+			yaml: "analyze:\n  batch_size: 0\n  queue_size: 0\ntelemetry:\n  sample_ratio: 2\n",
+			want: []string{
+				"pipeline.yaml:2: analyze.batch_size: 0 out of range 1..256",
+				"pipeline.yaml:3: analyze.queue_size: 0 is below 1",
+				"pipeline.yaml:5: telemetry.sample_ratio: 2 out of range 0..1",
+			},
+		},
+		{
+			name: "retry order",
+			yaml: "decode:\n  retry_min: 1m\n  retry_max: 1s\n",
+			want: []string{"pipeline.yaml:3: decode.retry_max: 1s is below decode.retry_min 1m0s"},
+		},
+		{
+			name: "bad nats url",
+			yaml: "nats:\n  url: nats://a:4222, http://b\n",
+			want: []string{`pipeline.yaml:2: nats.url: unknown scheme "http" in "http://b"`},
+		},
+		{
+			name: "embedded port",
+			yaml: "nats:\n  embedded:\n    port: 70000\n",
+			want: []string{"pipeline.yaml:3: nats.embedded.port: 70000 out of range -1..65535"},
+		},
+		{
+			name: "unset variable",
+			yaml: "nats:\n  url: nats://x:4222\n  token: ${NATS_TOKEN}\n",
+			want: []string{"pipeline.yaml:3: nats.token: ${NATS_TOKEN} is not set"},
+		},
+		{
+			name: "unterminated variable",
+			yaml: "nats:\n  token: ${NATS_TOKEN\n",
+			want: []string{"pipeline.yaml:2: nats.token: unterminated"},
+		},
+		{
+			name: "bad env override",
+			env:  []string{"PATCHLINE_DECODE_WIDTH", "wide"},
+			want: []string{`PATCHLINE_DECODE_WIDTH: decode.width: want an integer, got "wide"`},
+		},
+		{
+			name: "bad env duration",
+			env:  []string{"PATCHLINE_ANALYZE_MAX_BATCH_WAIT", "soon"},
+			want: []string{`PATCHLINE_ANALYZE_MAX_BATCH_WAIT: analyze.max_batch_wait: want a duration`},
+		},
+		{
+			name: "env override fails validation",
+			env:  []string{"PATCHLINE_ANALYZE_BATCH_SIZE", "1000"},
+			want: []string{"PATCHLINE_ANALYZE_BATCH_SIZE: analyze.batch_size: 1000 out of range 1..256"},
+		},
+		{
+			name: "two documents",
+			yaml: "http: {}\n---\nnats: {}\n",
+			want: []string{"pipeline.yaml:2: want one YAML document"},
+		},
+		{
+			name: "top level list",
+			yaml: "- a\n",
+			want: []string{"pipeline.yaml:1: want a mapping of sections, got a list"},
+		},
+		{
+			name: "recursive merge",
+			yaml: "cameras:\n  - &c\n    <<: *c\n",
+			want: []string{"pipeline.yaml:"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := load("pipeline.yaml", []byte(tt.yaml), env(tt.env...))
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%v\ndoes not contain\n%s", err, w)
+				}
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Errorf("error %v is not a *config.Error", err)
+			}
+		})
+	}
+}
+
+func TestSyntaxErrorLine(t *testing.T) {
+	t.Parallel()
+	_, err := load("p.yaml", []byte("a: b\nc: d: e\n"), env())
+	if err == nil || !regexp.MustCompile(`^p\.yaml:2: mapping values are not allowed`).MatchString(err.Error()) {
+		t.Fatalf("err = %v, want p.yaml:2: mapping values ...", err)
+	}
+}
+
+func TestEnvOverride(t *testing.T) {
+	t.Parallel()
+	c, err := load("p.yaml", []byte("analyze:\n  batch_size: 4\n"), env(
+		"PATCHLINE_NATS_URL", "nats://bus:4222",
+		"PATCHLINE_HTTP_ADDR", ":9090",
+		"PATCHLINE_ANALYZE_BATCH_SIZE", "16",
+		"PATCHLINE_ANALYZE_MAX_BATCH_WAIT", "5ms",
+		"PATCHLINE_DECODE_WIDTH", "0x100", // YAML integer syntax
+		"PATCHLINE_DECODE_HEIGHT", "256",
+		"PATCHLINE_TELEMETRY_SAMPLE_RATIO", "0.25",
+		"PATCHLINE_NATS_EMBEDDED_STORE_DIR", "/tmp/js",
+		"PATCHLINE_NATS_TOKEN", "${NOT_EXPANDED}",
+		"PATCHLINE_SINK_JSONL", "",
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.NATS.URL = "nats://bus:4222"
+	want.NATS.Token = "${NOT_EXPANDED}"
+	want.NATS.Embedded.StoreDir = "/tmp/js"
+	want.HTTP.Addr = ":9090"
+	want.Analyze.BatchSize = 16
+	want.Analyze.MaxBatchWait = 5 * time.Millisecond
+	want.Decode.Width, want.Decode.Height = 256, 256
+	want.Telemetry.SampleRatio = 0.25
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got  %+v\nwant %+v", c, want)
+	}
+}
+
+func TestEnvVars(t *testing.T) {
+	t.Parallel()
+	vars := EnvVars()
+	for name, path := range map[string]string{
+		"PATCHLINE_NATS_URL":                "nats.url",
+		"PATCHLINE_NATS_TLS_CA":             "nats.tls.ca",
+		"PATCHLINE_NATS_EMBEDDED_PORT":      "nats.embedded.port",
+		"PATCHLINE_HTTP_ADDR":               "http.addr",
+		"PATCHLINE_DECODE_STALL_TIMEOUT":    "decode.stall_timeout",
+		"PATCHLINE_ANALYZE_BATCH_SIZE":      "analyze.batch_size",
+		"PATCHLINE_TELEMETRY_SAMPLE_RATIO":  "telemetry.sample_ratio",
+		"PATCHLINE_ANALYZE_ORT_LIBRARY":     "analyze.ort_library",
+		"PATCHLINE_SINK_JSONL":              "sink.jsonl",
+		"PATCHLINE_DECODE_PATCH_SIZE":       "decode.patch_size",
+		"PATCHLINE_NATS_EMBEDDED_STORE_DIR": "nats.embedded.store_dir",
+	} {
+		if got := vars[name]; got != path {
+			t.Errorf("EnvVars()[%s] = %q, want %q", name, got, path)
+		}
+	}
+	for name, path := range vars {
+		if strings.HasPrefix(path, "cameras") {
+			t.Errorf("%s overrides list field %s", name, path)
+		}
+	}
+	// Names must be unique: two paths folding to one variable would be ambiguous.
+	if n := len(envLeaves()); n != len(vars) {
+		t.Errorf("%d overridable fields but %d distinct variables", n, len(vars))
+	}
+}
+
+func TestExpand(t *testing.T) {
+	t.Parallel()
+	yaml := `
+nats:
+  url: ${NATS_URL:-nats://localhost:4222}
+  token: ${NATS_TOKEN}
+  creds: ${CREDS_DIR}/user.creds
+cameras:
+  - id: door
+    url: rtsp://viewer:${CAM_PASS}@cam.local/s1
+    fps: 2
+sink:
+  jsonl: p$a$$${HOME}$x
+telemetry:
+  service_name: ${SVC:-patchline}-${ENV:-dev}
+`
+	c, err := load("p.yaml", []byte(yaml), env(
+		"NATS_TOKEN", "s3cret",
+		"CREDS_DIR", "/etc/nats",
+		"CAM_PASS", "pa$$",
+		"ENV", "",
+		"SVC", "edge",
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ got, want string }{
+		{c.NATS.URL, "nats://localhost:4222"},
+		{c.NATS.Token, "s3cret"},
+		{c.NATS.Creds, "/etc/nats/user.creds"},
+		{c.Cameras[0].URL, "rtsp://viewer:pa$$@cam.local/s1"},
+		{c.Sink.JSONL, "p$a$${HOME}$x"},
+		{c.Telemetry.ServiceName, "edge-dev"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}
+
+func TestExpandEmptyWithoutDefault(t *testing.T) {
+	t.Parallel()
+	got, err := expand("a${X}b", env("X", ""))
+	if err != nil || got != "ab" {
+		t.Fatalf("expand = %q, %v; want \"ab\" (set but empty is not an error)", got, err)
+	}
+	if _, err := expand("${1X}", env()); err == nil {
+		t.Fatal("expand accepted a bad variable name")
+	}
+}
+
+func TestCamerasReplaceDefault(t *testing.T) {
+	t.Parallel()
+	c, err := load("p.yaml", []byte("cameras:\n  - id: a\n    url: clips/a.mp4\n    loop: true\n"), env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Camera{{ID: "a", URL: "clips/a.mp4", Loop: true}}
+	if !reflect.DeepEqual(c.Cameras, want) {
+		t.Fatalf("cameras = %+v, want %+v", c.Cameras, want)
+	}
+	if fps := c.Cameras[0].EffectiveFPS(c.Decode.DefaultFPS); fps != 5 {
+		t.Errorf("EffectiveFPS = %v, want decode.default_fps 5", fps)
+	}
+
+	c, err = load("p.yaml", []byte("cameras: []\n"), env())
+	if err != nil || len(c.Cameras) != 0 {
+		t.Fatalf("cameras: [] gave %+v, %v; want none", c.Cameras, err)
+	}
+}
+
+func TestEmptyFileAndSectionsKeepDefaults(t *testing.T) {
+	t.Parallel()
+	for _, src := range []string{"", "# only a comment\n", "nats:\ntelemetry:\n", "~\n"} {
+		c, err := load("p.yaml", []byte(src), env())
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if !reflect.DeepEqual(c, Default()) {
+			t.Errorf("%q: got %+v, want Default()", src, c)
+		}
+	}
+}
+
+func TestAnchorsAndMerge(t *testing.T) {
+	t.Parallel()
+	yaml := `
+cameras:
+  - &base
+    id: a
+    url: clips/a.mp4
+    fps: 3
+  - <<: *base
+    id: b
+`
+	c, err := load("p.yaml", []byte(yaml), env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Camera{{ID: "a", URL: "clips/a.mp4", FPS: 3}, {ID: "b", URL: "clips/a.mp4", FPS: 3}}
+	if !reflect.DeepEqual(c.Cameras, want) {
+		t.Fatalf("cameras = %+v, want %+v", c.Cameras, want)
+	}
+}
+
+func TestDefaultValidates(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(c.NATS.Embedded.StoreDir, "patchline/jetstream") {
+		t.Errorf("store_dir = %q", c.NATS.Embedded.StoreDir)
+	}
+}
+
+func TestValidateReportsAll(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c.Decode.Resize = "crop"
+	c.Decode.PatchSize = 0
+	c.HTTP.Addr = "8080"
+	c.NATS.TLS.Cert = "c.pem"
+	err := c.Validate()
+	for _, w := range []string{
+		`decode.resize: "crop" (want stretch or letterbox)`,
+		"decode.patch_size: 0 out of range",
+		`http.addr: "8080" is not host:port`,
+		"nats.tls: set cert and key together",
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Validate() = %v; want it to contain %q", err, w)
+		}
+	}
+}
+
+func TestCheckCameraURL(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{
+		"rtsp://cam.local/s1", "RTSP://u:p@10.0.0.1:554/s", "rtsps://cam/s",
+		"file:///data/a.mp4", "synthetic://", "synthetic://?seed=1",
+		"/data/a.mp4", "clips/b.mkv", "weird:name.mp4",
+	} {
+		if err := CheckCameraURL(ok); err != nil {
+			t.Errorf("CheckCameraURL(%q) = %v, want nil", ok, err)
+		}
+	}
+	for bad, want := range map[string]string{
+		"":                   "url is empty",
+		"htp://x":            `unknown scheme "htp" in "htp://x"`,
+		"http://u:pw@h/x":    `"http://u:xxxxx@h/x"`,
+		"rtsp://":            "has no host",
+		"rtsp://u:pw@/s":     `"rtsp://u:xxxxx@/s" has no host`,
+		"rtsp:/cam.local/s":  "missing the // after rtsp:",
+		"file://":            "has no path",
+		"rtsp://u:pw@[::1/s": "bad url",
+		"synthetic://%zz":    "bad url",
+		"clips/a\x00.mp4":    "NUL",
+	} {
+		err := CheckCameraURL(bad)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckCameraURL(%q) = %v, want it to contain %q", bad, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "pw") {
+			t.Errorf("CheckCameraURL(%q) = %v leaks the password", bad, err)
+		}
+	}
+}
+
+func TestCameraValidate(t *testing.T) {
+	t.Parallel()
+	err := Camera{ID: "", URL: "htp://x", FPS: -1}.Validate()
+	for _, w := range []string{"id: camera id is empty", "url: unknown scheme", "fps: -1 out of range"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Validate() = %v; want it to contain %q", err, w)
+		}
+	}
+	if err := (Camera{ID: "a", URL: "synthetic://"}).Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestShippedPipelineYAML checks that ../../pipeline.yaml loads, validates
+// and equals Default(), so the documented defaults cannot drift from code.
+func TestShippedPipelineYAML(t *testing.T) {
+	t.Parallel()
+	const path = "../../pipeline.yaml"
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := load(path, data, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Default(); !reflect.DeepEqual(c, want) {
+		t.Errorf("pipeline.yaml differs from Default():\n got  %+v\n want %+v", c, want)
+	}
+	// Every key is documented, set or commented out.
+	for _, p := range EnvVars() {
+		key := p[strings.LastIndexByte(p, '.')+1:]
+		if !strings.Contains(string(data), key+":") {
+			t.Errorf("pipeline.yaml does not mention %s", p)
+		}
+	}
+}
+
+// TestLoadUsesProcessEnv covers the exported entry points end to end.
+func TestLoadUsesProcessEnv(t *testing.T) {
+	t.Setenv("PATCHLINE_HTTP_ADDR", "0.0.0.0:9000")
+	t.Setenv("PATCHLINE_TEST_TOKEN", "tok")
+	c, err := Load("../../pipeline.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTP.Addr != "0.0.0.0:9000" {
+		t.Errorf("http.addr = %q, want the PATCHLINE_HTTP_ADDR override", c.HTTP.Addr)
+	}
+	c, err = LoadBytes("inline", []byte("nats:\n  token: ${PATCHLINE_TEST_TOKEN}\n"))
+	if err != nil || c.NATS.Token != "tok" {
+		t.Fatalf("LoadBytes = %q, %v; want token tok", c.NATS.Token, err)
+	}
+	if _, err := Load("does-not-exist.yaml"); err == nil || !strings.Contains(err.Error(), "does-not-exist.yaml") {
+		t.Errorf("Load(missing) = %v, want an error naming the file", err)
+	}
+}

@@ -1,0 +1,89 @@
+package config
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix starts the name of every environment override.
+const EnvPrefix = "PATCHLINE_"
+
+// envLeaf is one scalar field that an environment variable can set.
+type envLeaf struct {
+	name  string // PATCHLINE_ANALYZE_BATCH_SIZE
+	path  string // analyze.batch_size
+	index []int  // field index path from Config
+}
+
+// envLeaves lists the overridable fields of Config, derived from the yaml
+// tags: every scalar field outside a list. New fields get a variable for free.
+func envLeaves() []envLeaf {
+	return collectLeaves(reflect.TypeFor[Config](), nil, nil)
+}
+
+func collectLeaves(t reflect.Type, keys []string, index []int) []envLeaf {
+	var out []envLeaf
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := yamlKey(f)
+		if key == "" {
+			continue
+		}
+		k := append(slices.Clone(keys), key)
+		idx := append(slices.Clone(index), i)
+		switch {
+		case f.Type == durationType:
+			out = append(out, newLeaf(k, idx))
+		case f.Type.Kind() == reflect.Struct:
+			out = append(out, collectLeaves(f.Type, k, idx)...)
+		case f.Type.Kind() == reflect.Slice, f.Type.Kind() == reflect.Map:
+			// Lists (cameras) are set in the file only.
+		default:
+			out = append(out, newLeaf(k, idx))
+		}
+	}
+	return out
+}
+
+func newLeaf(keys []string, index []int) envLeaf {
+	return envLeaf{
+		name:  EnvPrefix + strings.ToUpper(strings.Join(keys, "_")),
+		path:  strings.Join(keys, "."),
+		index: index,
+	}
+}
+
+// EnvVars maps each PATCHLINE_* variable that Load reads to the key path it
+// overrides, e.g. PATCHLINE_ANALYZE_BATCH_SIZE → analyze.batch_size.
+func EnvVars() map[string]string {
+	out := map[string]string{}
+	for _, l := range envLeaves() {
+		out[l.name] = l.path
+	}
+	return out
+}
+
+// applyEnv overrides fields of c from the PATCHLINE_* variables that lookup
+// finds. Values are read like unquoted YAML scalars ("8", "20ms", "true") and
+// used as they are: no ${VAR} expansion. A set but empty variable sets a
+// string field to "" and is an error for any other field.
+func applyEnv(c *Config, lookup func(string) (string, bool), origins map[string]string) []error {
+	var errs []error
+	root := reflect.ValueOf(c).Elem()
+	for _, l := range envLeaves() {
+		s, ok := lookup(l.name)
+		if !ok {
+			continue
+		}
+		n := &yaml.Node{Kind: yaml.ScalarNode, Value: s}
+		if err := setScalar(root.FieldByIndex(l.index), n); err != nil {
+			errs = append(errs, &Error{Pos: l.name, Path: l.path, Err: err})
+			continue
+		}
+		origins[l.path] = l.name
+	}
+	return errs
+}

@@ -1,0 +1,282 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/patchline/patchline/internal/frame"
+)
+
+// Limits checked by Validate.
+const (
+	MaxFPS       = 120
+	MaxBatchSize = 256
+)
+
+// checker collects problems, each under a key path.
+type checker struct{ errs []error }
+
+func (ck *checker) add(path string, format string, args ...any) {
+	ck.errs = append(ck.errs, &Error{Path: path, Err: fmt.Errorf(format, args...)})
+}
+
+func (ck *checker) addErr(path string, err error) {
+	if err != nil {
+		ck.errs = append(ck.errs, &Error{Path: path, Err: err})
+	}
+}
+
+// Validate reports every problem in c, joined with errors.Join; each is an
+// *Error naming its key path. It returns nil for a usable configuration.
+func (c *Config) Validate() error { return errors.Join(c.problems()...) }
+
+func (c *Config) problems() []error {
+	ck := &checker{}
+	c.NATS.check(ck)
+	c.HTTP.check(ck)
+	checkCameras(ck, c.Cameras)
+	c.Decode.check(ck)
+	c.Analyze.check(ck)
+	c.Telemetry.check(ck)
+	return ck.errs
+}
+
+// Validate checks one camera as pipeline.yaml's cameras entries are checked;
+// problems name the field ("id", "url", "fps").
+func (c Camera) Validate() error {
+	ck := &checker{}
+	c.check(ck, "")
+	return errors.Join(ck.errs...)
+}
+
+func (c Camera) check(ck *checker, path string) {
+	ck.addErr(joinPath(path, "id"), frame.ValidCameraID(c.ID))
+	ck.addErr(joinPath(path, "url"), CheckCameraURL(c.URL))
+	if !inRange(c.FPS, 0, MaxFPS) {
+		ck.add(joinPath(path, "fps"), "%v out of range 0..%d (0 = decode.default_fps)", c.FPS, MaxFPS)
+	}
+}
+
+func checkCameras(ck *checker, cams []Camera) {
+	first := map[string]int{}
+	for i, c := range cams {
+		path := fmt.Sprintf("cameras[%d]", i)
+		c.check(ck, path)
+		if j, dup := first[c.ID]; dup {
+			ck.add(path+".id", "duplicate camera id %q (also cameras[%d])", c.ID, j)
+			continue
+		}
+		first[c.ID] = i
+	}
+}
+
+// cameraSchemes are the URL schemes a camera source may use.
+var cameraSchemes = map[string]bool{"rtsp": true, "rtsps": true, "file": true, "synthetic": true}
+
+// CheckCameraURL checks a camera source: rtsp:// or rtsps:// with a host,
+// file:// with a path, synthetic://, or a plain file path. Messages never
+// show a password from the URL.
+func CheckCameraURL(raw string) error {
+	if raw == "" {
+		return errors.New("url is empty")
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || !isScheme(scheme) {
+		return checkPlainPath(raw)
+	}
+	switch scheme = strings.ToLower(scheme); scheme {
+	case "rtsp", "rtsps":
+		u, err := parseURL(raw)
+		if err != nil {
+			return err
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("%s url %q has no host", scheme, redact(raw))
+		}
+	case "file":
+		if rest == "" || rest == "/" {
+			return fmt.Errorf("file url %q has no path", redact(raw))
+		}
+	case "synthetic":
+		if _, err := parseURL(raw); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown scheme %q in %q (want rtsp://, rtsps://, file://, synthetic:// or a file path)", scheme, redact(raw))
+	}
+	return nil
+}
+
+// checkPlainPath catches "rtsp:/host"-style typos that would otherwise pass
+// as a file path.
+func checkPlainPath(raw string) error {
+	if scheme, _, ok := strings.Cut(raw, ":"); ok && cameraSchemes[strings.ToLower(scheme)] {
+		return fmt.Errorf("%q is missing the // after %s: (want %s://...)", redact(raw), scheme, strings.ToLower(scheme))
+	}
+	if strings.ContainsRune(raw, 0) {
+		return errors.New("file path contains a NUL byte")
+	}
+	return nil
+}
+
+// isScheme reports whether s is a URL scheme: a letter, then letters, digits, '+', '-' or '.'.
+func isScheme(s string) bool {
+	for i, r := range s {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !letter && (i == 0 || !(r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// parseURL parses raw without echoing it in the error, which could leak a
+// password.
+func parseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("bad url %q: %v", redact(raw), err)
+	}
+	return u, nil
+}
+
+// redact hides the password in a URL; unparseable input is hidden entirely
+// if it might hold credentials.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if strings.Contains(raw, "@") {
+			return "<unparseable url>"
+		}
+		return raw
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		return u.String()
+	}
+	return raw
+}
+
+func (n NATS) check(ck *checker) {
+	if n.URL != "" {
+		for s := range strings.SplitSeq(n.URL, ",") {
+			ck.addErr("nats.url", checkNATSURL(strings.TrimSpace(s)))
+		}
+	}
+	if (n.TLS.Cert == "") != (n.TLS.Key == "") {
+		ck.add("nats.tls", "set cert and key together")
+	}
+	if n.Embedded.Port < -1 || n.Embedded.Port > 65535 {
+		ck.add("nats.embedded.port", "%d out of range -1..65535 (-1 = any free port)", n.Embedded.Port)
+	}
+	if n.URL == "" && n.Embedded.Host == "" {
+		ck.add("nats.embedded.host", "is empty (want an address such as 127.0.0.1)")
+	}
+}
+
+// checkNATSURL checks one server URL of nats.url.
+func checkNATSURL(s string) error {
+	u, err := parseURL(s)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+	case "":
+		return fmt.Errorf("%q has no scheme (want nats://host:4222)", redact(s))
+	default:
+		return fmt.Errorf("unknown scheme %q in %q (want nats://, tls://, ws:// or wss://)", u.Scheme, redact(s))
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("%q has no host", redact(s))
+	}
+	return nil
+}
+
+func (h HTTP) check(ck *checker) {
+	_, port, err := net.SplitHostPort(h.Addr)
+	if err != nil {
+		ck.add("http.addr", "%q is not host:port", h.Addr)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		ck.add("http.addr", "%q: port %q is not a number in 0..65535", h.Addr, port)
+	}
+}
+
+func (d Decode) check(ck *checker) {
+	if d.PatchSize <= 0 || d.PatchSize > frame.MaxSide {
+		ck.add("decode.patch_size", "%d out of range 1..%d", d.PatchSize, frame.MaxSide)
+	}
+	checkSide(ck, "decode.width", d.Width, d.PatchSize)
+	checkSide(ck, "decode.height", d.Height, d.PatchSize)
+	if d.Resize != frame.ResizeStretch && d.Resize != frame.ResizeLetterbox {
+		ck.add("decode.resize", "%q (want %s or %s)", d.Resize, frame.ResizeStretch, frame.ResizeLetterbox)
+	}
+	if d.DefaultFPS == 0 || !inRange(d.DefaultFPS, 0, MaxFPS) {
+		ck.add("decode.default_fps", "%v out of range (0, %d]", d.DefaultFPS, MaxFPS)
+	}
+	if d.QueueSize < 1 {
+		ck.add("decode.queue_size", "%d is below 1", d.QueueSize)
+	}
+	if d.StallTimeout <= 0 {
+		ck.add("decode.stall_timeout", "%v must be positive", d.StallTimeout)
+	}
+	if d.RetryMin <= 0 {
+		ck.add("decode.retry_min", "%v must be positive", d.RetryMin)
+	}
+	if d.RetryMax < d.RetryMin {
+		ck.add("decode.retry_max", "%v is below decode.retry_min %v", d.RetryMax, d.RetryMin)
+	}
+}
+
+// checkSide checks a model input side against the patch size.
+func checkSide(ck *checker, path string, side, patch int) {
+	switch {
+	case side < 1 || side > frame.MaxSide:
+		ck.add(path, "%d out of range 1..%d", side, frame.MaxSide)
+	case patch > 0 && side%patch != 0:
+		ck.add(path, "%d is not a multiple of decode.patch_size %d", side, patch)
+	}
+}
+
+func (a Analyze) check(ck *checker) {
+	if a.Model == "" {
+		ck.add("analyze.model", "is empty (want a model bundle directory)")
+	}
+	if a.BatchSize < 1 || a.BatchSize > MaxBatchSize {
+		ck.add("analyze.batch_size", "%d out of range 1..%d", a.BatchSize, MaxBatchSize)
+	}
+	if a.MaxBatchWait < 0 {
+		ck.add("analyze.max_batch_wait", "%v is negative", a.MaxBatchWait)
+	}
+	if a.QueueSize < 1 {
+		ck.add("analyze.queue_size", "%d is below 1", a.QueueSize)
+	}
+	if a.Threads < 0 {
+		ck.add("analyze.threads", "%d is negative (0 = runtime default)", a.Threads)
+	}
+}
+
+func (t Telemetry) check(ck *checker) {
+	if t.ServiceName == "" {
+		ck.add("telemetry.service_name", "is empty")
+	}
+	if !inRange(t.SampleRatio, 0, 1) {
+		ck.add("telemetry.sample_ratio", "%v out of range 0..1", t.SampleRatio)
+	}
+}
+
+// inRange reports lo ≤ x ≤ hi; NaN is never in range.
+func inRange(x, lo, hi float64) bool {
+	return !math.IsNaN(x) && x >= lo && x <= hi
+}

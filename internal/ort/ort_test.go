@@ -1,0 +1,102 @@
+package ort
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestResolveExplicitMissing(t *testing.T) {
+	_, err := ResolveLibrary("/nonexistent/libonnxruntime.so.1")
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/libonnxruntime.so.1 (explicit path)") {
+		t.Fatalf("err = %v, want one naming the explicit path", err)
+	}
+}
+
+func TestResolveEnv(t *testing.T) {
+	t.Setenv(EnvLibrary, "/nonexistent/env-lib.so")
+	_, err := ResolveLibrary("")
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/env-lib.so (from $PATCHLINE_ORT_LIB)") {
+		t.Fatalf("err = %v, want one naming $%s", err, EnvLibrary)
+	}
+	f := filepath.Join(t.TempDir(), "lib.so")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvLibrary, f)
+	got, err := ResolveLibrary("")
+	if err != nil || got != f {
+		t.Fatalf("ResolveLibrary = %q, %v; want %q", got, err, f)
+	}
+}
+
+func TestResolveSearchesUpward(t *testing.T) {
+	t.Setenv(EnvLibrary, "")
+	root := t.TempDir()
+	lib := filepath.Join(root, CacheRelPath)
+	if err := os.MkdirAll(filepath.Dir(lib), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lib, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deep := filepath.Join(root, "a", "b")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(deep)
+	got, err := ResolveLibrary("")
+	if err != nil || got != lib {
+		t.Fatalf("ResolveLibrary = %q, %v; want %q", got, err, lib)
+	}
+}
+
+func TestResolveNotFoundNamesPaths(t *testing.T) {
+	t.Setenv(EnvLibrary, "")
+	dir := t.TempDir()
+	t.Chdir(dir)
+	_, err := ResolveLibrary("")
+	if err == nil {
+		t.Skip("a library exists above the temp dir; cannot test the not-found error")
+	}
+	if !strings.Contains(err.Error(), filepath.Join(dir, CacheRelPath)) || !strings.Contains(err.Error(), "fetch-onnxruntime.sh") {
+		t.Fatalf("err = %v, want the tried paths and the fetch script", err)
+	}
+}
+
+func TestInitOnce(t *testing.T) {
+	t.Setenv(EnvLibrary, "")
+	if _, err := ResolveLibrary(""); err != nil {
+		t.Skipf("ONNX Runtime library not installed (run scripts/fetch-onnxruntime.sh): %v", err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = Init("") }()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if Library() == "" {
+		t.Fatal("Library() is empty after Init")
+	}
+	if v := RuntimeVersion(); v != Version {
+		t.Errorf("RuntimeVersion() = %q, want %q", v, Version)
+	}
+	if err := Init(Library()); err != nil {
+		t.Errorf("Init with the loaded path: %v", err)
+	}
+	other := filepath.Join(t.TempDir(), "other.so")
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(other); err == nil || !strings.Contains(err.Error(), "already initialised") {
+		t.Errorf("Init(other) = %v, want already-initialised error", err)
+	}
+}

@@ -1,0 +1,153 @@
+// Package sink publishes annotations downstream: the public subject
+// patchline.annotations.<camera> (with a Nats-Msg-Id of camera:seq, so a
+// JetStream stream over it dedupes replays) and an optional JSON Lines file.
+package sink
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/telemetry"
+)
+
+const stageName = "sink"
+
+// Stage is the sink stage. Replicas share the sink queue group.
+type Stage struct {
+	nc  *nats.Conn
+	cfg config.Sink
+	log *slog.Logger
+
+	mu    sync.Mutex
+	file  *os.File
+	jsonl *bufio.Writer
+
+	malformed atomic.Uint64
+}
+
+// NewStage opens the configured outputs.
+func NewStage(nc *nats.Conn, cfg config.Sink, log *slog.Logger) (*Stage, error) {
+	s := &Stage{nc: nc, cfg: cfg, log: log.With("stage", stageName)}
+	if cfg.JSONL != "" {
+		f, err := os.OpenFile(cfg.JSONL, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("sink: jsonl output: %w", err)
+		}
+		s.file, s.jsonl = f, bufio.NewWriterSize(f, 64<<10)
+	}
+	return s, nil
+}
+
+// Run forwards annotations until ctx is done, flushing the file output
+// every second and at the end.
+func (s *Stage) Run(ctx context.Context) error {
+	sub, err := s.nc.QueueSubscribe(bus.AnalyzedPrefix+"*", bus.QueueSink, s.onAnnotation)
+	if err != nil {
+		return fmt.Errorf("sink: subscribe: %w", err)
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = sub.Drain()
+			for sub.IsValid() {
+				time.Sleep(10 * time.Millisecond)
+			}
+			return s.close()
+		case <-t.C:
+			s.flush()
+		}
+	}
+}
+
+func (s *Stage) onAnnotation(m *nats.Msg) {
+	var a annotation.Annotation
+	if err := json.Unmarshal(m.Data, &a); err != nil || a.Schema != annotation.Schema || frame.ValidCameraID(a.Camera) != nil {
+		n := s.malformed.Add(1)
+		telemetry.Malformed.WithLabelValues(stageName, m.Subject).Inc()
+		if n&(n-1) == 0 {
+			s.log.Warn("dropping malformed annotation", "subject", m.Subject, "err", err, "malformed_total", n)
+		}
+		return
+	}
+	telemetry.FramesIn.WithLabelValues(stageName, a.Camera).Inc()
+	start := time.Now()
+	if ns, err := strconv.ParseInt(m.Header.Get(annotation.HdrAnalyzedAt), 10, 64); err == nil {
+		start = time.Unix(0, ns)
+	}
+	ctx, span := telemetry.Tracer().Start(bus.ExtractTrace(context.Background(), m.Header), "sink", trace.WithTimestamp(start))
+	if a.LatencyMs == nil {
+		a.LatencyMs = map[string]float64{}
+	}
+	now := time.Now()
+	a.LatencyMs["sink"] = ms(now.Sub(start))
+	a.LatencyMs["total"] = ms(now.Sub(a.CapturedAt))
+	telemetry.StageLatency.WithLabelValues("sink").Observe(now.Sub(start).Seconds())
+	telemetry.StageLatency.WithLabelValues("total").Observe(now.Sub(a.CapturedAt).Seconds())
+	b, err := json.Marshal(a)
+	if err != nil {
+		span.End()
+		return
+	}
+	out := nats.NewMsg(bus.AnnotationSubject(a.Camera))
+	out.Data = b
+	out.Header.Set(nats.MsgIdHdr, frame.MsgID(a.Camera, a.Seq))
+	bus.InjectTrace(ctx, out.Header)
+	if err := s.nc.PublishMsg(out); err != nil {
+		telemetry.FramesDropped.WithLabelValues(stageName, a.Camera, "publish_error").Inc()
+		s.log.Warn("publish annotation", "camera", a.Camera, "err", err)
+	} else {
+		telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
+	}
+	s.writeLine(b)
+	span.End()
+}
+
+func (s *Stage) writeLine(b []byte) {
+	if s.jsonl == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, _ = s.jsonl.Write(b)
+	if err := s.jsonl.WriteByte('\n'); err != nil {
+		s.log.Warn("jsonl write", "err", err)
+	}
+}
+
+func (s *Stage) flush() {
+	if s.jsonl == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.jsonl.Flush(); err != nil {
+		s.log.Warn("jsonl flush", "err", err)
+	}
+}
+
+func (s *Stage) close() error {
+	if s.file == nil {
+		return nil
+	}
+	s.flush()
+	return s.file.Close()
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

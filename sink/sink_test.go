@@ -1,0 +1,127 @@
+package sink
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/schema"
+)
+
+func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	jsonl := filepath.Join(t.TempDir(), "out.jsonl")
+	st, err := NewStage(natstest.Connect(t, url), config.Sink{JSONL: jsonl}, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+
+	got := make(chan *nats.Msg, 10)
+	sub, err := nc.ChanSubscribe(bus.AnnotationsPrefix+"*", got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	time.Sleep(100 * time.Millisecond) // let the sink's subscription reach the server
+
+	// Garbage first: it must be counted and dropped, and the sink must go on.
+	for _, junk := range [][]byte{[]byte("not json"), []byte(`{"schema":"other"}`), nil} {
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), junk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := annotation.Annotation{
+		Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: 7,
+		PTSMs: 700, CapturedAt: time.Now().Add(-30 * time.Millisecond).UTC(), SourceWidth: 640, SourceHeight: 360,
+		Model: "m", Task: "detect",
+		Detections: []annotation.Detection{{Label: "person", ClassID: 0, Score: 0.9, Box: [4]float64{1, 2, 30, 40}}},
+		LatencyMs:  map[string]float64{"decode": 3, "inference": 10},
+		TraceID:    "0123456789abcdef0123456789abcdef",
+	}
+	b, _ := json.Marshal(a)
+	m := nats.NewMsg(bus.AnalyzedSubject("cam1"))
+	m.Data = b
+	m.Header.Set(annotation.HdrAnalyzedAt, "1")
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+
+	var out *nats.Msg
+	select {
+	case out = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no annotation published")
+	}
+	if out.Subject != bus.AnnotationSubject("cam1") {
+		t.Errorf("subject %s", out.Subject)
+	}
+	if id := out.Header.Get(nats.MsgIdHdr); id != "cam1:7" {
+		t.Errorf("Nats-Msg-Id %q, want cam1:7", id)
+	}
+	sch, err := schema.CompileAnnotation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.ValidateAnnotation(sch, out.Data); err != nil {
+		t.Errorf("published annotation does not match schema: %v\n%s", err, out.Data)
+	}
+	var back annotation.Annotation
+	if err := json.Unmarshal(out.Data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.LatencyMs["total"] < 30 || back.LatencyMs["sink"] <= 0 || back.LatencyMs["decode"] != 3 {
+		t.Errorf("latency_ms = %v: want total ≥ 30, sink > 0, decode kept", back.LatencyMs)
+	}
+	if n := st.malformed.Load(); n != 3 {
+		t.Errorf("malformed = %d, want 3", n)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(jsonl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lines := 0
+	for sc := bufio.NewScanner(f); sc.Scan(); lines++ {
+		if err := schema.ValidateAnnotation(sch, sc.Bytes()); err != nil {
+			t.Errorf("jsonl line %d: %v", lines+1, err)
+		}
+	}
+	if lines != 1 {
+		t.Errorf("jsonl has %d lines, want 1", lines)
+	}
+}
+
+func TestSchemaRejectsBadAnnotations(t *testing.T) {
+	sch, err := schema.CompileAnnotation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, doc := range map[string]string{
+		"missing camera": `{"schema":"patchline.annotation/v1","kind":"analysis","seq":1,"pts_ms":0,"captured_at":"2026-01-01T00:00:00Z","source_width":1,"source_height":1,"model":"m","task":"detect","latency_ms":{"total":1},"trace_id":"0123456789abcdef0123456789abcdef"}`,
+		"bad time":       `{"schema":"patchline.annotation/v1","kind":"analysis","camera":"c","seq":1,"pts_ms":0,"captured_at":"yesterday","source_width":1,"source_height":1,"model":"m","task":"detect","latency_ms":{"total":1},"trace_id":"0123456789abcdef0123456789abcdef"}`,
+		"short box":      `{"schema":"patchline.annotation/v1","kind":"analysis","camera":"c","seq":1,"pts_ms":0,"captured_at":"2026-01-01T00:00:00Z","source_width":1,"source_height":1,"model":"m","task":"detect","detections":[{"label":"x","class_id":0,"score":0.5,"box":[1,2,3]}],"latency_ms":{"total":1},"trace_id":"0123456789abcdef0123456789abcdef"}`,
+	} {
+		if err := schema.ValidateAnnotation(sch, []byte(doc)); err == nil {
+			t.Errorf("%s: schema accepted it", name)
+		}
+	}
+}
