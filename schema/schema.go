@@ -37,4 +37,3 @@ func ValidateAnnotation(s *jsonschema.Schema, data []byte) error {
 	}
 	return s.Validate(v)
 }
-
