@@ -1,0 +1,185 @@
+// Package e2e runs the whole pipeline with real parts: an embedded (or
+// separate) nats-server, a gortsplib RTSP server fed by ffmpeg, OpenCV
+// decode and ONNX Runtime.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/app"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+)
+
+// repoRoot is the folder holding go.mod.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, _ := os.Getwd()
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test")
+		}
+		dir = parent
+	}
+}
+
+// sharedAssets returns ../shared/assets beside the repo, skipping when absent
+// (a user's clone); CI has it.
+func sharedAssets(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "..", "shared", "assets")
+	if _, err := os.Stat(dir); err != nil {
+		if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
+			t.Fatalf("../shared/assets is required (PATCHLINE_REQUIRE_SHARED is set) but missing: %v", err)
+		}
+		t.Skipf("skipping: ../shared/assets not found beside the repository (%s); this test needs the shared real assets", dir)
+	}
+	return dir
+}
+
+// testConfig is a pipeline config for tests: no cameras, free ports.
+func testConfig(t testing.TB) config.Config {
+	cfg := config.Default()
+	cfg.Cameras = nil
+	cfg.NATS.Embedded.Port = -1
+	cfg.NATS.Embedded.StoreDir = t.TempDir()
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Analyze.Model = filepath.Join(repoRoot(t), "models", "vit-tiny")
+	cfg.Decode.StallTimeout = 5 * time.Second
+	cfg.Decode.RetryMin = 200 * time.Millisecond
+	cfg.Decode.RetryMax = 2 * time.Second
+	return cfg
+}
+
+// startPipeline runs every stage in-process and returns once it is ready.
+func startPipeline(t testing.TB, cfg config.Config) app.Info {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan app.Info, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(ctx, app.Options{
+			Config: cfg, Stages: app.AllStages, Logger: natstest.Discard(),
+			Ready: func(i app.Info) { ready <- i },
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("pipeline: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("pipeline did not stop within 30s")
+		}
+	})
+	select {
+	case i := <-ready:
+		return i
+	case err := <-done:
+		t.Fatalf("pipeline failed to start: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("pipeline not ready within 60s")
+	}
+	return app.Info{}
+}
+
+// attach adds a camera through the HTTP API.
+func attach(t testing.TB, httpAddr string, c config.Camera) {
+	t.Helper()
+	b, _ := json.Marshal(c)
+	resp, err := http.Post("http://"+httpAddr+"/v1/cameras", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("attach %s: %s", c.ID, resp.Status)
+	}
+}
+
+// recorder collects frame seqs and annotations of one camera from NATS.
+type recorder struct {
+	mu     sync.Mutex
+	frames []uint64
+	anns   []annotation.Annotation
+	raw    [][]byte
+}
+
+func record(t testing.TB, nc *nats.Conn, camera string) *recorder {
+	t.Helper()
+	r := &recorder{}
+	fs, err := nc.Subscribe("patchline.frames."+camera, func(m *nats.Msg) {
+		var seq uint64
+		fmt.Sscan(m.Header.Get("Patchline-Seq"), &seq)
+		r.mu.Lock()
+		r.frames = append(r.frames, seq)
+		r.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := nc.Subscribe("patchline.annotations."+camera, func(m *nats.Msg) {
+		var a annotation.Annotation
+		if err := json.Unmarshal(m.Data, &a); err != nil {
+			t.Errorf("annotation JSON: %v", err)
+			return
+		}
+		r.mu.Lock()
+		r.anns = append(r.anns, a)
+		r.raw = append(r.raw, append([]byte(nil), m.Data...))
+		r.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.SetPendingLimits(-1, -1)
+	as.SetPendingLimits(-1, -1)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fs.Unsubscribe(); _ = as.Unsubscribe() })
+	return r
+}
+
+// waitAnnotations waits until n annotations arrived.
+func (r *recorder) waitAnnotations(t testing.TB, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		got := len(r.anns)
+		r.mu.Unlock()
+		if got >= n {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t.Fatalf("only %d annotations (of %d frames) within %s, want %d", len(r.anns), len(r.frames), within, n)
+}
+
+// snapshot returns copies of what was recorded.
+func (r *recorder) snapshot() ([]uint64, []annotation.Annotation, [][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.frames...), append([]annotation.Annotation(nil), r.anns...), append([][]byte(nil), r.raw...)
+}
