@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libopencv-dev ffmpeg pkg-config npm ca-certificates "$@")
+pkgs=(libopencv-dev ffmpeg pkg-config ca-certificates "$@")
+# npm fetches ONNX Runtime; any npm will do (the machine may have its own Node.js).
+command -v npm >/dev/null || pkgs+=(npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

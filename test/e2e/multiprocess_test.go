@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/patchline/patchline/internal/natstest"
+)
+
+// buildBinaries builds the real nats-server (from the module) and patchline.
+func buildBinaries(t *testing.T) (natsServer, patchline string) {
+	t.Helper()
+	dir := t.TempDir()
+	natsServer, patchline = filepath.Join(dir, "nats-server"), filepath.Join(dir, "patchline")
+	for bin, pkg := range map[string]string{natsServer: "github.com/nats-io/nats-server/v2", patchline: "./cmd/patchline"} {
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd.Dir = repoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	return natsServer, patchline
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startProc runs a process until the test ends; its output goes to a log
+// file printed when the test fails.
+func startProc(t *testing.T, name string, bin string, args ...string) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = repoRoot(t)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("---- %s log ----\n%s", name, tail(string(b), 3000))
+		}
+	})
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// The distributed system, unfolded: a separate nats-server process and one
+// process per stage, with two analyze replicas splitting the frames.
+func TestMultiProcessTwoAnalyzeReplicas(t *testing.T) {
+	natsBin, plBin := buildBinaries(t)
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	startProc(t, "nats-server", natsBin, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", t.TempDir())
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
+
+	cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
+	cfg := fmt.Sprintf(`
+nats: {url: %q}
+http: {addr: "127.0.0.1:%d"}
+cameras:
+  - {id: cam1, url: "synthetic://?seed=11", fps: 10}
+  - {id: cam2, url: "synthetic://?seed=12", fps: 10}
+analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
+`, url, freePort(t), filepath.Join(repoRoot(t), "models", "vit-tiny"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nc := natstest.Connect(t, url)
+	rec1, rec2 := record(t, nc, "cam1"), record(t, nc, "cam2")
+	for _, st := range []string{"analyze", "analyze", "sink", "ingest", "decode"} {
+		startProc(t, st, plBin, "stage", st, "-c", cfgPath, "--nats", url)
+	}
+	rec1.waitAnnotations(t, 60, 90*time.Second)
+	rec2.waitAnnotations(t, 60, 90*time.Second)
+
+	replicas := map[string]int{}
+	for _, rec := range []*recorder{rec1, rec2} {
+		frames, anns, _ := rec.snapshot()
+		seen := map[uint64]int{}
+		for _, a := range anns {
+			seen[a.Seq]++
+			replicas[a.AnalyzedBy]++
+		}
+		for seq, n := range seen {
+			if n != 1 {
+				t.Errorf("%s seq %d analyzed %d times, want once", anns[0].Camera, seq, n)
+			}
+		}
+		last := anns[len(anns)-1].Seq
+		missing := 0
+		for _, seq := range frames {
+			if seq < last && seen[seq] == 0 {
+				missing++
+			}
+		}
+		if missing > len(frames)/10 {
+			t.Errorf("%s: %d of %d frames never analyzed", anns[0].Camera, missing, len(frames))
+		}
+	}
+	if len(replicas) != 2 {
+		t.Errorf("annotations came from %d analyze replicas (%v), want 2", len(replicas), replicas)
+	}
+	t.Logf("work split across replicas: %v", replicas)
+}
+
+func waitTCP(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s not listening within 20s", addr)
+}
