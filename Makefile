@@ -34,7 +34,8 @@ test: deps vet
 	go test -count=1 -timeout 20m $(CGO_PKGS)
 
 bench: deps
-	go run ./cmd/patchline-bench
+	go run ./test/bench
+	go test -run XXX -bench . -benchtime 2s ./internal/frame/ ./analyze/
 
 models:
 	@scripts/deps.sh python3-torch libopenblas0-pthread

@@ -60,6 +60,9 @@ type Options struct {
 	NC     *nats.Conn
 	Decode config.Decode
 	Logger *slog.Logger
+	// NoPacing processes file and synthetic sources as fast as decode
+	// allows instead of in real time (batch jobs, benchmarks).
+	NoPacing bool
 }
 
 // Status is a camera's state, as served by the API and published on
@@ -86,6 +89,7 @@ type Camera struct {
 	fps      float64
 	redacted string
 	nc       *nats.Conn
+	noPacing bool
 	log      *slog.Logger
 	subject  string
 	pool     sync.Pool // *[]byte of Width·Height·3
@@ -143,7 +147,7 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Camera{
-		spec: spec, cfg: cfg, fps: fps, redacted: media.RedactURL(spec.URL), nc: opts.NC,
+		spec: spec, cfg: cfg, fps: fps, redacted: media.RedactURL(spec.URL), nc: opts.NC, noPacing: opts.NoPacing,
 		subject: bus.FrameSubject(spec.ID),
 		q:       queue.NewRing[*item](cfg.QueueSize),
 	}
@@ -420,7 +424,7 @@ func (c *Camera) stream(ctx context.Context, src Source, m *mats) (int, error) {
 		if !sampler.Keep(pts) {
 			continue
 		}
-		if !src.Live() { // pace files and synthetic sources in real time
+		if !src.Live() && !c.noPacing { // pace files and synthetic sources in real time
 			if wallStart.IsZero() || pts < ptsStart {
 				wallStart, ptsStart = t1, pts
 			}

@@ -1,0 +1,230 @@
+// Command bench measures, from one run on one clip and one model, what the
+// pipeline's stages cost over their bare building blocks:
+//
+//   - a plain OpenCV read loop vs the decode stage (decode, sample, resize,
+//     tokenize, publish to NATS), frames/s;
+//   - a bare ONNX Runtime loop (batches straight into the model) vs the
+//     analyze stage fed through NATS with batching, frames/s.
+//
+// It uses ../shared/assets (real footage, DEIMv2-Atto) when present, else a
+// clip made with ffmpeg and the vit-tiny bundle. Run it with `make bench`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"gocv.io/x/gocv"
+
+	"github.com/patchline/patchline/analyze"
+	"github.com/patchline/patchline/decode"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+)
+
+func main() {
+	frames := flag.Int("frames", 400, "frames per analyze measurement")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
+	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if err := run(*frames); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+}
+
+func run(nFrames int) error {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	clip, bundleDir, w, h := "../shared/assets/video/people-768x432.mp4", "models/deimv2-atto", 320, 320
+	if _, err := os.Stat(clip); err != nil {
+		dir, _ := os.MkdirTemp("", "patchline-bench")
+		defer os.RemoveAll(dir)
+		clip, bundleDir, w, h = filepath.Join(dir, "clip.mp4"), "models/vit-tiny", 224, 224
+		out, err := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=768x432:rate=10", "-t", "60",
+			"-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "10", "-bf", "0", clip).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ffmpeg: %v: %s", err, out)
+		}
+	}
+	fmt.Printf("clip %s, model %s (%dx%d, patch 16), %d cores\n\n", clip, bundleDir, w, h, numCPU())
+
+	emb, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: os.TempDir() + "/patchline-bench-js"}, log)
+	if err != nil {
+		return err
+	}
+	defer emb.Shutdown()
+	nc, err := nats.Connect(emb.URL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	plain, n1, err := plainRead(clip)
+	if err != nil {
+		return err
+	}
+	dcfg := config.Default().Decode
+	dcfg.Width, dcfg.Height, dcfg.QueueSize = w, h, 64
+	stage, n2, toks, err := decodeStage(nc, clip, dcfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "OpenCV read loop (gocv VideoCapture)", plain, n1)
+	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "decode stage (decode+resize+tokenize+publish)", stage, n2)
+	fmt.Printf("%-44s %8.2f\n\n", "ratio decode stage / read loop", stage/plain)
+
+	b, err := analyze.LoadBundle(bundleDir)
+	if err != nil {
+		return err
+	}
+	acfg := config.Default().Analyze
+	model, err := analyze.OpenModel(b, analyze.OptionsFromConfig(dcfg, acfg))
+	if err != nil {
+		return err
+	}
+	defer model.Close()
+	bare, err := bareORT(model, toks, acfg.BatchSize, nFrames)
+	if err != nil {
+		return err
+	}
+	staged, err := analyzeStage(nc, model, acfg, toks, nFrames, log)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-44s %8.1f frames/s (batch %d)\n", "bare ONNX Runtime loop", bare, acfg.BatchSize)
+	fmt.Printf("%-44s %8.1f frames/s (batch ≤ %d, wait %s)\n", "analyze stage fed through NATS", staged, acfg.BatchSize, acfg.MaxBatchWait)
+	fmt.Printf("%-44s %8.2f\n", "ratio analyze stage / bare loop", staged/bare)
+	return nil
+}
+
+func numCPU() int {
+	n, _ := exec.Command("nproc").Output()
+	var c int
+	fmt.Sscan(string(n), &c)
+	return c
+}
+
+// plainRead decodes the whole clip with OpenCV and nothing else.
+func plainRead(clip string) (float64, int, error) {
+	vc, err := gocv.VideoCaptureFileWithAPI(clip, gocv.VideoCaptureFFmpeg)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer vc.Close()
+	m := gocv.NewMat()
+	defer m.Close()
+	start, n := time.Now(), 0
+	for vc.Read(&m) && !m.Empty() {
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), n, nil
+}
+
+// decodeStage runs a real decode camera over the clip, unpaced, keeping
+// every frame, and counts what reaches NATS. It keeps some frames' tokens
+// for the analyze measurements.
+func decodeStage(nc *nats.Conn, clip string, d config.Decode, log *slog.Logger) (float64, int, []*frame.Frame, error) {
+	var keep []*frame.Frame
+	done := make(chan struct{}, 1)
+	sub, err := nc.Subscribe(bus.FrameSubject("bench"), func(m *nats.Msg) {
+		if f, err := frame.Decode(m.Header, m.Data); err == nil {
+			keep = append(keep, f)
+		}
+	})
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	// Keep 64 frames' tokens, then stop listening: the count comes from the
+	// camera, so the measurement does not include a subscriber's copy.
+	_ = sub.AutoUnsubscribe(64)
+	sub.SetPendingLimits(-1, -1)
+	cam, err := decode.NewCamera(config.Camera{ID: "bench", URL: clip, FPS: 120}, decode.Options{NC: nc, Decode: d, Logger: log, NoPacing: true})
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	go func() { cam.Run(ctx); done <- struct{}{} }()
+	for cam.Status().State != decode.StateEnded {
+		time.Sleep(5 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	cancel()
+	<-done
+	_ = nc.Flush()
+	time.Sleep(200 * time.Millisecond)
+	st := cam.Status()
+	if st.FramesDropped > 0 {
+		fmt.Printf("(decode stage dropped %d frames)\n", st.FramesDropped)
+	}
+	return float64(st.FramesOut) / elapsed.Seconds(), int(st.FramesOut), keep, nil
+}
+
+func bareORT(model *analyze.Model, toks []*frame.Frame, batch, n int) (float64, error) {
+	in := make([]*frame.Frame, batch)
+	start := time.Now()
+	for done := 0; done < n; done += batch {
+		for i := range in {
+			in[i] = toks[(done+i)%len(toks)]
+		}
+		if _, err := model.Run(in); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// analyzeStage publishes n frames to the analyze stage through NATS, at most
+// a queue's worth in flight so none is dropped, and times the annotations.
+func analyzeStage(nc *nats.Conn, model *analyze.Model, cfg config.Analyze, toks []*frame.Frame, n int, log *slog.Logger) (float64, error) {
+	st := analyze.NewStage(nc, model, cfg, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = st.Run(ctx) }()
+	var got atomic.Int64
+	sub, err := nc.Subscribe(bus.AnalyzedPrefix+"*", func(*nats.Msg) { got.Add(1) })
+	if err != nil {
+		return 0, err
+	}
+	defer sub.Unsubscribe()
+	_ = nc.Flush()
+	time.Sleep(200 * time.Millisecond)
+	window := int64(cfg.QueueSize * 3 / 4)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		for int64(i)-got.Load() >= window {
+			time.Sleep(200 * time.Microsecond)
+		}
+		f := *toks[i%len(toks)]
+		f.Seq, f.PublishedAt = uint64(i+1), time.Now()
+		if err := nc.PublishMsg(f.Encode(bus.FrameSubject(f.Camera))); err != nil {
+			return 0, err
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for got.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("analyze stage produced %d of %d annotations", got.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
