@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"encoding/binary"
+	"github.com/patchline/patchline/internal/testenv"
 	"image"
 	"math"
 	"os"
@@ -27,14 +28,7 @@ func requireORT(t testing.TB) {
 
 // sharedAssets returns ../shared/assets relative to the repository root, or
 // skips the test when it is absent.
-func sharedAssets(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join(repoRoot(t), "..", "shared", "assets")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("skipping: real test assets not found at %s (../shared/assets beside the repository root): %v", dir, err)
-	}
-	return dir
-}
+func sharedAssets(t testing.TB) string { return testenv.SharedAssets(t) }
 
 func vitOptions() ModelOptions {
 	return ModelOptions{Threads: 1, Width: 224, Height: 224, PatchSize: 16, Resize: frame.ResizeStretch}

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -21,37 +20,12 @@ import (
 	"github.com/patchline/patchline/internal/app"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
-// repoRoot is the folder holding go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test")
-		}
-		dir = parent
-	}
-}
+func repoRoot(t testing.TB) string { return testenv.RepoRoot(t) }
 
-// sharedAssets returns ../shared/assets beside the repo, skipping when absent
-// (a user's clone); CI has it.
-func sharedAssets(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join(repoRoot(t), "..", "shared", "assets")
-	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
-			t.Fatalf("../shared/assets is required (PATCHLINE_REQUIRE_SHARED is set) but missing: %v", err)
-		}
-		t.Skipf("skipping: ../shared/assets not found beside the repository (%s); this test needs the shared real assets", dir)
-	}
-	return dir
-}
+func sharedAssets(t testing.TB) string { return testenv.SharedAssets(t) }
 
 // testConfig is a pipeline config for tests: no cameras, free ports.
 func testConfig(t testing.TB) config.Config {

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"context"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/patchline/patchline/internal/app"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+)
+
+// With the standard OTEL_EXPORTER_OTLP_ENDPOINT set, every frame's spans —
+// from capture to sink — reach an OTLP/HTTP receiver as one trace, and the
+// annotation names that trace.
+func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
+	var mu sync.Mutex
+	spans := map[string]map[string]bool{} // trace id → span names
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltrace.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					id := hex.EncodeToString(s.TraceId)
+					if spans[id] == nil {
+						spans[id] = map[string]bool{}
+					}
+					spans[id][s.Name] = true
+				}
+			}
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(nil)
+	}))
+	defer recv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+
+	cfg := testConfig(t)
+	cfg.Cameras = []config.Camera{{ID: "traced", URL: "synthetic://?seed=3", FPS: 10}}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan app.Info, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(ctx, app.Options{Config: cfg, Stages: app.AllStages, Logger: natstest.Discard(), Ready: func(i app.Info) { ready <- i }})
+	}()
+	var info app.Info
+	select {
+	case info = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	rec := record(t, natstest.Connect(t, info.NATSURL), "traced")
+	rec.waitAnnotations(t, 10, 60*time.Second)
+	cancel() // shutting down flushes the exporter
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	_, anns, _ := rec.snapshot()
+	want := []string{"decode.frame", "capture", "tokenize", "publish", "analyze", "queue_wait", "batch", "inference", "sink"}
+	mu.Lock()
+	defer mu.Unlock()
+	complete := 0
+	for _, a := range anns {
+		names := spans[a.TraceID]
+		ok := true
+		for _, n := range want {
+			if !names[n] {
+				ok = false
+			}
+		}
+		if ok {
+			complete++
+		} else if len(names) > 0 {
+			t.Logf("trace %s (seq %d) has spans %v", a.TraceID, a.Seq, names)
+		}
+	}
+	if complete < len(anns)*9/10 || complete == 0 {
+		t.Errorf("%d of %d annotated frames have a complete exported trace %v", complete, len(anns), want)
+	}
+}
