@@ -6,10 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/patchline/patchline/internal/natstest"
+	"github.com/nats-io/nats.go"
 )
 
 // buildBinaries builds the real nats-server (from the module) and patchline.
@@ -37,9 +38,9 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startProc runs a process until the test ends; its output goes to a log
-// file printed when the test fails.
-func startProc(t *testing.T, name string, bin string, args ...string) {
+// startProc runs a process until the test ends (or stop is called); its
+// output goes to a log file printed when the test fails.
+func startProc(t *testing.T, name string, bin string, args ...string) (stop func()) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	logf, err := os.Create(logPath)
@@ -52,22 +53,27 @@ func startProc(t *testing.T, name string, bin string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("---- %s log ----\n%s", name, tail(string(b), 3000))
-		}
-	})
+	var once sync.Once
+	stop = func() { once.Do(func() { stopProc(t, name, cmd, logf, logPath) }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func stopProc(t *testing.T, name string, cmd *exec.Cmd, logf *os.File, logPath string) {
+	_ = cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	logf.Close()
+	if t.Failed() {
+		b, _ := os.ReadFile(logPath)
+		t.Logf("---- %s log ----\n%s", name, tail(string(b), 3000))
+	}
 }
 
 func tail(s string, n int) string {
@@ -83,7 +89,9 @@ func TestMultiProcessTwoAnalyzeReplicas(t *testing.T) {
 	natsBin, plBin := buildBinaries(t)
 	port := freePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	startProc(t, "nats-server", natsBin, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", t.TempDir())
+	store := t.TempDir()
+	natsArgs := []string{"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", store}
+	stopNATS := startProc(t, "nats-server", natsBin, natsArgs...)
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
 
 	cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
@@ -98,7 +106,11 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nc := natstest.Connect(t, url)
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
 	rec1, rec2 := record(t, nc, "cam1"), record(t, nc, "cam2")
 	for _, st := range []string{"analyze", "analyze", "sink", "ingest", "decode"} {
 		startProc(t, st, plBin, "stage", st, "-c", cfgPath, "--nats", url)
@@ -134,6 +146,16 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 		t.Errorf("annotations came from %d analyze replicas (%v), want 2", len(replicas), replicas)
 	}
 	t.Logf("work split across replicas: %v", replicas)
+
+	// A NATS restart: every stage reconnects by itself and annotations flow again.
+	stopNATS()
+	time.Sleep(time.Second)
+	startProc(t, "nats-server-restarted", natsBin, natsArgs...)
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
+	_, before1, _ := rec1.snapshot()
+	_, before2, _ := rec2.snapshot()
+	rec1.waitAnnotations(t, len(before1)+30, 60*time.Second)
+	rec2.waitAnnotations(t, len(before2)+30, 60*time.Second)
 }
 
 func waitTCP(t *testing.T, addr string) {
