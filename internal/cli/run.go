@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -19,11 +20,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		Short: "Run every stage in one process (embedded NATS unless --nats is given)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			cfg, err := config.Load(cfgPath)
+			log, cfg, err := g.setup(cfgPath)
 			if err != nil {
 				return err
 			}
@@ -47,11 +44,7 @@ func newStageCmd(g *globals) *cobra.Command {
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		ValidArgs: app.AllStages,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			cfg, err := config.Load(cfgPath)
+			log, cfg, err := g.setup(cfgPath)
 			if err != nil {
 				return err
 			}
@@ -73,6 +66,17 @@ func newStageCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&natsURL, "nats", "", "NATS server URL (default nats.url)")
 	cmd.Flags().StringVar(&httpAddr, "http", "", `HTTP address for /metrics and health (ingest also serves the API; default http.addr for ingest, "off" for others)`)
 	return cmd
+}
+
+// setup makes the logger and loads the configuration every stage-running
+// command needs.
+func (g *globals) setup(cfgPath string) (*slog.Logger, config.Config, error) {
+	log, err := g.logger()
+	if err != nil {
+		return nil, config.Config{}, err
+	}
+	cfg, err := config.Load(cfgPath)
+	return log, cfg, err
 }
 
 func printWhere(w io.Writer, i app.Info) {
