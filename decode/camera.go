@@ -33,17 +33,6 @@ import (
 // Stage label of every metric this package reports.
 const stageName = "decode"
 
-// Defaults applied to zero fields of Options.Decode.
-const (
-	DefaultWidth        = 224
-	DefaultHeight       = 224
-	DefaultPatchSize    = 16
-	DefaultFPS          = 5
-	DefaultQueueSize    = 2
-	DefaultStallTimeout = 10 * time.Second
-	DefaultRetryMin     = 500 * time.Millisecond
-	DefaultRetryMax     = 30 * time.Second
-)
 
 // Camera states reported by Status.
 const (
@@ -161,33 +150,37 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	return c, nil
 }
 
+// withDefaults fills the zero fields of d from config.Default(), the one
+// place defaults live, so a Camera built outside config.Load (tests,
+// benchmarks) behaves like the shipped configuration.
 func withDefaults(d config.Decode) config.Decode {
+	def := config.Default().Decode
 	if d.Width <= 0 {
-		d.Width = DefaultWidth
+		d.Width = def.Width
 	}
 	if d.Height <= 0 {
-		d.Height = DefaultHeight
+		d.Height = def.Height
 	}
 	if d.PatchSize <= 0 {
-		d.PatchSize = DefaultPatchSize
-	}
-	if d.Resize == "" {
-		d.Resize = frame.ResizeStretch
+		d.PatchSize = def.PatchSize
 	}
 	if d.DefaultFPS <= 0 {
-		d.DefaultFPS = DefaultFPS
+		d.DefaultFPS = def.DefaultFPS
 	}
 	if d.QueueSize <= 0 {
-		d.QueueSize = DefaultQueueSize
+		d.QueueSize = def.QueueSize
 	}
 	if d.StallTimeout <= 0 {
-		d.StallTimeout = DefaultStallTimeout
+		d.StallTimeout = def.StallTimeout
 	}
 	if d.RetryMin <= 0 {
-		d.RetryMin = DefaultRetryMin
+		d.RetryMin = def.RetryMin
+	}
+	if d.Resize == "" {
+		d.Resize = def.Resize
 	}
 	if d.RetryMax < d.RetryMin {
-		d.RetryMax = max(d.RetryMin, DefaultRetryMax)
+		d.RetryMax = max(d.RetryMin, def.RetryMax)
 	}
 	return d
 }
