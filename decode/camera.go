@@ -33,7 +33,6 @@ import (
 // Stage label of every metric this package reports.
 const stageName = "decode"
 
-
 // Camera states reported by Status.
 const (
 	StateConnecting = "connecting"
