@@ -180,15 +180,15 @@ func (s *Stage) process(batch []*item) {
 		for k, v := range f.Latency {
 			lat[k] = v
 		}
-		lat["queue"] = ms(dequeued.Sub(queuedFrom))
-		lat["batch"] = ms(start.Sub(dequeued))
-		lat["inference"] = ms(end.Sub(start))
+		lat["queue"] = frame.Millis(dequeued.Sub(queuedFrom))
+		lat["batch"] = frame.Millis(start.Sub(dequeued))
+		lat["inference"] = frame.Millis(end.Sub(start))
 		telemetry.StageLatency.WithLabelValues("queue").Observe(dequeued.Sub(queuedFrom).Seconds())
 		telemetry.StageLatency.WithLabelValues("batch").Observe(start.Sub(dequeued).Seconds())
 
 		a := annotation.Annotation{
 			Schema: annotation.Schema, Kind: annotation.KindAnalysis,
-			Camera: f.Camera, Seq: f.Seq, PTSMs: ms(f.PTS), CapturedAt: f.CapturedAt.UTC(),
+			Camera: f.Camera, Seq: f.Seq, PTSMs: frame.Millis(f.PTS), CapturedAt: f.CapturedAt.UTC(),
 			SourceWidth: f.SourceW, SourceHeight: f.SourceH,
 			Model: s.model.Name(), Task: s.model.Task(),
 			Labels: results[i].Labels, Detections: results[i].Detections,
@@ -216,5 +216,3 @@ func (s *Stage) publish(ctx context.Context, a annotation.Annotation) {
 	s.analyzed.Add(1)
 	telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

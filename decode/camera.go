@@ -464,7 +464,7 @@ func (c *Camera) process(ctx context.Context, m *mats, pts, readDur time.Duratio
 		Camera: c.spec.ID, Seq: c.seq, PTS: pts, CapturedAt: captured,
 		SourceW: srcW, SourceH: srcH, Width: c.cfg.Width, Height: c.cfg.Height,
 		Patch: c.cfg.PatchSize, Resize: c.cfg.Resize, Transform: tr,
-		Latency: map[string]float64{"decode": ms(decDur), "tokenize": ms(tokDur)},
+		Latency: map[string]float64{"decode": frame.Millis(decDur), "tokenize": frame.Millis(tokDur)},
 		Tokens:  *buf,
 	}
 	it := &item{f: f, buf: buf, decStart: decEnd.Add(-decDur), decEnd: decEnd, tokStart: decEnd, tokEnd: tokEnd}
@@ -495,8 +495,6 @@ func (c *Camera) resize(m *mats) (frame.Transform, error) {
 	gocv.CopyMakeBorder(m.inner, &m.sized, oy, h-ih-oy, ox, w-iw-ox, gocv.BorderConstant, color.RGBA{A: 255})
 	return tr, nil
 }
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // publishLoop publishes queued frames until ctx is done, or until the
 // reader is done and the queue is empty.

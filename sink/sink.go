@@ -96,8 +96,8 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 		a.LatencyMs = map[string]float64{}
 	}
 	now := time.Now()
-	a.LatencyMs["sink"] = ms(now.Sub(start))
-	a.LatencyMs["total"] = ms(now.Sub(a.CapturedAt))
+	a.LatencyMs["sink"] = frame.Millis(now.Sub(start))
+	a.LatencyMs["total"] = frame.Millis(now.Sub(a.CapturedAt))
 	telemetry.StageLatency.WithLabelValues("sink").Observe(now.Sub(start).Seconds())
 	telemetry.StageLatency.WithLabelValues("total").Observe(now.Sub(a.CapturedAt).Seconds())
 	b, err := json.Marshal(a)
@@ -149,5 +149,3 @@ func (s *Stage) close() error {
 	s.flush()
 	return s.file.Close()
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

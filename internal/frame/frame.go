@@ -219,6 +219,9 @@ func ParseSize(s string) (w, h int, err error) {
 	return w, h, nil
 }
 
+// Millis expresses d in the milliseconds that Latency and annotations carry.
+func Millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
 // EncodeLatency formats stage timings as "stage=ms,..." in stage order.
 func EncodeLatency(l map[string]float64) string {
 	keys := make([]string, 0, len(l))
