@@ -3,6 +3,7 @@ package decode
 import (
 	"bytes"
 	"context"
+	"github.com/patchline/patchline/internal/natstest"
 	"image"
 	"log/slog"
 	"strings"
@@ -38,20 +39,7 @@ func recorder() *tracetest.SpanRecorder {
 }
 
 // startNATS runs an embedded nats-server and connects to it.
-func startNATS(t *testing.T) *nats.Conn {
-	t.Helper()
-	srv, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
+func startNATS(t *testing.T) *nats.Conn { return natstest.Connect(t, natstest.Start(t)) }
 
 // syncLog is a slog handler target safe for concurrent writes.
 type syncLog struct {

@@ -3,7 +3,6 @@
 package natstest
 
 import (
-	"io"
 	"log/slog"
 	"testing"
 
@@ -36,4 +35,4 @@ func Connect(t testing.TB, url string) *nats.Conn {
 }
 
 // Discard is a logger that drops everything.
-func Discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
