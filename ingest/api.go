@@ -1,12 +1,12 @@
 package ingest
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/patchline/patchline/internal/config"
 )
@@ -54,7 +54,7 @@ func (r *Registry) handleAttach(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var c config.Camera
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{"malformed camera JSON: " + err.Error()})

@@ -122,10 +122,10 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
-		slog := log.With("stage", name)
+		stageLog := log.With("stage", name)
 		switch name {
 		case Ingest:
-			reg, err := ingest.OpenRegistry(ctx, nc, slog)
+			reg, err := ingest.OpenRegistry(ctx, nc, stageLog)
 			if err != nil {
 				return err
 			}
@@ -137,13 +137,13 @@ func Run(ctx context.Context, o Options) error {
 			}
 			mux.Handle("/v1/", reg.Handler())
 		case Decode:
-			st := decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Logger: slog})
+			st := decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Logger: stageLog})
 			runners = append(runners, st.Run)
 		case Analyze:
-			st := analyze.NewStage(nc, model, cfg.Analyze, slog)
+			st := analyze.NewStage(nc, model, cfg.Analyze, stageLog)
 			runners = append(runners, st.Run)
 		case Sink:
-			st, err := sink.NewStage(nc, cfg.Sink, slog)
+			st, err := sink.NewStage(nc, cfg.Sink, stageLog)
 			if err != nil {
 				return err
 			}
