@@ -1,6 +1,8 @@
 // Package analyze runs the model on batches of tokenized frames and publishes
 // annotations. A model comes as a bundle (see Bundle): an ONNX file plus a
-// bundle.yaml descriptor saying how to feed it and how to read its outputs.
+// descriptor saying how to feed it and how to read its outputs — either
+// patchline's bundle.yaml or the Hugging Face layout (config.json +
+// preprocessor_config.json, see hf.go).
 package analyze
 
 import (
@@ -25,6 +27,9 @@ const BundleFile = "bundle.yaml"
 const (
 	TaskClassify = "classify"
 	TaskDetect   = "detect"
+	// TaskSegment reads per-patch class logits (class 0 = background) and
+	// optional scene-level multi-label logits; see Model.segment.
+	TaskSegment = "segment"
 )
 
 // Input kinds: how frames are turned into the model's main input tensor.
@@ -58,7 +63,7 @@ const (
 // unknown keys are errors):
 //
 //	name: vit-tiny            # model name carried in annotations
-//	task: classify            # classify | detect
+//	task: classify            # classify | detect | segment
 //	onnx: model.onnx          # relative to the bundle dir (may lead outside it) or absolute
 //	input:
 //	  kind: patches           # patches: float [B,N,P*P*3] ; pixels: float [B,3,H,W]
@@ -82,13 +87,18 @@ const (
 //	  box_format: xyxy_input  # xyxy_input | xyxy_norm | cxcywh_norm; default xyxy_input,
 //	                          # or cxcywh_norm with pred_boxes
 //	  activation: sigmoid     # DETR logits only: sigmoid (default) | softmax
+//	  patch_logits: patch_logits  # segment: float [B,N,C], class 0 = background
+//	  scene_logits: scene_logits  # segment, optional: float [B,S] multi-label logits
 //	labels: [person, ...]     # index = class id
+//	scene_labels: [...]       # segment: names of scene_logits, index = id
 //	top_k: 5                  # classify: labels reported per frame; default 5
 //	score_threshold: 0.5      # detect: minimum score; default 0.5
+//	                          # segment: minimum region score; default 0
 //
 // A detect bundle names either labels+boxes+scores or logits+pred_boxes.
 // Boxes are converted to input pixels, then mapped to source pixels with the
-// frame's Transform.
+// frame's Transform. A Hugging Face layout bundle (config.json +
+// preprocessor_config.json) is mapped onto the same struct by loadHF.
 type Bundle struct {
 	Name           string        `yaml:"name"`
 	Task           string        `yaml:"task"`
@@ -96,14 +106,19 @@ type Bundle struct {
 	Input          BundleInput   `yaml:"input"`
 	Outputs        BundleOutputs `yaml:"outputs"`
 	Labels         []string      `yaml:"labels"`
+	SceneLabels    []string      `yaml:"scene_labels"`
 	TopK           int           `yaml:"top_k"`
 	ScoreThreshold *float64      `yaml:"score_threshold"`
 
-	// Dir is the bundle directory (absolute), Path its descriptor, and
+	// Dir is the bundle directory (absolute), Path its descriptor
+	// (bundle.yaml, or config.json for the Hugging Face layout), and
 	// ONNXPath the ONNX file resolved against Dir. Set by LoadBundle.
 	Dir      string `yaml:"-"`
 	Path     string `yaml:"-"`
 	ONNXPath string `yaml:"-"`
+	// HF is set for a Hugging Face layout bundle: where each setting came
+	// from, so errors name config.json / preprocessor_config.json keys.
+	HF *HFSource `yaml:"-"`
 }
 
 // BundleInput describes the model's main input and how frames fill it.
@@ -122,31 +137,51 @@ type BundleInput struct {
 
 // ExtraInput is a further graph input, filled per frame from Value.
 type ExtraInput struct {
-	Name  string `yaml:"name"`
-	Value string `yaml:"value"`
+	Name  string `yaml:"name" json:"name"`
+	Value string `yaml:"value" json:"value"`
 }
 
 // BundleOutputs names the graph outputs the task reads.
+// The json names are the keys of config.json "patchline": {"outputs": {...}}.
 type BundleOutputs struct {
-	Logits     string `yaml:"logits"`
-	PredBoxes  string `yaml:"pred_boxes"`
-	Labels     string `yaml:"labels"`
-	Boxes      string `yaml:"boxes"`
-	Scores     string `yaml:"scores"`
-	BoxFormat  string `yaml:"box_format"`
-	Activation string `yaml:"activation"`
+	Logits      string `yaml:"logits" json:"logits"`
+	PredBoxes   string `yaml:"pred_boxes" json:"pred_boxes"`
+	Labels      string `yaml:"labels" json:"labels"`
+	Boxes       string `yaml:"boxes" json:"boxes"`
+	Scores      string `yaml:"scores" json:"scores"`
+	BoxFormat   string `yaml:"box_format" json:"box_format"`
+	Activation  string `yaml:"activation" json:"activation"`
+	PatchLogits string `yaml:"patch_logits" json:"patch_logits"`
+	SceneLogits string `yaml:"scene_logits" json:"scene_logits"`
 }
 
 // DETR reports whether a detect bundle reads raw logits + pred_boxes rather
 // than labels + boxes + scores.
 func (b *Bundle) DETR() bool { return b.Task == TaskDetect && b.Outputs.PredBoxes != "" }
 
-// Threshold is the detection score threshold (default 0.5).
+// Threshold is the detection score threshold (default 0.5), or for segment
+// the minimum region score (default 0).
 func (b *Bundle) Threshold() float64 {
 	if b.ScoreThreshold == nil {
+		if b.Task == TaskSegment {
+			return 0
+		}
 		return 0.5
 	}
 	return *b.ScoreThreshold
+}
+
+// Grid is the patch grid: columns and rows.
+func (b *Bundle) Grid() (cols, rows int) {
+	return b.Input.Width / b.Input.PatchSize, b.Input.Height / b.Input.PatchSize
+}
+
+// Descriptor names the file(s) describing the bundle, for messages.
+func (b *Bundle) Descriptor() string {
+	if b.HF != nil {
+		return filepath.Join(b.Dir, HFConfigFile) + " + " + HFPreprocessorFile
+	}
+	return b.Path
 }
 
 // NumPatches is the number of patch tokens per frame.
@@ -157,8 +192,10 @@ func (b *Bundle) NumPatches() int {
 // TokenDim is the length of one patch token (P·P·3).
 func (b *Bundle) TokenDim() int { return b.Input.PatchSize * b.Input.PatchSize * 3 }
 
-// LoadBundle reads and validates dir/bundle.yaml. Errors name the descriptor
-// file and the offending key.
+// LoadBundle reads and validates a bundle directory: dir/bundle.yaml when it
+// exists, else the Hugging Face layout (dir/config.json +
+// dir/preprocessor_config.json + the ONNX file, see loadHF). Errors name the
+// directory, the file and the offending key.
 func LoadBundle(dir string) (*Bundle, error) {
 	absDir, err := filepath.Abs(dir)
 	if err != nil {
@@ -166,6 +203,15 @@ func LoadBundle(dir string) (*Bundle, error) {
 	}
 	path := filepath.Join(absDir, BundleFile)
 	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(filepath.Join(absDir, HFConfigFile)); serr == nil {
+			return loadHF(dir, absDir)
+		}
+		if st, serr := os.Stat(absDir); serr != nil || !st.IsDir() {
+			return nil, fmt.Errorf("bundle %s: not a directory (analyze.model names a bundle directory)", dir)
+		}
+		return nil, fmt.Errorf("bundle %s: neither %s nor %s (Hugging Face layout) is there", dir, BundleFile, HFConfigFile)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)
 	}
@@ -193,8 +239,8 @@ func (b *Bundle) validate() error {
 	if b.Name == "" {
 		return b.errf("name", "is required")
 	}
-	if b.Task != TaskClassify && b.Task != TaskDetect {
-		return b.errf("task", "is %q, want %q or %q", b.Task, TaskClassify, TaskDetect)
+	if b.Task != TaskClassify && b.Task != TaskDetect && b.Task != TaskSegment {
+		return b.errf("task", "is %q, want %q, %q or %q", b.Task, TaskClassify, TaskDetect, TaskSegment)
 	}
 	if b.ONNX == "" {
 		return b.errf("onnx", "is required (path of the .onnx file, relative to the bundle directory)")
@@ -225,6 +271,20 @@ func (b *Bundle) validate() error {
 			return b.errf(fmt.Sprintf("labels[%d]", i), "is empty")
 		}
 	}
+	if b.Task == TaskSegment && len(b.Labels) < 2 {
+		return b.errf("labels", "has %d names; segment needs background (class 0) and at least one class", len(b.Labels))
+	}
+	if b.Task != TaskSegment && b.SceneLabels != nil {
+		return b.errf("scene_labels", "is only for task %s", TaskSegment)
+	}
+	if (b.Outputs.SceneLogits != "") != (len(b.SceneLabels) > 0) {
+		return b.errf("scene_labels", "has %d names; give scene_labels exactly when outputs.scene_logits is set (%q)", len(b.SceneLabels), b.Outputs.SceneLogits)
+	}
+	for i, l := range b.SceneLabels {
+		if strings.TrimSpace(l) == "" {
+			return b.errf(fmt.Sprintf("scene_labels[%d]", i), "is empty")
+		}
+	}
 	if b.TopK < 0 {
 		return b.errf("top_k", "is %d, must be positive", b.TopK)
 	}
@@ -236,7 +296,7 @@ func (b *Bundle) validate() error {
 		return b.errf("score_threshold", "is %v, want 0..1", *t)
 	}
 	if b.ScoreThreshold == nil {
-		t := 0.5
+		t := b.Threshold()
 		b.ScoreThreshold = &t
 	}
 	return nil
@@ -304,7 +364,26 @@ func (b *Bundle) validateInput() error {
 
 func (b *Bundle) validateOutputs() error {
 	o := &b.Outputs
+	if b.Task != TaskSegment {
+		for _, kv := range [][2]string{{"patch_logits", o.PatchLogits}, {"scene_logits", o.SceneLogits}} {
+			if kv[1] != "" {
+				return b.errf("outputs."+kv[0], "is only for task %s", TaskSegment)
+			}
+		}
+	}
 	switch b.Task {
+	case TaskSegment:
+		if o.PatchLogits == "" {
+			return b.errf("outputs.patch_logits", "is required for task %s", b.Task)
+		}
+		for key, v := range map[string]string{"logits": o.Logits, "pred_boxes": o.PredBoxes, "labels": o.Labels, "boxes": o.Boxes, "scores": o.Scores, "box_format": o.BoxFormat, "activation": o.Activation} {
+			if v != "" {
+				return b.errf("outputs."+key, "is not an output of task %s (patch_logits, scene_logits)", TaskSegment)
+			}
+		}
+		if o.SceneLogits != "" && o.SceneLogits == o.PatchLogits {
+			return b.errf("outputs.scene_logits", "%q is also outputs.patch_logits", o.SceneLogits)
+		}
 	case TaskClassify:
 		if o.Logits == "" {
 			return b.errf("outputs.logits", "is required for task %s", b.Task)
@@ -376,6 +455,6 @@ func (b *Bundle) CheckDecode(width, height, patch int, resize string) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	return fmt.Errorf("decode config does not match model bundle %s (%s): %s (decode.width/height/patch_size/resize must equal the bundle's input)",
-		b.Name, b.Path, strings.Join(bad, ", "))
+	return fmt.Errorf("decode config does not match model bundle %s (%s): %s (decode.width/height/patch_size/resize must equal the bundle's input%s)",
+		b.Name, b.Descriptor(), strings.Join(bad, ", "), b.inputSource())
 }

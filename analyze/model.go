@@ -14,6 +14,7 @@ import (
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/hfbundle"
 	"github.com/patchline/patchline/internal/ort"
 )
 
@@ -37,10 +38,13 @@ func OptionsFromConfig(d config.Decode, a config.Analyze) ModelOptions {
 }
 
 // Result is the model's output for one frame: Labels for classify,
-// Detections (boxes in source pixels, best first) for detect.
+// Detections (boxes in source pixels, best first) for detect; for segment,
+// Patches (the class map), Detections (one per connected region) and Labels
+// (scene labels above 0.5).
 type Result struct {
 	Labels     []annotation.Label
 	Detections []annotation.Detection
+	Patches    *annotation.PatchMap
 }
 
 // Model is an open ONNX Runtime session for a bundle. Run may be called from
@@ -84,35 +88,20 @@ func OpenModel(b *Bundle, opts ModelOptions) (*Model, error) {
 	}
 	m := &Model{b: b}
 	if err := m.checkGraph(ins, outs); err != nil {
-		return nil, fmt.Errorf("analyze: model %s: %s does not match %s: %w", b.Name, b.ONNXPath, b.Path, err)
+		return nil, fmt.Errorf("analyze: model %s: %s does not match %s: %w", b.Name, b.ONNXPath, b.Descriptor(), err)
 	}
-	so, err := onnxruntime.NewSessionOptions()
+	m.sess, err = ort.NewSession(b.ONNXPath, m.inputNames, m.outputNames, opts.Threads)
 	if err != nil {
-		return nil, fmt.Errorf("analyze: session options: %w", err)
+		return nil, fmt.Errorf("analyze: model %s: %w", b.Name, err)
 	}
-	defer func() { _ = so.Destroy() }()
-	if opts.Threads > 0 {
-		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
-			return nil, fmt.Errorf("analyze: set %d intra-op threads: %w", opts.Threads, err)
-		}
-	}
-	m.sess, err = onnxruntime.NewDynamicAdvancedSession(b.ONNXPath, m.inputNames, m.outputNames, so)
-	if err != nil {
-		return nil, fmt.Errorf("analyze: model %s: open session on %s: %w", b.Name, b.ONNXPath, err)
-	}
-	in := b.Input
-	for c := range 3 {
-		for v := range 256 {
-			m.lut[c][v] = float32((float64(v)*in.Scale - in.Mean[c]) / in.Std[c])
-		}
-	}
+	m.lut = hfbundle.LUT(b.Input.Scale, b.Input.Mean, b.Input.Std)
 	return m, nil
 }
 
 // Name is the bundle's model name.
 func (m *Model) Name() string { return m.b.Name }
 
-// Task is the bundle's task (classify or detect).
+// Task is the bundle's task (classify, detect or segment).
 func (m *Model) Task() string { return m.b.Task }
 
 // Bundle returns the model's bundle.
@@ -187,8 +176,15 @@ func (m *Model) runChunk(frames []*frame.Frame, results []Result) error {
 	if err != nil {
 		return err
 	}
-	if m.b.Task == TaskClassify {
+	switch m.b.Task {
+	case TaskClassify:
 		return m.classify(frames, results, outputs[0])
+	case TaskSegment:
+		var scene onnxruntime.Value
+		if len(outputs) > 1 {
+			scene = outputs[1]
+		}
+		return m.segment(frames, results, outputs[0], scene)
 	}
 	if m.b.DETR() {
 		return m.detectDETR(frames, results, outputs[0], outputs[1])
@@ -484,7 +480,7 @@ func (m *Model) checkGraph(ins, outs []onnxruntime.InputOutputInfo) error {
 			if i > 0 {
 				key = fmt.Sprintf("input.extra[%d].name", i-1)
 			}
-			return fmt.Errorf("%s %q is not a graph input (graph inputs: %s)", key, n, strings.Join(inNames, ", "))
+			return fmt.Errorf("%s %q is not a graph input (graph inputs: %s)", b.graphKey(key), n, strings.Join(inNames, ", "))
 		}
 	}
 	for _, n := range inNames {
@@ -497,15 +493,18 @@ func (m *Model) checkGraph(ins, outs []onnxruntime.InputOutputInfo) error {
 	main := inByName[in.Name]
 	var want []int64
 	var what []string
+	from := "" // where the size comes from, for Hugging Face layout bundles
+	if b.HF != nil {
+		from = " from " + HFPreprocessorFile
+	}
+	patchesWhat := fmt.Sprintf("patches N = (%d/%d)*(%d/%d)%s", in.Width, in.PatchSize, in.Height, in.PatchSize, from)
 	switch in.Kind {
 	case InputPatches:
 		want = []int64{-1, int64(b.NumPatches()), int64(b.TokenDim())}
-		what = []string{"batch",
-			fmt.Sprintf("patches N = (%d/%d)*(%d/%d)", in.Width, in.PatchSize, in.Height, in.PatchSize),
-			fmt.Sprintf("token P*P*3 = %d*%d*3", in.PatchSize, in.PatchSize)}
+		what = []string{"batch", patchesWhat, fmt.Sprintf("token P*P*3 = %d*%d*3%s", in.PatchSize, in.PatchSize, from)}
 	case InputPixels:
 		want = []int64{-1, 3, int64(in.Height), int64(in.Width)}
-		what = []string{"batch", "channels", "height", "width"}
+		what = []string{"batch", "channels", "height" + from, "width" + from}
 	}
 	if err := checkTensor("input", main, onnxruntime.TensorElementDataTypeFloat, want, what); err != nil {
 		return err
@@ -531,7 +530,14 @@ func (m *Model) checkGraph(ins, outs []onnxruntime.InputOutputInfo) error {
 	nl := int64(len(b.Labels))
 	switch {
 	case b.Task == TaskClassify:
-		specs = []spec{{"outputs.logits", o.Logits, onnxruntime.TensorElementDataTypeFloat, []int64{-1, nl}, []string{"batch", "classes (len(labels))"}}}
+		specs = []spec{{"outputs.logits", o.Logits, onnxruntime.TensorElementDataTypeFloat, []int64{-1, nl}, []string{"batch", "classes (" + b.labelsKey(false) + ")"}}}
+	case b.Task == TaskSegment:
+		specs = []spec{{"outputs.patch_logits", o.PatchLogits, onnxruntime.TensorElementDataTypeFloat, []int64{-1, int64(b.NumPatches()), nl},
+			[]string{"batch", patchesWhat, "classes (" + b.labelsKey(false) + ")"}}}
+		if o.SceneLogits != "" {
+			specs = append(specs, spec{"outputs.scene_logits", o.SceneLogits, onnxruntime.TensorElementDataTypeFloat, []int64{-1, int64(len(b.SceneLabels))},
+				[]string{"batch", "scene classes (" + b.labelsKey(true) + ")"}})
+		}
 	case b.DETR():
 		specs = []spec{
 			{"outputs.logits", o.Logits, onnxruntime.TensorElementDataTypeFloat, []int64{-1, -1, -1}, []string{"batch", "queries", "classes"}},
@@ -548,7 +554,7 @@ func (m *Model) checkGraph(ins, outs []onnxruntime.InputOutputInfo) error {
 	for _, s := range specs {
 		info, ok := outByName[s.name]
 		if !ok {
-			return fmt.Errorf("%s %q is not a graph output (graph outputs: %s)", s.key, s.name, strings.Join(outNames, ", "))
+			return fmt.Errorf("%s %q is not a graph output (graph outputs: %s)", b.graphKey(s.key), s.name, strings.Join(outNames, ", "))
 		}
 		typ := s.typ
 		if s.key == "outputs.labels" && info.DataType == onnxruntime.TensorElementDataTypeInt32 {

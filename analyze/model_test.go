@@ -211,15 +211,22 @@ func TestOpenModelGraphMismatch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := OpenModel(b, c.opts)
-			if err == nil {
-				_ = m.Close()
-				t.Fatalf("OpenModel succeeded, want %q", c.want)
-			}
-			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "does not match "+b.Path) {
-				t.Fatalf("err = %v\nwant %q", err, c.want)
-			}
+			requireOpenError(t, b, c.opts, c.want)
 		})
+	}
+}
+
+// requireOpenError fails unless OpenModel refuses b with an error that
+// contains want and names the bundle's descriptor.
+func requireOpenError(t *testing.T, b *Bundle, opts ModelOptions, want string) {
+	t.Helper()
+	m, err := OpenModel(b, opts)
+	if err == nil {
+		_ = m.Close()
+		t.Fatalf("OpenModel succeeded, want %q", want)
+	}
+	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "does not match "+b.Descriptor()) {
+		t.Fatalf("err = %v\nwant %q and %s", err, want, b.Descriptor())
 	}
 }
 

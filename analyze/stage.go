@@ -191,7 +191,7 @@ func (s *Stage) process(batch []*item) {
 			Camera: f.Camera, Seq: f.Seq, PTSMs: frame.Millis(f.PTS), CapturedAt: f.CapturedAt.UTC(),
 			SourceWidth: f.SourceW, SourceHeight: f.SourceH,
 			Model: s.model.Name(), Task: s.model.Task(),
-			Labels: results[i].Labels, Detections: results[i].Detections,
+			Labels: results[i].Labels, Detections: results[i].Detections, Patches: results[i].Patches,
 			LatencyMs: lat, TraceID: span.SpanContext().TraceID().String(), AnalyzedBy: s.replica,
 		}
 		s.publish(ctx, a)

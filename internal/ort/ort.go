@@ -109,6 +109,32 @@ func Init(libPath string) error {
 	return nil
 }
 
+// NewSession opens an ONNX Runtime session on the graph at path with the
+// named inputs and outputs, running threads intra-op threads (0 = ONNX
+// Runtime's default). Init must have succeeded. Errors name what failed:
+// "session options: ...", "set N intra-op threads: ..." or
+// "open session on <path>: ...".
+func NewSession(path string, inputs, outputs []string, threads int) (*onnxruntime.DynamicAdvancedSession, error) {
+	if threads < 0 {
+		return nil, fmt.Errorf("threads is %d, want >= 0", threads)
+	}
+	so, err := onnxruntime.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	defer func() { _ = so.Destroy() }()
+	if threads > 0 {
+		if err := so.SetIntraOpNumThreads(threads); err != nil {
+			return nil, fmt.Errorf("set %d intra-op threads: %w", threads, err)
+		}
+	}
+	sess, err := onnxruntime.NewDynamicAdvancedSession(path, inputs, outputs, so)
+	if err != nil {
+		return nil, fmt.Errorf("open session on %s: %w", path, err)
+	}
+	return sess, nil
+}
+
 // Library returns the path of the loaded library, or "" before a successful Init.
 func Library() string {
 	mu.Lock()
