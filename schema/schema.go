@@ -16,17 +16,32 @@ var AnnotationV1 []byte
 
 // CompileAnnotation compiles the annotation schema for validation.
 func CompileAnnotation() (*jsonschema.Schema, error) {
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(AnnotationV1))
+	return compile("annotation.v1.json", AnnotationV1)
+}
+
+// compile compiles one embedded schema document; name is its resource URL.
+func compile(name string, data []byte) (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
-		return nil, fmt.Errorf("annotation schema: %w", err)
+		return nil, fmt.Errorf("schema %s: %w", name, err)
 	}
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
-	const url = "annotation.v1.json"
-	if err := c.AddResource(url, doc); err != nil {
+	if err := c.AddResource(name, doc); err != nil {
 		return nil, err
 	}
-	return c.Compile(url)
+	return c.Compile(name)
+}
+
+// GeneratedV1 is the JSON Schema of patchline.generated/v1 messages.
+//
+//go:embed generated.v1.json
+var GeneratedV1 []byte
+
+// CompileGenerated compiles the generated-frame schema; validate with
+// ValidateAnnotation (it works for any compiled schema).
+func CompileGenerated() (*jsonschema.Schema, error) {
+	return compile("generated.v1.json", GeneratedV1)
 }
 
 // ValidateAnnotation checks one annotation's JSON against the schema.

@@ -1,0 +1,459 @@
+package generate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/textgen"
+	"github.com/patchline/patchline/schema"
+)
+
+// testGenerate is generate's default config with the automatic triggers off.
+func testGenerate() config.Generate {
+	g := config.Default().Generate
+	g.Auto = false
+	g.Triggers = config.Triggers{}
+	return g
+}
+
+// startStage runs a Stage against a fresh embedded NATS server and returns
+// a client connection once the stage answers requests.
+func startStage(t testing.TB, cfg config.Generate, fg *Framegen, capt *textgen.Captioner) *nats.Conn {
+	t.Helper()
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	stageNC := natstest.Connect(t, url)
+	st := NewStage(Options{NC: stageNC, Config: cfg, Framegen: fg, Captions: capt, Logger: natstest.Discard()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stage: %v", err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := nc.Request(bus.GenerateRequest, []byte(`{"camera":"ping"}`), time.Second)
+		if err == nil {
+			return nc
+		}
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			t.Fatalf("stage not answering: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testFrame is a 96×96 frame (8-pixel patches) of a red square at x on a
+// gradient, with a trace context.
+func testFrame(camera string, seq uint64, x int) *frame.Frame {
+	const size, p = 96, 8
+	rgb := make([]byte, size*size*3)
+	for y := range size {
+		for xx := range size {
+			o := (y*size + xx) * 3
+			rgb[o], rgb[o+1], rgb[o+2] = byte(xx*255/(size-1)), byte(y*255/(size-1)), 90
+			if y >= 30 && y < 50 && xx >= x && xx < x+20 {
+				rgb[o], rgb[o+1], rgb[o+2] = 230, 20, 20
+			}
+		}
+	}
+	tokens := make([]byte, len(rgb))
+	if err := frame.Tokenize(tokens, rgb, size, size, p); err != nil {
+		panic(err)
+	}
+	return &frame.Frame{
+		Camera: camera, Seq: seq, PTS: time.Duration(seq) * 200 * time.Millisecond, CapturedAt: time.Now(),
+		SourceW: 384, SourceH: 384, Width: size, Height: size, Patch: p, Resize: frame.ResizeStretch,
+		Transform:   frame.Stretch(384, 384, size, size),
+		TraceParent: fmt.Sprintf("00-%032x-%016x-01", seq+0xabc0000, seq+1),
+		Tokens:      tokens,
+	}
+}
+
+func publishFrames(t testing.TB, nc *nats.Conn, camera string, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		f := testFrame(camera, uint64(i), 4+3*i%60)
+		if err := nc.PublishMsg(f.Encode(bus.FrameSubject(camera))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// request sends a raw request and decodes the reply.
+func request(t testing.TB, nc *nats.Conn, body string) *Reply {
+	t.Helper()
+	m, err := nc.Request(bus.GenerateRequest, []byte(body), 15*time.Second)
+	if err != nil {
+		t.Fatalf("request %s: %v", body, err)
+	}
+	var r Reply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		t.Fatalf("reply %q: %v", m.Data, err)
+	}
+	return &r
+}
+
+// waitFor polls until cond holds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// collect subscribes to subject and returns a function listing what came.
+func collect(t testing.TB, nc *nats.Conn, subject string) func() []*nats.Msg {
+	t.Helper()
+	var mu sync.Mutex
+	var got []*nats.Msg
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		mu.Lock()
+		got = append(got, m)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return func() []*nats.Msg {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]*nats.Msg(nil), got...)
+	}
+}
+
+// readPNG reads a generated object back from the Object Store (checking
+// size and digest) and decodes it.
+func readPNG(t testing.TB, nc *nats.Conn, o ObjectRef) {
+	t.Helper()
+	b, err := FetchObject(context.Background(), nc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("decode png: %v", err)
+	}
+	if img.Bounds().Dx() != 96 || img.Bounds().Dy() != 96 {
+		t.Errorf("png is %v, want 96x96", img.Bounds())
+	}
+}
+
+// TestFrameRequestStoresPNG asks for a generated frame over NATS and checks
+// the reply, the PNG in the Object Store, the patchline.generated message
+// against schema/generated.v1.json, and (threshold 0 makes every frame an
+// anomaly) the anomaly annotation against schema/annotation.v1.json.
+func TestFrameRequestStoresPNG(t *testing.T) {
+	fg, err := OpenFramegen(copyBundle(t, func(c map[string]any) { c["patchline"].(map[string]any)["anomaly_threshold"] = 0 }), ModelOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fg.Close()
+	nc := startStage(t, testGenerate(), fg, nil)
+	generated := collect(t, nc, bus.GeneratedPrefix+"*")
+	anns := collect(t, nc, bus.AnnotationsPrefix+"*")
+	publishFrames(t, nc, "cam1", 1, 6)
+	waitFor(t, "window", func() bool {
+		return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Reason != ReasonNotEnoughFrames
+	})
+	r := request(t, nc, `{"id":"r1","camera":"cam1","kind":"frame","timeout":"5s"}`)
+	if r.Error != "" || r.Generated == nil {
+		t.Fatalf("reply: %+v", r)
+	}
+	g := r.Generated
+	if r.ID != "r1" || g.Camera != "cam1" || g.Seq != 6 || len(g.Context) != 3 || g.Context[0] != 3 || g.Trigger != TriggerRequest {
+		t.Errorf("generated %+v", g)
+	}
+	if len(g.Heatmap.Scores) != 144 || g.Heatmap.GridW != 12 || !g.Anomaly || g.Score <= 0 {
+		t.Errorf("heatmap %dx%d (%d scores), score %v, anomaly %v", g.Heatmap.GridW, g.Heatmap.GridH, len(g.Heatmap.Scores), g.Score, g.Anomaly)
+	}
+	if want := fmt.Sprintf("%032x", 6+0xabc0000); g.TraceID != want {
+		t.Errorf("trace id %s, want the frame's %s", g.TraceID, want)
+	}
+	readPNG(t, nc, g.Object)
+
+	gsch, err := schema.CompileGenerated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	asch, err := schema.CompileAnnotation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "generated message and anomaly annotation", func() bool { return len(generated()) >= 2 && len(anns()) >= 2 })
+	for _, m := range generated() {
+		if err := schema.ValidateAnnotation(gsch, m.Data); err != nil {
+			t.Errorf("generated message %s: %v", m.Data, err)
+		}
+		if id := m.Header.Get(nats.MsgIdHdr); !strings.HasSuffix(id, ":generated") {
+			t.Errorf("Nats-Msg-Id %q", id)
+		}
+	}
+	for _, m := range anns() {
+		if err := schema.ValidateAnnotation(asch, m.Data); err != nil {
+			t.Errorf("anomaly annotation %s: %v", m.Data, err)
+		}
+		var a annotation.Annotation
+		_ = json.Unmarshal(m.Data, &a)
+		if a.Kind != annotation.KindAnomaly || a.Anomaly == nil || a.Anomaly.Object == "" || a.Task != "framegen" {
+			t.Errorf("annotation %s", m.Data)
+		}
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	fg := openTiny(t)
+	nc := startStage(t, testGenerate(), fg, nil)
+	publishFrames(t, nc, "short", 1, 2)
+	publishFrames(t, nc, "ok", 1, 5)
+	big := testFrame("big", 1, 0)
+	big.Width, big.Height, big.Patch = 192, 96, 8
+	big.Tokens = append(big.Tokens, big.Tokens...)
+	for i := uint64(1); i <= 5; i++ {
+		big.Seq = i
+		if err := nc.PublishMsg(big.Encode(bus.FrameSubject("big"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Garbage on the frame subject is counted, not fatal.
+	_ = nc.Publish(bus.FrameSubject("junk"), []byte("not a frame"))
+	_ = nc.Flush()
+	waitFor(t, "frames", func() bool {
+		return request(t, nc, `{"camera":"short","kind":"frame"}`).Reason == ReasonNotEnoughFrames &&
+			request(t, nc, `{"camera":"big","kind":"frame"}`).Reason == ReasonInputMismatch
+	})
+	cases := []struct {
+		body, reason string
+		want         []string
+	}{
+		{`{"camera":`, ReasonBadRequest, []string{"malformed request JSON", "unexpected EOF"}},
+		{`not json`, ReasonBadRequest, []string{"malformed request JSON", "invalid character"}},
+		{`{"camera":"cam1","colour":"red"}`, ReasonBadRequest, []string{`unknown field "colour"`}},
+		{`{"camera":7}`, ReasonBadRequest, []string{`"camera"`, "string"}},
+		{`{}`, ReasonBadRequest, []string{"camera: missing"}},
+		{`{"camera":"a.b"}`, ReasonBadRequest, []string{"camera:"}},
+		{`{"camera":"cam1","kind":"poem"}`, ReasonBadRequest, []string{`kind: "poem"`}},
+		{`{"camera":"cam1","timeout":"soon"}`, ReasonBadRequest, []string{`timeout: "soon"`}},
+		{`{"camera":"cam1","sampling":{"top_p":2}}`, ReasonBadRequest, []string{"sampling.top_p", "out of range"}},
+		{`{"camera":"nosuchcam","kind":"frame"}`, ReasonUnknownCamera, []string{`camera "nosuchcam": no frames seen`}},
+		{`{"camera":"short","kind":"frame"}`, ReasonNotEnoughFrames, []string{"2 frames so far", "needs the last 4"}},
+		{`{"camera":"big","kind":"frame"}`, ReasonInputMismatch, []string{"192x96", "96x96", "decode.width"}},
+		{`{"camera":"short","kind":"caption"}`, ReasonUnavailable, []string{"generate.caption_model"}},
+		{`{"camera":"ok","kind":"frame","deadline":"2001-01-01T00:00:00Z"}`, ReasonDeadline, []string{"deadline passed"}},
+	}
+	for _, c := range cases {
+		r := request(t, nc, c.body)
+		if r.Reason != c.reason {
+			t.Errorf("%s: reason %q (%s), want %q", c.body, r.Reason, r.Error, c.reason)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(r.Error, w) {
+				t.Errorf("%s: error %q does not mention %q", c.body, r.Error, w)
+			}
+		}
+		if r.Caption != nil || r.Generated != nil {
+			t.Errorf("%s: error reply carries a result", c.body)
+		}
+	}
+}
+
+// TestOverloadEveryRequestAnswered sends 20 requests at once to a stage with
+// budget 2 and a short queue: each gets a result or a reason, none is lost.
+func TestOverloadEveryRequestAnswered(t *testing.T) {
+	fg := openTiny(t)
+	cfg := testGenerate()
+	cfg.Budget, cfg.QueueSize = 2, 2
+	nc := startStage(t, cfg, fg, nil)
+	publishFrames(t, nc, "cam1", 1, 5)
+	waitFor(t, "window", func() bool { return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Error == "" })
+	counts := overload(t, nc, 20, `{"camera":"cam1","kind":"frame","timeout":"10s"}`)
+	t.Logf("20 requests: %v", counts)
+	if counts["ok"] < 2 {
+		t.Errorf("only %d succeeded", counts["ok"])
+	}
+}
+
+// overload sends n requests at once and checks each is answered with a
+// result or an explicit overload/deadline reason; it returns the counts.
+func overload(t testing.TB, nc *nats.Conn, n int, body string) map[string]int {
+	t.Helper()
+	var (
+		mu     sync.Mutex
+		counts = map[string]int{}
+		wg     sync.WaitGroup
+	)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := nc.Request(bus.GenerateRequest, []byte(body), 20*time.Second)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				counts["lost: "+err.Error()]++
+				return
+			}
+			var r Reply
+			if err := json.Unmarshal(m.Data, &r); err != nil {
+				counts["malformed reply"]++
+				return
+			}
+			switch {
+			case r.Error == "" && (r.Generated != nil || r.Caption != nil):
+				counts["ok"]++
+			case (r.Reason == ReasonOverloaded || r.Reason == ReasonDeadline) && r.Error != "":
+				counts[r.Reason]++
+			default:
+				counts[fmt.Sprintf("unexpected %q: %s", r.Reason, r.Error)]++
+			}
+		}()
+	}
+	wg.Wait()
+	total := counts["ok"] + counts[ReasonOverloaded] + counts[ReasonDeadline]
+	if total != n {
+		t.Errorf("of %d requests only %d were answered with a result or a reason: %v", n, total, counts)
+	}
+	return counts
+}
+
+// TestAnomalyTrigger: with on_anomaly, every frame is scored; threshold 0
+// publishes anomalies with their PNG, a huge threshold publishes nothing.
+func TestAnomalyTrigger(t *testing.T) {
+	for _, c := range []struct {
+		threshold float64
+		anomalies bool
+	}{{0, true}, {1e9, false}} {
+		t.Run(fmt.Sprint(c.threshold), func(t *testing.T) {
+			fg, err := OpenFramegen(copyBundle(t, func(m map[string]any) { m["patchline"].(map[string]any)["anomaly_threshold"] = c.threshold }), ModelOptions{Threads: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fg.Close()
+			cfg := testGenerate()
+			cfg.Auto = true
+			cfg.Triggers = config.Triggers{OnAnomaly: true}
+			nc := startStage(t, cfg, fg, nil)
+			anns := collect(t, nc, bus.AnnotationsPrefix+"cam1")
+			generated := collect(t, nc, bus.GeneratedPrefix+"cam1")
+			for i := 1; i <= 12; i++ {
+				publishFrames(t, nc, "cam1", i, 1)
+				time.Sleep(30 * time.Millisecond)
+			}
+			if !c.anomalies {
+				time.Sleep(300 * time.Millisecond)
+				if len(anns()) != 0 || len(generated()) != 0 {
+					t.Fatalf("threshold %v: %d annotations, %d generated", c.threshold, len(anns()), len(generated()))
+				}
+				return
+			}
+			waitFor(t, "anomalies", func() bool { return len(anns()) >= 3 })
+			var g Generated
+			if err := json.Unmarshal(generated()[0].Data, &g); err != nil {
+				t.Fatal(err)
+			}
+			if g.Trigger != TriggerAnomaly || !g.Anomaly {
+				t.Errorf("generated %+v", g)
+			}
+			readPNG(t, nc, g.Object)
+		})
+	}
+}
+
+// TestDescribeHTTP serves the describe route over a real stage.
+func TestDescribeHTTP(t *testing.T) {
+	fg := openTiny(t)
+	nc := startStage(t, testGenerate(), fg, nil)
+	publishFrames(t, nc, "cam1", 1, 5)
+	mux := http.NewServeMux()
+	mux.Handle(DescribePattern, DescribeHandler(nc, 5*time.Second))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	post := func(path, body string) (int, Reply) {
+		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r Reply
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, r
+	}
+	waitFor(t, "window", func() bool { code, _ := post("/v1/cameras/cam1/describe", `{"kind":"frame"}`); return code == 200 })
+	code, r := post("/v1/cameras/cam1/describe", `{"kind":"frame","timeout":"5s"}`)
+	if code != 200 || r.Generated == nil {
+		t.Fatalf("%d %+v", code, r)
+	}
+	for _, c := range []struct {
+		path, body string
+		status     int
+		reason     string
+	}{
+		{"/v1/cameras/cam1/describe", `{"kind":`, 400, ReasonBadRequest},
+		{"/v1/cameras/cam1/describe", `{"camera":"cam2"}`, 400, ReasonBadRequest},
+		{"/v1/cameras/nosuch/describe", `{"kind":"frame"}`, 404, ReasonUnknownCamera},
+		{"/v1/cameras/cam1/describe", ``, 503, ReasonUnavailable}, // caption: no caption model
+	} {
+		code, r := post(c.path, c.body)
+		if code != c.status || r.Reason != c.reason || r.Error == "" {
+			t.Errorf("POST %s %s: %d %+v, want %d %s", c.path, c.body, code, r, c.status, c.reason)
+		}
+	}
+}
+
+func TestDescribeWithoutStage(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t))
+	r := Describe(context.Background(), nc, Request{Camera: "cam1"}, time.Second)
+	if r.Reason != ReasonUnavailable || !strings.Contains(r.Error, "no generate stage") {
+		t.Errorf("%+v", r)
+	}
+}
+
+func TestSceneKey(t *testing.T) {
+	a := annotation.Annotation{Detections: []annotation.Detection{{Label: "red circle"}, {Label: "blue square"}, {Label: "red circle"}}}
+	b := annotation.Annotation{Detections: []annotation.Detection{{Label: "blue square"}, {Label: "red circle"}, {Label: "red circle"}}}
+	c := annotation.Annotation{Detections: []annotation.Detection{{Label: "blue square"}, {Label: "red circle"}}}
+	if SceneKey(a) != SceneKey(b) {
+		t.Errorf("order changed the key: %q vs %q", SceneKey(a), SceneKey(b))
+	}
+	if SceneKey(a) == SceneKey(c) {
+		t.Errorf("a second red circle leaving did not change the key %q", SceneKey(a))
+	}
+	l := annotation.Annotation{Labels: []annotation.Label{{Label: "cat", Score: 0.9}, {Label: "dog", Score: 0.1}}}
+	if SceneKey(l) != "cat×1" {
+		t.Errorf("labels key %q", SceneKey(l))
+	}
+}
