@@ -4,29 +4,26 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 
 	"github.com/patchline/patchline/internal/config"
 )
 
-// maxBody bounds request bodies of the camera API.
-const maxBody = 64 << 10
-
-// Handler serves the camera API:
+// Handler serves the camera API, with request bodies limited to maxBody
+// bytes (413 above):
 //
 //	GET    /v1/cameras        list
 //	POST   /v1/cameras        attach {"id","url","fps","loop"}
 //	GET    /v1/cameras/{id}   one camera
 //	DELETE /v1/cameras/{id}   detach
-func (r *Registry) Handler() http.Handler {
+func (r *Registry) Handler(maxBody int64) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/cameras", r.handleList)
 	mux.HandleFunc("POST /v1/cameras", r.handleAttach)
 	mux.HandleFunc("GET /v1/cameras/{id}", r.handleGet)
 	mux.HandleFunc("DELETE /v1/cameras/{id}", r.handleDetach)
-	return mux
+	return LimitBody(maxBody, mux)
 }
 
 func (r *Registry) handleList(w http.ResponseWriter, req *http.Request) {
@@ -48,9 +45,9 @@ func (r *Registry) handleGet(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *Registry) handleAttach(w http.ResponseWriter, req *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxBody))
+	body, err := io.ReadAll(req.Body)
 	if err != nil {
-		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{fmt.Sprintf("request body over %d bytes", maxBody)})
+		bodyError(w, err)
 		return
 	}
 	var c config.Camera

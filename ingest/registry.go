@@ -1,7 +1,9 @@
 // Package ingest owns the camera registry: which cameras exist, from
 // pipeline.yaml and, at runtime, from the HTTP API and CLI. Cameras live in the
 // JetStream KV bucket patchline_cameras, which decode workers watch; ingest
-// also collects the status decode publishes for each camera.
+// also collects the status decode publishes for each camera. It is also
+// where WebRTC publishers (WHIP, whip.go) connect, and it holds the bearer
+// token, body limit and CORS middleware of the HTTP endpoints (auth.go).
 package ingest
 
 import (
@@ -47,9 +49,18 @@ type Registry struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
 
-	mu     sync.Mutex
-	status map[string]json.RawMessage
-	sub    *nats.Subscription
+	mu       sync.Mutex
+	status   map[string]json.RawMessage
+	sub      *nats.Subscription
+	onDetach []func(id string)
+}
+
+// OnDetach calls f with the id of every camera detached from now on (the
+// WHIP endpoint closes the camera's WebRTC session).
+func (r *Registry) OnDetach(f func(id string)) {
+	r.mu.Lock()
+	r.onDetach = append(r.onDetach, f)
+	r.mu.Unlock()
 }
 
 // OpenRegistry creates (or opens) the cameras bucket and starts collecting
@@ -167,7 +178,11 @@ func (r *Registry) Detach(ctx context.Context, id string) error {
 	}
 	r.mu.Lock()
 	delete(r.status, id)
+	hooks := r.onDetach
 	r.mu.Unlock()
+	for _, f := range hooks {
+		f(id)
+	}
 	r.log.Info("camera detached", "camera", id)
 	return nil
 }

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libopencv-dev ffmpeg pkg-config ca-certificates "$@")
+# chromium: the console's browser test (headless, with a fake camera).
+pkgs=(libopencv-dev ffmpeg pkg-config ca-certificates chromium "$@")
 # npm fetches ONNX Runtime; any npm will do (the machine may have its own Node.js).
 command -v npm >/dev/null || pkgs+=(npm)
 missing=()

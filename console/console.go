@@ -1,0 +1,199 @@
+// Package console is patchline's web console: static pages embedded in the
+// binary (served at /), and the live relay behind them. A viewer of a camera
+// gets, over one Server-Sent Events stream, its JPEG previews (which decode
+// publishes only while someone watches) and its annotations, and draws the
+// boxes over the picture in the browser.
+package console
+
+import (
+	"context"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/frame"
+)
+
+//go:embed static
+var static embed.FS
+
+// maxQueuedAnnotations bounds what waits for a slow viewer; the oldest go.
+const maxQueuedAnnotations = 64
+
+// Options configure the console.
+type Options struct {
+	// TraceURL links a trace id to the trace backend ({trace_id} replaced).
+	TraceURL string
+	// Auth says the API wants a bearer token, so the page asks for one.
+	Auth   bool
+	Logger *slog.Logger
+}
+
+// Server serves the console. Live streams end when ctx (the server's
+// lifetime) or the request ends.
+type Server struct {
+	ctx  context.Context
+	nc   *nats.Conn
+	opts Options
+}
+
+// New returns the console of the pipeline reached through nc.
+func New(ctx context.Context, nc *nats.Conn, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{ctx: ctx, nc: nc, opts: opts}
+}
+
+// Assets serves the pages (index.html, console.js, console.css); they hold
+// no data, so they need no token.
+func Assets() http.Handler {
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	return http.FileServerFS(sub)
+}
+
+// API serves what the pages read, under the API's auth:
+//
+//	GET /v1/console          {"trace_url": …, "auth": bool}
+//	GET /v1/live/{camera}    text/event-stream: "frame" (JPEG preview) and "annotation" events
+func (s *Server) API() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/console", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"trace_url": s.opts.TraceURL, "auth": s.opts.Auth})
+	})
+	mux.HandleFunc("GET /v1/live/{camera}", s.live)
+	return mux
+}
+
+// previewEvent is a JPEG preview as the page gets it.
+type previewEvent struct {
+	Seq        string `json:"seq"`
+	PTSUs      string `json:"pts_us"`
+	SourceSize string `json:"source_size"`
+	JPEG       string `json:"jpeg"` // base64
+}
+
+// viewer is one live stream's mailbox: the latest preview (older ones are
+// worth nothing) and a bounded queue of annotations, drop-oldest.
+type viewer struct {
+	mu      sync.Mutex
+	preview *nats.Msg
+	anns    [][]byte
+	wake    chan struct{}
+}
+
+func (v *viewer) put(m *nats.Msg, isPreview bool) {
+	v.mu.Lock()
+	if isPreview {
+		v.preview = m
+	} else {
+		if len(v.anns) == maxQueuedAnnotations {
+			v.anns = v.anns[1:]
+		}
+		v.anns = append(v.anns, m.Data)
+	}
+	v.mu.Unlock()
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (v *viewer) take() (*nats.Msg, [][]byte) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	p, a := v.preview, v.anns
+	v.preview, v.anns = nil, nil
+	return p, a
+}
+
+func (s *Server) live(w http.ResponseWriter, r *http.Request) {
+	cam := r.PathValue("camera")
+	if err := frame.ValidCameraID(cam); err != nil {
+		http.Error(w, `{"error":"camera: `+strings.ReplaceAll(err.Error(), `"`, `'`)+`"}`, http.StatusBadRequest)
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	v := &viewer{wake: make(chan struct{}, 1)}
+	var subs []*nats.Subscription
+	defer func() {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
+		}
+	}()
+	for subj, isPreview := range map[string]bool{bus.PreviewSubject(cam): true, bus.AnnotationSubject(cam): false} {
+		sub, err := s.nc.Subscribe(subj, func(m *nats.Msg) { v.put(m, isPreview) })
+		if err != nil {
+			http.Error(w, "nats: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		subs = append(subs, sub)
+	}
+	ping := func() { _ = s.nc.Publish(bus.WatchSubject(cam), nil) }
+	ping()
+	t := time.NewTicker(bus.PreviewTTL / 3)
+	defer t.Stop()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(": patchline live " + cam + "\n\n"))
+	fl.Flush()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-r.Context().Done():
+			return
+		case <-t.C:
+			ping()
+			if _, err := w.Write([]byte(": keepalive\n\n")); err != nil {
+				return
+			}
+			fl.Flush()
+		case <-v.wake:
+			p, anns := v.take()
+			for _, a := range anns {
+				writeEvent(w, "annotation", a)
+			}
+			if p != nil {
+				b, _ := json.Marshal(previewEvent{
+					Seq: p.Header.Get(frame.HdrSeq), PTSUs: p.Header.Get(frame.HdrPTS),
+					SourceSize: p.Header.Get(frame.HdrSourceSize), JPEG: base64.StdEncoding.EncodeToString(p.Data),
+				})
+				writeEvent(w, "frame", b)
+			}
+			fl.Flush()
+		}
+	}
+}
+
+// writeEvent writes one Server-Sent Event; data may span lines.
+func writeEvent(w http.ResponseWriter, name string, data []byte) {
+	var b strings.Builder
+	b.WriteString("event: " + name + "\n")
+	for line := range strings.SplitSeq(string(data), "\n") {
+		b.WriteString("data: " + line + "\n")
+	}
+	b.WriteString("\n")
+	_, _ = w.Write([]byte(b.String()))
+}

@@ -1,0 +1,139 @@
+package console
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/natstest"
+)
+
+// The live stream asks decode for previews (watch pings on NATS) and relays
+// a camera's previews and annotations as Server-Sent Events; it ends with
+// the server's context.
+func TestLiveRelaysPreviewsAndAnnotations(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := httptest.NewServer(New(ctx, nc, Options{TraceURL: "http://t/{trace_id}", Auth: true}).API())
+	defer srv.Close()
+
+	watched := make(chan struct{}, 16)
+	sub, err := nc.Subscribe(bus.WatchSubject("cam1"), func(*nats.Msg) { watched <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	var cfg map[string]any
+	resp, err := http.Get(srv.URL + "/v1/console")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&cfg)
+	resp.Body.Close()
+	if cfg["trace_url"] != "http://t/{trace_id}" || cfg["auth"] != true {
+		t.Errorf("/v1/console = %v", cfg)
+	}
+	if resp, err := http.Get(srv.URL + "/v1/live/a.b"); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("bad camera id: %v %v, want 400", resp.Status, err)
+	}
+
+	resp, err = http.Get(srv.URL + "/v1/live/cam1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	select {
+	case <-watched:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no watch message on NATS")
+	}
+	jpeg := []byte{0xff, 0xd8, 0xff, 0xe0, 1, 2, 3}
+	m := nats.NewMsg(bus.PreviewSubject("cam1"))
+	m.Data = jpeg
+	m.Header.Set(frame.HdrSeq, "7")
+	m.Header.Set(frame.HdrSourceSize, "640x360")
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	ann := `{"camera":"cam1","seq":7,"detections":[{"label":"person","box":[1,2,3,4]}]}`
+	if err := nc.Publish(bus.AnnotationSubject("cam1"), []byte(ann)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(bus.AnnotationSubject("other"), []byte(`{"camera":"other"}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	events := map[string]string{}
+	r := bufio.NewReader(resp.Body)
+	var name string
+	deadline := time.AfterFunc(10*time.Second, func() { resp.Body.Close() })
+	defer deadline.Stop()
+	for len(events) < 2 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended with %v after %v", err, events)
+		}
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			events[name] = strings.TrimPrefix(line, "data: ")
+		}
+	}
+	if events["annotation"] != ann {
+		t.Errorf("annotation event %q, want %q", events["annotation"], ann)
+	}
+	var p previewEvent
+	if err := json.Unmarshal([]byte(events["frame"]), &p); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := base64.StdEncoding.DecodeString(p.JPEG); string(got) != string(jpeg) || p.Seq != "7" || p.SourceSize != "640x360" {
+		t.Errorf("frame event %+v", p)
+	}
+
+	cancel() // the server stops: the stream ends
+	done := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, r); done <- err }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("live stream did not end with the server's context")
+	}
+}
+
+// The pages are embedded and served.
+func TestAssets(t *testing.T) {
+	srv := httptest.NewServer(Assets())
+	defer srv.Close()
+	for path, want := range map[string]string{"/": "Publish this browser's camera", "/console.js": "/whip/", "/console.css": "#view"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
+			t.Errorf("%s: %s, want it to contain %q", path, resp.Status, want)
+		}
+	}
+}

@@ -1,0 +1,513 @@
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+)
+
+// WHIPURL is the camera URL of a WebRTC camera: it has no address of its
+// own, its frames come from whoever publishes to POST /whip/<camera>.
+const WHIPURL = "whip://"
+
+// Timeouts of a WHIP session.
+const (
+	// gatherTimeout bounds ICE candidate gathering before the answer.
+	gatherTimeout = 5 * time.Second
+	// pliMinGap rate-limits keyframe requests to one publisher.
+	pliMinGap = 250 * time.Millisecond
+	// A publisher that vanishes without DELETE is dropped when ICE fails:
+	// no traffic for iceDisconnected, then iceFailed more.
+	iceDisconnected = 3 * time.Second
+	iceFailed       = 4 * time.Second
+	iceKeepalive    = time.Second
+)
+
+// WHIP is the WebRTC ingest endpoint (WHIP, RFC 9725). A publisher POSTs an
+// SDP offer with one H.264 or VP8 video track to /whip/<camera>; the camera
+// is registered with url whip:// if it does not exist, and the answer comes
+// back with the session's resource in Location. The peer connection lives
+// here, in ingest; its video RTP packets are published unchanged on
+// patchline.rtp.<camera> for the camera's decode worker, which asks for
+// keyframes on patchline.keyframe.<camera>. When the publisher leaves
+// (DELETE, or ICE fails) the session ends and the camera goes offline; it
+// stays registered until detached.
+type WHIP struct {
+	reg *Registry
+	nc  *nats.Conn
+	cfg config.WHIP
+	log *slog.Logger
+
+	wg     sync.WaitGroup
+	keySub *nats.Subscription
+
+	mu       sync.Mutex
+	sessions map[string]*whipSession // by camera; nil while one is being set up
+	closed   bool
+}
+
+// whipSession is one publisher's peer connection.
+type whipSession struct {
+	id     string
+	camera string
+	pc     *webrtc.PeerConnection
+	ssrc   atomic.Uint32
+	pt     atomic.Uint32
+	last   atomic.Int64 // unix ns of the last PLI sent
+	done   chan struct{}
+	once   sync.Once
+}
+
+// NewWHIP returns the WHIP endpoint of reg, publishing RTP on nc. Close
+// ends every session.
+func NewWHIP(reg *Registry, nc *nats.Conn, cfg config.WHIP, log *slog.Logger) (*WHIP, error) {
+	w := &WHIP{reg: reg, nc: nc, cfg: cfg, log: log, sessions: map[string]*whipSession{}}
+	var err error
+	w.keySub, err = nc.Subscribe(bus.KeyframePrefix+"*", func(m *nats.Msg) {
+		w.mu.Lock()
+		s := w.sessions[strings.TrimPrefix(m.Subject, bus.KeyframePrefix)]
+		w.mu.Unlock()
+		if s != nil {
+			s.requestKeyframe(false)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("whip: subscribe keyframe requests: %w", err)
+	}
+	reg.OnDetach(func(id string) { w.stop(id, "", "camera detached") })
+	return w, nil
+}
+
+// Close ends every session and waits for their goroutines.
+func (w *WHIP) Close() {
+	_ = w.keySub.Unsubscribe()
+	w.mu.Lock()
+	w.closed = true
+	var all []*whipSession
+	for _, s := range w.sessions {
+		if s != nil {
+			all = append(all, s)
+		}
+	}
+	w.mu.Unlock()
+	for _, s := range all {
+		w.end(s, "shutting down")
+	}
+	w.wg.Wait()
+}
+
+// Sessions is the number of live sessions.
+func (w *WHIP) Sessions() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, s := range w.sessions {
+		if s != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Handler serves WHIP with CORS for allowed origins outside bearer-token
+// auth (token "" = none) and request bodies limited to maxBody bytes:
+//
+//	POST    /whip/{camera}            SDP offer → 201, SDP answer, Location
+//	DELETE  /whip/{camera}/{session}  end the session → 200
+//	PATCH   /whip/{camera}/{session}  trickle ICE: 405 (the answer carries every candidate)
+//	OPTIONS /whip/{camera}            CORS preflight; Accept-Post
+func (w *WHIP) Handler(token string, maxBody int64) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /whip/{camera}", w.handlePublish)
+	mux.HandleFunc("DELETE /whip/{camera}/{session}", w.handleStop)
+	mux.HandleFunc("PATCH /whip/{camera}/{session}", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Allow", "DELETE, OPTIONS")
+		writeJSON(rw, http.StatusMethodNotAllowed, apiError{"trickle ICE and ICE restarts are not supported: the answer carries every candidate"})
+	})
+	options := func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Accept-Post", "application/sdp")
+		rw.WriteHeader(http.StatusNoContent)
+	}
+	mux.HandleFunc("OPTIONS /whip/{camera}", options)
+	mux.HandleFunc("OPTIONS /whip/{camera}/{session}", options)
+	return CORS(w.cfg.AllowedOrigins, RequireToken(token, LimitBody(maxBody, mux)))
+}
+
+func (w *WHIP) handlePublish(rw http.ResponseWriter, req *http.Request) {
+	cam := req.PathValue("camera")
+	if err := frame.ValidCameraID(cam); err != nil {
+		writeJSON(rw, http.StatusBadRequest, apiError{"camera: " + err.Error()})
+		return
+	}
+	if mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); mt != "application/sdp" {
+		writeJSON(rw, http.StatusUnsupportedMediaType, apiError{fmt.Sprintf("Content-Type %q: a WHIP offer is application/sdp", req.Header.Get("Content-Type"))})
+		return
+	}
+	var fps float64
+	if q := req.URL.Query().Get("fps"); q != "" {
+		f, err := strconv.ParseFloat(q, 64)
+		if err != nil || f < 0 || f > config.MaxFPS {
+			writeJSON(rw, http.StatusBadRequest, apiError{fmt.Sprintf("fps %q: want a number in 0..%d", q, config.MaxFPS)})
+			return
+		}
+		fps = f
+	}
+	offer, err := io.ReadAll(req.Body)
+	if err != nil {
+		bodyError(rw, err)
+		return
+	}
+	codecs, err := checkOffer(offer)
+	if err != nil {
+		writeJSON(rw, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+
+	// Reserve the camera: one publisher at a time.
+	w.mu.Lock()
+	_, busy := w.sessions[cam]
+	if !busy && !w.closed {
+		w.sessions[cam] = nil
+	}
+	closed := w.closed
+	w.mu.Unlock()
+	switch {
+	case closed:
+		writeJSON(rw, http.StatusServiceUnavailable, apiError{"shutting down"})
+		return
+	case busy:
+		writeJSON(rw, http.StatusConflict, apiError{fmt.Sprintf("camera %s already has a WHIP publisher (DELETE its session first)", cam)})
+		return
+	}
+	defer func() { // drop the reservation unless a session took it
+		w.mu.Lock()
+		if s, ok := w.sessions[cam]; ok && s == nil {
+			delete(w.sessions, cam)
+		}
+		w.mu.Unlock()
+	}()
+
+	created, err := w.ensureCamera(req.Context(), cam, fps)
+	if err != nil {
+		writeErr(rw, err)
+		return
+	}
+	s, answer, err := w.newSession(cam, offer)
+	if err == nil && !w.register(s) {
+		err = errors.New("shutting down")
+	}
+	if err != nil {
+		if created {
+			if derr := w.reg.Detach(context.WithoutCancel(req.Context()), cam); derr != nil {
+				w.log.Warn("whip: removing camera after a failed offer", "camera", cam, "err", derr)
+			}
+		}
+		writeErr(rw, err)
+		return
+	}
+	w.log.Info("whip: publisher connected", "camera", cam, "session", s.id, "codecs", codecs, "remote", req.RemoteAddr)
+	rw.Header().Set("Location", "/whip/"+cam+"/"+s.id)
+	rw.Header().Set("ETag", `"`+s.id+`"`)
+	rw.Header().Set("Content-Type", "application/sdp")
+	rw.WriteHeader(http.StatusCreated)
+	_, _ = io.WriteString(rw, answer)
+}
+
+func (w *WHIP) handleStop(rw http.ResponseWriter, req *http.Request) {
+	cam, id := req.PathValue("camera"), req.PathValue("session")
+	if !w.stop(cam, id, "publisher sent DELETE") {
+		writeJSON(rw, http.StatusNotFound, apiError{fmt.Sprintf("no WHIP session %s for camera %s", id, cam)})
+		return
+	}
+	rw.WriteHeader(http.StatusOK)
+}
+
+// stop ends the session of cam (if id is not empty, only that session) and
+// reports whether there was one.
+func (w *WHIP) stop(cam, id, why string) bool {
+	w.mu.Lock()
+	s := w.sessions[cam]
+	w.mu.Unlock()
+	if s == nil || (id != "" && s.id != id) {
+		return false
+	}
+	w.end(s, why)
+	return true
+}
+
+// ensureCamera registers cam as a WHIP camera unless it is one already; a
+// camera of another kind under that id is a conflict.
+func (w *WHIP) ensureCamera(ctx context.Context, cam string, fps float64) (created bool, err error) {
+	v, err := w.reg.Get(ctx, cam)
+	if err == nil {
+		if v.URL != WHIPURL {
+			return false, fmt.Errorf("%w: camera %s has url %s; WHIP publishes to whip:// cameras only", ErrExists, cam, v.URL)
+		}
+		return false, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
+	err = w.reg.Attach(ctx, config.Camera{ID: cam, URL: WHIPURL, FPS: fps})
+	if errors.Is(err, ErrExists) { // attached meanwhile
+		return w.ensureCamera(ctx, cam, fps)
+	}
+	return err == nil, err
+}
+
+// newAPI is a pion API that receives H.264 (packetization-mode 1) and VP8
+// with NACK, RTCP reports and TWCC. Interceptors are per peer connection.
+func newAPI() (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	codecs := []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: fb}, PayloadType: 96},
+	}
+	for i, profile := range []string{"42e01f", "42001f", "4d001f", "640032", "64001f"} {
+		codecs = append(codecs, webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{
+				MimeType: webrtc.MimeTypeH264, ClockRate: 90000, RTCPFeedback: fb,
+				SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + profile,
+			},
+			PayloadType: webrtc.PayloadType(102 + 2*i),
+		})
+	}
+	for _, c := range codecs {
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, err
+		}
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, err
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICETimeouts(iceDisconnected, iceFailed, iceKeepalive)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// newSession answers an offer. Errors wrap ErrInvalid when the offer is
+// at fault.
+func (w *WHIP) newSession(cam string, offer []byte) (*whipSession, string, error) {
+	api, err := newAPI()
+	if err != nil {
+		return nil, "", fmt.Errorf("whip: %w", err)
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, "", fmt.Errorf("whip: peer connection: %w", err)
+	}
+	s := &whipSession{id: newSessionID(), camera: cam, pc: pc, done: make(chan struct{})}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo || !w.track(s) {
+			return
+		}
+		go func() {
+			defer w.wg.Done()
+			w.forward(s, tr)
+		}()
+		go func() {
+			defer w.wg.Done()
+			drainRTCP(rcv)
+		}()
+	})
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed {
+			w.end(s, "connection "+st.String())
+		}
+	})
+	fail := func(code error, format string, args ...any) (*whipSession, string, error) {
+		_ = pc.Close()
+		return nil, "", fmt.Errorf("%w: "+format, append([]any{code}, args...)...)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
+		return fail(ErrInvalid, "WebRTC rejected the offer: %v", err)
+	}
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return fail(ErrInvalid, "cannot answer the offer: %v", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(answer); err != nil {
+		return fail(ErrInvalid, "cannot answer the offer: %v", err)
+	}
+	select {
+	case <-gathered:
+	case <-time.After(gatherTimeout):
+		return fail(errors.New("whip"), "ICE gathering did not finish within %s", gatherTimeout)
+	}
+	if !answerHasVideo(pc) {
+		return fail(ErrInvalid, "no video codec in common with the offer (want H.264 packetization-mode=1 or VP8)")
+	}
+	return s, pc.LocalDescription().SDP, nil
+}
+
+// register puts a new session in its camera's slot and starts asking for
+// keyframes; it reports false (and ends the session) when the endpoint
+// closed meanwhile.
+func (w *WHIP) register(s *whipSession) bool {
+	w.mu.Lock()
+	closed := w.closed
+	select {
+	case <-s.done: // it failed already: leave the slot free
+		w.mu.Unlock()
+		return true
+	default:
+	}
+	if !closed {
+		w.sessions[s.camera] = s
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.keyframes(s)
+		}()
+	}
+	w.mu.Unlock()
+	if closed {
+		w.end(s, "shutting down")
+	}
+	return !closed
+}
+
+// track adds the two goroutines of a track to the wait group unless the
+// session or the endpoint is closed.
+func (w *WHIP) track(s *whipSession) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	if w.closed {
+		return false
+	}
+	w.wg.Add(2)
+	return true
+}
+
+// answerHasVideo reports whether the answer accepts a video track.
+func answerHasVideo(pc *webrtc.PeerConnection) bool {
+	for _, t := range pc.GetTransceivers() {
+		if t.Kind() == webrtc.RTPCodecTypeVideo && t.Receiver() != nil && len(t.Receiver().GetParameters().Codecs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// forward publishes the track's RTP packets on patchline.rtp.<camera> until
+// the session ends.
+func (w *WHIP) forward(s *whipSession, tr *webrtc.TrackRemote) {
+	codec := strings.ToLower(strings.TrimPrefix(tr.Codec().MimeType, "video/"))
+	s.ssrc.Store(uint32(tr.SSRC()))
+	s.pt.Store(uint32(tr.PayloadType()))
+	s.requestKeyframe(true) // H.264 parameter sets come in-band with keyframes
+	w.log.Info("whip: receiving video", "camera", s.camera, "codec", codec, "ssrc", uint32(tr.SSRC()))
+	subject := bus.RTPSubject(s.camera)
+	hdr := nats.Header{bus.RTPCodecHeader: []string{codec}}
+	buf := make([]byte, 1600)
+	for {
+		n, _, err := tr.Read(buf)
+		if err != nil {
+			return
+		}
+		if n < 12 || uint32(buf[1]&0x7f) != s.pt.Load() {
+			continue // not a media packet of the negotiated codec
+		}
+		// PublishMsg copies the payload: buf can be reused.
+		if err := w.nc.PublishMsg(&nats.Msg{Subject: subject, Data: buf[:n], Header: hdr}); err != nil {
+			w.log.Debug("whip: publish rtp", "camera", s.camera, "err", err)
+		}
+	}
+}
+
+// drainRTCP reads the receiver's incoming RTCP so the interceptors see it.
+func drainRTCP(rcv *webrtc.RTPReceiver) {
+	buf := make([]byte, 1500)
+	for {
+		if _, _, err := rcv.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// keyframes asks the publisher for a keyframe every keyframe_interval, so a
+// decoder that lost packets never waits long for a clean picture.
+func (w *WHIP) keyframes(s *whipSession) {
+	if w.cfg.KeyframeInterval <= 0 {
+		<-s.done
+		return
+	}
+	t := time.NewTicker(w.cfg.KeyframeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.requestKeyframe(false)
+		}
+	}
+}
+
+// requestKeyframe sends a PLI, at most one per pliMinGap unless forced.
+func (s *whipSession) requestKeyframe(force bool) {
+	ssrc := s.ssrc.Load()
+	if ssrc == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := s.last.Load()
+	if !force && now-last < int64(pliMinGap) {
+		return
+	}
+	if !s.last.CompareAndSwap(last, now) && !force {
+		return
+	}
+	_ = s.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
+}
+
+// end closes a session once: the peer connection, its slot, and a bye on
+// the RTP subject so decode stops waiting for packets at once.
+func (w *WHIP) end(s *whipSession, why string) {
+	s.once.Do(func() {
+		close(s.done)
+		w.mu.Lock()
+		if w.sessions[s.camera] == s {
+			delete(w.sessions, s.camera)
+		}
+		w.mu.Unlock()
+		_ = s.pc.Close()
+		msg := &nats.Msg{Subject: bus.RTPSubject(s.camera), Header: nats.Header{bus.RTPByeHeader: []string{why}}}
+		_ = w.nc.PublishMsg(msg)
+		w.log.Info("whip: publisher left", "camera", s.camera, "session", s.id, "why", why)
+	})
+}
+
+func newSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
