@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/patchline/patchline/internal/media"
-	"image"
-	"image/color"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -41,6 +39,7 @@ const (
 	StateStalled    = "stalled"
 	StateEnded      = "ended"
 	StateStopped    = "stopped"
+	StateOffline    = "offline" // a whip:// camera with no publisher
 )
 
 // Options are what every camera worker shares.
@@ -85,6 +84,9 @@ type Camera struct {
 
 	// open opens the source; a field so that a test can observe it.
 	open func() (Source, error)
+	// relay feeds a whip:// camera from NATS; nil for other sources.
+	relay   *rtpRelay
+	preview *previewer
 
 	mu        sync.Mutex
 	st        Status
@@ -145,6 +147,13 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	c.open = func() (Source, error) {
 		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout})
 	}
+	if kind, _, _ := ParseSourceURL(spec.URL); kind == KindWHIP {
+		c.relay = newRelay(opts.NC, spec.ID, cfg.StallTimeout, c.log)
+		c.open = func() (Source, error) {
+			return c.relay.open(c.redacted, SourceOptions{StallTimeout: cfg.StallTimeout})
+		}
+	}
+	c.preview = newPreviewer(opts.NC, spec.ID, cfg.PreviewFPS, cfg.PreviewWidth)
 	c.st = Status{ID: spec.ID, URL: c.redacted, State: StateConnecting, Since: time.Now()}
 	return c, nil
 }
@@ -177,6 +186,9 @@ func withDefaults(d config.Decode) config.Decode {
 	}
 	if d.Resize == "" {
 		d.Resize = def.Resize
+	}
+	if d.PreviewWidth <= 0 { // PreviewFPS 0 means no previews: no default
+		d.PreviewWidth = def.PreviewWidth
 	}
 	if d.RetryMax < d.RetryMin {
 		d.RetryMax = max(d.RetryMin, def.RetryMax)
@@ -257,6 +269,15 @@ func (c *Camera) Run(ctx context.Context) {
 		defer wg.Done()
 		c.watchStall(ctx, readerDone)
 	}()
+	if c.relay != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.relay.run(ctx); err != nil {
+				c.setState(StateRetrying, err)
+			}
+		}()
+	}
 	ended := c.readLoop(ctx)
 	close(readerDone)
 	if !ended {
@@ -323,6 +344,9 @@ func (c *Camera) readLoop(ctx context.Context) bool {
 	defer m.close()
 	failures := 0
 	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if c.relay != nil && !c.relay.waitPublisher(ctx, func() { c.setState(StateOffline, nil) }) {
+			return false
+		}
 		if attempt > 0 {
 			c.mu.Lock()
 			c.st.Reconnects++
@@ -413,7 +437,9 @@ func (c *Camera) stream(ctx context.Context, src Source, m *mats) (int, error) {
 		if state != StateStreaming {
 			c.setState(StateStreaming, nil)
 		}
-		if !sampler.Keep(pts) {
+		keep := sampler.Keep(pts)
+		watched := c.preview.due(pts)
+		if !keep && !watched {
 			continue
 		}
 		if !src.Live() && !c.noPacing { // pace files and synthetic sources in real time
@@ -428,8 +454,13 @@ func (c *Camera) stream(ctx context.Context, src Source, m *mats) (int, error) {
 				}
 			}
 		}
-		if err := c.process(ctx, m, pts, t1.Sub(t0)); err != nil {
-			return frames, err
+		if keep {
+			if err := c.process(ctx, m, pts, t1.Sub(t0)); err != nil {
+				return frames, err
+			}
+		}
+		if watched { // after process, so a kept frame's preview carries its seq
+			c.preview.publish(m.raw, pts, c.seq)
 		}
 	}
 	return frames, ctx.Err()
@@ -439,14 +470,9 @@ func (c *Camera) stream(ctx context.Context, src Source, m *mats) (int, error) {
 func (c *Camera) process(ctx context.Context, m *mats, pts, readDur time.Duration) error {
 	captured := time.Now()
 	srcW, srcH := m.raw.Cols(), m.raw.Rows()
-	tr, err := c.resize(m)
+	tr, rgb, err := preprocess(c.cfg, m)
 	if err != nil {
 		return err
-	}
-	gocv.CvtColor(m.sized, &m.rgb, gocv.ColorBGRToRGB)
-	rgb, err := m.rgb.DataPtrUint8()
-	if err != nil {
-		return fmt.Errorf("decode: rgb image: %w", err)
 	}
 	decEnd := time.Now()
 	buf := c.pool.Get().(*[]byte)
@@ -476,24 +502,6 @@ func (c *Camera) process(ctx context.Context, m *mats, pts, readDur time.Duratio
 		c.mu.Unlock()
 	}
 	return nil
-}
-
-// resize writes m.raw resized to the model input into m.sized.
-func (c *Camera) resize(m *mats) (frame.Transform, error) {
-	srcW, srcH := m.raw.Cols(), m.raw.Rows()
-	if srcW <= 0 || srcH <= 0 || m.raw.Channels() != 3 {
-		return frame.Transform{}, fmt.Errorf("decode: source frame is %dx%d with %d channels, want BGR", srcW, srcH, m.raw.Channels())
-	}
-	w, h := c.cfg.Width, c.cfg.Height
-	if c.cfg.Resize == frame.ResizeStretch {
-		gocv.Resize(m.raw, &m.sized, image.Pt(w, h), 0, 0, gocv.InterpolationLinear)
-		return frame.Stretch(srcW, srcH, w, h), nil
-	}
-	tr, iw, ih := frame.Letterbox(srcW, srcH, w, h)
-	gocv.Resize(m.raw, &m.inner, image.Pt(iw, ih), 0, 0, gocv.InterpolationLinear)
-	ox, oy := int(tr.OffsetX), int(tr.OffsetY)
-	gocv.CopyMakeBorder(m.inner, &m.sized, oy, h-ih-oy, ox, w-iw-ox, gocv.BorderConstant, color.RGBA{A: 255})
-	return tr, nil
 }
 
 // publishLoop publishes queued frames until ctx is done, or until the

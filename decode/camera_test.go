@@ -145,7 +145,7 @@ func TestRTSPCamera(t *testing.T) {
 	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 4})
 	rtsptest.Publish(t, context.Background(), clip, srv.AuthURL("live"))
 
-	d := config.Decode{StallTimeout: 1500 * time.Millisecond, RetryMin: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond, QueueSize: 4}
+	d := config.Decode{Width: 224, Height: 224, PatchSize: 16, StallTimeout: 1500 * time.Millisecond, RetryMin: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond, QueueSize: 4}
 	r := runCamera(t, nc, config.Camera{ID: "door", URL: srv.AuthURL("live"), FPS: 5}, d)
 
 	const n = 11
@@ -389,16 +389,14 @@ func TestTokenizeRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &Camera{cfg: withDefaults(config.Decode{Width: 96, Height: 64, PatchSize: 16, Resize: mode})}
 		m := newMats()
 		if _, err := src.Read(&m.raw); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.resize(m); err != nil {
+		_, rgb, err := preprocess(withDefaults(config.Decode{Width: 96, Height: 64, PatchSize: 16, Resize: mode}), m)
+		if err != nil {
 			t.Fatal(err)
 		}
-		gocv.CvtColor(m.sized, &m.rgb, gocv.ColorBGRToRGB)
-		rgb, _ := m.rgb.DataPtrUint8()
 		if len(rgb) != 96*64*3 {
 			t.Fatalf("%s: rgb is %d bytes", mode, len(rgb))
 		}

@@ -39,6 +39,7 @@ const (
 	KindRTSP      SourceKind = "rtsp"
 	KindFile      SourceKind = "file"
 	KindSynthetic SourceKind = "synthetic"
+	KindWHIP      SourceKind = "whip"
 )
 
 // SourceOptions tune how a source is opened.
@@ -80,10 +81,15 @@ func ParseSourceURL(raw string) (SourceKind, string, error) {
 			return "", "", fmt.Errorf("decode: file url %s needs an absolute path (file:///abs/path)", media.RedactURL(raw))
 		}
 		return KindFile, u.Path, nil
+	case "whip":
+		if u.Host != "" || u.Path != "" || u.RawQuery != "" {
+			return "", "", fmt.Errorf("decode: whip url %s: want just whip:// (the camera id names the WHIP resource)", media.RedactURL(raw))
+		}
+		return KindWHIP, raw, nil
 	case "":
 		return KindFile, raw, nil
 	default:
-		return "", "", fmt.Errorf("decode: unsupported camera url scheme %q in %s (use rtsp://, file:// or a path, or synthetic://)", u.Scheme, media.RedactURL(raw))
+		return "", "", fmt.Errorf("decode: unsupported camera url scheme %q in %s (use rtsp://, file:// or a path, synthetic:// or whip://)", u.Scheme, media.RedactURL(raw))
 	}
 }
 
@@ -103,9 +109,11 @@ func OpenSource(raw string, o SourceOptions) (Source, error) {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("decode: file source: %w", err)
 		}
-		return openCV(p, media.RedactURL(raw), false, o)
+		return openCV(p, media.RedactURL(raw), KindFile, o)
+	case KindWHIP:
+		return nil, errors.New("decode: a whip:// camera is opened by its camera worker, which receives its RTP from NATS")
 	default:
-		return openCV(raw, media.RedactURL(raw), true, o)
+		return openCV(raw, media.RedactURL(raw), KindRTSP, o)
 	}
 }
 
@@ -136,11 +144,15 @@ func CaptureOptions(kind SourceKind, stall time.Duration) string {
 	if ffmpegEnv.base != "" {
 		opts = append(opts, ffmpegEnv.base)
 	}
-	if kind == KindRTSP {
+	switch kind {
+	case KindRTSP:
 		opts = append(opts, "rtsp_transport;tcp", "fflags;nobuffer", "analyzeduration;1000000")
 		if stall > 0 {
 			opts = append(opts, "timeout;"+strconv.FormatInt(stall.Microseconds(), 10))
 		}
+	case KindWHIP:
+		// An SDP file describing RTP on a loopback UDP port (decode/whip.go).
+		opts = append(opts, "protocol_whitelist;file,rtp,udp", "fflags;nobuffer", "analyzeduration;2000000")
 	}
 	return strings.Join(opts, "|")
 }
@@ -178,6 +190,7 @@ func withCaptureOptions(v string, open func()) {
 type cvSource struct {
 	uri      string // what OpenCV opens (never logged)
 	redacted string
+	kind     SourceKind // KindRTSP, KindFile or KindWHIP
 	live     bool
 	o        SourceOptions
 	vc       *gocv.VideoCapture
@@ -188,8 +201,8 @@ type cvSource struct {
 	read     int // frames read since the last (re)open
 }
 
-func openCV(uri, redacted string, live bool, o SourceOptions) (*cvSource, error) {
-	s := &cvSource{uri: uri, redacted: redacted, live: live, o: o}
+func openCV(uri, redacted string, kind SourceKind, o SourceOptions) (*cvSource, error) {
+	s := &cvSource{uri: uri, redacted: redacted, kind: kind, live: kind != KindFile, o: o}
 	if err := s.open(); err != nil {
 		return nil, err
 	}
@@ -201,11 +214,7 @@ func (s *cvSource) open() error {
 		vc  *gocv.VideoCapture
 		err error
 	)
-	kind := KindFile
-	if s.live {
-		kind = KindRTSP
-	}
-	withCaptureOptions(CaptureOptions(kind, s.o.StallTimeout), func() {
+	withCaptureOptions(CaptureOptions(s.kind, s.o.StallTimeout), func() {
 		vc, err = gocv.VideoCaptureFileWithAPI(s.uri, gocv.VideoCaptureFFmpeg)
 	})
 	if err != nil || !vc.IsOpened() {
@@ -273,11 +282,7 @@ type synthSource struct {
 }
 
 func openSynthetic(raw string) (*synthSource, error) {
-	p, err := synth.ParseURL(raw)
-	if err != nil {
-		return nil, fmt.Errorf("decode: %w", err)
-	}
-	sc, err := synth.New(p)
+	sc, err := synth.Open(raw)
 	if err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
@@ -291,16 +296,8 @@ func (s *synthSource) Read(dst *gocv.Mat) (time.Duration, error) {
 	if _, err := s.scene.Render(s.rgb, s.i); err != nil {
 		return 0, fmt.Errorf("decode: synthetic frame %d: %w", s.i, err)
 	}
-	if dst.Rows() != p.Height || dst.Cols() != p.Width || dst.Type() != gocv.MatTypeCV8UC3 {
-		_ = dst.Close()
-		*dst = gocv.NewMatWithSize(p.Height, p.Width, gocv.MatTypeCV8UC3)
-	}
-	data, err := dst.DataPtrUint8()
-	if err != nil {
-		return 0, fmt.Errorf("decode: synthetic frame: %w", err)
-	}
-	for j := 0; j+2 < len(s.rgb); j += 3 { // RGB → BGR
-		data[j], data[j+1], data[j+2] = s.rgb[j+2], s.rgb[j+1], s.rgb[j]
+	if err := rgbToBGR(dst, s.rgb, p.Width, p.Height); err != nil {
+		return 0, fmt.Errorf("decode: synthetic frame %d: %w", s.i, err)
 	}
 	pts := time.Duration(float64(s.i) / p.FPS * float64(time.Second))
 	s.i++

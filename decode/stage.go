@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/ingest"
@@ -51,6 +53,11 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	defer s.stopAll()
 	go s.publishStatus(ctx)
+	watch, err := s.opts.NC.Subscribe(bus.WatchPrefix+"*", s.onWatch)
+	if err != nil {
+		return fmt.Errorf("decode: subscribe %s*: %w", bus.WatchPrefix, err)
+	}
+	defer func() { _ = watch.Unsubscribe() }()
 	for {
 		if err := s.watch(ctx, kv); err != nil && ctx.Err() == nil {
 			// The watcher ends when NATS restarts; watch again (its initial
@@ -164,6 +171,17 @@ func (s *Stage) retain(keep map[string]bool) {
 func (s *Stage) stopAll() {
 	s.retain(nil)
 	s.wg.Wait()
+}
+
+// onWatch turns on a camera's previews for bus.PreviewTTL.
+func (s *Stage) onWatch(m *nats.Msg) {
+	id := strings.TrimPrefix(m.Subject, bus.WatchPrefix)
+	s.mu.Lock()
+	w := s.workers[id]
+	s.mu.Unlock()
+	if w != nil {
+		w.cam.preview.watch(time.Now().Add(bus.PreviewTTL))
+	}
 }
 
 // Statuses returns the status of every running camera.

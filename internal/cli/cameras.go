@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +17,10 @@ import (
 )
 
 const defaultAPI = "http://127.0.0.1:8080"
+
+// tokenEnv holds the API's bearer token (http.token) for attach, detach and
+// cameras; it is also the variable that sets http.token.
+const tokenEnv = "PATCHLINE_HTTP_TOKEN"
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
@@ -34,6 +39,9 @@ func apiCall(method, url string, body any, out any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if tok := os.Getenv(tokenEnv); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("patchline API at %s: %w (is `patchline run` running? see --api)", url, err)

@@ -44,7 +44,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		newRunCmd(g), newStageCmd(g),
 		newAttachCmd(), newDetachCmd(), newCamerasCmd(),
-		newWatchCmd(), newValidateCmd(), newVersionCmd(),
+		newWatchCmd(), newDescribeCmd(), newValidateCmd(), newSynthCmd(), newVersionCmd(),
 	)
 	return root
 }

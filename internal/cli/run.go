@@ -39,7 +39,7 @@ func newRunCmd(g *globals) *cobra.Command {
 func newStageCmd(g *globals) *cobra.Command {
 	var cfgPath, natsURL, httpAddr string
 	cmd := &cobra.Command{
-		Use:       "stage <ingest|decode|analyze|sink>",
+		Use:       "stage <ingest|decode|analyze|sink|generate>",
 		Short:     "Run one stage against a NATS server; run more processes of a stage to scale it",
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		ValidArgs: app.AllStages,
@@ -95,6 +95,7 @@ patchline is running (stages: %s)
   watch it:     patchline watch --nats %s
   cameras:      patchline cameras --api http://%s
   attach RTSP:  patchline attach cam1 rtsp://user:pass@host/path --api http://%s
+  describe:     patchline describe <camera> --nats %s
 
-`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, i.NATSURL, i.HTTPAddr, i.HTTPAddr)
+`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, i.NATSURL, i.HTTPAddr, i.HTTPAddr, i.NATSURL)
 }

@@ -4,6 +4,7 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -41,4 +42,36 @@ func SharedAssets(t testing.TB) string {
 		t.Skipf("skipping: real test assets not found at %s (../shared/assets beside the repository root): %v", dir, err)
 	}
 	return dir
+}
+
+// Artifacts returns the folder where tests leave files for people to look
+// at (generated frames, screenshots): $PATCHLINE_ARTIFACTS, else
+// test-artifacts/ at the repository root (ignored by git). It is created.
+func Artifacts(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("PATCHLINE_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(t), "test-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Chromium returns the path of Debian's chromium for browser tests (`make
+// deps` installs it). When it is absent the test is skipped with a message,
+// or fails where PATCHLINE_REQUIRE_SHARED is set (CI).
+func Chromium(t testing.TB) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
+		t.Fatal("chromium is required (PATCHLINE_REQUIRE_SHARED is set) but not on PATH: run `make deps`")
+	}
+	t.Skip("skipping: chromium not on PATH (`make deps` installs it)")
+	return ""
 }
