@@ -94,6 +94,7 @@ const (
 //	top_k: 5                  # classify: labels reported per frame; default 5
 //	score_threshold: 0.5      # detect: minimum score; default 0.5
 //	                          # segment: minimum region score; default 0
+//	min_region_patches: 2     # segment: smallest region reported as a box; default 1
 //
 // A detect bundle names either labels+boxes+scores or logits+pred_boxes.
 // Boxes are converted to input pixels, then mapped to source pixels with the
@@ -109,6 +110,8 @@ type Bundle struct {
 	SceneLabels    []string      `yaml:"scene_labels"`
 	TopK           int           `yaml:"top_k"`
 	ScoreThreshold *float64      `yaml:"score_threshold"`
+	// MinRegion is segment's smallest reported region, in patches (default 1).
+	MinRegion int `yaml:"min_region_patches"`
 
 	// Dir is the bundle directory (absolute), Path its descriptor
 	// (bundle.yaml, or config.json for the Hugging Face layout), and
@@ -292,6 +295,9 @@ func (b *Bundle) validate() error {
 		b.TopK = 5
 	}
 	b.TopK = min(b.TopK, len(b.Labels))
+	if b.MinRegion < 0 {
+		return b.errf("min_region_patches", "is %d, want >= 0", b.MinRegion)
+	}
 	if t := b.ScoreThreshold; t != nil && (math.IsNaN(*t) || *t < 0 || *t > 1) {
 		return b.errf("score_threshold", "is %v, want 0..1", *t)
 	}

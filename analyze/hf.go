@@ -57,6 +57,7 @@ type hfPatchline struct {
 	SceneID2Label  map[string]string `json:"scene_id2label"`
 	TopK           int               `json:"top_k"`
 	ScoreThreshold *float64          `json:"score_threshold"`
+	MinRegion      int               `json:"min_region_patches"`
 }
 
 // idNames turns a transformers id2label map ({"0": "cat", ...}) into a slice
@@ -139,7 +140,7 @@ func loadHF(dir, absDir string) (*Bundle, error) {
 	b := &Bundle{
 		Name: pl.Name, Task: pl.Task, ONNX: pl.ONNX, Dir: absDir,
 		Path: filepath.Join(absDir, HFConfigFile), HF: &HFSource{Patchline: own},
-		TopK: pl.TopK, ScoreThreshold: pl.ScoreThreshold,
+		TopK: pl.TopK, ScoreThreshold: pl.ScoreThreshold, MinRegion: pl.MinRegion,
 	}
 	if b.Name == "" {
 		b.Name = filepath.Base(absDir)

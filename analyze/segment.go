@@ -140,7 +140,7 @@ func (m *Model) segment(frames []*frame.Frame, results []Result, patchV, sceneV 
 		classes, regions := segmentPatches(logits[i*n*c:(i+1)*n*c], cols, rows, c)
 		var dets []annotation.Detection
 		for _, r := range regions {
-			if !(r.Score >= thr) {
+			if !(r.Score >= thr) || r.Patches < b.MinRegion {
 				continue
 			}
 			box := f.Transform.BoxToSource(r.inputBox(p), f.SourceW, f.SourceH)

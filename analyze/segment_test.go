@@ -267,6 +267,27 @@ func TestSegmentScoreThreshold(t *testing.T) {
 	}
 }
 
+func TestSegmentMinRegion(t *testing.T) {
+	requireORT(t)
+	b := segmentBundle(t, frame.ResizeStretch, 0)
+	b.MinRegion = 2
+	m := &Model{b: b}
+	f := &frame.Frame{Camera: "c", SourceW: 96, SourceH: 96, Transform: frame.Stretch(96, 96, 96, 96)}
+	classes := make([]int, 144)
+	classes[0], classes[142], classes[143] = 1, 2, 2 // one patch of class 1, two of class 2
+	logits := craftLogits(classes, 4, map[int]float32{})
+	res := make([]Result, 1)
+	if err := m.segment([]*frame.Frame{f}, res, floatTensor(t, onnxruntime.NewShape(1, 144, 4), logits), nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := res[0].Detections; len(d) != 1 || d[0].ClassID != 2 {
+		t.Errorf("detections = %+v, want only the 2-patch region of class 2", d)
+	}
+	if res[0].Patches.Classes[0] != 1 {
+		t.Error("the patch map must keep small regions")
+	}
+}
+
 // The scene-vit-shaped test bundle through ORT matches torch, and Run's
 // post-processing equals segmentPatches/sceneLabels on torch's outputs.
 func TestSegmentTinyMatchesTorch(t *testing.T) {

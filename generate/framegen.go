@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
@@ -36,7 +37,8 @@ type ModelOptions struct {
 //
 // A bundle is a folder in the Hugging Face layout: model.onnx,
 // config.json (num_frames, patchline.task "framegen",
-// patchline.anomaly_threshold) and preprocessor_config.json (size,
+// patchline.anomaly_threshold, patchline.anomaly_top_k) and
+// preprocessor_config.json (size,
 // patch_size, rescale_factor, image_mean, image_std).
 type Framegen struct {
 	name      string
@@ -44,6 +46,7 @@ type Framegen struct {
 	k         int // context frames
 	w, h, p   int
 	threshold float64
+	topK      int // the frame score is the mean of the topK largest patch scores
 	mean, std [3]float64
 	scale     float64
 	lut       [3][256]float32 // u8 → normalised, per channel
@@ -63,7 +66,8 @@ type FramegenInput struct {
 // FramegenResult is one prediction. Next is the predicted frame as uint8
 // patch tokens (denormalised, clamped). With an Actual frame, PatchScores
 // holds the mean squared error per patch (row-major over the grid, in
-// normalised space) and Score their maximum.
+// normalised space) and Score the frame's anomaly score: the mean of its
+// anomaly_top_k largest patch scores (default 1: the maximum).
 type FramegenResult struct {
 	Next        []byte
 	PatchScores []float64
@@ -81,6 +85,7 @@ type framegenConfig struct {
 type framegenPatchline struct {
 	hfbundle.Patchline
 	AnomalyThreshold *float64 `json:"anomaly_threshold"`
+	AnomalyTopK      *int     `json:"anomaly_top_k"`
 }
 
 // OpenFramegen loads the framegen bundle in dir and opens its ONNX Runtime
@@ -151,6 +156,13 @@ func loadFramegen(dir string) (*Framegen, error) {
 			bad("patchline.anomaly_threshold is %v, want a number >= 0", *t)
 		default:
 			g.threshold = *t
+		}
+		g.topK = 1
+		if k := pl.AnomalyTopK; k != nil {
+			if *k < 1 {
+				bad("patchline.anomaly_top_k is %d, want >= 1", *k)
+			}
+			g.topK = *k
 		}
 	}
 	if fc.NumFrames < 1 || fc.NumFrames > 64 {
@@ -312,11 +324,11 @@ func (g *Framegen) denormalise(x []float32) []byte {
 }
 
 // heatmap is the mean squared error per patch between the prediction and
-// the actual frame, in normalised space, and its maximum.
+// the actual frame, in normalised space, and the frame score: the mean of
+// the topK largest.
 func (g *Framegen) heatmap(pred []float32, actual []byte) ([]float64, float64) {
 	d := g.TokenDim()
 	scores := make([]float64, g.NumPatches())
-	best := 0.0
 	for n := range scores {
 		var sum float64
 		for j := n * d; j < (n+1)*d; j++ {
@@ -324,9 +336,20 @@ func (g *Framegen) heatmap(pred []float32, actual []byte) ([]float64, float64) {
 			sum += e * e
 		}
 		scores[n] = sum / float64(d)
-		best = max(best, scores[n])
 	}
-	return scores, best
+	return scores, topMean(scores, g.topK)
+}
+
+// topMean is the mean of the k largest values (all of them if fewer).
+func topMean(v []float64, k int) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	k = min(max(k, 1), len(s))
+	sum := 0.0
+	for _, x := range s[len(s)-k:] {
+		sum += x
+	}
+	return sum / float64(k)
 }
 
 // PNG encodes uint8 patch tokens at the model's grid as a PNG image.

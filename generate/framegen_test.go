@@ -220,3 +220,18 @@ func TestFramegenRunChecksInput(t *testing.T) {
 		t.Errorf("short frame: %v", err)
 	}
 }
+
+func TestTopMean(t *testing.T) {
+	v := []float64{0.1, 0.9, 0.3, 0.7, 0.5}
+	for _, c := range []struct {
+		k    int
+		want float64
+	}{{1, 0.9}, {2, 0.8}, {4, 0.6}, {9, 0.5}, {0, 0.9}} {
+		if got := topMean(v, c.k); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("topMean(k=%d) = %v, want %v", c.k, got, c.want)
+		}
+	}
+	if v[0] != 0.1 {
+		t.Error("topMean reordered its input")
+	}
+}

@@ -282,29 +282,31 @@ func TestAnomalies(t *testing.T) {
 }
 
 func TestPatchClasses(t *testing.T) {
-	// 4×4 pixels into 2×2 patches.
+	// 8×4 pixels into 2×1 patches of 16 pixels: the left one is 3/16 class
+	// 1 and 2/16 class 2 (under a quarter: background); the right one
+	// 4/16 class 3 and 3/16 class 2 (class 3 covers a quarter).
 	cls := []byte{
-		1, 1, 0, 0,
-		1, 0, 0, 2,
-		3, 3, 2, 2,
-		0, 0, 2, 0,
+		1, 1, 0, 0, 3, 3, 0, 0,
+		1, 0, 0, 2, 3, 3, 0, 2,
+		0, 0, 0, 2, 0, 0, 2, 2,
+		0, 0, 0, 0, 0, 0, 0, 0,
 	}
-	got := make([]byte, 4)
-	if err := PatchClasses(got, cls, 4, 4, 2, 2); err != nil {
+	got := make([]byte, 2)
+	if err := PatchClasses(got, cls, 8, 4, 2, 1); err != nil {
 		t.Fatal(err)
 	}
-	if want := []byte{1, 0, 0, 2}; !bytes.Equal(got, want) { // bottom left: 3,3,0,0 tie → background
+	if want := []byte{0, 3}; !bytes.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
-	if err := PatchClasses(got, cls, 4, 4, 3, 3); err == nil {
+	if err := PatchClasses(got, cls, 8, 4, 3, 3); err == nil {
 		t.Fatal("want error for a wrong grid")
 	}
 }
 
 func TestCaption(t *testing.T) {
 	objs := []Object{
-		{Color: "blue", Shape: "square", Box: [4]float64{50, 0, 60, 10}, Motion: "still", InView: true},
-		{Color: "red", Shape: "circle", Box: [4]float64{0, 0, 10, 10}, Motion: "left", InView: true},
+		{Color: "blue", Shape: "square", Box: [4]float64{0, 0, 10, 10}, Motion: "still", InView: true},
+		{Color: "red", Shape: "circle", Box: [4]float64{50, 0, 60, 10}, Motion: "left", InView: true},
 		{Color: "green", Shape: "triangle", Box: [4]float64{0, 0, 2, 10}, Motion: "up", InView: false},
 	}
 	if got, want := Caption(objs), "a red circle moves left; a blue square is still"; got != want {

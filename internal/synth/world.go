@@ -428,8 +428,9 @@ type Object struct {
 	Shape string `json:"shape"`
 	Color string `json:"color"`
 	Class int    `json:"class"`
-	// Box is [x1,y1,x2,y2] in frame pixels of the object's visible part; x2
-	// and y2 are exclusive, so its pixels all lie in [x1,x2)×[y1,y2).
+	// Box is [x1,y1,x2,y2] in frame pixels around the pixels of the object
+	// that show (not those off the frame or behind another object); x2 and
+	// y2 are exclusive, so they all lie in [x1,x2)×[y1,y2).
 	Box [4]float64 `json:"box"`
 	// Motion is left, right, up, down (the dominant axis of its velocity)
 	// or still.
@@ -446,7 +447,7 @@ func (o Object) Label() string { return o.Color + " " + o.Shape }
 type Truth struct {
 	Frame   int      `json:"frame"`
 	Objects []Object `json:"objects"`
-	// Caption names every object in view, left to right, in the grammar
+	// Caption names every object in view, in class order, in the grammar
 	// "a red circle moves left; a blue square is still".
 	Caption string `json:"caption"`
 	// Anomaly injected at this frame: "" or teleport, reverse, spawn, vanish.
@@ -469,43 +470,60 @@ func motion(b *body) string {
 	return MotionDown
 }
 
-// Truth returns frame i's ground truth without rendering it.
+// Truth returns frame i's ground truth (it draws the class map, not the
+// pixels).
 func (s *Scene) Truth(i int) Truth {
 	st := s.stateAt(i)
-	return s.truth(&st)
+	classes := make([]byte, s.p.Width*s.p.Height)
+	s.draw(&st, nil, classes, nil)
+	return s.truth(&st, classes)
 }
 
 // Objects returns frame i's visible objects.
 func (s *Scene) Objects(i int) []Object { return s.Truth(i).Objects }
 
-func (s *Scene) truth(st *state) Truth {
+// truth is the ground truth of st drawn as classes: an object is listed if
+// any of its pixels shows, with the box of the pixels that show (clipped by
+// the frame and by objects in front of it).
+func (s *Scene) truth(st *state, classes []byte) Truth {
+	w, h := s.p.Width, s.p.Height
+	var boxes [NumClasses][4]int
+	for c := range boxes {
+		boxes[c] = [4]int{w, h, -1, -1}
+	}
+	for y := 0; y < h; y++ {
+		row := classes[y*w : (y+1)*w]
+		for x, c := range row {
+			if c == 0 {
+				continue
+			}
+			b := &boxes[c]
+			b[0], b[1], b[2], b[3] = min(b[0], x), min(b[1], y), max(b[2], x), max(b[3], y)
+		}
+	}
 	t := Truth{Frame: st.frame, Anomaly: st.anomaly, Objects: []Object{}}
 	for n := range st.bodies {
 		b, k := &st.bodies[n], &s.kinds[n]
-		if !s.visible(b, k.size) {
+		vb := boxes[k.class]
+		if !s.visible(b, k.size) || vb[2] < 0 {
 			continue
 		}
-		x, y := int(math.Round(b.x)), int(math.Round(b.y))
-		x1, y1, x2, y2 := shapeBounds(k.shape, x, y, k.size)
-		x1, y1 = max(x1, 0), max(y1, 0)
-		x2, y2 = min(x2, s.p.Width), min(y2, s.p.Height)
-		if x1 >= x2 || y1 >= y2 {
-			continue
-		}
-		cx, cy := float64(x)+float64(k.size)/2, float64(y)+float64(k.size)/2
+		x, y := math.Round(b.x), math.Round(b.y)
+		cx, cy := x+float64(k.size)/2, y+float64(k.size)/2
 		t.Objects = append(t.Objects, Object{
 			ID: n, Shape: k.shape, Color: k.color, Class: k.class,
-			Box:    [4]float64{float64(x1), float64(y1), float64(x2), float64(y2)},
+			Box:    [4]float64{float64(vb[0]), float64(vb[1]), float64(vb[2] + 1), float64(vb[3] + 1)},
 			Motion: motion(b),
-			InView: cx >= 0 && cy >= 0 && cx < float64(s.p.Width) && cy < float64(s.p.Height),
+			InView: cx >= 0 && cy >= 0 && cx < float64(w) && cy < float64(h),
 		})
 	}
 	t.Caption = Caption(t.Objects)
 	return t
 }
 
-// Caption writes the caption of a frame's objects: those in view, left to
-// right by box centre (top to bottom on ties), one clause each.
+// Caption writes the caption of a frame's objects: one clause for each
+// object in view, in class order (colours red, green, blue, yellow; shapes
+// circle, square, triangle), so a caption reads as a fixed checklist.
 func Caption(objs []Object) string {
 	var in []Object
 	for _, o := range objs {
@@ -514,11 +532,7 @@ func Caption(objs []Object) string {
 		}
 	}
 	sort.SliceStable(in, func(a, b int) bool {
-		ca, cb := in[a].Box[0]+in[a].Box[2], in[b].Box[0]+in[b].Box[2]
-		if ca != cb {
-			return ca < cb
-		}
-		return in[a].Box[1]+in[a].Box[3] < in[b].Box[1]+in[b].Box[3]
+		return Class(in[a].Color, in[a].Shape) < Class(in[b].Color, in[b].Shape)
 	})
 	parts := make([]string, len(in))
 	for n, o := range in {
@@ -545,11 +559,10 @@ func (s *Scene) RenderClasses(dst, classes []byte, i int) (Truth, error) {
 		return Truth{}, fmt.Errorf("synth: render buffer is %d bytes, want %d", len(dst), len(s.bg))
 	}
 	w, h := s.p.Width, s.p.Height
-	if classes != nil {
-		if len(classes) != w*h {
-			return Truth{}, fmt.Errorf("synth: class buffer is %d bytes, want %d", len(classes), w*h)
-		}
-		clear(classes)
+	if classes == nil {
+		classes = make([]byte, w*h)
+	} else if len(classes) != w*h {
+		return Truth{}, fmt.Errorf("synth: class buffer is %d bytes, want %d", len(classes), w*h)
 	}
 	st := s.stateAt(i)
 	// Light: one gain for the whole frame, changing slowly.
@@ -561,12 +574,25 @@ func (s *Scene) RenderClasses(dst, classes []byte, i int) (Truth, error) {
 	for j, v := range s.bg {
 		dst[j] = lut[v]
 	}
+	s.draw(&st, dst, classes, &lut)
+	return s.truth(&st, classes), nil
+}
+
+// draw paints st's objects, later ids over earlier ones: their colours
+// (through the light's lut) into dst unless it is nil, their class ids into
+// classes (cleared first).
+func (s *Scene) draw(st *state, dst, classes []byte, lut *[256]byte) {
+	w, h := s.p.Width, s.p.Height
+	clear(classes)
 	for n := range st.bodies {
 		b, k := &st.bodies[n], &s.kinds[n]
 		if !s.visible(b, k.size) {
 			continue
 		}
-		c := [3]byte{lut[k.rgb[0]], lut[k.rgb[1]], lut[k.rgb[2]]}
+		var c [3]byte
+		if dst != nil {
+			c = [3]byte{lut[k.rgb[0]], lut[k.rgb[1]], lut[k.rgb[2]]}
+		}
 		x0, y0 := int(math.Round(b.x)), int(math.Round(b.y))
 		for r := 0; r < k.size; r++ {
 			y := y0 + r
@@ -575,24 +601,33 @@ func (s *Scene) RenderClasses(dst, classes []byte, i int) (Truth, error) {
 			}
 			a, e := span(k.shape, k.size, r)
 			a, e = max(a+x0, 0), min(e+x0, w)
-			for x := a; x < e; x++ {
-				p := (y*w + x) * 3
-				dst[p], dst[p+1], dst[p+2] = c[0], c[1], c[2]
+			if a >= e {
+				continue
 			}
-			if classes != nil && a < e {
-				row := classes[y*w:]
+			if dst != nil {
 				for x := a; x < e; x++ {
-					row[x] = byte(k.class)
+					p := (y*w + x) * 3
+					dst[p], dst[p+1], dst[p+2] = c[0], c[1], c[2]
 				}
+			}
+			row := classes[y*w:]
+			for x := a; x < e; x++ {
+				row[x] = byte(k.class)
 			}
 		}
 	}
-	return s.truth(&st), nil
 }
 
+// PatchCover is the fraction of a patch an object must cover for the patch
+// to take its class.
+const PatchCover = 0.25
+
 // PatchClasses reduces a per-pixel class map of a w×h frame to a gw×gh
-// patch grid: each patch takes the class covering most of its pixels
-// (background on ties). Patch (px, py) covers source columns
+// patch grid: each patch takes the class of the object covering most of its
+// pixels if that object covers at least PatchCover of them, else background.
+// (A quarter, not a half: a triangle's apex or a circle's rim would
+// otherwise never own a patch, and boxes made from patches would fall
+// short of the object.) Patch (px, py) covers source columns
 // [px·w/gw, (px+1)·w/gw) and rows [py·h/gh, (py+1)·h/gh), which is the
 // region a stretch resize to gw·P × gh·P maps onto it.
 func PatchClasses(dst, classes []byte, w, h, gw, gh int) error {
@@ -610,23 +645,19 @@ func PatchClasses(dst, classes []byte, w, h, gw, gh int) error {
 					count[c]++
 				}
 			}
-			best := 0
-			for c := 1; c < NumClasses; c++ {
+			best := 1
+			for c := 2; c < NumClasses; c++ {
 				if count[c] > count[best] {
 					best = c
 				}
+			}
+			if float64(count[best]) < PatchCover*float64((x2-x1)*(y2-y1)) {
+				best = 0
 			}
 			dst[py*gw+px] = byte(best)
 		}
 	}
 	return nil
-}
-
-// shapeBounds is the exact pixel box a shape drawn at (x, y) covers.
-func shapeBounds(shape string, x, y, size int) (x1, y1, x2, y2 int) {
-	// Every shape covers its full bounding square: the circle's diameter,
-	// the triangle's base and height are all size pixels.
-	return x, y, x + size, y + size
 }
 
 // span returns the half-open column range [a, b) a shape of the given size

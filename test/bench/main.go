@@ -1,4 +1,5 @@
-// Command bench measures, from one run on one clip and one model, what the
+// Command bench measures, from one run on one clip, for the default model
+// (scene-vit, 96×96) and a large one (DEIMv2-Atto, 320×320), what the
 // pipeline's stages cost over their bare building blocks:
 //
 //   - a plain OpenCV read loop vs the decode stage (decode, sample, resize,
@@ -7,7 +8,8 @@
 //     analyze stage fed through NATS with batching, frames/s.
 //
 // It uses ../shared/assets (real footage, DEIMv2-Atto) when present, else a
-// clip made with ffmpeg and the vit-tiny bundle. Run it with `make bench`.
+// clip made with ffmpeg and vit-tiny (224×224) as the large model. Run it
+// with `make bench`.
 package main
 
 import (
@@ -50,20 +52,28 @@ func main() {
 	}
 }
 
+// benchModel is one model the bench measures, at its input size.
+type benchModel struct {
+	dir         string
+	w, h, patch int
+}
+
 func run(nFrames int) error {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	clip, bundleDir, w, h := "../shared/assets/video/people-768x432.mp4", "models/deimv2-atto", 320, 320
+	clip := "../shared/assets/video/people-768x432.mp4"
+	models := []benchModel{{"models/scene-vit", 96, 96, 8}, {"models/deimv2-atto", 320, 320, 16}}
 	if _, err := os.Stat(clip); err != nil {
 		dir, _ := os.MkdirTemp("", "patchline-bench")
 		defer os.RemoveAll(dir)
-		clip, bundleDir, w, h = filepath.Join(dir, "clip.mp4"), "models/vit-tiny", 224, 224
+		clip = filepath.Join(dir, "clip.mp4")
+		models[1] = benchModel{"models/vit-tiny", 224, 224, 16}
 		out, err := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=768x432:rate=10", "-t", "60",
 			"-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "10", "-bf", "0", clip).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("ffmpeg: %v: %s", err, out)
 		}
 	}
-	fmt.Printf("clip %s, model %s (%dx%d, patch 16), %d cores\n\n", clip, bundleDir, w, h, numCPU())
+	fmt.Printf("clip %s, %d cores\n", clip, numCPU())
 
 	emb, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: os.TempDir() + "/patchline-bench-js"}, log)
 	if err != nil {
@@ -75,22 +85,32 @@ func run(nFrames int) error {
 		return err
 	}
 	defer nc.Close()
+	for _, m := range models {
+		if err := runModel(nc, clip, m, nFrames, log); err != nil {
+			return fmt.Errorf("%s: %w", m.dir, err)
+		}
+	}
+	return nil
+}
 
+// runModel measures decode and analyze at one model's input size.
+func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.Logger) error {
+	fmt.Printf("\nmodel %s (%dx%d, patch %d)\n", m.dir, m.w, m.h, m.patch)
 	plain, n1, err := plainRead(clip)
 	if err != nil {
 		return err
 	}
 	dcfg := config.Default().Decode
-	dcfg.Width, dcfg.Height, dcfg.QueueSize = w, h, 64
+	dcfg.Width, dcfg.Height, dcfg.PatchSize, dcfg.QueueSize = m.w, m.h, m.patch, 64
 	stage, n2, toks, err := decodeStage(nc, clip, dcfg, log)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "OpenCV read loop (gocv VideoCapture)", plain, n1)
 	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "decode stage (decode+resize+tokenize+publish)", stage, n2)
-	fmt.Printf("%-44s %8.2f\n\n", "ratio decode stage / read loop", stage/plain)
+	fmt.Printf("%-44s %8.2f\n", "ratio decode stage / read loop", stage/plain)
 
-	b, err := analyze.LoadBundle(bundleDir)
+	b, err := analyze.LoadBundle(m.dir)
 	if err != nil {
 		return err
 	}
