@@ -18,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/patchline/patchline/analyze"
+	"github.com/patchline/patchline/console"
 	"github.com/patchline/patchline/decode"
+	"github.com/patchline/patchline/generate"
 	"github.com/patchline/patchline/ingest"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
@@ -28,14 +30,15 @@ import (
 
 // Stage names.
 const (
-	Ingest  = "ingest"
-	Decode  = "decode"
-	Analyze = "analyze"
-	Sink    = "sink"
+	Ingest   = "ingest"
+	Decode   = "decode"
+	Analyze  = "analyze"
+	Sink     = "sink"
+	Generate = "generate"
 )
 
 // AllStages is every stage, in start order.
-var AllStages = []string{Ingest, Decode, Analyze, Sink}
+var AllStages = []string{Ingest, Decode, Analyze, Sink, Generate}
 
 // Options says what to run.
 type Options struct {
@@ -86,6 +89,13 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer model.Close()
 	}
+	var genModels *generate.Models
+	if slices.Contains(o.Stages, Generate) {
+		if genModels, err = generate.OpenModels(cfg); err != nil {
+			return err
+		}
+		defer genModels.Close()
+	}
 
 	info := Info{NATSURL: o.NATSURL, Stages: o.Stages}
 	if info.NATSURL == "" {
@@ -104,6 +114,8 @@ func Run(ctx context.Context, o Options) error {
 		conns   []*nats.Conn
 		runners []func(context.Context) error
 		mux     = http.NewServeMux()
+
+		describe bool // the describe route is mounted
 	)
 	defer func() {
 		for _, nc := range conns {
@@ -135,7 +147,18 @@ func Run(ctx context.Context, o Options) error {
 					return fmt.Errorf("camera %s from config: %w", c.ID, err)
 				}
 			}
-			mux.Handle("/v1/", reg.Handler())
+			mux.Handle("/v1/", ingest.RequireToken(cfg.HTTP.Token, reg.Handler(cfg.HTTP.MaxBody)))
+			whip, err := ingest.NewWHIP(reg, nc, cfg.WHIP, stageLog)
+			if err != nil {
+				return err
+			}
+			defer whip.Close()
+			mux.Handle("/whip/", whip.Handler(cfg.HTTP.Token, cfg.HTTP.MaxBody))
+			con := console.New(ctx, nc, console.Options{TraceURL: cfg.HTTP.TraceURL, Auth: cfg.HTTP.Token != "", Logger: stageLog})
+			conAPI := ingest.RequireToken(cfg.HTTP.Token, con.API())
+			mux.Handle("GET /v1/console", conAPI)
+			mux.Handle("GET /v1/live/{camera}", conAPI)
+			mux.Handle("/", console.Assets())
 		case Decode:
 			st := decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Logger: stageLog})
 			runners = append(runners, st.Run)
@@ -148,6 +171,14 @@ func Run(ctx context.Context, o Options) error {
 				return err
 			}
 			runners = append(runners, st.Run)
+		case Generate:
+			st := generate.NewStage(generate.Options{NC: nc, Config: cfg.Generate, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog})
+			runners = append(runners, st.Run)
+		}
+		if (name == Ingest || name == Generate) && !describe {
+			// POST /v1/cameras/{id}/describe asks any generate replica over NATS.
+			mux.Handle(generate.DescribePattern, ingest.RequireToken(cfg.HTTP.Token, generate.DescribeHandler(nc, cfg.Generate.RequestTimeout)))
+			describe = true
 		}
 	}
 
@@ -181,7 +212,9 @@ func Run(ctx context.Context, o Options) error {
 		defer func() {
 			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 			defer c()
-			_ = srv.Shutdown(sctx)
+			if srv.Shutdown(sctx) != nil {
+				_ = srv.Close() // streams (live view) that outlived the grace period
+			}
 		}()
 	}
 	if o.Ready != nil {

@@ -2,17 +2,27 @@
 // embedded server, and trace-context propagation in message headers.
 package bus
 
+import "time"
+
 // Public and internal subjects. <camera> is one subject token.
 const (
-	FramesPrefix      = "patchline.frames."      // tokenized frames (frame format), core NATS
-	AnalyzedPrefix    = "patchline.analyzed."    // analyze → sink (annotation JSON, internal)
-	AnnotationsPrefix = "patchline.annotations." // public annotations (JSON)
-	StatusPrefix      = "patchline.status."      // per-camera decode status (JSON), ~1/s
+	FramesPrefix      = "patchline.frames."          // tokenized frames (frame format), core NATS
+	AnalyzedPrefix    = "patchline.analyzed."        // analyze → sink (annotation JSON, internal)
+	AnnotationsPrefix = "patchline.annotations."     // public annotations (JSON)
+	StatusPrefix      = "patchline.status."          // per-camera decode status (JSON), ~1/s
+	PreviewPrefix     = "patchline.preview."         // JPEG previews (live view), only while watched
+	WatchPrefix       = "patchline.watch."           // "I am watching <camera>": asks decode for previews for PreviewTTL
+	RTPPrefix         = "patchline.rtp."             // WHIP: the publisher's video RTP packets, ingest → decode
+	KeyframePrefix    = "patchline.keyframe."        // WHIP: decode asks ingest for a keyframe (PLI to the publisher)
+	GeneratedPrefix   = "patchline.generated."       // generate: a generated frame (PNG in GeneratedBucket) with its anomaly heatmap (JSON)
+	GenerateRequest   = "patchline.generate.request" // generate: request-reply for a caption or a generated frame (JSON)
 
-	CamerasBucket = "patchline_cameras" // JetStream KV: camera id → camera spec JSON
+	CamerasBucket   = "patchline_cameras"   // JetStream KV: camera id → camera spec JSON
+	GeneratedBucket = "patchline_generated" // JetStream Object Store: generated frames, <camera>/<seq>.png
 
-	QueueAnalyze = "patchline-analyze"
-	QueueSink    = "patchline-sink"
+	QueueAnalyze  = "patchline-analyze"
+	QueueSink     = "patchline-sink"
+	QueueGenerate = "patchline-generate"
 )
 
 // FrameSubject is the subject of a camera's tokenized frames.
@@ -24,5 +34,32 @@ func AnalyzedSubject(camera string) string { return AnalyzedPrefix + camera }
 // AnnotationSubject is the public annotations subject of a camera.
 func AnnotationSubject(camera string) string { return AnnotationsPrefix + camera }
 
+// GeneratedSubject carries a camera's generated-frame messages.
+func GeneratedSubject(camera string) string { return GeneratedPrefix + camera }
+
 // StatusSubject is where decode reports a camera's state.
 func StatusSubject(camera string) string { return StatusPrefix + camera }
+
+// PreviewSubject carries a camera's JPEG previews.
+func PreviewSubject(camera string) string { return PreviewPrefix + camera }
+
+// WatchSubject is where a viewer says it watches a camera. Decode publishes
+// previews until PreviewTTL after the last such message, so a viewer repeats
+// it every PreviewTTL/2 or so.
+func WatchSubject(camera string) string { return WatchPrefix + camera }
+
+// PreviewTTL is how long one watch message keeps previews flowing.
+const PreviewTTL = 5 * time.Second
+
+// RTPSubject carries a WHIP camera's RTP packets (one packet per message,
+// codec in the RTPCodecHeader header).
+func RTPSubject(camera string) string { return RTPPrefix + camera }
+
+// KeyframeSubject is where decode asks for a keyframe of a WHIP camera.
+func KeyframeSubject(camera string) string { return KeyframePrefix + camera }
+
+// Headers of RTP messages.
+const (
+	RTPCodecHeader = "Patchline-Rtp-Codec" // h264 | vp8
+	RTPByeHeader   = "Patchline-Rtp-Bye"   // set (empty payload) when the publisher left
+)

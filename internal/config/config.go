@@ -13,10 +13,12 @@ import (
 type Config struct {
 	NATS      NATS      `yaml:"nats"`
 	HTTP      HTTP      `yaml:"http"`
+	WHIP      WHIP      `yaml:"whip"`
 	Cameras   []Camera  `yaml:"cameras"`
 	Decode    Decode    `yaml:"decode"`
 	Analyze   Analyze   `yaml:"analyze"`
 	Sink      Sink      `yaml:"sink"`
+	Generate  Generate  `yaml:"generate"`
 	Telemetry Telemetry `yaml:"telemetry"`
 }
 
@@ -43,9 +45,22 @@ type Embedded struct {
 	StoreDir string `yaml:"store_dir"` // JetStream data; default under the user cache dir
 }
 
-// HTTP is the API, metrics and health address.
+// HTTP is the address of the API, the web console, WHIP, metrics and health
+// checks, and how the API and WHIP are protected.
 type HTTP struct {
-	Addr string `yaml:"addr"` // default 127.0.0.1:8080
+	Addr     string `yaml:"addr"`      // default 127.0.0.1:8080
+	Token    string `yaml:"token"`     // bearer token required on /v1/ and /whip/; empty = no auth (use ${VAR})
+	MaxBody  int64  `yaml:"max_body"`  // request body limit of /v1/ and /whip/ in bytes; default 65536
+	TraceURL string `yaml:"trace_url"` // console link for a trace id: {trace_id} is replaced; empty = no link
+}
+
+// WHIP configures WebRTC ingest: POST /whip/<camera> with an SDP offer.
+type WHIP struct {
+	// AllowedOrigins are the browser origins (scheme://host[:port]) that may
+	// publish from another site (CORS); "*" allows any. Same-origin pages,
+	// such as the console, need no entry.
+	AllowedOrigins   []string      `yaml:"allowed_origins"`
+	KeyframeInterval time.Duration `yaml:"keyframe_interval"` // ask publishers for a keyframe (PLI) this often; default 2s
 }
 
 // Camera is one video source.
@@ -69,8 +84,8 @@ func (c Camera) EffectiveFPS(defaultFPS float64) float64 {
 // Decode configures OpenCV decode and tokenization. Width, Height, PatchSize
 // and Resize must match the analyze model bundle.
 type Decode struct {
-	Width        int           `yaml:"width"`         // model input width; default 224
-	Height       int           `yaml:"height"`        // model input height; default 224
+	Width        int           `yaml:"width"`         // model input width; default 96
+	Height       int           `yaml:"height"`        // model input height; default 96
 	PatchSize    int           `yaml:"patch_size"`    // ViT patch side; default 16
 	Resize       string        `yaml:"resize"`        // stretch | letterbox; default stretch
 	DefaultFPS   float64       `yaml:"default_fps"`   // default 5
@@ -78,6 +93,8 @@ type Decode struct {
 	StallTimeout time.Duration `yaml:"stall_timeout"` // reopen a stream with no frame for this long; default 10s
 	RetryMin     time.Duration `yaml:"retry_min"`     // first reconnect delay; default 500ms
 	RetryMax     time.Duration `yaml:"retry_max"`     // longest reconnect delay; default 30s
+	PreviewFPS   float64       `yaml:"preview_fps"`   // JPEG previews per second while someone watches; 0 = off; default 8
+	PreviewWidth int           `yaml:"preview_width"` // preview JPEG width in pixels (height keeps the aspect); default 640
 }
 
 // Analyze configures model inference.
@@ -103,7 +120,7 @@ type Telemetry struct {
 
 // Default is the configuration used where pipeline.yaml says nothing: an
 // embedded NATS server, the HTTP API on loopback, one synthetic camera,
-// 224×224 input in 16-pixel patches and the models/vit-tiny bundle. A file
+// 96×96 input in 8-pixel patches and the models/scene-vit bundle. A file
 // that sets cameras replaces the default camera list.
 func Default() Config {
 	return Config{
@@ -112,25 +129,29 @@ func Default() Config {
 			Port:     4222,
 			StoreDir: DefaultStoreDir(),
 		}},
-		HTTP:    HTTP{Addr: "127.0.0.1:8080"},
+		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBody: 64 << 10},
+		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second},
 		Cameras: []Camera{{ID: "synthetic", URL: "synthetic://?seed=1", FPS: 5}},
 		Decode: Decode{
-			Width:        224,
-			Height:       224,
-			PatchSize:    16,
+			Width:        96,
+			Height:       96,
+			PatchSize:    8,
 			Resize:       "stretch",
 			DefaultFPS:   5,
 			QueueSize:    2,
 			StallTimeout: 10 * time.Second,
 			RetryMin:     500 * time.Millisecond,
 			RetryMax:     30 * time.Second,
+			PreviewFPS:   8,
+			PreviewWidth: 640,
 		},
 		Analyze: Analyze{
-			Model:        "models/vit-tiny",
+			Model:        "models/scene-vit",
 			BatchSize:    8,
 			MaxBatchWait: 20 * time.Millisecond,
 			QueueSize:    32,
 		},
+		Generate:  defaultGenerate(),
 		Telemetry: Telemetry{ServiceName: "patchline", SampleRatio: 1},
 	}
 }

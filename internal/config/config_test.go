@@ -46,6 +46,22 @@ func TestErrors(t *testing.T) {
 			want: []string{"pipeline.yaml:2: found character that cannot start any token (indent with spaces, not tabs)"},
 		},
 		{
+			name: "whip and http security keys",
+			yaml: "http:\n  token: a b\n  max_body: 10\n  trace_url: http://jaeger/trace\nwhip:\n  allowed_origins: [https://ok.example, https://x.example/path, '*']\n  keyframe_interval: 1ms\n",
+			want: []string{
+				"pipeline.yaml:2: http.token: contains white space",
+				"pipeline.yaml:3: http.max_body: 10 out of range 1024..67108864 bytes",
+				`pipeline.yaml:4: http.trace_url: "http://jaeger/trace" has no {trace_id} placeholder`,
+				`whip.allowed_origins[1]: "https://x.example/path" is not an origin`,
+				"pipeline.yaml:7: whip.keyframe_interval: 1ms is below 100ms",
+			},
+		},
+		{
+			name: "preview keys",
+			yaml: "decode:\n  preview_fps: 31\n  preview_width: 8\n",
+			want: []string{"pipeline.yaml:2: decode.preview_fps: 31 out of range 0..30", "pipeline.yaml:3: decode.preview_width: 8 out of range 16..1920"},
+		},
+		{
 			name: "unknown top-level key",
 			yaml: "decod:\n  width: 224\n",
 			want: []string{`pipeline.yaml:1: decod: unknown key (did you mean "decode"?)`},
@@ -118,7 +134,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown url scheme",
 			yaml: "cameras:\n  - id: a\n    url: a.mp4\n  - id: b\n    url: htp://x\n",
-			want: []string{`pipeline.yaml:5: cameras[1].url: unknown scheme "htp" in "htp://x" (want rtsp://, rtsps://, file://, synthetic:// or a file path)`},
+			want: []string{`pipeline.yaml:5: cameras[1].url: unknown scheme "htp" in "htp://x" (want rtsp://, rtsps://, file://, synthetic://, whip:// or a file path)`},
 		},
 		{
 			name: "rtsp without host",
@@ -446,7 +462,7 @@ func TestCheckCameraURL(t *testing.T) {
 	for _, ok := range []string{
 		"rtsp://cam.local/s1", "RTSP://u:p@10.0.0.1:554/s", "rtsps://cam/s",
 		"file:///data/a.mp4", "synthetic://", "synthetic://?seed=1",
-		"/data/a.mp4", "clips/b.mkv", "weird:name.mp4",
+		"/data/a.mp4", "clips/b.mkv", "weird:name.mp4", "whip://",
 	} {
 		if err := CheckCameraURL(ok); err != nil {
 			t.Errorf("CheckCameraURL(%q) = %v, want nil", ok, err)
@@ -463,6 +479,7 @@ func TestCheckCameraURL(t *testing.T) {
 		"rtsp://u:pw@[::1/s": "bad url",
 		"synthetic://%zz":    "bad url",
 		"clips/a\x00.mp4":    "NUL",
+		"whip://cam1":        "something after whip://",
 	} {
 		err := CheckCameraURL(bad)
 		if err == nil || !strings.Contains(err.Error(), want) {

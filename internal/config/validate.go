@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/patchline/patchline/internal/frame"
 )
@@ -39,9 +40,11 @@ func (c *Config) problems() []error {
 	ck := &checker{}
 	c.NATS.check(ck)
 	c.HTTP.check(ck)
+	c.WHIP.check(ck)
 	checkCameras(ck, c.Cameras)
 	c.Decode.check(ck)
 	c.Analyze.check(ck)
+	c.Generate.check(ck)
 	c.Telemetry.check(ck)
 	return ck.errs
 }
@@ -76,7 +79,7 @@ func checkCameras(ck *checker, cams []Camera) {
 }
 
 // cameraSchemes are the URL schemes a camera source may use.
-var cameraSchemes = map[string]bool{"rtsp": true, "rtsps": true, "file": true, "synthetic": true}
+var cameraSchemes = map[string]bool{"rtsp": true, "rtsps": true, "file": true, "synthetic": true, "whip": true}
 
 // CheckCameraURL checks a camera source: rtsp:// or rtsps:// with a host,
 // file:// with a path, synthetic://, or a plain file path. Messages never
@@ -106,8 +109,12 @@ func CheckCameraURL(raw string) error {
 		if _, err := parseURL(raw); err != nil {
 			return err
 		}
+	case "whip":
+		if rest != "" {
+			return fmt.Errorf("whip url %q has something after whip:// (a WHIP camera is just whip://; publish to POST /whip/<camera>)", redact(raw))
+		}
 	default:
-		return fmt.Errorf("unknown scheme %q in %q (want rtsp://, rtsps://, file://, synthetic:// or a file path)", scheme, redact(raw))
+		return fmt.Errorf("unknown scheme %q in %q (want rtsp://, rtsps://, file://, synthetic://, whip:// or a file path)", scheme, redact(raw))
 	}
 	return nil
 }
@@ -211,6 +218,46 @@ func (h HTTP) check(ck *checker) {
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		ck.add("http.addr", "%q: port %q is not a number in 0..65535", h.Addr, port)
 	}
+	if strings.ContainsAny(h.Token, " \t\r\n") {
+		ck.add("http.token", "contains white space (a bearer token is one word)")
+	}
+	if h.MaxBody < 1<<10 || h.MaxBody > MaxBodyLimit {
+		ck.add("http.max_body", "%d out of range %d..%d bytes", h.MaxBody, 1<<10, MaxBodyLimit)
+	}
+	if h.TraceURL != "" {
+		u, err := url.Parse(h.TraceURL)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			ck.add("http.trace_url", "%q is not an http(s) URL", h.TraceURL)
+		case !strings.Contains(h.TraceURL, "{trace_id}"):
+			ck.add("http.trace_url", "%q has no {trace_id} placeholder", h.TraceURL)
+		}
+	}
+}
+
+// MaxBodyLimit is the largest http.max_body.
+const MaxBodyLimit = 64 << 20
+
+func (w WHIP) check(ck *checker) {
+	for i, o := range w.AllowedOrigins {
+		ck.addErr(fmt.Sprintf("whip.allowed_origins[%d]", i), CheckOrigin(o))
+	}
+	if w.KeyframeInterval != 0 && w.KeyframeInterval < 100*time.Millisecond {
+		ck.add("whip.keyframe_interval", "%v is below 100ms (0 = only when decode asks)", w.KeyframeInterval)
+	}
+}
+
+// CheckOrigin checks a CORS origin: "*" or scheme://host[:port], nothing after.
+func CheckOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("%q is not an origin (want \"*\" or scheme://host[:port], e.g. https://example.com)", o)
+	}
+	return nil
 }
 
 func (d Decode) check(ck *checker) {
@@ -236,6 +283,12 @@ func (d Decode) check(ck *checker) {
 	}
 	if d.RetryMax < d.RetryMin {
 		ck.add("decode.retry_max", "%v is below decode.retry_min %v", d.RetryMax, d.RetryMin)
+	}
+	if !inRange(d.PreviewFPS, 0, 30) {
+		ck.add("decode.preview_fps", "%v out of range 0..30 (0 = no previews)", d.PreviewFPS)
+	}
+	if d.PreviewWidth < 16 || d.PreviewWidth > 1920 {
+		ck.add("decode.preview_width", "%d out of range 16..1920", d.PreviewWidth)
 	}
 }
 

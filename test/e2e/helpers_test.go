@@ -5,7 +5,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -18,8 +17,8 @@ import (
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/app"
+	"github.com/patchline/patchline/internal/apptest"
 	"github.com/patchline/patchline/internal/config"
-	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/testenv"
 )
 
@@ -35,6 +34,8 @@ func testConfig(t testing.TB) config.Config {
 	cfg.NATS.Embedded.StoreDir = t.TempDir()
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Analyze.Model = filepath.Join(repoRoot(t), "models", "vit-tiny")
+	cfg.Decode.Width, cfg.Decode.Height, cfg.Decode.PatchSize = 224, 224, 16
+	cfg.Generate.CaptionModel, cfg.Generate.FramegenModel = "", "" // tests that generate set their own
 	cfg.Decode.StallTimeout = 5 * time.Second
 	cfg.Decode.RetryMin = 200 * time.Millisecond
 	cfg.Decode.RetryMax = 2 * time.Second
@@ -44,35 +45,7 @@ func testConfig(t testing.TB) config.Config {
 // startPipeline runs every stage in-process and returns once it is ready.
 func startPipeline(t testing.TB, cfg config.Config) app.Info {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan app.Info, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, app.Options{
-			Config: cfg, Stages: app.AllStages, Logger: natstest.Discard(),
-			Ready: func(i app.Info) { ready <- i },
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("pipeline: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("pipeline did not stop within 30s")
-		}
-	})
-	select {
-	case i := <-ready:
-		return i
-	case err := <-done:
-		t.Fatalf("pipeline failed to start: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("pipeline not ready within 60s")
-	}
-	return app.Info{}
+	return apptest.Start(t, app.Options{Config: cfg})
 }
 
 // attach adds a camera through the HTTP API.

@@ -99,8 +99,9 @@ func TestMultiProcessTwoAnalyzeReplicas(t *testing.T) {
 nats: {url: %q}
 http: {addr: "127.0.0.1:%d"}
 cameras:
-  - {id: cam1, url: "synthetic://?seed=11", fps: 10}
-  - {id: cam2, url: "synthetic://?seed=12", fps: 10}
+  - {id: cam1, url: "synthetic://?seed=11&fps=10", fps: 10}
+  - {id: cam2, url: "synthetic://?seed=12&fps=10", fps: 10}
+decode: {width: 224, height: 224, patch_size: 16}
 analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 `, url, freePort(t), filepath.Join(repoRoot(t), "models", "vit-tiny"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {

@@ -53,7 +53,7 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
 
 	cfg := testConfig(t)
-	cfg.Cameras = []config.Camera{{ID: "traced", URL: "synthetic://?seed=3", FPS: 10}}
+	cfg.Cameras = []config.Camera{{ID: "traced", URL: "synthetic://?seed=3&fps=10", FPS: 10}}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan app.Info, 1)
 	done := make(chan error, 1)
