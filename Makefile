@@ -8,8 +8,9 @@ export CGO_ENABLED := 1
 
 # Packages without cgo run under the race detector; the OpenCV/ONNX Runtime
 # ones run without it (the detector does not see into C and slows them 10x).
-CGO_PKGS := ./decode/... ./analyze/... ./internal/app/... ./internal/cli/... ./cmd/... ./test/...
-PURE_PKGS = $(shell go list ./... | grep -v -E '/(decode|analyze|cmd|test)(/|$$)|/internal/(app|cli)(/|$$)')
+CGO_PKGS := ./decode/... ./analyze/... ./generate/... ./internal/app/... ./internal/apptest/... ./internal/cli/... ./internal/dataset/... \
+	./internal/textgen/... ./cmd/... ./test/...
+PURE_PKGS = $(shell go list ./... | grep -v -E '/(decode|analyze|generate|cmd|test)(/|$$)|/internal/(app|apptest|cli|dataset|textgen)(/|$$)')
 
 .PHONY: deps build run test test-short bench models vet tidy-check clean
 
@@ -35,11 +36,23 @@ test: deps vet
 
 bench: deps
 	go run ./test/bench
-	go test -run XXX -bench . -benchtime 2s ./internal/frame/ ./analyze/
+	go test -run XXX -bench . -benchtime 2s ./internal/frame/ ./analyze/ ./generate/ ./internal/textgen/
 
-models:
-	@scripts/deps.sh python3-torch libopenblas0-pthread
+# Retrain and re-export every model bundle, with the from-scratch baselines
+# their cards compare against (not part of CI; about 90 minutes on 2 cores).
+# Data sets come from `bin/patchline synth` into .cache/data.
+models: build
+	@scripts/deps.sh python3-torch python3-numpy libopenblas0-pthread
+	/usr/bin/python3 models/train/pretrain_framegen.py
+	/usr/bin/python3 models/train/train_scene_vit.py
+	/usr/bin/python3 models/train/train_scene_vit.py --scratch
+	/usr/bin/python3 models/train/train_caption.py
+	/usr/bin/python3 models/train/train_caption.py --scratch
+	/usr/bin/python3 models/train/cards.py
 	/usr/bin/python3 models/train/export_vit.py
+	/usr/bin/python3 models/train/make_test_bundles.py
+	/usr/bin/python3 generate/testdata/make_tiny_framegen.py
+	/usr/bin/python3 internal/textgen/testdata/make_tiny.py
 
 clean:
 	rm -rf bin

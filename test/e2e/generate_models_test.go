@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"encoding/json"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/patchline/patchline/generate"
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/synth"
+)
+
+// truthAt is the synthetic world's ground truth of the frame an annotation
+// describes (frame index = pts · fps).
+func truthAt(t testing.TB, url string, ptsMs float64) synth.Truth {
+	t.Helper()
+	s, err := synth.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Truth(int(math.Round(ptsMs / 1000 * s.Params().FPS)))
+}
+
+// TestGenerateCaptionsWithModels: a held-out synthetic camera through the
+// whole pipeline with patchline's trained models. Captions arrive on a
+// scene change and on request, and name the ground-truth objects in view
+// with the right colour, shape and motion (goal 90%; the floor below is
+// what the shipped model holds).
+func TestGenerateCaptionsWithModels(t *testing.T) {
+	cfg := generateConfig(t, modelBundles)
+	cfg.Generate.Auto = true
+	cfg.Generate.Triggers = config.Triggers{OnChange: true, Cooldown: 500 * time.Millisecond}
+	const url = "synthetic://?seed=21"
+	p, _ := startGenerate(t, cfg, "cam1", url)
+	captions := kinds(t, p.nc, "cam1", annotation.KindCaption)
+
+	right, total := 0, 0
+	score := func(a *annotation.Annotation) {
+		want := synth.ParseCaption(truthAt(t, url, a.PTSMs).Caption)
+		have := synth.ParseCaption(a.Caption.Text)
+		for obj, motion := range want {
+			total++
+			if have[obj] == motion {
+				right++
+			}
+		}
+	}
+	for i := 0; i < 24; i++ {
+		r := p.describeNATS(t, generate.Request{Camera: "cam1", Kind: generate.KindCaption, Timeout: "5s"})
+		if r.Error != "" || r.Caption == nil || r.Caption.Caption == nil {
+			t.Fatalf("request %d: %+v", i, r)
+		}
+		score(r.Caption)
+		time.Sleep(250 * time.Millisecond) // 5 fps: a new frame or so per request
+	}
+	waitUntil(t, "a caption triggered by a scene change", func() bool {
+		for _, c := range captions() {
+			if c.Caption.Trigger == generate.TriggerChange {
+				return true
+			}
+		}
+		return false
+	})
+	for _, c := range captions() {
+		if c.Caption.Trigger == generate.TriggerChange {
+			score(&c)
+		}
+	}
+	frac := float64(right) / float64(total)
+	t.Logf("captions through the pipeline: %d/%d ground-truth objects named with the right colour, shape and motion (%.1f%%)", right, total, 100*frac)
+	// The goal is 90% (issue 3); models/caption reaches about 70-75% on
+	// held-out seeds (test/models), so this guards a floor under that
+	// until a better model lands.
+	if frac < 0.55 {
+		t.Errorf("%.1f%% of objects named right, want >= 55%% (goal 90%%)", 100*frac)
+	}
+}
+
+// TestGenerateAnomalyWithModels: an anomaly injected into a held-out
+// synthetic camera (an object teleports) is caught by models/framegen: an
+// anomaly annotation at that frame, and its generated PNG in the Object
+// Store, read back and decoded.
+func TestGenerateAnomalyWithModels(t *testing.T) {
+	cfg := generateConfig(t, modelBundles)
+	cfg.Generate.Auto = true
+	cfg.Generate.Triggers = config.Triggers{OnAnomaly: true, Cooldown: time.Second}
+	const url = "synthetic://?seed=22&anomaly=teleport&anomaly_at=20&anomaly_every=15"
+	p, _ := startGenerate(t, cfg, "cam1", url)
+	anomalies := kinds(t, p.nc, "cam1", annotation.KindAnomaly)
+	generated := p.generatedMsgs(t, "cam1")
+	waitUntil(t, "an anomaly annotation", func() bool { return len(anomalies()) > 0 })
+	hits := 0
+	for _, a := range anomalies() {
+		tr := truthAt(t, url, a.PTSMs)
+		if tr.Anomaly != "" {
+			hits++
+		}
+		t.Logf("anomaly annotation at frame %d (truth: %q), score %.3f > %.3f", tr.Frame, tr.Anomaly, a.Anomaly.Score, a.Anomaly.Threshold)
+	}
+	if hits == 0 {
+		t.Fatalf("none of %d anomaly annotations is at an injected anomaly", len(anomalies()))
+	}
+	for {
+		select {
+		case m := <-generated:
+			var g generate.Generated
+			if err := json.Unmarshal(m.Data, &g); err != nil {
+				t.Fatal(err)
+			}
+			if g.Anomaly {
+				p.readObject(t, g.Object)
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no generated frame for the anomaly on patchline.generated.cam1")
+		}
+	}
+}
