@@ -87,6 +87,7 @@ func printWhere(w io.Writer, i app.Info) {
 	fmt.Fprintf(w, `
 patchline is running (stages: %s)
   NATS          %s
+  web console   http://%s/
   HTTP API      http://%s/v1/cameras
   metrics       http://%s/metrics
   frames        %s<camera>   (patch tokens, binary)
@@ -97,5 +98,5 @@ patchline is running (stages: %s)
   attach RTSP:  patchline attach cam1 rtsp://user:pass@host/path --api http://%s
   describe:     patchline describe <camera> --nats %s
 
-`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, i.NATSURL, i.HTTPAddr, i.HTTPAddr, i.NATSURL)
+`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, i.NATSURL, i.HTTPAddr, i.HTTPAddr, i.NATSURL)
 }
