@@ -276,9 +276,10 @@ func (s *cvSource) Close() error {
 
 // synthSource renders the synthetic camera; frame i is at pts i/fps.
 type synthSource struct {
-	scene *synth.Scene
-	rgb   []byte
-	i     int
+	scene   *synth.Scene
+	rgb     []byte
+	classes []byte // the class map the scene draws alongside, reused per frame
+	i       int
 }
 
 func openSynthetic(raw string) (*synthSource, error) {
@@ -286,14 +287,15 @@ func openSynthetic(raw string) (*synthSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	return &synthSource{scene: sc, rgb: make([]byte, sc.FrameSize())}, nil
+	p := sc.Params()
+	return &synthSource{scene: sc, rgb: make([]byte, sc.FrameSize()), classes: make([]byte, p.Width*p.Height)}, nil
 }
 
 func (s *synthSource) Live() bool { return false }
 
 func (s *synthSource) Read(dst *gocv.Mat) (time.Duration, error) {
 	p := s.scene.Params()
-	if _, err := s.scene.Render(s.rgb, s.i); err != nil {
+	if _, err := s.scene.RenderClasses(s.rgb, s.classes, s.i); err != nil {
 		return 0, fmt.Errorf("decode: synthetic frame %d: %w", s.i, err)
 	}
 	if err := rgbToBGR(dst, s.rgb, p.Width, p.Height); err != nil {

@@ -547,7 +547,8 @@ func Caption(objs []Object) string {
 
 // Render draws frame i into dst (packed RGB, Width·Height·3 bytes, rows top
 // to bottom) and returns its ground truth. Objects with a higher id are
-// drawn over lower ones.
+// drawn over lower ones. It allocates the class map the truth is read from;
+// a loop over many frames should call RenderClasses with a buffer it reuses.
 func (s *Scene) Render(dst []byte, i int) (Truth, error) {
 	return s.RenderClasses(dst, nil, i)
 }
