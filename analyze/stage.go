@@ -70,13 +70,39 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	s.log.Info("analyze ready", "model", s.model.Name(), "task", s.model.Task(), "batch", s.cfg.BatchSize, "max_wait", s.cfg.MaxBatchWait)
+	// Inference and publishing overlap: while one goroutine builds and
+	// publishes a batch's annotations, this one gathers the next batch and
+	// runs the model, so ONNX Runtime is not left idle for the per-frame
+	// work. The small buffer bounds the batches waiting to be published.
+	done := make(chan inferred, 2)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for r := range done {
+			s.publishBatch(r)
+		}
+	}()
+	defer func() {
+		close(done)
+		<-published
+	}()
 	for {
 		batch, err := s.nextBatch(ctx)
 		if err != nil {
 			return nil // ctx done
 		}
-		s.process(batch)
+		if r, ok := s.infer(batch); ok {
+			done <- r
+		}
 	}
+}
+
+// inferred is one batch after inference, on its way to publishing.
+type inferred struct {
+	items                []*item
+	results              []Result
+	dequeued, start, end time.Time
+	batchSize            int
 }
 
 func (s *Stage) onFrame(m *nats.Msg) {
@@ -131,7 +157,9 @@ func (s *Stage) nextBatch(ctx context.Context) ([]*item, error) {
 	return batch, nil
 }
 
-func (s *Stage) process(batch []*item) {
+// infer runs the model on the frames of batch it accepts; ok is false when
+// none is left to publish.
+func (s *Stage) infer(batch []*item) (r inferred, ok bool) {
 	dequeued := time.Now()
 	frames := make([]*frame.Frame, 0, len(batch))
 	kept := batch[:0]
@@ -145,7 +173,7 @@ func (s *Stage) process(batch []*item) {
 		kept = append(kept, it)
 	}
 	if len(frames) == 0 {
-		return
+		return r, false
 	}
 	start := time.Now()
 	results, err := s.model.Run(frames)
@@ -157,10 +185,16 @@ func (s *Stage) process(batch []*item) {
 		for _, f := range frames {
 			telemetry.FramesDropped.WithLabelValues(stageName, f.Camera, "inference_error").Inc()
 		}
-		return
+		return r, false
 	}
+	return inferred{items: kept, results: results, dequeued: dequeued, start: start, end: end, batchSize: len(frames)}, true
+}
+
+// publishBatch traces and publishes one annotation per frame of r.
+func (s *Stage) publishBatch(r inferred) {
+	dequeued, start, end, results := r.dequeued, r.start, r.end, r.results
 	tracer := telemetry.Tracer()
-	for i, it := range kept {
+	for i, it := range r.items {
 		f := it.f
 		queuedFrom := f.PublishedAt
 		if queuedFrom.IsZero() {
@@ -170,9 +204,9 @@ func (s *Stage) process(batch []*item) {
 			trace.WithAttributes(attribute.String("camera", f.Camera), attribute.Int64("seq", int64(f.Seq)), attribute.String("model", s.model.Name())))
 		_, qs := tracer.Start(ctx, "queue_wait", trace.WithTimestamp(queuedFrom))
 		qs.End(trace.WithTimestamp(dequeued))
-		_, bs := tracer.Start(ctx, "batch", trace.WithTimestamp(dequeued), trace.WithAttributes(attribute.Int("batch_size", len(frames))))
+		_, bs := tracer.Start(ctx, "batch", trace.WithTimestamp(dequeued), trace.WithAttributes(attribute.Int("batch_size", r.batchSize)))
 		bs.End(trace.WithTimestamp(start))
-		_, is := tracer.Start(ctx, "inference", trace.WithTimestamp(start), trace.WithAttributes(attribute.Int("batch_size", len(frames))))
+		_, is := tracer.Start(ctx, "inference", trace.WithTimestamp(start), trace.WithAttributes(attribute.Int("batch_size", r.batchSize)))
 		is.End(trace.WithTimestamp(end))
 		span.End(trace.WithTimestamp(end))
 
