@@ -40,7 +40,11 @@ bench: deps
 
 # Retrain and re-export every model bundle, with the from-scratch baselines
 # their cards compare against (not part of CI; about 90 minutes on 2 cores).
-# Data sets come from `bin/patchline synth` into .cache/data.
+# Data sets come from `bin/patchline synth` into .cache/data. One torch
+# thread with OpenBLAS on both cores is the fastest split on 2 cores
+# (models/train/world.py says by how much).
+models: export OPENBLAS_NUM_THREADS = 2
+models: export OMP_NUM_THREADS = 1
 models: build
 	@scripts/deps.sh python3-torch python3-numpy libopenblas0-pthread
 	/usr/bin/python3 models/train/pretrain_framegen.py

@@ -15,8 +15,8 @@ import world as W  # noqa: E402
 COMMON_DATA = """\
 **Data.** The synthetic world (`internal/synth`), written by `patchline synth`
 through the decode stage's own preprocessing: 384×384 source frames → 96×96
-(bilinear stretch) → 144 patch tokens of 8×8×3. Training: seeds 100000–100239,
-64 consecutive frames each ({train_frames} frames), 3 objects (of 12
+(bilinear stretch) → 144 patch tokens of 8×8×3. Training: seeds 100000–{seed_last},
+{seq_frames} consecutive frames each ({train_frames} frames), 3 objects (of 12
 colour×shape classes) bouncing, braking to a stop, leaving and entering, on
 plain/gradient/noise/texture backgrounds under changing light. Validation
 (the figures below): seeds 50000–50015. Held-out test seeds 1..999 are used
@@ -24,8 +24,16 @@ only by the Go tests (`test/models`, part of `make test`), whose figures are
 in the README."""
 
 
+def data(m):
+    """The data paragraph; sequences default to the 240×64 set framegen and scene-vit use."""
+    seqs, frames = m.get("train_sequences", 240), m.get("train_seq_frames", 64)
+    return COMMON_DATA.format(seed_last=100000 + seqs - 1, seq_frames=frames, train_frames=m["train_frames"])
+
+
 def threads(m):
-    """How the training ran: with one thread, another model was training on the same 2 cores."""
+    """How the training ran."""
+    if m.get("blas_threads"):
+        return f"2 CPU cores ({m['threads']} torch thread, OpenBLAS on {m['blas_threads']}), alone on the machine"
     if m["threads"] == 1:
         return "1 CPU thread, while another model trained on the machine's other core"
     return f"{m['threads']} CPU threads"
@@ -34,7 +42,8 @@ def threads(m):
 def scratch_time(m):
     if "train_seconds_scratch" not in m:
         return ""
-    return f" From scratch with the same budget: {m['train_seconds_scratch']} s."
+    note = f" ({m['scratch_note']})" if m.get("scratch_note") else ""
+    return f" From scratch with the same budget (the same steps): {m['train_seconds_scratch']} s{note}."
 
 
 def fmt(x):
@@ -74,7 +83,7 @@ used): {m['steps']} AdamW steps of {m['batch']} windows, lr 1e-3 cosine, weight 
 0.05, seed 1; {m['train_seconds']} s on {threads(m)} (Debian python3-torch 1.13).
 This encoder is what scene-vit and caption are fine-tuned from.
 
-{COMMON_DATA.format(**m)}
+{data(m)}
 
 **Validation metrics** (normal video, and video with injected anomalies
 every 12 frames):
@@ -94,13 +103,13 @@ requires ONNX Runtime to match within 1e-4.
     open(os.path.join(d, "README.md"), "w").write(card)
 
 
-def gain_table(m, keys):
+def gain_table(m, keys, start="framegen"):
     if "from_scratch" not in m:
-        rows = ["| | fine-tuned from framegen | from scratch, same budget |", "| --- | --- | --- |"]
+        rows = [f"| | fine-tuned from {start} | from scratch, same budget |", "| --- | --- | --- |"]
         for label, k in keys:
             rows.append(f"| {label} | {m['fine_tuned'][k]:.4f} | not measured yet |")
         return "\n".join(rows)
-    rows = ["| | fine-tuned from framegen | from scratch, same budget | gain |", "| --- | --- | --- | --- |"]
+    rows = [f"| | fine-tuned from {start} | from scratch, same budget | gain |", "| --- | --- | --- | --- |"]
     for label, k in keys:
         a, b = m["fine_tuned"][k], m["from_scratch"][k]
         rows.append(f"| {label} | {a:.4f} | {b:.4f} | {a - b:+.4f} |")
@@ -131,7 +140,7 @@ mean-pooled tokens. {m['parameters']:,} parameters; `model.onnx`
 {m['train_seconds_fine_tune']} s on {threads(m)}. The same network trained
 from scratch with the same budget took {m['train_seconds_scratch']} s.
 
-{COMMON_DATA.format(**m)} The per-patch truth is the class of the object
+{data(m)} The per-patch truth is the class of the object
 covering most of the patch's 32×32 source pixels if it covers at least a
 quarter of them, else background. Regions with a mean score under
 `patchline.score_threshold` (0.7) or fewer than `patchline.min_region_patches`
@@ -164,26 +173,29 @@ GPT-style causal decoder, exported optimum-style: `encoder_model.onnx`
 class order: "a red circle moves left; a blue square is still".
 
 **Architecture.** Encoder: framegen's video encoder ({c['encoder']['num_layers']} blocks, width
-{c['encoder']['hidden_size']}). Decoder: {dec['num_layers']} pre-LN blocks of width {dec['hidden_size']}, {dec['num_heads']} heads
+{c['encoder']['hidden_size']}) with two per-patch heads, the class and the motion of the
+object under each patch, whose probabilities are projected back and added
+to the hidden states the decoder reads. Decoder: {dec['num_layers']} pre-LN blocks of width {dec['hidden_size']}, {dec['num_heads']} heads
 (causal self-attention with KV cache, cross-attention to the encoder, MLP),
 learned positions, tied LM head. {m['parameters']:,} parameters; the three graphs
 {size(d, 'encoder_model.onnx', 'decoder_model.onnx', 'decoder_with_past_model.onnx'):.1f} MB together (opset 14).
 
-**Training.** Encoder fine-tuned from framegen's pretraining, decoder from
-random init; teacher-forced cross-entropy plus two training-only per-patch
-heads on the encoder (the class and the motion of the object under each
-patch, weight 1), {m['steps']} AdamW steps of {m['batch']} windows,
+**Training.** Encoder and class head start from scene-vit (framegen's
+pretrained encoder fine-tuned on the patch classes), so shapes and colours
+are known from the start; the rest from random init. Loss: teacher-forced
+cross-entropy plus the two per-patch heads' cross-entropy (weight 1;
+background patches weigh 0.1), {m['steps']} AdamW steps of {m['batch']} windows,
 lr 1.5e-3 cosine, seed 3; {m['train_seconds_fine_tune']} s on {threads(m)}.{scratch_time(m)}
 
-{COMMON_DATA.format(**m)}
+{data(m)}
 
 **Validation metrics** (greedy decoding; "objects right" = objects in view
 named with the right colour, shape and motion):
 
-{gain_table(m, [('objects right', 'objects_right'), ('exact captions', 'exact_captions')])}
+{gain_table(m, [('objects right', 'objects_right'), ('exact captions', 'exact_captions')], "scene-vit")}
 
 Retrain: `make models` (or `/usr/bin/python3 models/train/train_caption.py`,
-after `pretrain_framegen.py`). `testdata/` holds two windows, torch's encoder
+after `pretrain_framegen.py` and `train_scene_vit.py`). `testdata/` holds two windows, torch's encoder
 output and greedy captions; Go tests require ONNX Runtime to match within
 1e-4, Go's greedy decoding to give torch's captions, and decoding with the KV
 cache to give exactly the tokens of decoding without it.

@@ -7,8 +7,12 @@ decoder_with_past_model.onnx, tokenizer.json.
 
 Captions follow the synthetic world's grammar: every object in view, in
 class order, "a red circle moves left; a blue square is still". Besides the
-caption loss, two training-only per-patch heads (object class and motion
-under each patch) ground the encoder.
+caption loss, two per-patch heads (object class and motion under each
+patch) ground the encoder, and their probabilities are added back into the
+hidden states the decoder reads. The encoder and the class head start from
+scene-vit's (framegen's pretrained encoder, fine-tuned on the patch
+classes), so the model knows shapes and colours from the start and spends
+its budget on motion and language.
 
 With --scratch it trains the same network from scratch with the same budget
 instead, for the model card.
@@ -43,14 +47,17 @@ MAX_LEN = 32  # tokens incl. BOS and EOS
 
 
 MOTIONS = ["none", "left", "right", "up", "down", "still"]
-AUX = 1.0  # weight of the auxiliary per-patch losses
+AUX = 1.0  # weight of the per-patch losses
+BACKGROUND_W = 0.1  # weight of background patches in them: the objects are what a caption names
 
 
 class Captioner(nn.Module):
-    """Encoder + decoder, and two per-patch heads used only in training: the
-    class and the motion of the object under each patch of the newest frame.
-    They ground the encoder's tokens in what the caption has to say, which a
-    decoder learning from captions alone takes far longer to find."""
+    """Encoder + decoder, with two per-patch heads: the class and the motion
+    of the object under each patch of the newest frame. Trained with their
+    own losses, they ground the encoder's tokens in what the caption has to
+    say (a decoder learning from captions alone takes far longer to find
+    it); their probabilities, projected back and added to the hidden states,
+    hand the decoder that answer directly."""
 
     def __init__(self, enc):
         super().__init__()
@@ -59,15 +66,31 @@ class Captioner(nn.Module):
                                   enc_dim=enc.dim, max_positions=MAX_LEN + 8)
         self.patch_head = nn.Linear(enc.dim, 13)
         self.motion_head = nn.Linear(enc.dim, len(MOTIONS))
+        self.patch_back = nn.Linear(13, enc.dim)
+        self.motion_back = nn.Linear(len(MOTIONS), enc.dim)
+
+    def encode(self, tokens):
+        """tokens [B, K, N, DTOK] → (encoder_hidden_states, class logits, motion logits)."""
+        h = self.enc(tokens)
+        pc, pm = self.patch_head(h), self.motion_head(h)
+        return h + self.patch_back(pc.softmax(-1)) + self.motion_back(pm.softmax(-1)), pc, pm
 
 
 class EncoderGraph(nn.Module):
-    def __init__(self, enc):
+    def __init__(self, model):
         super().__init__()
-        self.enc = enc
+        self.model = model
 
     def forward(self, patch_tokens):
-        return self.enc(patch_tokens)
+        return self.model.encode(patch_tokens)[0]
+
+
+def patch_loss(logits, target):
+    """Cross-entropy over patches, background patches weighted BACKGROUND_W."""
+    target = target.reshape(-1)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target, reduction="none")
+    w = torch.where(target > 0, 1.0, BACKGROUND_W)
+    return (loss * w).sum() / w.sum()
 
 
 def token_rows(texts):
@@ -96,27 +119,34 @@ def motion_maps(cls, truth):
     return out
 
 
-def train(model, tok, captions, cls, motion, tag):
+def train(model, tok, captions, cls, motion, tag, val=None):
+    """Train for STEPS; with CAPTION_EVAL_EVERY=n, log the validation figures
+    every n steps (time not counted). Returns the training seconds."""
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.05)
     idx = windows(tok.shape[0], tok.shape[1])
     rng = np.random.default_rng(SEED)
+    every = int(os.environ.get("CAPTION_EVAL_EVERY", "0"))
     t = time.time()
     for step in range(STEPS):
         W.cosine_lr(opt, step, STEPS, LR)
         b = [idx[j] for j in rng.integers(0, len(idx), BATCH)]
         x = W.normalise(np.stack([tok[s, i - K + 1:i + 1] for s, i in b]))
         ids = torch.from_numpy(np.stack([captions[s][i] for s, i in b]))
-        h = model.enc(x)
+        h, lc, lm = model.encode(x)
         pc = torch.from_numpy(np.stack([cls[s, i].reshape(-1) for s, i in b]).astype(np.int64))
         pm = torch.from_numpy(np.stack([motion[s, i] for s, i in b]))
-        loss = model.dec.loss(ids, h, pad_id=TW.PAD_ID) + AUX * (
-            F.cross_entropy(model.patch_head(h).reshape(-1, 13), pc.reshape(-1))
-            + F.cross_entropy(model.motion_head(h).reshape(-1, len(MOTIONS)), pm.reshape(-1)))
+        loss = model.dec.loss(ids, h, pad_id=TW.PAD_ID) + AUX * (patch_loss(lc, pc) + patch_loss(lm, pm))
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 100 == 0 or step == STEPS - 1:
             W.log(f"{tag} step {step} loss {loss.item():.4f} ({time.time() - t:.0f}s)")
+        if val is not None and every and (step + 1) % every == 0 and step + 1 < STEPS:
+            t0 = time.time()
+            model.eval()
+            W.log(f"{tag} step {step + 1} validation {evaluate(model, *val)}")
+            model.train()
+            t += time.time() - t0
     model.eval()
     return time.time() - t
 
@@ -136,7 +166,7 @@ def evaluate(model, tok, truth, nframes, limit=600):
         for j in range(0, len(idx), 64):
             b = idx[j:j + 64]
             x = W.normalise(np.stack([tok[s, i - K + 1:i + 1] for s, i in b]))
-            out = model.dec.greedy(model.enc(x), TW.BOS_ID, TW.EOS_ID, MAX_LEN - 1)
+            out = model.dec.greedy(model.encode(x)[0], TW.BOS_ID, TW.EOS_ID, MAX_LEN - 1)
             for (s, i), ids in zip(b, out.tolist()):
                 rec = truth[s * nframes + i]
                 got = clauses(TW.decode(ids))
@@ -149,7 +179,9 @@ def evaluate(model, tok, truth, nframes, limit=600):
 
 def main():
     W.setup(SEED)
-    _, fr, cl, truth = W.dataset("train", W.TRAIN_SEED, 240, 64)
+    # More, shorter sequences than scene-vit's 240×64: captions overfit the
+    # scenes (one set of objects per sequence) long before the frames.
+    _, fr, cl, truth = W.dataset("caption-train", W.TRAIN_SEED, 960, 32)
     _, vfr, _, vtruth = W.dataset("val", W.VAL_SEED, 16, 64)
     tok, vtok = W.tokenize(fr), W.tokenize(vfr)
     nseq, nfr = tok.shape[:2]
@@ -160,21 +192,27 @@ def main():
         # The baseline: the same network from random init, same budget.
         torch.manual_seed(SEED)
         scratch = Captioner(W.VideoEncoder())
-        t_sc = train(scratch, tok, captions, cl, motion, "scratch")
+        t_sc = train(scratch, tok, captions, cl, motion, "scratch", (vtok, vtruth, vtok.shape[1]))
         m_sc = evaluate(scratch, vtok, vtruth, vtok.shape[1])
         W.log(f"from scratch: {m_sc}")
         W.update_metrics(OUT, {"from_scratch": m_sc, "train_seconds_scratch": round(t_sc)})
         return
-    enc = W.VideoEncoder()
-    enc.load_state_dict(torch.load(os.path.join(CACHE, "framegen_encoder.pt")))
-    model = Captioner(enc)
+    start = os.path.join(CACHE, "scene_vit.pt")
+    if not os.path.exists(start):
+        sys.exit(f"{start} is missing: run train_scene_vit.py first (make models does)")
+    sv = torch.load(start)
+    model = Captioner(W.VideoEncoder())
+    model.enc.load_state_dict({k[4:]: v for k, v in sv.items() if k.startswith("enc.")})
+    model.patch_head.load_state_dict({"weight": sv["patch_head.weight"], "bias": sv["patch_head.bias"]})
+    enc = model.enc
     W.log(f"caption: {W.params(model)} parameters, {STEPS} steps of {BATCH}")
-    t_ft = train(model, tok, captions, cl, motion, "fine-tune")
+    t_ft = train(model, tok, captions, cl, motion, "fine-tune", (vtok, vtruth, vtok.shape[1]))
     m_ft = evaluate(model, vtok, vtruth, vtok.shape[1])
     W.log(f"fine-tuned: {m_ft}")
+    torch.save(model.state_dict(), os.path.join(CACHE, "caption.pt"))
 
     os.makedirs(os.path.join(OUT, "testdata"), exist_ok=True)
-    W.export(EncoderGraph(model.enc), (torch.zeros(1, K, W.N, W.DTOK),), os.path.join(OUT, "encoder_model.onnx"),
+    W.export(EncoderGraph(model), (torch.zeros(1, K, W.N, W.DTOK),), os.path.join(OUT, "encoder_model.onnx"),
              ["patch_tokens"], ["encoder_hidden_states"],
              {"patch_tokens": {0: "batch"}, "encoder_hidden_states": {0: "batch"}})
     TD.export_onnx(model.dec, OUT, W.N, enc.dim, opset=14)
@@ -185,7 +223,7 @@ def main():
     xr = np.stack([vtok[s, i - K + 1:i + 1] for s, i in ref])
     xr.astype(np.uint8).tofile(os.path.join(OUT, "testdata", "tokens_u8.bin"))
     with torch.no_grad():
-        h = model.enc(W.normalise(xr))
+        h = model.encode(W.normalise(xr))[0]
         W.save_f32(os.path.join(OUT, "testdata", "encoder_hidden_states_f32.bin"), h)
         logits, _ = model.dec(torch.tensor([[TW.BOS_ID]] * 2), h)
         W.save_f32(os.path.join(OUT, "testdata", "first_logits_f32.bin"), logits)
@@ -212,8 +250,8 @@ def main():
     W.write_json(os.path.join(OUT, "preprocessor_config.json"), W.preprocessor_config())
 
     W.update_metrics(OUT, {"fine_tuned": m_ft, "parameters": W.params(model), "steps": STEPS, "batch": BATCH,
-                    "train_seconds_fine_tune": round(t_ft), "threads": torch.get_num_threads(),
-                    "train_frames": int(nseq * nfr)})
+                    "train_seconds_fine_tune": round(t_ft), **W.threads(),
+                    "train_frames": int(nseq * nfr), "train_sequences": int(nseq), "train_seq_frames": int(nfr)})
 
 
 

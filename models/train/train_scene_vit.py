@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """scene-vit: per-patch segmentation and scene labels, fine-tuned from the
-video encoder framegen pretrained; exported as models/scene-vit.
+video encoder framegen pretrained; exported as models/scene-vit, and the
+fine-tuned weights saved to .cache/models/scene_vit.pt for
+train_caption.py.
 
 Input: one frame's patch tokens [B, 144, 192] exactly as the decode stage
 publishes them (normalised). Inside the graph the frame is fed to the video
@@ -120,6 +122,8 @@ def main():
     t_ft = train(model, tok, cls, weights, "fine-tune")
     m_ft = evaluate(model, vtok, vcls)
     W.log(f"fine-tuned: {m_ft}")
+    # train_caption.py starts here: its encoder and patch-class head already know the classes.
+    torch.save(model.state_dict(), os.path.join(CACHE, "scene_vit.pt"))
 
     os.makedirs(os.path.join(OUT, "testdata"), exist_ok=True)
     W.export(model, (torch.zeros(1, W.N, W.DTOK),), os.path.join(OUT, "model.onnx"), ["patch_tokens"],
@@ -156,7 +160,7 @@ def main():
     W.write_json(os.path.join(OUT, "preprocessor_config.json"), W.preprocessor_config())
 
     W.update_metrics(OUT, {"fine_tuned": m_ft, "parameters": W.params(model), "steps": STEPS, "batch": BATCH,
-                    "train_seconds_fine_tune": round(t_ft), "threads": torch.get_num_threads(),
+                    "train_seconds_fine_tune": round(t_ft), **W.threads(),
                     "train_frames": int(len(tok))})
 
 

@@ -128,12 +128,12 @@ func openCaptioner(t testing.TB) *textgen.Captioner {
 	return c
 }
 
-// captionFloor is the fraction of objects the shipped caption model must
-// name right. The goal is 0.9; models/caption does not reach it yet.
-const captionFloor = 0.7
+// captionGoal is the fraction of objects the shipped caption model must
+// name right (issue 3).
+const captionGoal = 0.9
 
 // TestCaptionAccuracy: on held-out seeds, greedy captions name at least
-// captionFloor of the objects in view with the right colour, shape and
+// captionGoal of the objects in view with the right colour, shape and
 // motion, and decoding with the KV cache gives exactly the tokens of
 // decoding without.
 func TestCaptionAccuracy(t *testing.T) {
@@ -194,10 +194,8 @@ func TestCaptionAccuracy(t *testing.T) {
 	}
 	frac := float64(right) / float64(total)
 	t.Logf("caption: %d/%d objects right (%.1f%%), %d/%d captions exact; e.g. %q", right, total, 100*frac, exact, len(ws), first[0].Text)
-	// The goal is 90% (issue 3); the shipped model reaches about 73% on these
-	// seeds, so this guards that level until a better model lands.
-	if frac < captionFloor {
-		t.Errorf("caption names %.1f%% of objects with the right colour, shape and motion, want >= %.0f%% (goal 90%%)", 100*frac, 100*captionFloor)
+	if frac < captionGoal {
+		t.Errorf("caption names %.1f%% of objects with the right colour, shape and motion, want >= %.0f%%", 100*frac, 100*captionGoal)
 	}
 }
 
