@@ -22,6 +22,7 @@ import (
 // the decode settings the frames will arrive with; they must match the bundle.
 type ModelOptions struct {
 	Threads    int    // ONNX Runtime intra-op threads; 0 = runtime default
+	Spin       bool   // let the intra-op threads spin-wait (ONNX Runtime's default); see config.Analyze.Spin
 	ORTLibrary string // ONNX Runtime library path; "" = $PATCHLINE_ORT_LIB or .cache (see package ort)
 	Width      int
 	Height     int
@@ -32,7 +33,7 @@ type ModelOptions struct {
 // OptionsFromConfig builds ModelOptions from the pipeline configuration.
 func OptionsFromConfig(d config.Decode, a config.Analyze) ModelOptions {
 	return ModelOptions{
-		Threads: a.Threads, ORTLibrary: a.ORTLibrary,
+		Threads: a.Threads, Spin: a.Spin, ORTLibrary: a.ORTLibrary,
 		Width: d.Width, Height: d.Height, PatchSize: d.PatchSize, Resize: d.Resize,
 	}
 }
@@ -90,7 +91,7 @@ func OpenModel(b *Bundle, opts ModelOptions) (*Model, error) {
 	if err := m.checkGraph(ins, outs); err != nil {
 		return nil, fmt.Errorf("analyze: model %s: %s does not match %s: %w", b.Name, b.ONNXPath, b.Descriptor(), err)
 	}
-	m.sess, err = ort.NewSession(b.ONNXPath, m.inputNames, m.outputNames, opts.Threads)
+	m.sess, err = ort.NewSession(b.ONNXPath, m.inputNames, m.outputNames, opts.Threads, opts.Spin)
 	if err != nil {
 		return nil, fmt.Errorf("analyze: model %s: %w", b.Name, err)
 	}

@@ -107,7 +107,7 @@ func OpenFramegen(dir string, opts ModelOptions) (*Framegen, error) {
 	if err := g.checkGraph(onnxPath, ins, outs); err != nil {
 		return nil, err
 	}
-	g.sess, err = ort.NewSession(onnxPath, []string{framegenInput}, []string{framegenOutput}, opts.Threads)
+	g.sess, err = ort.NewSession(onnxPath, []string{framegenInput}, []string{framegenOutput}, opts.Threads, true)
 	if err != nil {
 		return nil, fmt.Errorf("framegen: %w", err)
 	}

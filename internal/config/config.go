@@ -104,7 +104,12 @@ type Analyze struct {
 	MaxBatchWait time.Duration `yaml:"max_batch_wait"` // default 20ms
 	QueueSize    int           `yaml:"queue_size"`     // frames waiting for a batch before drop-oldest; default 32
 	Threads      int           `yaml:"threads"`        // ONNX Runtime intra-op threads; 0 = runtime default
-	ORTLibrary   string        `yaml:"ort_library"`    // path to libonnxruntime.so; default from PATCHLINE_ORT_LIB or .cache
+	// Spin lets ONNX Runtime's intra-op threads spin-wait between parallel
+	// sections (its own default). Off by default: spinning threads take the
+	// CPU that decode and NATS need in the same machine, and on 2 cores the
+	// analyze stage ran 13% faster without (BENCHMARKS.md).
+	Spin       bool   `yaml:"spin"`
+	ORTLibrary string `yaml:"ort_library"` // path to libonnxruntime.so; default from PATCHLINE_ORT_LIB or .cache
 }
 
 // Sink configures annotation outputs.

@@ -111,10 +111,13 @@ func Init(libPath string) error {
 
 // NewSession opens an ONNX Runtime session on the graph at path with the
 // named inputs and outputs, running threads intra-op threads (0 = ONNX
-// Runtime's default). Init must have succeeded. Errors name what failed:
-// "session options: ...", "set N intra-op threads: ..." or
-// "open session on <path>: ...".
-func NewSession(path string, inputs, outputs []string, threads int) (*onnxruntime.DynamicAdvancedSession, error) {
+// Runtime's default). With spin false the intra-op threads sleep between
+// parallel sections instead of spin-waiting (session.intra_op.allow_spinning
+// = 0): a bare loop runs a little slower, but a process that also decodes
+// and moves frames keeps its CPU. Init must have succeeded. Errors name what
+// failed: "session options: ...", "set N intra-op threads: ..." or "open
+// session on <path>: ...".
+func NewSession(path string, inputs, outputs []string, threads int, spin bool) (*onnxruntime.DynamicAdvancedSession, error) {
 	if threads < 0 {
 		return nil, fmt.Errorf("threads is %d, want >= 0", threads)
 	}
@@ -123,6 +126,11 @@ func NewSession(path string, inputs, outputs []string, threads int) (*onnxruntim
 		return nil, fmt.Errorf("session options: %w", err)
 	}
 	defer func() { _ = so.Destroy() }()
+	if !spin {
+		if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+			return nil, fmt.Errorf("session options: disable spinning: %w", err)
+		}
+	}
 	if threads > 0 {
 		if err := so.SetIntraOpNumThreads(threads); err != nil {
 			return nil, fmt.Errorf("set %d intra-op threads: %w", threads, err)

@@ -102,7 +102,7 @@ func TestInitOnce(t *testing.T) {
 }
 
 func TestNewSession(t *testing.T) {
-	if _, err := NewSession("model.onnx", nil, nil, -1); err == nil || !strings.Contains(err.Error(), "threads is -1, want >= 0") {
+	if _, err := NewSession("model.onnx", nil, nil, -1, true); err == nil || !strings.Contains(err.Error(), "threads is -1, want >= 0") {
 		t.Errorf("NewSession(threads -1) = %v, want a threads error", err)
 	}
 	t.Setenv(EnvLibrary, "")
@@ -115,16 +115,18 @@ func TestNewSession(t *testing.T) {
 	// The analyze package's tiny ViT classifier: pixel_values → logits.
 	model := filepath.Join("..", "..", "analyze", "testdata", "vit-hf-tiny", "model.onnx")
 	for _, threads := range []int{0, 1} {
-		sess, err := NewSession(model, []string{"pixel_values"}, []string{"logits"}, threads)
-		if err != nil {
-			t.Fatalf("threads %d: %v", threads, err)
-		}
-		if err := sess.Destroy(); err != nil {
-			t.Fatal(err)
+		for _, spin := range []bool{true, false} {
+			sess, err := NewSession(model, []string{"pixel_values"}, []string{"logits"}, threads, spin)
+			if err != nil {
+				t.Fatalf("threads %d, spin %v: %v", threads, spin, err)
+			}
+			if err := sess.Destroy(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	missing := filepath.Join(t.TempDir(), "missing.onnx")
-	if _, err := NewSession(missing, []string{"pixel_values"}, []string{"logits"}, 1); err == nil || !strings.Contains(err.Error(), "open session on "+missing) {
+	if _, err := NewSession(missing, []string{"pixel_values"}, []string{"logits"}, 1, true); err == nil || !strings.Contains(err.Error(), "open session on "+missing) {
 		t.Errorf("missing graph: err = %v, want one naming it", err)
 	}
 }

@@ -116,7 +116,7 @@ func Open(dir string, opts Options) (*Captioner, error) {
 		{&c.decoder, DecoderFile, []string{inInputIDs, encHidden}, presents},
 		{&c.withPast, DecoderPastFile, pasts, presents},
 	} {
-		*s.sess, err = ort.NewSession(b.path(s.file), s.ins, s.outs, opts.Threads)
+		*s.sess, err = ort.NewSession(b.path(s.file), s.ins, s.outs, opts.Threads, true)
 		if err != nil {
 			_ = c.Close()
 			return nil, fmt.Errorf("textgen: %w", err)

@@ -7,6 +7,8 @@
 //   - a bare ONNX Runtime loop (batches straight into the model) vs the
 //     analyze stage fed through NATS with batching, frames/s.
 //
+// Each pair runs -reps times, interleaved, and the medians are compared.
+//
 // It uses ../shared/assets (real footage, DEIMv2-Atto) when present, else a
 // clip made with ffmpeg and vit-tiny (224×224) as the large model. Run it
 // with `make bench`.
@@ -22,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -35,8 +38,13 @@ import (
 	"github.com/patchline/patchline/internal/frame"
 )
 
+// reps is how many times each loop runs, interleaved (plain, stage, plain,
+// stage, ...) so that drift on a shared machine hits both alike; the
+// figures are the medians.
+var reps = flag.Int("reps", 3, "interleaved repetitions of each measurement (medians are reported)")
+
 func main() {
-	frames := flag.Int("frames", 400, "frames per analyze measurement")
+	frames := flag.Int("frames", 0, "frames per analyze measurement; 0 = about 4 s of the bare loop, at least 400")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -95,20 +103,29 @@ func run(nFrames int) error {
 
 // runModel measures decode and analyze at one model's input size.
 func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.Logger) error {
-	fmt.Printf("\nmodel %s (%dx%d, patch %d)\n", m.dir, m.w, m.h, m.patch)
-	plain, n1, err := plainRead(clip)
-	if err != nil {
-		return err
-	}
+	fmt.Printf("\nmodel %s (%dx%d, patch %d), medians of %d interleaved runs\n", m.dir, m.w, m.h, m.patch, *reps)
 	dcfg := config.Default().Decode
 	dcfg.Width, dcfg.Height, dcfg.PatchSize, dcfg.QueueSize = m.w, m.h, m.patch, 64
-	stage, n2, toks, err := decodeStage(nc, clip, dcfg, log)
-	if err != nil {
-		return err
+	var plain, stage []float64
+	var n1, n2 int
+	var toks []*frame.Frame
+	for r := 0; r < *reps; r++ {
+		p, n, err := plainRead(clip)
+		if err != nil {
+			return err
+		}
+		st, ns, kept, err := decodeStage(nc, clip, dcfg, log)
+		if err != nil {
+			return err
+		}
+		plain, stage, n1, n2 = append(plain, p), append(stage, st), n, ns
+		if toks == nil {
+			toks = kept
+		}
 	}
-	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "OpenCV read loop (gocv VideoCapture)", plain, n1)
-	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "decode stage (decode+resize+tokenize+publish)", stage, n2)
-	fmt.Printf("%-44s %8.2f\n", "ratio decode stage / read loop", stage/plain)
+	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "OpenCV read loop (gocv VideoCapture)", median(plain), n1)
+	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "decode stage (decode+resize+tokenize+publish)", median(stage), n2)
+	fmt.Printf("%-44s %8.2f\n", "ratio decode stage / read loop", median(stage)/median(plain))
 
 	b, err := analyze.LoadBundle(m.dir)
 	if err != nil {
@@ -120,18 +137,58 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 		return err
 	}
 	defer model.Close()
-	bare, err := bareORT(model, toks, acfg.BatchSize, nFrames)
+	if nFrames <= 0 { // about 4 s of the bare loop, whole batches
+		fps, err := bareORT(model, toks, acfg.BatchSize, 8*acfg.BatchSize)
+		if err != nil {
+			return err
+		}
+		nFrames = max(400, int(fps*4)/acfg.BatchSize*acfg.BatchSize)
+	}
+	var bare, staged []float64
+	for r := 0; r < *reps; r++ {
+		b, err := bareORT(model, toks, acfg.BatchSize, nFrames)
+		if err != nil {
+			return err
+		}
+		st, err := analyzeStage(nc, model, acfg, toks, nFrames, log)
+		if err != nil {
+			return err
+		}
+		bare, staged = append(bare, b), append(staged, st)
+	}
+	fmt.Printf("%-44s %8.1f frames/s (batch %d, %d frames)\n", "bare ONNX Runtime loop", median(bare), acfg.BatchSize, nFrames)
+	fmt.Printf("%-44s %8.1f frames/s (batch ≤ %d, wait %s)\n", "analyze stage fed through NATS", median(staged), acfg.BatchSize, acfg.MaxBatchWait)
+	fmt.Printf("%-44s %8.2f\n", "ratio analyze stage / bare loop", median(staged)/median(bare))
+
+	// For the record: the bare loop with ONNX Runtime's own default of
+	// spin-waiting threads (analyze.spin: true), which a loop alone on the
+	// machine likes and a pipeline does not (see config.Analyze.Spin).
+	spinCfg := acfg
+	spinCfg.Spin = true
+	spinModel, err := analyze.OpenModel(b, analyze.OptionsFromConfig(dcfg, spinCfg))
 	if err != nil {
 		return err
 	}
-	staged, err := analyzeStage(nc, model, acfg, toks, nFrames, log)
-	if err != nil {
-		return err
+	defer spinModel.Close()
+	var spin []float64
+	for r := 0; r < *reps; r++ {
+		s, err := bareORT(spinModel, toks, acfg.BatchSize, nFrames)
+		if err != nil {
+			return err
+		}
+		spin = append(spin, s)
 	}
-	fmt.Printf("%-44s %8.1f frames/s (batch %d)\n", "bare ONNX Runtime loop", bare, acfg.BatchSize)
-	fmt.Printf("%-44s %8.1f frames/s (batch ≤ %d, wait %s)\n", "analyze stage fed through NATS", staged, acfg.BatchSize, acfg.MaxBatchWait)
-	fmt.Printf("%-44s %8.2f\n", "ratio analyze stage / bare loop", staged/bare)
+	fmt.Printf("%-44s %8.1f frames/s (analyze.spin: true)\n", "bare ONNX Runtime loop, spin-waiting threads", median(spin))
 	return nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func numCPU() int {
