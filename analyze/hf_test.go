@@ -1,7 +1,6 @@
 package analyze
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
@@ -14,6 +13,7 @@ import (
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // The Hugging Face layout test bundles, made by
@@ -406,15 +406,7 @@ func expectedFrames(t testing.TB, m *Model, outputs ...string) ([]*frame.Frame, 
 	}
 	var outs [][]float32
 	for _, name := range outputs {
-		raw, err := os.ReadFile(filepath.Join(dir, name+"_f32.bin"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := make([]float32, len(raw)/4)
-		for i := range v {
-			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-		}
-		outs = append(outs, v)
+		outs = append(outs, testenv.ReadF32(t, filepath.Join(dir, name+"_f32.bin")))
 	}
 	return frames, outs
 }

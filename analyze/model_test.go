@@ -1,7 +1,6 @@
 package analyze
 
 import (
-	"encoding/binary"
 	"github.com/patchline/patchline/internal/testenv"
 	"image"
 	"math"
@@ -57,17 +56,10 @@ func vitTestFrames(t testing.TB) ([]*frame.Frame, []float32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "logits_f32.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	logits := testenv.ReadF32(t, filepath.Join(dir, "logits_f32.bin"))
 	const per = 224 * 224 * 3
-	if len(tokens) != 2*per || len(raw) != 2*10*4 {
-		t.Fatalf("testdata sizes %d, %d; rerun models/train/export_vit.py", len(tokens), len(raw))
-	}
-	logits := make([]float32, len(raw)/4)
-	for i := range logits {
-		logits[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	if len(tokens) != 2*per || len(logits) != 2*10 {
+		t.Fatalf("testdata sizes %d, %d; rerun models/train/export_vit.py", len(tokens), len(logits))
 	}
 	var frames []*frame.Frame
 	for i := range 2 {

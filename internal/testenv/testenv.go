@@ -3,6 +3,8 @@
 package testenv
 
 import (
+	"encoding/binary"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,4 +76,22 @@ func Chromium(t testing.TB) string {
 	}
 	t.Skip("skipping: chromium not on PATH (`make deps` installs it)")
 	return ""
+}
+
+// ReadF32 reads a file of little-endian float32s, as the model export
+// scripts write their reference outputs (numpy "<f4" tofile).
+func ReadF32(t testing.TB, path string) []float32 {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw)%4 != 0 {
+		t.Fatalf("%s: %d bytes is not a whole number of float32s", path, len(raw))
+	}
+	out := make([]float32, len(raw)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return out
 }

@@ -1,7 +1,6 @@
 package textgen
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"math"
 	"math/rand"
@@ -10,6 +9,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/patchline/patchline/internal/testenv"
 	onnxruntime "github.com/yalue/onnxruntime_go"
 )
 
@@ -56,14 +56,7 @@ func refF32(t testing.TB, meta map[string]json.RawMessage, name string) ([]float
 	if err := json.Unmarshal(meta[name], &shape); err != nil {
 		t.Fatalf("meta.json %s: %v", name, err)
 	}
-	raw, err := os.ReadFile(filepath.Join(tinyDir, "expected", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]float32, len(raw)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
+	out := testenv.ReadF32(t, filepath.Join(tinyDir, "expected", name))
 	n := int64(1)
 	for _, d := range shape {
 		n *= d

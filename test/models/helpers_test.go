@@ -6,7 +6,6 @@
 package models
 
 import (
-	"encoding/binary"
 	"math"
 	"os"
 	"path/filepath"
@@ -96,16 +95,6 @@ func readFile(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func readF32(t testing.TB, path string) []float32 {
-	t.Helper()
-	b := readFile(t, path)
-	out := make([]float32, len(b)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[i*4:]))
-	}
-	return out
 }
 
 // normalise is preprocessor_config.json's (u8/255 − 0.5)/0.5.

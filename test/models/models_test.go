@@ -69,7 +69,7 @@ func TestExportsMatchTorch(t *testing.T) {
 	out := runONNX(t, filepath.Join(sv, "model.onnx"), []string{"patch_tokens"}, [][]int64{{2, nTok, dTok}}, [][]float32{x},
 		[]string{"patch_logits", "scene_logits"})
 	for i, name := range []string{"patch_logits", "scene_logits"} {
-		if d := maxAbsDiff(t, name, out[i], readF32(t, filepath.Join(sv, "testdata", name+"_f32.bin"))); d > tol {
+		if d := maxAbsDiff(t, name, out[i], testenv.ReadF32(t, filepath.Join(sv, "testdata", name+"_f32.bin"))); d > tol {
 			t.Errorf("scene-vit %s: max abs difference %g > %g", name, d, tol)
 		} else {
 			t.Logf("scene-vit %s: max abs difference %.2g", name, d)
@@ -78,7 +78,7 @@ func TestExportsMatchTorch(t *testing.T) {
 	fg := modelDir(t, "framegen")
 	x = normalise(readFile(t, filepath.Join(fg, "testdata", "tokens_u8.bin")))
 	out = runONNX(t, filepath.Join(fg, "model.onnx"), []string{"patch_tokens"}, [][]int64{{2, 3, nTok, dTok}}, [][]float32{x}, []string{"next_tokens"})
-	if d := maxAbsDiff(t, "next_tokens", out[0], readF32(t, filepath.Join(fg, "testdata", "next_f32.bin"))); d > tol {
+	if d := maxAbsDiff(t, "next_tokens", out[0], testenv.ReadF32(t, filepath.Join(fg, "testdata", "next_f32.bin"))); d > tol {
 		t.Errorf("framegen next_tokens: max abs difference %g > %g", d, tol)
 	} else {
 		t.Logf("framegen next_tokens: max abs difference %.2g", d)
@@ -86,7 +86,7 @@ func TestExportsMatchTorch(t *testing.T) {
 	cp := modelDir(t, "caption")
 	x = normalise(readFile(t, filepath.Join(cp, "testdata", "tokens_u8.bin")))
 	out = runONNX(t, filepath.Join(cp, "encoder_model.onnx"), []string{"patch_tokens"}, [][]int64{{2, 3, nTok, dTok}}, [][]float32{x}, []string{"encoder_hidden_states"})
-	if d := maxAbsDiff(t, "encoder_hidden_states", out[0], readF32(t, filepath.Join(cp, "testdata", "encoder_hidden_states_f32.bin"))); d > tol {
+	if d := maxAbsDiff(t, "encoder_hidden_states", out[0], testenv.ReadF32(t, filepath.Join(cp, "testdata", "encoder_hidden_states_f32.bin"))); d > tol {
 		t.Errorf("caption encoder: max abs difference %g > %g", d, tol)
 	}
 	// The decoders: Go's greedy decoding (ORT, KV cache) gives torch's tokens.
