@@ -99,10 +99,9 @@ func (s *Stage) Run(ctx context.Context) error {
 
 // inferred is one batch after inference, on its way to publishing.
 type inferred struct {
-	items                []*item
+	items                []*item // the frames the model ran on, in batch order
 	results              []Result
 	dequeued, start, end time.Time
-	batchSize            int
 }
 
 func (s *Stage) onFrame(m *nats.Msg) {
@@ -187,7 +186,7 @@ func (s *Stage) infer(batch []*item) (r inferred, ok bool) {
 		}
 		return r, false
 	}
-	return inferred{items: kept, results: results, dequeued: dequeued, start: start, end: end, batchSize: len(frames)}, true
+	return inferred{items: kept, results: results, dequeued: dequeued, start: start, end: end}, true
 }
 
 // publishBatch traces and publishes one annotation per frame of r.
@@ -204,9 +203,9 @@ func (s *Stage) publishBatch(r inferred) {
 			trace.WithAttributes(attribute.String("camera", f.Camera), attribute.Int64("seq", int64(f.Seq)), attribute.String("model", s.model.Name())))
 		_, qs := tracer.Start(ctx, "queue_wait", trace.WithTimestamp(queuedFrom))
 		qs.End(trace.WithTimestamp(dequeued))
-		_, bs := tracer.Start(ctx, "batch", trace.WithTimestamp(dequeued), trace.WithAttributes(attribute.Int("batch_size", r.batchSize)))
+		_, bs := tracer.Start(ctx, "batch", trace.WithTimestamp(dequeued), trace.WithAttributes(attribute.Int("batch_size", len(r.items))))
 		bs.End(trace.WithTimestamp(start))
-		_, is := tracer.Start(ctx, "inference", trace.WithTimestamp(start), trace.WithAttributes(attribute.Int("batch_size", r.batchSize)))
+		_, is := tracer.Start(ctx, "inference", trace.WithTimestamp(start), trace.WithAttributes(attribute.Int("batch_size", len(r.items))))
 		is.End(trace.WithTimestamp(end))
 		span.End(trace.WithTimestamp(end))
 

@@ -9,8 +9,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/patchline/patchline/internal/testenv"
 	onnxruntime "github.com/yalue/onnxruntime_go"
+
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // tinyDir is the random-weight caption bundle written by testdata/make_tiny.py.

@@ -33,7 +33,7 @@ def data(m):
 def threads(m):
     """How the training ran."""
     if m.get("blas_threads"):
-        return f"2 CPU cores ({m['threads']} torch thread, OpenBLAS on {m['blas_threads']}), alone on the machine"
+        return f"2 CPU cores ({m['threads']} torch thread, OpenBLAS on {m['blas_threads']})"
     if m["threads"] == 1:
         return "1 CPU thread, while another model trained on the machine's other core"
     return f"{m['threads']} CPU threads"

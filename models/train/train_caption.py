@@ -187,13 +187,14 @@ def main():
     nseq, nfr = tok.shape[:2]
     captions = token_rows([r["caption"] for r in truth]).reshape(nseq, nfr, MAX_LEN)
     motion = motion_maps(cl, truth)
+    val = (vtok, vtruth, vtok.shape[1])
 
     if "--scratch" in sys.argv:
         # The baseline: the same network from random init, same budget.
         torch.manual_seed(SEED)
         scratch = Captioner(W.VideoEncoder())
-        t_sc = train(scratch, tok, captions, cl, motion, "scratch", (vtok, vtruth, vtok.shape[1]))
-        m_sc = evaluate(scratch, vtok, vtruth, vtok.shape[1])
+        t_sc = train(scratch, tok, captions, cl, motion, "scratch", val)
+        m_sc = evaluate(scratch, *val)
         W.log(f"from scratch: {m_sc}")
         W.update_metrics(OUT, {"from_scratch": m_sc, "train_seconds_scratch": round(t_sc)})
         return
@@ -206,8 +207,8 @@ def main():
     model.patch_head.load_state_dict({"weight": sv["patch_head.weight"], "bias": sv["patch_head.bias"]})
     enc = model.enc
     W.log(f"caption: {W.params(model)} parameters, {STEPS} steps of {BATCH}")
-    t_ft = train(model, tok, captions, cl, motion, "fine-tune", (vtok, vtruth, vtok.shape[1]))
-    m_ft = evaluate(model, vtok, vtruth, vtok.shape[1])
+    t_ft = train(model, tok, captions, cl, motion, "fine-tune", val)
+    m_ft = evaluate(model, *val)
     W.log(f"fine-tuned: {m_ft}")
     torch.save(model.state_dict(), os.path.join(CACHE, "caption.pt"))
 

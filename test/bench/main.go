@@ -144,7 +144,17 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 		}
 		nFrames = max(400, int(fps*4)/acfg.BatchSize*acfg.BatchSize)
 	}
-	var bare, staged []float64
+	// For the record, the bare loop also runs with ONNX Runtime's own
+	// default of spin-waiting threads (analyze.spin: true), which a loop
+	// alone on the machine likes and a pipeline does not (config.Analyze.Spin).
+	spinCfg := acfg
+	spinCfg.Spin = true
+	spinModel, err := analyze.OpenModel(b, analyze.OptionsFromConfig(dcfg, spinCfg))
+	if err != nil {
+		return err
+	}
+	defer spinModel.Close()
+	var bare, staged, spin []float64
 	for r := 0; r < *reps; r++ {
 		b, err := bareORT(model, toks, acfg.BatchSize, nFrames)
 		if err != nil {
@@ -154,30 +164,15 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 		if err != nil {
 			return err
 		}
-		bare, staged = append(bare, b), append(staged, st)
+		sp, err := bareORT(spinModel, toks, acfg.BatchSize, nFrames)
+		if err != nil {
+			return err
+		}
+		bare, staged, spin = append(bare, b), append(staged, st), append(spin, sp)
 	}
 	fmt.Printf("%-44s %8.1f frames/s (batch %d, %d frames)\n", "bare ONNX Runtime loop", median(bare), acfg.BatchSize, nFrames)
 	fmt.Printf("%-44s %8.1f frames/s (batch ≤ %d, wait %s)\n", "analyze stage fed through NATS", median(staged), acfg.BatchSize, acfg.MaxBatchWait)
 	fmt.Printf("%-44s %8.2f\n", "ratio analyze stage / bare loop", median(staged)/median(bare))
-
-	// For the record: the bare loop with ONNX Runtime's own default of
-	// spin-waiting threads (analyze.spin: true), which a loop alone on the
-	// machine likes and a pipeline does not (see config.Analyze.Spin).
-	spinCfg := acfg
-	spinCfg.Spin = true
-	spinModel, err := analyze.OpenModel(b, analyze.OptionsFromConfig(dcfg, spinCfg))
-	if err != nil {
-		return err
-	}
-	defer spinModel.Close()
-	var spin []float64
-	for r := 0; r < *reps; r++ {
-		s, err := bareORT(spinModel, toks, acfg.BatchSize, nFrames)
-		if err != nil {
-			return err
-		}
-		spin = append(spin, s)
-	}
 	fmt.Printf("%-44s %8.1f frames/s (analyze.spin: true)\n", "bare ONNX Runtime loop, spin-waiting threads", median(spin))
 	return nil
 }
