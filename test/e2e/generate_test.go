@@ -394,8 +394,17 @@ generate: {caption_model: %q, framegen_model: %q, auto: false, budget: 1}
 		startProc(t, st, plBin, "stage", st, "-c", cfgPath, "--nats", url)
 	}
 	nc := natstest.Connect(t, url)
-	waitUntil(t, "a generated frame", func() bool {
-		return generate.Describe(context.Background(), nc, generate.Request{Camera: "cam1", Kind: generate.KindFrame}, 5*time.Second).Error == ""
+	// Each replica keeps its own window of the camera's frames, filled from
+	// when it subscribed; one that started later answers not_enough_frames
+	// until its window holds what the model needs. Wait until both have
+	// answered, so the requests below measure sharing, not start-up.
+	ready := map[string]bool{}
+	waitUntil(t, "a generated frame from each replica", func() bool {
+		r := generate.Describe(context.Background(), nc, generate.Request{Camera: "cam1", Kind: generate.KindFrame}, 5*time.Second)
+		if r.Error == "" && r.Generated != nil {
+			ready[r.Generated.GeneratedBy] = true
+		}
+		return len(ready) == 2
 	})
 	replicas := map[string]int{}
 	for i := range 16 {
