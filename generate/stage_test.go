@@ -184,8 +184,12 @@ func TestFrameRequestStoresPNG(t *testing.T) {
 	generated := collect(t, nc, bus.GeneratedPrefix+"*")
 	anns := collect(t, nc, bus.AnnotationsPrefix+"*")
 	publishFrames(t, nc, "cam1", 1, 6)
-	waitFor(t, "window", func() bool {
-		return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Reason != ReasonNotEnoughFrames
+	// The window is ready once a frame request on it succeeds with the last
+	// frame published: before the first frame arrives the reply is
+	// unknown_camera, before the sixth an older window.
+	waitFor(t, "a generated frame of the whole window", func() bool {
+		r := request(t, nc, `{"camera":"cam1","kind":"frame"}`)
+		return r.Error == "" && r.Generated != nil && r.Generated.Seq == 6
 	})
 	r := request(t, nc, `{"id":"r1","camera":"cam1","kind":"frame","timeout":"5s"}`)
 	if r.Error != "" || r.Generated == nil {

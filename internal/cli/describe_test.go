@@ -66,10 +66,10 @@ func TestDescribe(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		out, err = run(t, "describe", "cam1", "--frame", "--nats", url, "--out", png1)
-		if err == nil || time.Now().After(deadline) {
+		if (err == nil && strings.Contains(out, "cam1 #5:")) || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(50 * time.Millisecond) // the stage is starting or has not seen the frames yet
+		time.Sleep(50 * time.Millisecond) // the stage is starting or has not seen all the frames yet
 	}
 	if err != nil {
 		t.Fatalf("describe --frame: %v\n%s", err, out)
