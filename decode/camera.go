@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/patchline/patchline/internal/media"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -24,6 +23,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/media"
 	"github.com/patchline/patchline/internal/queue"
 	"github.com/patchline/patchline/internal/telemetry"
 )
@@ -93,7 +93,24 @@ type Camera struct {
 	lastFrame time.Time
 	outTimes  [64]time.Time // publish times, ring, for the fps estimate
 	outN      int
-	seq       uint64 // touched by the reader only
+	seq       uint64 // touched by the worker only
+}
+
+// rawFrames is how many source images a camera rotates between its reader
+// and its worker: one being read, one being preprocessed, one waiting. The
+// reader waits for a free one only while the worker is two frames behind,
+// which its bounded work (no I/O but a non-blocking publish) ends quickly.
+const rawFrames = 3
+
+// rawFrame is a decoded source image on its way from the reader to the
+// worker, which preprocesses, tokenizes and queues it (keep) and publishes
+// its preview (watched).
+type rawFrame struct {
+	img           gocv.Mat
+	pts           time.Duration
+	readDur       time.Duration
+	readEnd       time.Time
+	keep, watched bool
 }
 
 // item is one frame between the reader and the publisher.
@@ -255,15 +272,32 @@ func (c *Camera) setState(state string, err error) {
 // ends (state "ended", after its queued frames are published). It returns
 // only when all of its goroutines have: a read blocked in FFmpeg returns
 // within the stall timeout.
+//
+// Three goroutines carry a frame: the reader (Run's own) only decodes, so
+// that FFmpeg is never kept waiting; the worker resizes, tokenizes and
+// queues; the publisher sends. On a busy machine this keeps the decode
+// loop as fast as a bare OpenCV read loop (BENCHMARKS.md).
 func (c *Camera) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	readerDone := make(chan struct{})
+	workerDone := make(chan struct{})
+	free := make(chan *rawFrame, rawFrames)
+	work := make(chan *rawFrame, rawFrames)
+	for range rawFrames {
+		free <- &rawFrame{img: gocv.NewMat()}
+	}
+	errc := make(chan error, 1)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		c.publishLoop(ctx, readerDone)
+		defer close(workerDone)
+		c.workLoop(work, free, errc)
+	}()
+	go func() {
+		defer wg.Done()
+		c.publishLoop(ctx, workerDone)
 	}()
 	go func() {
 		defer wg.Done()
@@ -278,12 +312,17 @@ func (c *Camera) Run(ctx context.Context) {
 			}
 		}()
 	}
-	ended := c.readLoop(ctx)
+	ended := c.readLoop(ctx, free, work, errc)
 	close(readerDone)
+	close(work)
 	if !ended {
 		cancel()
 	}
 	wg.Wait()
+	for range rawFrames {
+		rf := <-free
+		_ = rf.img.Close()
+	}
 	if ended {
 		c.setState(StateEnded, nil)
 		c.log.Info("camera source ended")
@@ -338,10 +377,10 @@ func (c *Camera) backoff(n int) time.Duration {
 var errStalled = errors.New("stalled")
 
 // readLoop opens and reads the source until ctx is done (false) or the
-// source ends (true), reconnecting with backoff forever.
-func (c *Camera) readLoop(ctx context.Context) bool {
-	m := newMats()
-	defer m.close()
+// source ends (true), reconnecting with backoff forever. It takes source
+// images from free and hands the ones to process to work; the worker's
+// errors come back on errc.
+func (c *Camera) readLoop(ctx context.Context, free <-chan *rawFrame, work chan<- *rawFrame, errc <-chan error) bool {
 	failures := 0
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		if c.relay != nil && !c.relay.waitPublisher(ctx, func() { c.setState(StateOffline, nil) }) {
@@ -356,7 +395,7 @@ func (c *Camera) readLoop(ctx context.Context) bool {
 		src, err := c.open()
 		if err == nil {
 			var frames int
-			frames, err = c.stream(ctx, src, m)
+			frames, err = c.stream(ctx, src, free, work, errc)
 			_ = src.Close()
 			if frames > 0 {
 				failures = 0
@@ -385,15 +424,14 @@ func (c *Camera) readLoop(ctx context.Context) bool {
 	return false
 }
 
-// mats are the reader's reusable OpenCV images.
-type mats struct{ raw, inner, sized, rgb gocv.Mat }
+// mats are the worker's reusable OpenCV images.
+type mats struct{ inner, sized, rgb gocv.Mat }
 
 func newMats() *mats {
-	return &mats{raw: gocv.NewMat(), inner: gocv.NewMat(), sized: gocv.NewMat(), rgb: gocv.NewMat()}
+	return &mats{inner: gocv.NewMat(), sized: gocv.NewMat(), rgb: gocv.NewMat()}
 }
 
 func (m *mats) close() {
-	_ = m.raw.Close()
 	_ = m.inner.Close()
 	_ = m.sized.Close()
 	_ = m.rgb.Close()
@@ -401,17 +439,36 @@ func (m *mats) close() {
 
 // stream reads one opened source until it fails, ends or ctx is done, and
 // returns how many frames it read.
-func (c *Camera) stream(ctx context.Context, src Source, m *mats) (int, error) {
+func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, work chan<- *rawFrame, errc <-chan error) (int, error) {
 	sampler := NewSampler(c.fps)
 	var (
 		frames    int
 		wallStart time.Time
 		ptsStart  time.Duration
 		lastRead  = time.Now()
+		rf        *rawFrame // the image being read into, until handed over
 	)
+	defer func() {
+		if rf != nil { // unused: back to free through the worker
+			rf.keep, rf.watched = false, false
+			work <- rf
+		}
+	}()
 	for ctx.Err() == nil {
+		select {
+		case err := <-errc:
+			return frames, err
+		default:
+		}
+		if rf == nil {
+			select {
+			case rf = <-free:
+			case <-ctx.Done():
+				return frames, ctx.Err()
+			}
+		}
 		t0 := time.Now()
-		pts, err := src.Read(&m.raw)
+		pts, err := src.Read(&rf.img)
 		t1 := time.Now()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -426,9 +483,9 @@ func (c *Camera) stream(ctx context.Context, src Source, m *mats) (int, error) {
 		frames++
 		if frames == 1 {
 			c.mu.Lock()
-			c.st.Width, c.st.Height = m.raw.Cols(), m.raw.Rows()
+			c.st.Width, c.st.Height = rf.img.Cols(), rf.img.Rows()
 			c.mu.Unlock()
-			c.log.Info("camera streaming", "width", m.raw.Cols(), "height", m.raw.Rows())
+			c.log.Info("camera streaming", "width", rf.img.Cols(), "height", rf.img.Rows())
 		}
 		c.mu.Lock()
 		c.lastFrame = t1
@@ -454,23 +511,43 @@ func (c *Camera) stream(ctx context.Context, src Source, m *mats) (int, error) {
 				}
 			}
 		}
-		if keep {
-			if err := c.process(ctx, m, pts, t1.Sub(t0)); err != nil {
-				return frames, err
-			}
-		}
-		if watched { // after process, so a kept frame's preview carries its seq
-			c.preview.publish(m.raw, pts, c.seq)
-		}
+		rf.pts, rf.readDur, rf.readEnd, rf.keep, rf.watched = pts, t1.Sub(t0), t1, keep, watched
+		work <- rf // never blocks: work holds every rawFrame
+		rf = nil
 	}
 	return frames, ctx.Err()
 }
 
-// process resizes, converts and tokenizes the frame in m.raw and queues it.
-func (c *Camera) process(ctx context.Context, m *mats, pts, readDur time.Duration) error {
-	captured := time.Now()
-	srcW, srcH := m.raw.Cols(), m.raw.Rows()
-	tr, rgb, err := preprocess(c.cfg, m)
+// workLoop processes the reader's images until work is closed, handing
+// each back to free. A frame that cannot be processed is reported on errc
+// (the reader then reopens the source).
+func (c *Camera) workLoop(work <-chan *rawFrame, free chan<- *rawFrame, errc chan<- error) {
+	m := newMats()
+	defer m.close()
+	for rf := range work {
+		if rf.keep {
+			if err := c.process(m, rf); err != nil {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+		}
+		if rf.watched { // after process, so a kept frame's preview carries its seq
+			c.preview.publish(rf.img, rf.pts, c.seq)
+		}
+		rf.keep, rf.watched = false, false
+		free <- rf
+	}
+}
+
+// process resizes, converts and tokenizes the source image of rf and
+// queues the frame.
+func (c *Camera) process(m *mats, rf *rawFrame) error {
+	start := time.Now()
+	captured, pts := rf.readEnd, rf.pts
+	srcW, srcH := rf.img.Cols(), rf.img.Rows()
+	tr, rgb, err := preprocess(c.cfg, rf.img, m)
 	if err != nil {
 		return err
 	}
@@ -481,7 +558,7 @@ func (c *Camera) process(ctx context.Context, m *mats, pts, readDur time.Duratio
 		return fmt.Errorf("decode: %w", err)
 	}
 	tokEnd := time.Now()
-	decDur := readDur + decEnd.Sub(captured)
+	decDur := rf.readDur + decEnd.Sub(start)
 	tokDur := tokEnd.Sub(decEnd)
 	telemetry.StageLatency.WithLabelValues("decode").Observe(decDur.Seconds())
 	telemetry.StageLatency.WithLabelValues("tokenize").Observe(tokDur.Seconds())

@@ -3,7 +3,6 @@ package decode
 import (
 	"bytes"
 	"context"
-	"github.com/patchline/patchline/internal/natstest"
 	"image"
 	"log/slog"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/rtsptest"
 	"github.com/patchline/patchline/internal/synth"
 )
@@ -273,6 +273,60 @@ func TestUnreachableRTSPRetries(t *testing.T) {
 	t.Logf("status %+v", st)
 }
 
+// graySource delivers single-channel frames, which no model input can be
+// made from.
+type graySource struct{ n int }
+
+func (s *graySource) Read(dst *gocv.Mat) (time.Duration, error) {
+	s.n++
+	_ = dst.Close()
+	*dst = gocv.NewMatWithSize(48, 64, gocv.MatTypeCV8UC1)
+	return time.Duration(s.n) * 100 * time.Millisecond, nil
+}
+func (s *graySource) Live() bool   { return true }
+func (s *graySource) Close() error { return nil }
+
+// TestUnprocessableFrameReopens checks that a frame the worker cannot
+// process comes back to the reader as the camera's error: the camera
+// reopens its source with backoff, publishes nothing and stops cleanly.
+func TestUnprocessableFrameReopens(t *testing.T) {
+	nc := startNATS(t)
+	d := config.Decode{RetryMin: 20 * time.Millisecond, RetryMax: 50 * time.Millisecond}
+	cam, err := NewCamera(config.Camera{ID: "gray", URL: "synthetic://"}, Options{NC: nc, Decode: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opens sync.Map
+	cam.open = func() (Source, error) {
+		src := &graySource{}
+		opens.Store(src, true)
+		return src, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); cam.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for st := cam.Status(); st.Reconnects < 2; st = cam.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reopen after a bad frame: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := cam.Status()
+	if !strings.Contains(st.LastError, "1 channels, want BGR") || st.FramesOut != 0 {
+		t.Errorf("status %+v", st)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if st := cam.Status(); st.State != StateStopped {
+		t.Errorf("state %q after cancel", st.State)
+	}
+}
+
 func TestUnknownScheme(t *testing.T) {
 	nc := startNATS(t)
 	_, err := NewCamera(config.Camera{ID: "x", URL: "http://u:pw123@example.com/a.mp4"}, Options{NC: nc})
@@ -389,11 +443,11 @@ func TestTokenizeRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := newMats()
-		if _, err := src.Read(&m.raw); err != nil {
+		raw, m := gocv.NewMat(), newMats()
+		if _, err := src.Read(&raw); err != nil {
 			t.Fatal(err)
 		}
-		_, rgb, err := preprocess(withDefaults(config.Decode{Width: 96, Height: 64, PatchSize: 16, Resize: mode}), m)
+		_, rgb, err := preprocess(withDefaults(config.Decode{Width: 96, Height: 64, PatchSize: 16, Resize: mode}), raw, m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -412,6 +466,7 @@ func TestTokenizeRoundTrip(t *testing.T) {
 			t.Fatalf("%s: round trip differs (or tokenize was the identity)", mode)
 		}
 		m.close()
+		raw.Close()
 		src.Close()
 	}
 }

@@ -11,24 +11,24 @@ import (
 	"github.com/patchline/patchline/internal/frame"
 )
 
-// preprocess resizes the BGR source image m.raw to the model input of d
+// preprocess resizes the BGR source image src to the model input of d
 // (stretch or letterbox) and converts it to RGB in m.rgb, returning the
 // transform back to source pixels and m.rgb's bytes. Every frame a model
 // sees, live or in a training set, goes through this one function.
-func preprocess(d config.Decode, m *mats) (frame.Transform, []byte, error) {
-	srcW, srcH := m.raw.Cols(), m.raw.Rows()
-	if srcW <= 0 || srcH <= 0 || m.raw.Channels() != 3 {
-		return frame.Transform{}, nil, fmt.Errorf("decode: source frame is %dx%d with %d channels, want BGR", srcW, srcH, m.raw.Channels())
+func preprocess(d config.Decode, src gocv.Mat, m *mats) (frame.Transform, []byte, error) {
+	srcW, srcH := src.Cols(), src.Rows()
+	if srcW <= 0 || srcH <= 0 || src.Channels() != 3 {
+		return frame.Transform{}, nil, fmt.Errorf("decode: source frame is %dx%d with %d channels, want BGR", srcW, srcH, src.Channels())
 	}
 	w, h := d.Width, d.Height
 	var tr frame.Transform
 	if d.Resize == frame.ResizeStretch {
-		gocv.Resize(m.raw, &m.sized, image.Pt(w, h), 0, 0, gocv.InterpolationLinear)
+		gocv.Resize(src, &m.sized, image.Pt(w, h), 0, 0, gocv.InterpolationLinear)
 		tr = frame.Stretch(srcW, srcH, w, h)
 	} else {
 		var iw, ih int
 		tr, iw, ih = frame.Letterbox(srcW, srcH, w, h)
-		gocv.Resize(m.raw, &m.inner, image.Pt(iw, ih), 0, 0, gocv.InterpolationLinear)
+		gocv.Resize(src, &m.inner, image.Pt(iw, ih), 0, 0, gocv.InterpolationLinear)
 		ox, oy := int(tr.OffsetX), int(tr.OffsetY)
 		gocv.CopyMakeBorder(m.inner, &m.sized, oy, h-ih-oy, ox, w-iw-ox, gocv.BorderConstant, color.RGBA{A: 255})
 	}
@@ -46,6 +46,7 @@ func preprocess(d config.Decode, m *mats) (frame.Transform, []byte, error) {
 // live pipeline feeds a model byte for byte. Not safe for concurrent use.
 type Preprocessor struct {
 	cfg config.Decode
+	raw gocv.Mat
 	m   *mats
 }
 
@@ -57,7 +58,7 @@ func NewPreprocessor(d config.Decode) (*Preprocessor, error) {
 	if d.Resize != frame.ResizeStretch && d.Resize != frame.ResizeLetterbox {
 		return nil, fmt.Errorf("decode: resize %q is not %q or %q", d.Resize, frame.ResizeStretch, frame.ResizeLetterbox)
 	}
-	return &Preprocessor{cfg: d, m: newMats()}, nil
+	return &Preprocessor{cfg: d, raw: gocv.NewMat(), m: newMats()}, nil
 }
 
 // FromRGB preprocesses a packed RGB image of w×h pixels. The returned bytes
@@ -66,15 +67,16 @@ func (p *Preprocessor) FromRGB(src []byte, w, h int) ([]byte, frame.Transform, e
 	if w <= 0 || h <= 0 || len(src) != w*h*3 {
 		return nil, frame.Transform{}, fmt.Errorf("decode: source image is %d bytes, want %dx%dx3", len(src), w, h)
 	}
-	if err := rgbToBGR(&p.m.raw, src, w, h); err != nil {
+	if err := rgbToBGR(&p.raw, src, w, h); err != nil {
 		return nil, frame.Transform{}, err
 	}
-	tr, rgb, err := preprocess(p.cfg, p.m)
+	tr, rgb, err := preprocess(p.cfg, p.raw, p.m)
 	return rgb, tr, err
 }
 
 // Close frees the OpenCV images.
 func (p *Preprocessor) Close() error {
+	_ = p.raw.Close()
 	p.m.close()
 	return nil
 }

@@ -101,6 +101,7 @@ func Run(ctx context.Context, o Options) error {
 	if info.NATSURL == "" {
 		info.NATSURL = cfg.NATS.URL
 	}
+	var inProcess []nats.Option // stages reach an embedded server through memory
 	if info.NATSURL == "" {
 		emb, err := bus.StartEmbedded(cfg.NATS.Embedded, log)
 		if err != nil {
@@ -108,6 +109,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer emb.Shutdown()
 		info.NATSURL, info.Embedded = emb.URL(), true
+		inProcess = append(inProcess, emb.InProcess())
 	}
 
 	var (
@@ -123,7 +125,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 	connect := func(name string) (*nats.Conn, error) {
-		nc, err := bus.Connect(cfg.NATS, info.NATSURL, name, log)
+		nc, err := bus.Connect(cfg.NATS, info.NATSURL, name, log, inProcess...)
 		if err == nil {
 			conns = append(conns, nc)
 		}

@@ -57,8 +57,8 @@ func (e *Embedded) Shutdown() {
 }
 
 // Connect dials NATS for a component, reconnecting forever: stages ride out a
-// NATS restart instead of exiting.
-func Connect(cfg config.NATS, url, name string, log *slog.Logger) (*nats.Conn, error) {
+// NATS restart instead of exiting. extra options come last (Embedded.InProcess).
+func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	if url == "" {
 		return nil, errors.New("nats: no server URL")
 	}
@@ -94,7 +94,7 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger) (*nats.Conn, e
 	if cfg.TLS.Cert != "" || cfg.TLS.Key != "" {
 		opts = append(opts, nats.ClientCert(cfg.TLS.Cert, cfg.TLS.Key))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect %s: %w", url, err)
 	}
@@ -110,3 +110,9 @@ func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(
 func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l *natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *natsLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+
+// InProcess is the nats.Option that connects a client in this process to
+// the embedded server through memory instead of a loopback socket: no
+// syscalls and one copy less per message, which frames (tens to hundreds
+// of KB, hundreds a second) notice.
+func (e *Embedded) InProcess() nats.Option { return nats.InProcessServer(e.srv) }

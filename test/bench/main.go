@@ -88,7 +88,7 @@ func run(nFrames int) error {
 		return err
 	}
 	defer emb.Shutdown()
-	nc, err := nats.Connect(emb.URL())
+	nc, err := nats.Connect(emb.URL(), emb.InProcess()) // as `patchline run`'s stages connect
 	if err != nil {
 		return err
 	}
