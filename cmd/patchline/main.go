@@ -4,7 +4,11 @@ package main
 import (
 	"os"
 
+	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/cli"
 )
 
-func main() { os.Exit(cli.Main(os.Args[1:])) }
+func main() {
+	bus.TuneGC()
+	os.Exit(cli.Main(os.Args[1:]))
+}

@@ -7,7 +7,9 @@
 //   - a bare ONNX Runtime loop (batches straight into the model) vs the
 //     analyze stage fed through NATS with batching, frames/s.
 //
-// Each pair runs -reps times, interleaved, and the medians are compared.
+// Each pair runs -reps times, interleaved; the frames/s are medians and the
+// ratio is the median of each repetition's ratio (its two loops ran back to
+// back, so the machine's drift hits both alike).
 //
 // It uses ../shared/assets (real footage, DEIMv2-Atto) when present, else a
 // clip made with ffmpeg and vit-tiny (224×224) as the large model. Run it
@@ -41,12 +43,13 @@ import (
 // reps is how many times each loop runs, interleaved (plain, stage, plain,
 // stage, ...) so that drift on a shared machine hits both alike; the
 // figures are the medians.
-var reps = flag.Int("reps", 3, "interleaved repetitions of each measurement (medians are reported)")
+var reps = flag.Int("reps", 5, "interleaved repetitions of each measurement (medians are reported)")
 
 func main() {
 	frames := flag.Int("frames", 0, "frames per analyze measurement; 0 = about 4 s of the bare loop, at least 400")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
+	bus.TuneGC() // as the patchline binary does
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
@@ -103,7 +106,7 @@ func run(nFrames int) error {
 
 // runModel measures decode and analyze at one model's input size.
 func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.Logger) error {
-	fmt.Printf("\nmodel %s (%dx%d, patch %d), medians of %d interleaved runs\n", m.dir, m.w, m.h, m.patch, *reps)
+	fmt.Printf("\nmodel %s (%dx%d, patch %d), %d interleaved runs: median frames/s, median of the runs' ratios\n", m.dir, m.w, m.h, m.patch, *reps)
 	dcfg := config.Default().Decode
 	dcfg.Width, dcfg.Height, dcfg.PatchSize, dcfg.QueueSize = m.w, m.h, m.patch, 64
 	var plain, stage []float64
@@ -125,7 +128,7 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 	}
 	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "OpenCV read loop (gocv VideoCapture)", median(plain), n1)
 	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "decode stage (decode+resize+tokenize+publish)", median(stage), n2)
-	fmt.Printf("%-44s %8.2f\n", "ratio decode stage / read loop", median(stage)/median(plain))
+	fmt.Printf("%-44s %8.2f\n", "ratio decode stage / read loop", medianRatio(stage, plain))
 
 	b, err := analyze.LoadBundle(m.dir)
 	if err != nil {
@@ -172,7 +175,7 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 	}
 	fmt.Printf("%-44s %8.1f frames/s (batch %d, %d frames)\n", "bare ONNX Runtime loop", median(bare), acfg.BatchSize, nFrames)
 	fmt.Printf("%-44s %8.1f frames/s (batch ≤ %d, wait %s)\n", "analyze stage fed through NATS", median(staged), acfg.BatchSize, acfg.MaxBatchWait)
-	fmt.Printf("%-44s %8.2f\n", "ratio analyze stage / bare loop", median(staged)/median(bare))
+	fmt.Printf("%-44s %8.2f\n", "ratio analyze stage / bare loop", medianRatio(staged, bare))
 	fmt.Printf("%-44s %8.1f frames/s (analyze.spin: true)\n", "bare ONNX Runtime loop, spin-waiting threads", median(spin))
 	return nil
 }
@@ -184,6 +187,15 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// medianRatio is the median over repetitions of a[i]/b[i].
+func medianRatio(a, b []float64) float64 {
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = a[i] / b[i]
+	}
+	return median(r)
 }
 
 func numCPU() int {
