@@ -1,11 +1,12 @@
 package analyze
 
 import (
-	"github.com/patchline/patchline/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 func repoRoot(t testing.TB) string { return testenv.RepoRoot(t) }

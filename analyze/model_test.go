@@ -1,7 +1,6 @@
 package analyze
 
 import (
-	"github.com/patchline/patchline/internal/testenv"
 	"image"
 	"math"
 	"os"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/ort"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // requireORT fails the test when the ONNX Runtime library is missing: it is a

@@ -13,6 +13,7 @@ import (
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/rtsptest"
 )
 
 // benchInputs are the bench's two model inputs: the default model's
@@ -29,7 +30,7 @@ func BenchmarkPreprocess(b *testing.B) {
 	defer src.Close()
 	raw := gocv.NewMat()
 	defer raw.Close()
-	if _, err := src.Read(&raw); err != nil {
+	if _, err := readFrame(src, &raw); err != nil {
 		b.Fatal(err)
 	}
 	for _, in := range benchInputs {
@@ -45,6 +46,39 @@ func BenchmarkPreprocess(b *testing.B) {
 				}
 				if err := frame.Tokenize(tokens, rgb, in.size, in.size, in.patch); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkGrab is a camera's cost per source frame of a 1080p H.264 file
+// (OpenCV/FFmpeg, as many decoder threads as cores): grab only (a frame the
+// sampler drops) and grab + retrieve (a kept frame: colour conversion to
+// BGR and copy).
+func BenchmarkGrab(b *testing.B) {
+	clip := rtsptest.MakeClip(b, b.TempDir(), rtsptest.ClipOptions{Width: 1920, Height: 1080, FPS: 30, Seconds: 4, GOP: 30})
+	for _, retrieve := range []bool{false, true} {
+		name := "grab"
+		if retrieve {
+			name = "grab+retrieve"
+		}
+		b.Run(name, func(b *testing.B) {
+			src, err := OpenSource(clip, SourceOptions{Loop: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer src.Close()
+			img := gocv.NewMat()
+			defer img.Close()
+			for b.Loop() {
+				if _, err := src.Grab(); err != nil {
+					b.Fatal(err)
+				}
+				if retrieve {
+					if err := src.Retrieve(&img); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
 		})

@@ -108,8 +108,8 @@ const rawFrames = 3
 type rawFrame struct {
 	img           gocv.Mat
 	pts           time.Duration
-	readDur       time.Duration
-	readEnd       time.Time
+	readDur       time.Duration // grab + retrieve, pacing excluded
+	readEnd       time.Time     // the capture time
 	keep, watched bool
 }
 
@@ -438,37 +438,25 @@ func (m *mats) close() {
 }
 
 // stream reads one opened source until it fails, ends or ctx is done, and
-// returns how many frames it read.
+// returns how many frames it read. It grabs every frame but retrieves (and
+// hands to the worker) only those sampled or previewed.
 func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, work chan<- *rawFrame, errc <-chan error) (int, error) {
 	sampler := NewSampler(c.fps)
 	var (
 		frames    int
+		sized     bool // the source size is known
 		wallStart time.Time
 		ptsStart  time.Duration
 		lastRead  = time.Now()
-		rf        *rawFrame // the image being read into, until handed over
 	)
-	defer func() {
-		if rf != nil { // unused: back to free through the worker
-			rf.keep, rf.watched = false, false
-			work <- rf
-		}
-	}()
 	for ctx.Err() == nil {
 		select {
 		case err := <-errc:
 			return frames, err
 		default:
 		}
-		if rf == nil {
-			select {
-			case rf = <-free:
-			case <-ctx.Done():
-				return frames, ctx.Err()
-			}
-		}
 		t0 := time.Now()
-		pts, err := src.Read(&rf.img)
+		pts, err := src.Grab()
 		t1 := time.Now()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -481,12 +469,6 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 		}
 		lastRead = t1
 		frames++
-		if frames == 1 {
-			c.mu.Lock()
-			c.st.Width, c.st.Height = rf.img.Cols(), rf.img.Rows()
-			c.mu.Unlock()
-			c.log.Info("camera streaming", "width", rf.img.Cols(), "height", rf.img.Rows())
-		}
 		c.mu.Lock()
 		c.lastFrame = t1
 		state := c.st.State
@@ -511,9 +493,29 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 				}
 			}
 		}
-		rf.pts, rf.readDur, rf.readEnd, rf.keep, rf.watched = pts, t1.Sub(t0), t1, keep, watched
+		var rf *rawFrame
+		select {
+		case rf = <-free:
+		case <-ctx.Done():
+			return frames, ctx.Err()
+		}
+		t2 := time.Now()
+		err = src.Retrieve(&rf.img)
+		t3 := time.Now()
+		rf.keep, rf.watched = err == nil && keep, err == nil && watched
+		if err != nil {
+			work <- rf // back to free through the worker
+			return frames, err
+		}
+		if !sized {
+			sized = true
+			c.mu.Lock()
+			c.st.Width, c.st.Height = rf.img.Cols(), rf.img.Rows()
+			c.mu.Unlock()
+			c.log.Info("camera streaming", "width", rf.img.Cols(), "height", rf.img.Rows())
+		}
+		rf.pts, rf.readDur, rf.readEnd = pts, t1.Sub(t0)+t3.Sub(t2), t3
 		work <- rf // never blocks: work holds every rawFrame
-		rf = nil
 	}
 	return frames, ctx.Err()
 }

@@ -273,15 +273,28 @@ func TestUnreachableRTSPRetries(t *testing.T) {
 	t.Logf("status %+v", st)
 }
 
+// readFrame grabs and retrieves the next frame of src.
+func readFrame(src Source, dst *gocv.Mat) (time.Duration, error) {
+	pts, err := src.Grab()
+	if err != nil {
+		return 0, err
+	}
+	return pts, src.Retrieve(dst)
+}
+
 // graySource delivers single-channel frames, which no model input can be
 // made from.
 type graySource struct{ n int }
 
-func (s *graySource) Read(dst *gocv.Mat) (time.Duration, error) {
+func (s *graySource) Grab() (time.Duration, error) {
 	s.n++
+	return time.Duration(s.n) * 100 * time.Millisecond, nil
+}
+
+func (s *graySource) Retrieve(dst *gocv.Mat) error {
 	_ = dst.Close()
 	*dst = gocv.NewMatWithSize(48, 64, gocv.MatTypeCV8UC1)
-	return time.Duration(s.n) * 100 * time.Millisecond, nil
+	return nil
 }
 func (s *graySource) Live() bool   { return true }
 func (s *graySource) Close() error { return nil }
@@ -371,6 +384,68 @@ func TestFileLoopAndEnd(t *testing.T) {
 	}
 }
 
+// TestSampledFramesExact checks that a camera sampled below its source rate,
+// which grabs every frame but retrieves only the kept ones, publishes
+// exactly the frames at the kept pts: each one's tokens against the same
+// frame read by a plain OpenCV loop and preprocessed alike.
+func TestSampledFramesExact(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	nc := startNATS(t)
+	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 2, FPS: 30, Width: 320, Height: 180})
+	d := withDefaults(config.Decode{Width: 96, Height: 64, PatchSize: 16})
+
+	want := map[time.Duration][]byte{} // pts → tokens
+	vc, err := gocv.VideoCaptureFileWithAPI(clip, gocv.VideoCaptureFFmpeg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, m := gocv.NewMat(), newMats()
+	for vc.Read(&raw) && !raw.Empty() {
+		pts := time.Duration(vc.Get(gocv.VideoCapturePosMsec) * float64(time.Millisecond))
+		_, rgb, err := preprocess(d, raw, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := make([]byte, len(rgb))
+		if err := frame.Tokenize(tok, rgb, d.Width, d.Height, d.PatchSize); err != nil {
+			t.Fatal(err)
+		}
+		want[pts] = tok
+	}
+	_ = vc.Close()
+	_ = raw.Close()
+	m.close()
+	if len(want) < 55 {
+		t.Fatalf("plain read loop got %d frames of a 60-frame clip", len(want))
+	}
+
+	r := runCamera(t, nc, config.Camera{ID: "sampled", URL: clip, FPS: 5}, d)
+	waitState(t, r.cam, 10*time.Second, StateEnded)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []*frame.Frame
+	for len(r.msgs) > 0 { // all published before "ended", all delivered after the flush
+		f, _ := r.next(t, time.Second)
+		got = append(got, f)
+	}
+	if len(got) < 9 || len(got) > 11 {
+		t.Fatalf("%d frames of a 2 s clip sampled at 5 fps", len(got))
+	}
+	for i, f := range got {
+		tok, ok := want[f.PTS]
+		if !ok {
+			t.Fatalf("frame %d: pts %v is no frame of the clip", i, f.PTS)
+		}
+		if !bytes.Equal(f.Tokens, tok) {
+			t.Fatalf("frame %d (pts %v): tokens differ from the plain loop's frame at that pts", i, f.PTS)
+		}
+		if i > 0 && f.PTS-got[i-1].PTS < 150*time.Millisecond {
+			t.Fatalf("frames %d and %d are %v apart at 5 fps", i-1, i, f.PTS-got[i-1].PTS)
+		}
+	}
+}
+
 // TestSyntheticLetterboxExact checks the published tokens of a synthetic
 // camera against the scene rendered independently and letterboxed.
 func TestSyntheticLetterboxExact(t *testing.T) {
@@ -444,7 +519,7 @@ func TestTokenizeRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		raw, m := gocv.NewMat(), newMats()
-		if _, err := src.Read(&raw); err != nil {
+		if _, err := readFrame(src, &raw); err != nil {
 			t.Fatal(err)
 		}
 		_, rgb, err := preprocess(withDefaults(config.Decode{Width: 96, Height: 64, PatchSize: 16, Resize: mode}), raw, m)

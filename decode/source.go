@@ -3,7 +3,6 @@ package decode
 import (
 	"errors"
 	"fmt"
-	"github.com/patchline/patchline/internal/media"
 	"io"
 	"net/url"
 	"os"
@@ -15,15 +14,19 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/patchline/patchline/internal/media"
 	"github.com/patchline/patchline/internal/synth"
 )
 
 // Source is an opened video source. It is used by one goroutine at a time.
 type Source interface {
-	// Read decodes the next frame into dst as 8-bit, 3-channel BGR and
-	// returns its presentation time. It returns io.EOF at the end of a
-	// file that does not loop.
-	Read(dst *gocv.Mat) (pts time.Duration, err error)
+	// Grab decodes the next frame and returns its presentation time. It
+	// returns io.EOF at the end of a file that does not loop.
+	Grab() (pts time.Duration, err error)
+	// Retrieve writes the frame the last Grab decoded into dst as 8-bit,
+	// 3-channel BGR. A camera retrieves only the frames it keeps: the
+	// conversion is a large part of a frame's cost (decode/capture.go).
+	Retrieve(dst *gocv.Mat) error
 	// Live reports whether frames arrive in real time by themselves (a
 	// network stream). Other sources are paced by their pts by the reader.
 	Live() bool
@@ -193,7 +196,7 @@ type cvSource struct {
 	kind     SourceKind // KindRTSP, KindFile or KindWHIP
 	live     bool
 	o        SourceOptions
-	vc       *gocv.VideoCapture
+	vc       *capture
 
 	offset   time.Duration // added to pts: the length of earlier loops
 	lastPTS  time.Duration
@@ -211,23 +214,19 @@ func openCV(uri, redacted string, kind SourceKind, o SourceOptions) (*cvSource, 
 
 func (s *cvSource) open() error {
 	var (
-		vc  *gocv.VideoCapture
+		vc  *capture
 		err error
 	)
 	withCaptureOptions(CaptureOptions(s.kind, s.o.StallTimeout), func() {
-		vc, err = gocv.VideoCaptureFileWithAPI(s.uri, gocv.VideoCaptureFFmpeg)
+		vc, err = openCapture(s.uri)
 	})
-	if err != nil || !vc.IsOpened() {
-		if vc != nil {
-			_ = vc.Close()
-		}
-		// gocv's error quotes the raw URL: build our own.
+	if err != nil {
 		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed (unreachable, unauthorized, not found or not a video)", s.redacted)
 	}
 	s.vc = vc
 	s.read = 0
 	s.frameDur = 0
-	if fps := vc.Get(gocv.VideoCaptureFPS); fps > 0 && fps < 1000 {
+	if fps := vc.get(gocv.VideoCaptureFPS); fps > 0 && fps < 1000 {
 		s.frameDur = time.Duration(float64(time.Second) / fps)
 	}
 	return nil
@@ -235,11 +234,11 @@ func (s *cvSource) open() error {
 
 func (s *cvSource) Live() bool { return s.live }
 
-func (s *cvSource) Read(dst *gocv.Mat) (time.Duration, error) {
+func (s *cvSource) Grab() (time.Duration, error) {
 	for attempt := 0; ; attempt++ {
-		if s.vc.Read(dst) && !dst.Empty() {
+		if s.vc.grab() {
 			s.read++
-			pts := time.Duration(s.vc.Get(gocv.VideoCapturePosMsec)*float64(time.Millisecond)) + s.offset
+			pts := time.Duration(s.vc.get(gocv.VideoCapturePosMsec)*float64(time.Millisecond)) + s.offset
 			if s.read > 1 && pts <= s.lastPTS && s.frameDur > 0 {
 				pts = s.lastPTS + s.frameDur // missing or repeated timestamps
 			}
@@ -257,7 +256,7 @@ func (s *cvSource) Read(dst *gocv.Mat) (time.Duration, error) {
 		}
 		// Loop: reopen and continue the timeline after the last frame.
 		s.offset = s.lastPTS + max(s.frameDur, time.Millisecond)
-		_ = s.vc.Close()
+		s.vc.close()
 		s.vc = nil
 		if err := s.open(); err != nil {
 			return 0, err
@@ -265,21 +264,29 @@ func (s *cvSource) Read(dst *gocv.Mat) (time.Duration, error) {
 	}
 }
 
+func (s *cvSource) Retrieve(dst *gocv.Mat) error {
+	if s.vc == nil || !s.vc.retrieve(dst) {
+		return fmt.Errorf("decode: frame %d of %s could not be converted to BGR", s.read, s.redacted)
+	}
+	return nil
+}
+
 func (s *cvSource) Close() error {
 	if s.vc == nil {
 		return nil
 	}
-	err := s.vc.Close()
+	s.vc.close()
 	s.vc = nil
-	return err
+	return nil
 }
 
-// synthSource renders the synthetic camera; frame i is at pts i/fps.
+// synthSource renders the synthetic camera; frame i is at pts i/fps. A
+// grabbed frame is only rendered when it is retrieved.
 type synthSource struct {
 	scene   *synth.Scene
 	rgb     []byte
 	classes []byte // the class map the scene draws alongside, reused per frame
-	i       int
+	i       int    // the next frame to grab
 }
 
 func openSynthetic(raw string) (*synthSource, error) {
@@ -293,17 +300,24 @@ func openSynthetic(raw string) (*synthSource, error) {
 
 func (s *synthSource) Live() bool { return false }
 
-func (s *synthSource) Read(dst *gocv.Mat) (time.Duration, error) {
-	p := s.scene.Params()
-	if _, err := s.scene.RenderClasses(s.rgb, s.classes, s.i); err != nil {
-		return 0, fmt.Errorf("decode: synthetic frame %d: %w", s.i, err)
-	}
-	if err := rgbToBGR(dst, s.rgb, p.Width, p.Height); err != nil {
-		return 0, fmt.Errorf("decode: synthetic frame %d: %w", s.i, err)
-	}
-	pts := time.Duration(float64(s.i) / p.FPS * float64(time.Second))
+func (s *synthSource) Grab() (time.Duration, error) {
+	pts := time.Duration(float64(s.i) / s.scene.Params().FPS * float64(time.Second))
 	s.i++
 	return pts, nil
+}
+
+func (s *synthSource) Retrieve(dst *gocv.Mat) error {
+	p, i := s.scene.Params(), s.i-1
+	if i < 0 {
+		return errors.New("decode: synthetic: retrieve before grab")
+	}
+	if _, err := s.scene.RenderClasses(s.rgb, s.classes, i); err != nil {
+		return fmt.Errorf("decode: synthetic frame %d: %w", i, err)
+	}
+	if err := rgbToBGR(dst, s.rgb, p.Width, p.Height); err != nil {
+		return fmt.Errorf("decode: synthetic frame %d: %w", i, err)
+	}
+	return nil
 }
 
 func (s *synthSource) Close() error { return nil }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"gocv.io/x/gocv"
 
 	"github.com/patchline/patchline/internal/bus"
 )
@@ -342,15 +341,15 @@ func (r *rtpRelay) open(redacted string, o SourceOptions) (Source, error) {
 	return &whipSource{cvSource: src, relay: r, sdp: f.Name()}, nil
 }
 
-// Read reads the next frame. A decode error (OpenCV's read fails when
+// Grab decodes the next frame. A decode error (OpenCV's grab fails when
 // FFmpeg's decoder rejects a packet: an interframe before the first
 // keyframe, a frame damaged by packet loss) is not the end of the stream:
 // it asks for a keyframe and reads on, until the relay ended the stream or
 // no frame came for the stall timeout.
-func (s *whipSource) Read(dst *gocv.Mat) (time.Duration, error) {
+func (s *whipSource) Grab() (time.Duration, error) {
 	deadline := time.Now().Add(s.o.StallTimeout)
 	for {
-		pts, err := s.cvSource.Read(dst)
+		pts, err := s.cvSource.Grab()
 		if err == nil || s.relay.streamEnded() || time.Now().After(deadline) {
 			return pts, err
 		}

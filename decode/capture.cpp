@@ -1,0 +1,46 @@
+#include <opencv2/core.hpp>
+#include <opencv2/videoio.hpp>
+
+#include "capture.h"
+
+// OpenCV reports some failures by exception: each is a plain failure here.
+
+void* plCaptureOpen(const char* uri) {
+    cv::VideoCapture* cap = new cv::VideoCapture();
+    try {
+        if (cap->open(uri, cv::CAP_FFMPEG) && cap->isOpened()) {
+            return cap;
+        }
+    } catch (...) {
+    }
+    delete cap;
+    return nullptr;
+}
+
+int plCaptureGrab(void* cap) {
+    try {
+        return static_cast<cv::VideoCapture*>(cap)->grab() ? 1 : 0;
+    } catch (...) {
+        return 0;
+    }
+}
+
+int plCaptureRetrieve(void* cap, void* mat) {
+    try {
+        return static_cast<cv::VideoCapture*>(cap)->retrieve(*static_cast<cv::Mat*>(mat)) ? 1 : 0;
+    } catch (...) {
+        return 0;
+    }
+}
+
+double plCaptureGet(void* cap, int prop) {
+    try {
+        return static_cast<cv::VideoCapture*>(cap)->get(prop);
+    } catch (...) {
+        return 0;
+    }
+}
+
+void plCaptureClose(void* cap) {
+    delete static_cast<cv::VideoCapture*>(cap);
+}
