@@ -28,6 +28,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -109,25 +110,30 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 	fmt.Printf("\nmodel %s (%dx%d, patch %d), %d interleaved runs: median frames/s, median of the runs' ratios\n", m.dir, m.w, m.h, m.patch, *reps)
 	dcfg := config.Default().Decode
 	dcfg.Width, dcfg.Height, dcfg.PatchSize, dcfg.QueueSize = m.w, m.h, m.patch, 64
-	var plain, stage []float64
+	var plain, stage, plainCPU, stageCPU []float64
 	var n1, n2 int
 	var toks []*frame.Frame
 	for r := 0; r < *reps; r++ {
+		c0 := cpuTime()
 		p, n, err := plainRead(clip)
 		if err != nil {
 			return err
 		}
+		c1 := cpuTime()
 		st, ns, kept, err := decodeStage(nc, clip, dcfg, log)
 		if err != nil {
 			return err
 		}
+		c2 := cpuTime()
 		plain, stage, n1, n2 = append(plain, p), append(stage, st), n, ns
+		plainCPU = append(plainCPU, float64((c1-c0).Microseconds())/float64(n))
+		stageCPU = append(stageCPU, float64((c2-c1).Microseconds())/float64(ns))
 		if toks == nil {
 			toks = kept
 		}
 	}
-	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "OpenCV read loop (gocv VideoCapture)", median(plain), n1)
-	fmt.Printf("%-44s %8.1f frames/s (%d frames)\n", "decode stage (decode+resize+tokenize+publish)", median(stage), n2)
+	fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "OpenCV read loop (gocv VideoCapture)", median(plain), n1, median(plainCPU))
+	fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "decode stage (decode+resize+tokenize+publish)", median(stage), n2, median(stageCPU))
 	fmt.Printf("%-44s %8.2f\n", "ratio decode stage / read loop", medianRatio(stage, plain))
 
 	b, err := analyze.LoadBundle(m.dir)
@@ -196,6 +202,16 @@ func medianRatio(a, b []float64) float64 {
 		r[i] = a[i] / b[i]
 	}
 	return median(r)
+}
+
+// cpuTime is the CPU time this process has used, all threads (FFmpeg's and
+// ONNX Runtime's included).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func numCPU() int {
