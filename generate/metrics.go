@@ -14,6 +14,10 @@ var (
 		Name: "patchline_generate_rejected_total",
 		Help: "Generations not done, by kind and reason (overloaded, deadline, unknown_camera, ...); each was answered with the reason, or was an automatic trigger skipped.",
 	}, []string{"kind", "reason"})
+	metricHandedBack = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "patchline_generate_handed_back_total",
+		Help: "Requests a new replica handed back to the queue group because its frame windows were still filling.",
+	})
 	metricDone = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_generate_done_total", Help: "Generations finished and published, by kind and trigger.",
 	}, []string{"kind", "trigger"})

@@ -130,8 +130,22 @@ type Stage struct {
 	pending map[string]bool // cameras with a frame to score
 	wake    chan struct{}
 
-	malformed atomic.Uint64
+	subscribed time.Time // when the frame windows started filling; set by Run
+	malformed  atomic.Uint64
+	handedBack atomic.Uint64
 }
+
+// A replica's frame windows fill from when it subscribed, so for a while a
+// new replica lacks frames its older peers hold. Until its windows have
+// been filling for generate.window_ttl, it hands a request it cannot serve
+// for that reason (unknown_camera, not_enough_frames) back to the queue
+// group instead of answering, at most maxHandBacks times per request: with
+// two replicas the request reaches the other one with probability
+// 1 − 2⁻¹⁶. A lone replica answers after the last hand-back, as before.
+const (
+	hdrHandBacks = "Patchline-Generate-Handbacks"
+	maxHandBacks = 16
+)
 
 // camState is what the automatic triggers remember per camera.
 type camState struct {
@@ -167,6 +181,10 @@ func NewStage(o Options) *Stage {
 // Malformed is the number of frame and request messages dropped as undecodable.
 func (s *Stage) Malformed() uint64 { return s.malformed.Load() }
 
+// HandedBack is the number of requests this replica handed back to the
+// queue group while its windows were filling.
+func (s *Stage) HandedBack() uint64 { return s.handedBack.Load() }
+
 // Run serves until ctx is done.
 func (s *Stage) Run(ctx context.Context) error {
 	js, err := jetstream.New(s.nc)
@@ -196,6 +214,7 @@ func (s *Stage) Run(ctx context.Context) error {
 			_ = sub.Unsubscribe()
 		}
 	}()
+	s.subscribed = time.Now()
 	fs, err := s.nc.Subscribe(bus.FramesPrefix+"*", s.onFrame)
 	if err != nil {
 		return fmt.Errorf("generate: subscribe frames: %w", err)
@@ -409,6 +428,9 @@ func (s *Stage) onRequest(m *nats.Msg) {
 		return
 	}
 	if reason, msg := s.precheck(p.Kind, p.Camera, now); reason != "" {
+		if s.handBack(m, reason, now) {
+			return
+		}
 		metricRejected.WithLabelValues(p.Kind, reason).Inc()
 		respond(errorReply(&p.Request, reason, msg))
 		return
@@ -421,6 +443,31 @@ func (s *Stage) onRequest(m *nats.Msg) {
 	}
 	j.reject = func(reason, msg string) { respond(errorReply(&p.Request, reason, msg)) }
 	s.sched.submit(j, now)
+}
+
+// handBack republishes request m to the queue group when this replica is
+// too new to know the camera's frames (see maxHandBacks) and reports
+// whether it did.
+func (s *Stage) handBack(m *nats.Msg, reason string, now time.Time) bool {
+	if reason != ReasonUnknownCamera && reason != ReasonNotEnoughFrames || now.Sub(s.subscribed) >= s.cfg.WindowTTL {
+		return false
+	}
+	hops, _ := strconv.Atoi(m.Header.Get(hdrHandBacks))
+	if hops >= maxHandBacks {
+		return false
+	}
+	fwd := nats.NewMsg(m.Subject)
+	fwd.Reply, fwd.Data = m.Reply, m.Data
+	for k, v := range m.Header {
+		fwd.Header[k] = v
+	}
+	fwd.Header.Set(hdrHandBacks, strconv.Itoa(hops+1))
+	if err := s.nc.PublishMsg(fwd); err != nil {
+		return false
+	}
+	s.handedBack.Add(1)
+	metricHandedBack.Inc()
+	return true
 }
 
 // precheck fails a request that cannot be served before it takes a slot.

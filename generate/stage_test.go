@@ -39,17 +39,7 @@ func startStage(t testing.TB, cfg config.Generate, fg *Framegen, capt *textgen.C
 	t.Helper()
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
-	stageNC := natstest.Connect(t, url)
-	st := NewStage(Options{NC: stageNC, Config: cfg, Framegen: fg, Captions: capt, Logger: natstest.Discard()})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("stage: %v", err)
-		}
-	})
+	runStage(t, url, cfg, fg, capt)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := nc.Request(bus.GenerateRequest, []byte(`{"camera":"ping"}`), time.Second)
@@ -61,6 +51,22 @@ func startStage(t testing.TB, cfg config.Generate, fg *Framegen, capt *textgen.C
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// runStage runs a Stage on the server at url until the test ends.
+func runStage(t testing.TB, url string, cfg config.Generate, fg *Framegen, capt *textgen.Captioner) *Stage {
+	t.Helper()
+	st := NewStage(Options{NC: natstest.Connect(t, url), Config: cfg, Framegen: fg, Captions: capt, Logger: natstest.Discard()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stage: %v", err)
+		}
+	})
+	return st
 }
 
 // testFrame is a 96×96 frame (8-pixel patches) of a red square at x on a
@@ -295,6 +301,35 @@ func TestBadRequests(t *testing.T) {
 
 // TestOverloadEveryRequestAnswered sends 20 requests at once to a stage with
 // budget 2 and a short queue: each gets a result or a reason, none is lost.
+// TestNewReplicaHandsBack starts a second replica after the first has a
+// camera's frames: the new one has none, and every request the queue group
+// gives it must still be served (by the first), not answered unknown_camera.
+func TestNewReplicaHandsBack(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	runStage(t, url, testGenerate(), openTiny(t), nil)
+	body := `{"camera":"cam1","kind":"frame"}`
+	waitFor(t, "the first replica", func() bool {
+		m, err := nc.Request(bus.GenerateRequest, []byte(body), time.Second)
+		return err == nil && bytes.Contains(m.Data, []byte(`"reason":"unknown_camera"`))
+	})
+	publishFrames(t, nc, "cam1", 1, 6)
+	waitFor(t, "a generated frame", func() bool { return request(t, nc, body).Error == "" })
+
+	young := runStage(t, url, testGenerate(), openTiny(t), nil)
+	served := 0
+	for young.HandedBack() == 0 || served < 20 {
+		if r := request(t, nc, body); r.Error != "" {
+			t.Fatalf("request %d: %s (%s), handed back %d", served, r.Error, r.Reason, young.HandedBack())
+		}
+		served++
+		if served > 200 {
+			t.Fatal("the new replica got none of 200 requests")
+		}
+	}
+	t.Logf("%d requests served, %d handed back by the new replica", served, young.HandedBack())
+}
+
 func TestOverloadEveryRequestAnswered(t *testing.T) {
 	fg := openTiny(t)
 	cfg := testGenerate()

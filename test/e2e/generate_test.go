@@ -395,9 +395,9 @@ generate: {caption_model: %q, framegen_model: %q, auto: false, budget: 1}
 	}
 	nc := natstest.Connect(t, url)
 	// Each replica keeps its own window of the camera's frames, filled from
-	// when it subscribed; one that started later answers not_enough_frames
-	// until its window holds what the model needs. Wait until both have
-	// answered, so the requests below measure sharing, not start-up.
+	// when it subscribed; one that started later hands requests back to the
+	// queue group until its window holds what the model needs. Wait until
+	// both have answered, so the requests below measure sharing, not start-up.
 	ready := map[string]bool{}
 	waitUntil(t, "a generated frame from each replica", func() bool {
 		r := generate.Describe(context.Background(), nc, generate.Request{Camera: "cam1", Kind: generate.KindFrame}, 5*time.Second)
