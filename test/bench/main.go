@@ -134,7 +134,7 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 	}
 	fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "OpenCV read loop (gocv VideoCapture)", median(plain), n1, median(plainCPU))
 	fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "decode stage (decode+resize+tokenize+publish)", median(stage), n2, median(stageCPU))
-	fmt.Printf("%-44s %8.2f\n", "ratio decode stage / read loop", medianRatio(stage, plain))
+	fmt.Printf("%-44s %8.2f%s\n", "ratio decode stage / read loop", medianRatio(stage, plain), verdict(medianRatio(stage, plain)))
 
 	b, err := analyze.LoadBundle(m.dir)
 	if err != nil {
@@ -181,7 +181,7 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 	}
 	fmt.Printf("%-44s %8.1f frames/s (batch %d, %d frames)\n", "bare ONNX Runtime loop", median(bare), acfg.BatchSize, nFrames)
 	fmt.Printf("%-44s %8.1f frames/s (batch ≤ %d, wait %s)\n", "analyze stage fed through NATS", median(staged), acfg.BatchSize, acfg.MaxBatchWait)
-	fmt.Printf("%-44s %8.2f\n", "ratio analyze stage / bare loop", medianRatio(staged, bare))
+	fmt.Printf("%-44s %8.2f%s\n", "ratio analyze stage / bare loop", medianRatio(staged, bare), verdict(medianRatio(staged, bare)))
 	fmt.Printf("%-44s %8.1f frames/s (analyze.spin: true)\n", "bare ONNX Runtime loop, spin-waiting threads", median(spin))
 	return nil
 }
@@ -193,6 +193,16 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// target is the ratio each stage aims for over its bare loop (BENCHMARKS.md).
+const target = 0.9
+
+func verdict(r float64) string {
+	if r >= target {
+		return fmt.Sprintf("  (target ≥ %.1f: met)", target)
+	}
+	return fmt.Sprintf("  (target ≥ %.1f: not met)", target)
 }
 
 // medianRatio is the median over repetitions of a[i]/b[i].
