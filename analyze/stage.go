@@ -38,6 +38,7 @@ type Stage struct {
 
 	malformed atomic.Uint64
 	analyzed  atomic.Uint64
+	bus.Readiness
 }
 
 type item struct {
@@ -69,6 +70,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		return fmt.Errorf("analyze: subscribe: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	s.SetReady(s.nc)
 	s.log.Info("analyze ready", "model", s.model.Name(), "task", s.model.Task(), "batch", s.cfg.BatchSize, "max_wait", s.cfg.MaxBatchWait)
 	// Inference and publishing overlap: while one goroutine builds and
 	// publishes a batch's annotations, this one gathers the next batch and

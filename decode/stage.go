@@ -31,6 +31,7 @@ type Stage struct {
 	mu      sync.Mutex
 	workers map[string]*worker
 	wg      sync.WaitGroup
+	bus.Readiness
 }
 
 type worker struct {
@@ -58,6 +59,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		return fmt.Errorf("decode: subscribe %s*: %w", bus.WatchPrefix, err)
 	}
 	defer func() { _ = watch.Unsubscribe() }()
+	s.SetReady(s.opts.NC)
 	for {
 		if err := s.watch(ctx, kv); err != nil && ctx.Err() == nil {
 			// The watcher ends when NATS restarts; watch again (its initial

@@ -133,6 +133,7 @@ type Stage struct {
 	subscribed time.Time // when the frame windows started filling; set by Run
 	malformed  atomic.Uint64
 	handedBack atomic.Uint64
+	bus.Readiness
 }
 
 // A replica's frame windows fill from when it subscribed, so for a while a
@@ -238,6 +239,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err := s.nc.Flush(); err != nil {
 		return fmt.Errorf("generate: %w", err)
 	}
+	s.SetReady(s.nc)
 	s.log.Info("generate ready", "caption_model", s.cfg.CaptionModel, "framegen_model", s.cfg.FramegenModel,
 		"budget", s.cfg.Budget, "queue", s.cfg.QueueSize, "auto", s.cfg.Auto)
 

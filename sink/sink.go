@@ -38,6 +38,7 @@ type Stage struct {
 	jsonl *bufio.Writer
 
 	malformed atomic.Uint64
+	bus.Readiness
 }
 
 // NewStage opens the configured outputs.
@@ -60,6 +61,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sink: subscribe: %w", err)
 	}
+	s.SetReady(s.nc)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {

@@ -28,6 +28,12 @@ import (
 	"github.com/patchline/patchline/sink"
 )
 
+// stage is what Run starts on a goroutine of its own.
+type stage interface {
+	Run(ctx context.Context) error
+	Ready() <-chan struct{} // closed once the stage is subscribed
+}
+
 // Stage names.
 const (
 	Ingest   = "ingest"
@@ -49,7 +55,9 @@ type Options struct {
 	// HTTPAddr overrides http.addr; "off" serves nothing.
 	HTTPAddr string
 	Logger   *slog.Logger
-	// Ready, if set, is called once every stage has started.
+	// Ready, if set, is called once every stage has started: its NATS
+	// subscriptions are confirmed by the server (bus.Readiness) and HTTP
+	// serves, so whatever is published from then on reaches every stage.
 	Ready func(Info)
 }
 
@@ -113,9 +121,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	var (
-		conns   []*nats.Conn
-		runners []func(context.Context) error
-		mux     = http.NewServeMux()
+		conns  []*nats.Conn
+		stages []stage
+		mux    = http.NewServeMux()
 
 		describe bool // the describe route is mounted
 	)
@@ -162,20 +170,17 @@ func Run(ctx context.Context, o Options) error {
 			mux.Handle("GET /v1/live/{camera}", conAPI)
 			mux.Handle("/", console.Assets())
 		case Decode:
-			st := decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Logger: stageLog})
-			runners = append(runners, st.Run)
+			stages = append(stages, decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Logger: stageLog}))
 		case Analyze:
-			st := analyze.NewStage(nc, model, cfg.Analyze, stageLog)
-			runners = append(runners, st.Run)
+			stages = append(stages, analyze.NewStage(nc, model, cfg.Analyze, stageLog))
 		case Sink:
 			st, err := sink.NewStage(nc, cfg.Sink, stageLog)
 			if err != nil {
 				return err
 			}
-			runners = append(runners, st.Run)
+			stages = append(stages, st)
 		case Generate:
-			st := generate.NewStage(generate.Options{NC: nc, Config: cfg.Generate, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog})
-			runners = append(runners, st.Run)
+			stages = append(stages, generate.NewStage(generate.Options{NC: nc, Config: cfg.Generate, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog}))
 		}
 		if (name == Ingest || name == Generate) && !describe {
 			// POST /v1/cameras/{id}/describe asks any generate replica over NATS.
@@ -187,12 +192,12 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(runners)+1)
-	for _, run := range runners {
+	errc := make(chan error, len(stages)+1)
+	for _, st := range stages {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run(ctx); err != nil {
+			if err := st.Run(ctx); err != nil {
 				errc <- err
 				cancel()
 			}
@@ -219,7 +224,15 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}()
 	}
-	if o.Ready != nil {
+	// Started means subscribed (bus.Readiness). HTTP serves meanwhile:
+	// /healthz answers and /readyz says no while NATS is still unreachable.
+	for _, st := range stages {
+		select {
+		case <-st.Ready():
+		case <-ctx.Done():
+		}
+	}
+	if o.Ready != nil && ctx.Err() == nil {
 		o.Ready(info)
 	}
 	<-ctx.Done()

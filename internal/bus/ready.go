@@ -1,0 +1,42 @@
+package bus
+
+import (
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// readyFlush bounds how long SetReady waits for the server to confirm a
+// stage's subscriptions.
+const readyFlush = 2 * time.Second
+
+// Readiness tells when a stage is subscribed. A stage embeds it and calls
+// SetReady once its subscriptions are made; internal/app waits on Ready
+// before it reports the pipeline started, so a message published after
+// that reaches every stage. The zero value is ready to use.
+type Readiness struct {
+	mu   sync.Mutex
+	ch   chan struct{}
+	once sync.Once
+}
+
+func (r *Readiness) channel() chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ch == nil {
+		r.ch = make(chan struct{})
+	}
+	return r.ch
+}
+
+// Ready is closed once the stage is subscribed.
+func (r *Readiness) Ready() <-chan struct{} { return r.channel() }
+
+// SetReady flushes nc, so that the server has the subscriptions made on it
+// (best effort: while NATS is unreachable they are sent on reconnect), and
+// closes Ready.
+func (r *Readiness) SetReady(nc *nats.Conn) {
+	_ = nc.FlushTimeout(readyFlush)
+	r.once.Do(func() { close(r.channel()) })
+}
