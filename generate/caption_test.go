@@ -117,18 +117,25 @@ func TestDescribeOverload(t *testing.T) {
 	nc := startStage(t, cfg, nil, openCaptioner(t))
 	publishFrames(t, nc, "cam1", 1, 3)
 	waitFor(t, "window", func() bool { return request(t, nc, `{"camera":"cam1"}`).Error == "" })
-	stop := make(chan struct{})
+	// New frames keep coming while the requests run. The publisher stops
+	// before the test returns: its connection closes at cleanup.
+	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(stopped)
 		for i := 4; ; i++ {
 			select {
 			case <-stop:
 				return
 			case <-time.After(20 * time.Millisecond):
-				publishFrames(t, nc, "cam1", i, 1)
+				f := testFrame("cam1", uint64(i), 4+3*i%60)
+				if err := nc.PublishMsg(f.Encode(bus.FrameSubject("cam1"))); err != nil {
+					t.Errorf("publish frame %d: %v", i, err)
+					return
+				}
 			}
 		}
 	}()
-	defer close(stop)
+	defer func() { close(stop); <-stopped }()
 	counts := overload(t, nc, 20, `{"camera":"cam1","timeout":"10s"}`)
 	t.Logf("20 describe requests, budget 2: %v", counts)
 }
