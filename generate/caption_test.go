@@ -127,8 +127,7 @@ func TestDescribeOverload(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(20 * time.Millisecond):
-				f := testFrame("cam1", uint64(i), 4+3*i%60)
-				if err := nc.PublishMsg(f.Encode(bus.FrameSubject("cam1"))); err != nil {
+				if err := publishFrame(nc, "cam1", i); err != nil {
 					t.Errorf("publish frame %d: %v", i, err)
 					return
 				}

@@ -96,11 +96,16 @@ func testFrame(camera string, seq uint64, x int) *frame.Frame {
 	}
 }
 
+// publishFrame publishes frame seq of camera (a square moving with seq).
+func publishFrame(nc *nats.Conn, camera string, seq int) error {
+	f := testFrame(camera, uint64(seq), 4+3*seq%60)
+	return nc.PublishMsg(f.Encode(bus.FrameSubject(camera)))
+}
+
 func publishFrames(t testing.TB, nc *nats.Conn, camera string, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
-		f := testFrame(camera, uint64(i), 4+3*i%60)
-		if err := nc.PublishMsg(f.Encode(bus.FrameSubject(camera))); err != nil {
+		if err := publishFrame(nc, camera, i); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -299,8 +304,6 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-// TestOverloadEveryRequestAnswered sends 20 requests at once to a stage with
-// budget 2 and a short queue: each gets a result or a reason, none is lost.
 // TestNewReplicaHandsBack starts a second replica after the first has a
 // camera's frames: the new one has none, and every request the queue group
 // gives it must still be served (by the first), not answered unknown_camera.
@@ -330,6 +333,8 @@ func TestNewReplicaHandsBack(t *testing.T) {
 	t.Logf("%d requests served, %d handed back by the new replica", served, young.HandedBack())
 }
 
+// TestOverloadEveryRequestAnswered sends 20 requests at once to a stage with
+// budget 2 and a short queue: each gets a result or a reason, none is lost.
 func TestOverloadEveryRequestAnswered(t *testing.T) {
 	fg := openTiny(t)
 	cfg := testGenerate()

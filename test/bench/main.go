@@ -134,7 +134,7 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 	}
 	fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "OpenCV read loop (gocv VideoCapture)", median(plain), n1, median(plainCPU))
 	fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "decode stage (decode+resize+tokenize+publish)", median(stage), n2, median(stageCPU))
-	fmt.Printf("%-44s %8.2f%s\n", "ratio decode stage / read loop", medianRatio(stage, plain), verdict(medianRatio(stage, plain)))
+	printRatio("ratio decode stage / read loop", medianRatio(stage, plain))
 
 	b, err := analyze.LoadBundle(m.dir)
 	if err != nil {
@@ -181,7 +181,7 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 	}
 	fmt.Printf("%-44s %8.1f frames/s (batch %d, %d frames)\n", "bare ONNX Runtime loop", median(bare), acfg.BatchSize, nFrames)
 	fmt.Printf("%-44s %8.1f frames/s (batch ≤ %d, wait %s)\n", "analyze stage fed through NATS", median(staged), acfg.BatchSize, acfg.MaxBatchWait)
-	fmt.Printf("%-44s %8.2f%s\n", "ratio analyze stage / bare loop", medianRatio(staged, bare), verdict(medianRatio(staged, bare)))
+	printRatio("ratio analyze stage / bare loop", medianRatio(staged, bare))
 	fmt.Printf("%-44s %8.1f frames/s (analyze.spin: true)\n", "bare ONNX Runtime loop, spin-waiting threads", median(spin))
 	return nil
 }
@@ -198,11 +198,13 @@ func median(xs []float64) float64 {
 // target is the ratio each stage aims for over its bare loop (BENCHMARKS.md).
 const target = 0.9
 
-func verdict(r float64) string {
-	if r >= target {
-		return fmt.Sprintf("  (target ≥ %.1f: met)", target)
+// printRatio prints a ratio line and whether it meets the target.
+func printRatio(name string, r float64) {
+	verdict := "met"
+	if r < target {
+		verdict = "not met"
 	}
-	return fmt.Sprintf("  (target ≥ %.1f: not met)", target)
+	fmt.Printf("%-44s %8.2f  (target ≥ %.1f: %s)\n", name, r, target, verdict)
 }
 
 // medianRatio is the median over repetitions of a[i]/b[i].
