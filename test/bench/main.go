@@ -14,6 +14,13 @@
 // It uses ../shared/assets (real footage, DEIMv2-Atto) when present, else a
 // clip made with ffmpeg and vit-tiny (224×224) as the large model. Run it
 // with `make bench`.
+//
+// To see where a decode loop's CPU goes, run one loop alone under a
+// sampling profiler (BENCHMARKS.md shows the figures):
+//
+//	go build -o bin/bench ./test/bench
+//	perf record -F 2000 -e cpu-clock -g -- bin/bench -only stage -model scene-vit
+//	perf report --no-children --sort dso
 package main
 
 import (
@@ -25,8 +32,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,12 +53,20 @@ import (
 // reps is how many times each loop runs, interleaved (plain, stage, plain,
 // stage, ...) so that drift on a shared machine hits both alike; the
 // figures are the medians.
-var reps = flag.Int("reps", 5, "interleaved repetitions of each measurement (medians are reported)")
+var (
+	reps  = flag.Int("reps", 5, "interleaved repetitions of each measurement (medians are reported)")
+	only  = flag.String("only", "", `run only this decode loop, "plain" or "stage", and no analyze loops (to profile one)`)
+	model = flag.String("model", "", "measure only the model whose directory name contains this")
+)
 
 func main() {
 	frames := flag.Int("frames", 0, "frames per analyze measurement; 0 = about 4 s of the bare loop, at least 400")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
+	if *only != "" && *only != "plain" && *only != "stage" {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want plain or stage\n", *only)
+		os.Exit(2)
+	}
 	bus.TuneGC() // as the patchline binary does
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -85,7 +102,11 @@ func run(nFrames int) error {
 			return fmt.Errorf("ffmpeg: %v: %s", err, out)
 		}
 	}
-	fmt.Printf("clip %s, %d cores\n", clip, numCPU())
+	models = slices.DeleteFunc(models, func(m benchModel) bool { return !strings.Contains(filepath.Base(m.dir), *model) })
+	if len(models) == 0 {
+		return fmt.Errorf("-model %q matches no model", *model)
+	}
+	fmt.Printf("clip %s, %d cores\n", clip, runtime.NumCPU())
 
 	emb, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: os.TempDir() + "/patchline-bench-js"}, log)
 	if err != nil {
@@ -114,26 +135,37 @@ func runModel(nc *nats.Conn, clip string, m benchModel, nFrames int, log *slog.L
 	var n1, n2 int
 	var toks []*frame.Frame
 	for r := 0; r < *reps; r++ {
-		c0 := cpuTime()
-		p, n, err := plainRead(clip)
-		if err != nil {
-			return err
+		if *only != "stage" {
+			c0 := cpuTime()
+			p, n, err := plainRead(clip)
+			if err != nil {
+				return err
+			}
+			plain, n1 = append(plain, p), n
+			plainCPU = append(plainCPU, float64((cpuTime()-c0).Microseconds())/float64(n))
 		}
-		c1 := cpuTime()
-		st, ns, kept, err := decodeStage(nc, clip, dcfg, log)
-		if err != nil {
-			return err
-		}
-		c2 := cpuTime()
-		plain, stage, n1, n2 = append(plain, p), append(stage, st), n, ns
-		plainCPU = append(plainCPU, float64((c1-c0).Microseconds())/float64(n))
-		stageCPU = append(stageCPU, float64((c2-c1).Microseconds())/float64(ns))
-		if toks == nil {
-			toks = kept
+		if *only != "plain" {
+			c0 := cpuTime()
+			st, n, kept, err := decodeStage(nc, clip, dcfg, log)
+			if err != nil {
+				return err
+			}
+			stage, n2 = append(stage, st), n
+			stageCPU = append(stageCPU, float64((cpuTime()-c0).Microseconds())/float64(n))
+			if toks == nil {
+				toks = kept
+			}
 		}
 	}
-	fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "OpenCV read loop (gocv VideoCapture)", median(plain), n1, median(plainCPU))
-	fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "decode stage (decode+resize+tokenize+publish)", median(stage), n2, median(stageCPU))
+	if *only != "stage" {
+		fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "OpenCV read loop (gocv VideoCapture)", median(plain), n1, median(plainCPU))
+	}
+	if *only != "plain" {
+		fmt.Printf("%-44s %8.1f frames/s (%d frames), %4.0f µs CPU/frame\n", "decode stage (decode+resize+tokenize+publish)", median(stage), n2, median(stageCPU))
+	}
+	if *only != "" {
+		return nil
+	}
 	printRatio("ratio decode stage / read loop", medianRatio(stage, plain))
 
 	b, err := analyze.LoadBundle(m.dir)
@@ -224,13 +256,6 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func numCPU() int {
-	n, _ := exec.Command("nproc").Output()
-	var c int
-	fmt.Sscan(string(n), &c)
-	return c
 }
 
 // plainRead opens and decodes the whole clip with OpenCV and nothing else
