@@ -332,3 +332,27 @@ func BenchmarkRender384(b *testing.B) {
 		s.Render(buf, i)
 	}
 }
+
+// TestCaptionHits scores captions in the world's grammar: an object counts
+// as right only with its colour, shape and motion, and words outside the
+// grammar count for nothing.
+func TestCaptionHits(t *testing.T) {
+	truth := "a red circle moves left; a blue square is still"
+	for _, c := range []struct {
+		text         string
+		right, total int
+	}{
+		{truth, 2, 2},
+		{"a blue square is still; a red circle moves left", 2, 2},
+		{"a red circle moves right; a blue square is still", 1, 2},
+		{"a green circle moves left", 0, 2},
+		{"nonsense", 0, 2},
+	} {
+		if r, n := CaptionHits(truth, c.text); r != c.right || n != c.total {
+			t.Errorf("CaptionHits(%q) = %d/%d, want %d/%d", c.text, r, n, c.right, c.total)
+		}
+	}
+	if r, n := CaptionHits("", "a red circle moves left"); r != 0 || n != 0 {
+		t.Errorf("empty truth: %d/%d, want 0/0", r, n)
+	}
+}

@@ -701,3 +701,17 @@ func ParseCaption(text string) map[string]string {
 	}
 	return out
 }
+
+// CaptionHits scores a caption against the truth's: total is how many
+// objects truth names, right how many of them text names with the same
+// motion (the colour, shape and motion all right).
+func CaptionHits(truth, text string) (right, total int) {
+	have := ParseCaption(text)
+	for obj, motion := range ParseCaption(truth) {
+		total++
+		if have[obj] == motion {
+			right++
+		}
+	}
+	return right, total
+}
