@@ -51,7 +51,7 @@ type item struct {
 func NewStage(nc *nats.Conn, model *Model, cfg config.Analyze, log *slog.Logger) *Stage {
 	host, _ := os.Hostname()
 	return &Stage{
-		nc: nc, model: model, cfg: cfg, log: log.With("stage", stageName),
+		nc: nc, model: model, cfg: cfg, log: log,
 		ring:    queue.NewRing[*item](cfg.QueueSize),
 		replica: host + "/" + strconv.Itoa(os.Getpid()),
 	}

@@ -161,7 +161,7 @@ func NewStage(o Options) *Stage {
 	host, _ := os.Hostname()
 	s := &Stage{
 		nc: o.NC, cfg: o.Config, cap: o.Captions, fg: o.Framegen,
-		log:     o.Logger.With("stage", stageName),
+		log:     o.Logger,
 		replica: host + "/" + strconv.Itoa(os.Getpid()),
 		cams:    map[string]*camState{}, pending: map[string]bool{}, wake: make(chan struct{}, 1),
 	}

@@ -43,7 +43,7 @@ type Stage struct {
 
 // NewStage opens the configured outputs.
 func NewStage(nc *nats.Conn, cfg config.Sink, log *slog.Logger) (*Stage, error) {
-	s := &Stage{nc: nc, cfg: cfg, log: log.With("stage", stageName)}
+	s := &Stage{nc: nc, cfg: cfg, log: log}
 	if cfg.JSONL != "" {
 		f, err := os.OpenFile(cfg.JSONL, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,8 +72,14 @@ func stopProc(t *testing.T, name string, cmd *exec.Cmd, logf *os.File, logPath s
 		<-done
 	}
 	logf.Close()
+	b, _ := os.ReadFile(logPath)
+	for _, line := range strings.Split(string(b), "\n") {
+		if k := repeatedLogKey(line); k != "" {
+			t.Errorf("%s logs %q twice in: %s", name, k, line)
+			break
+		}
+	}
 	if t.Failed() {
-		b, _ := os.ReadFile(logPath)
 		t.Logf("---- %s log ----\n%s", name, tail(string(b), 3000))
 	}
 }
@@ -157,6 +165,51 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 	_, before2, _ := rec2.snapshot()
 	rec1.waitAnnotations(t, len(before1)+30, 60*time.Second)
 	rec2.waitAnnotations(t, len(before2)+30, 60*time.Second)
+}
+
+// repeatedLogKey returns a key that a patchline log line (slog's text
+// format: key=value, values with spaces quoted) carries more than once.
+func repeatedLogKey(line string) string {
+	if !strings.HasPrefix(line, "time=") {
+		return "" // not patchline's (nats-server, ffmpeg)
+	}
+	seen := map[string]bool{}
+	for rest := line; rest != ""; {
+		eq := strings.IndexByte(rest, '=')
+		if eq < 0 {
+			break
+		}
+		key := rest[:eq]
+		if seen[key] {
+			return key
+		}
+		seen[key] = true
+		rest = rest[eq+1:]
+		if strings.HasPrefix(rest, `"`) { // a quoted value: skip to its closing quote
+			if n, err := strconv.QuotedPrefix(rest); err == nil {
+				rest = rest[len(n):]
+			}
+		}
+		if sp := strings.IndexByte(rest, ' '); sp >= 0 {
+			rest = rest[sp+1:]
+		} else {
+			rest = ""
+		}
+	}
+	return ""
+}
+
+func TestRepeatedLogKey(t *testing.T) {
+	for line, want := range map[string]string{
+		`time=2026-11-29T14:50:28Z level=INFO msg="analyze ready" stage=analyze model=scene-vit`:               "",
+		`time=2026-11-29T14:50:28Z level=INFO msg="analyze ready" stage=analyze stage=analyze model=scene-vit`: "stage",
+		`time=2026-11-29T14:50:28Z level=WARN msg="x stage=y" stage=decode err="a \"q\" b=c"`:                  "",
+		`[1234] 2026/11/29 14:50:28 [INF] Server is ready`:                                                     "",
+	} {
+		if got := repeatedLogKey(line); got != want {
+			t.Errorf("repeatedLogKey(%s) = %q, want %q", line, got, want)
+		}
+	}
 }
 
 func waitTCP(t *testing.T, addr string) {
