@@ -50,6 +50,9 @@ type Options struct {
 	// NoPacing processes file and synthetic sources as fast as decode
 	// allows instead of in real time (batch jobs, benchmarks).
 	NoPacing bool
+	// Replicas of the cameras bucket if decode is first to create it
+	// (nats.replicas); 0 means 1.
+	Replicas int
 }
 
 // Status is a camera's state, as served by the API and published on

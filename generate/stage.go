@@ -107,19 +107,23 @@ type Options struct {
 	Captions *textgen.Captioner // nil: caption requests answer "unavailable"
 	Framegen *Framegen          // nil: frame requests answer "unavailable", no anomaly scoring
 	Logger   *slog.Logger
+	// Replicas of the generated-frames bucket on a JetStream cluster
+	// (nats.replicas); 0 means 1.
+	Replicas int
 }
 
 // Stage is the generate stage. Every replica keeps windows of every camera
 // (plain subscription to frames); requests are shared by the queue group
 // patchline-generate.
 type Stage struct {
-	nc      *nats.Conn
-	cfg     config.Generate
-	cap     *textgen.Captioner
-	fg      *Framegen
-	capName string
-	log     *slog.Logger
-	replica string
+	nc       *nats.Conn
+	cfg      config.Generate
+	replicas int
+	cap      *textgen.Captioner
+	fg       *Framegen
+	capName  string
+	log      *slog.Logger
+	replica  string
 
 	win   *windows
 	sched *scheduler
@@ -161,9 +165,10 @@ func NewStage(o Options) *Stage {
 	host, _ := os.Hostname()
 	s := &Stage{
 		nc: o.NC, cfg: o.Config, cap: o.Captions, fg: o.Framegen,
-		log:     o.Logger,
-		replica: host + "/" + strconv.Itoa(os.Getpid()),
-		cams:    map[string]*camState{}, pending: map[string]bool{}, wake: make(chan struct{}, 1),
+		log:      o.Logger,
+		replicas: o.Replicas,
+		replica:  host + "/" + strconv.Itoa(os.Getpid()),
+		cams:     map[string]*camState{}, pending: map[string]bool{}, wake: make(chan struct{}, 1),
 	}
 	if o.Config.CaptionModel != "" {
 		s.capName = filepath.Base(filepath.Clean(o.Config.CaptionModel))
@@ -192,11 +197,15 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("generate: jetstream: %w", err)
 	}
-	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	s.obj, err = js.CreateOrUpdateObjectStore(octx, jetstream.ObjectStoreConfig{
-		Bucket: bus.GeneratedBucket, Description: "patchline generated frames (PNG), <camera>/<seq>.png", TTL: s.cfg.ObjectTTL,
+	err = bus.SetupRetry(ctx, js, func() (err error) {
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		s.obj, err = js.CreateOrUpdateObjectStore(octx, jetstream.ObjectStoreConfig{
+			Bucket: bus.GeneratedBucket, Description: "patchline generated frames (PNG), <camera>/<seq>.png", TTL: s.cfg.ObjectTTL,
+			Replicas: max(s.replicas, 1),
+		})
+		return err
 	})
-	cancel()
 	if err != nil {
 		return fmt.Errorf("generate: object store bucket %s (JetStream enabled on the server?): %w", bus.GeneratedBucket, err)
 	}

@@ -7,6 +7,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,7 +32,26 @@ var (
 	ErrExists   = errors.New("camera already exists")
 	ErrNotFound = errors.New("camera not found")
 	ErrInvalid  = errors.New("invalid camera")
+	// ErrUnavailable: the cameras bucket did not answer for longer than
+	// unavailableWait (NATS down, or a JetStream cluster without a quorum).
+	ErrUnavailable = errors.New("camera registry unavailable")
 )
+
+// unavailableWait is how long a registry call waits out a cameras bucket
+// that does not answer. A JetStream cluster that loses the server leading
+// the bucket elects another within seconds (2–8 s in
+// TestNATSClusterNodeLoss); an API call in that window is slow, not failed.
+const unavailableWait = 15 * time.Second
+
+// retry runs op until it succeeds, fails definitely, or unavailableWait or
+// ctx ends; a bucket that never answered is ErrUnavailable.
+func retry(ctx context.Context, op func() error) error {
+	err := bus.Retry(ctx, unavailableWait, op)
+	if bus.Transient(context.Background(), err) || err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
 
 // CameraView is a camera as the API shows it: its spec with the URL
 // redacted, and the latest status reported by decode (null until the first).
@@ -63,10 +83,10 @@ func (r *Registry) OnDetach(f func(id string)) {
 	r.mu.Unlock()
 }
 
-// OpenRegistry creates (or opens) the cameras bucket and starts collecting
-// camera status.
-func OpenRegistry(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Registry, error) {
-	kv, err := CamerasBucket(ctx, nc)
+// OpenRegistry creates the cameras bucket, or updates it to replicas, and
+// starts collecting camera status.
+func OpenRegistry(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger) (*Registry, error) {
+	kv, err := CamerasBucket(ctx, nc, replicas, true)
 	if err != nil {
 		return nil, err
 	}
@@ -78,24 +98,30 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Regist
 	return r, nil
 }
 
-// CamerasBucket opens the cameras KV bucket, creating it if needed. Decode
-// uses it too, so either side may start first.
-func CamerasBucket(ctx context.Context, nc *nats.Conn) (jetstream.KeyValue, error) {
+// CamerasBucket opens the cameras KV bucket, creating it with replicas if
+// needed. Decode uses it too, so either side may start first. Only the
+// owner (ingest, which keeps the registry) updates an existing bucket to
+// replicas: a decode process started with another configuration must not
+// shrink it.
+func CamerasBucket(ctx context.Context, nc *nats.Conn, replicas int, owner bool) (jetstream.KeyValue, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	var kv jetstream.KeyValue
-	// JetStream may still be electing right after a (re)start: retry briefly.
-	for attempt := 0; ; attempt++ {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bus.CamerasBucket, Description: "patchline cameras: id -> spec", History: 1,
-		})
-		if err == nil || attempt == 20 || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
+	cfg := jetstream.KeyValueConfig{
+		Bucket: bus.CamerasBucket, Description: "patchline cameras: id -> spec", History: 1, Replicas: max(replicas, 1),
 	}
+	var kv jetstream.KeyValue
+	err = bus.SetupRetry(ctx, js, func() (err error) {
+		if owner {
+			kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		} else if kv, err = js.KeyValue(ctx, cfg.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+			if kv, err = js.CreateKeyValue(ctx, cfg); errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, cfg.Bucket) // the owner made it meanwhile
+			}
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("cameras bucket %s (is JetStream enabled on the NATS server?): %w", bus.CamerasBucket, err)
 	}
@@ -140,7 +166,19 @@ func (r *Registry) Attach(ctx context.Context, c config.Camera) error {
 		return err
 	}
 	b, _ := json.Marshal(c)
-	if _, err := r.kv.Create(ctx, c.ID, b); err != nil {
+	creating := false
+	err := retry(ctx, func() error {
+		_, err := r.kv.Create(ctx, c.ID, b)
+		if errors.Is(err, jetstream.ErrKeyExists) && creating {
+			// An earlier try may have been stored with its answer lost.
+			if cur, gerr := r.kv.Get(ctx, c.ID); gerr == nil && bytes.Equal(cur.Value(), b) {
+				return nil
+			}
+		}
+		creating = true
+		return err
+	})
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("%w: %s", ErrExists, c.ID)
 		}
@@ -156,10 +194,18 @@ func (r *Registry) Put(ctx context.Context, c config.Camera) error {
 		return err
 	}
 	b, _ := json.Marshal(c)
-	if cur, err := r.kv.Get(ctx, c.ID); err == nil && string(cur.Value()) == string(b) {
-		return nil // unchanged: don't restart its worker
-	}
-	if _, err := r.kv.Put(ctx, c.ID, b); err != nil {
+	err := retry(ctx, func() error {
+		cur, err := r.kv.Get(ctx, c.ID)
+		if err == nil && bytes.Equal(cur.Value(), b) {
+			return nil // unchanged: don't restart its worker
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return err
+		}
+		_, err = r.kv.Put(ctx, c.ID, b)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("put camera %s: %w", c.ID, err)
 	}
 	return nil
@@ -167,13 +213,21 @@ func (r *Registry) Put(ctx context.Context, c config.Camera) error {
 
 // Detach removes a camera; decode stops its worker.
 func (r *Registry) Detach(ctx context.Context, id string) error {
-	if _, err := r.kv.Get(ctx, id); err != nil {
+	deleting := false
+	err := retry(ctx, func() error {
+		if _, err := r.kv.Get(ctx, id); err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) && deleting {
+				return nil // an earlier try deleted it, with its answer lost
+			}
+			return err
+		}
+		deleting = true
+		return r.kv.Delete(ctx, id)
+	})
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
-		return fmt.Errorf("detach %s: %w", id, err)
-	}
-	if err := r.kv.Delete(ctx, id); err != nil {
 		return fmt.Errorf("detach %s: %w", id, err)
 	}
 	r.mu.Lock()
@@ -189,7 +243,11 @@ func (r *Registry) Detach(ctx context.Context, id string) error {
 
 // Get returns one camera.
 func (r *Registry) Get(ctx context.Context, id string) (CameraView, error) {
-	e, err := r.kv.Get(ctx, id)
+	var e jetstream.KeyValueEntry
+	err := retry(ctx, func() (err error) {
+		e, err = r.kv.Get(ctx, id)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 			return CameraView{}, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -201,7 +259,11 @@ func (r *Registry) Get(ctx context.Context, id string) (CameraView, error) {
 
 // List returns every camera, sorted by id.
 func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
-	lister, err := r.kv.ListKeys(ctx)
+	var lister jetstream.KeyLister
+	err := retry(ctx, func() (err error) {
+		lister, err = r.kv.ListKeys(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list cameras: %w", err)
 	}

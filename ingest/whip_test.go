@@ -34,7 +34,7 @@ type whipEnv struct {
 func startWHIP(t *testing.T, token string, cfg config.WHIP) *whipEnv {
 	t.Helper()
 	nc := natstest.Connect(t, natstest.Start(t))
-	reg, err := OpenRegistry(context.Background(), nc, natstest.Discard())
+	reg, err := OpenRegistry(context.Background(), nc, 1, natstest.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,6 +78,9 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("unknown stage %q (want one of %v)", s, AllStages)
 		}
 	}
+	if o.NATSURL == "" && cfg.NATS.URL == "" && cfg.NATS.Replicas > 1 {
+		return fmt.Errorf("nats.replicas is %d, but the embedded server is a single node: set nats.url (or --nats) to a JetStream cluster, or replicas to 1", cfg.NATS.Replicas)
+	}
 	shutdownTracing, err := telemetry.SetupTracing(ctx, cfg.Telemetry.ServiceName, cfg.Telemetry.SampleRatio)
 	if err != nil {
 		return err
@@ -147,7 +150,7 @@ func Run(ctx context.Context, o Options) error {
 		stageLog := log.With("stage", name)
 		switch name {
 		case Ingest:
-			reg, err := ingest.OpenRegistry(ctx, nc, stageLog)
+			reg, err := ingest.OpenRegistry(ctx, nc, cfg.NATS.Replicas, stageLog)
 			if err != nil {
 				return err
 			}
@@ -170,7 +173,7 @@ func Run(ctx context.Context, o Options) error {
 			mux.Handle("GET /v1/live/{camera}", conAPI)
 			mux.Handle("/", console.Assets())
 		case Decode:
-			stages = append(stages, decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Logger: stageLog}))
+			stages = append(stages, decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Replicas: cfg.NATS.Replicas, Logger: stageLog}))
 		case Analyze:
 			stages = append(stages, analyze.NewStage(nc, model, cfg.Analyze, stageLog))
 		case Sink:
@@ -180,7 +183,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 			stages = append(stages, st)
 		case Generate:
-			stages = append(stages, generate.NewStage(generate.Options{NC: nc, Config: cfg.Generate, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog}))
+			stages = append(stages, generate.NewStage(generate.Options{NC: nc, Config: cfg.Generate, Replicas: cfg.NATS.Replicas, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog}))
 		}
 		if (name == Ingest || name == Generate) && !describe {
 			// POST /v1/cameras/{id}/describe asks any generate replica over NATS.

@@ -22,7 +22,9 @@ const defaultAPI = "http://127.0.0.1:8080"
 // cameras; it is also the variable that sets http.token.
 const tokenEnv = "PATCHLINE_HTTP_TOKEN"
 
-var httpClient = &http.Client{Timeout: 10 * time.Second}
+// The timeout covers the registry waiting out a JetStream leader election
+// (ingest.unavailableWait).
+var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 // apiCall sends a JSON request to the camera API and decodes the reply into out.
 func apiCall(method, url string, body any, out any) error {

@@ -44,6 +44,17 @@ func TestValidateReportsBadFiles(t *testing.T) {
 	}
 }
 
+func TestReplicasNeedACluster(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(p, []byte("nats:\n  replicas: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := run(t, "run", "-c", p)
+	if err == nil || !strings.Contains(err.Error(), "nats.replicas is 3, but the embedded server is a single node") {
+		t.Fatalf("run with replicas 3 on the embedded server: %v", err)
+	}
+}
+
 func TestEveryCommandHasHelp(t *testing.T) {
 	for _, c := range []string{"run", "stage", "attach", "detach", "cameras", "watch", "validate", "version"} {
 		out, err := run(t, c, "--help")

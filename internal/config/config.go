@@ -29,6 +29,10 @@ type NATS struct {
 	Token    string   `yaml:"token"`    // auth token (use ${VAR})
 	TLS      TLS      `yaml:"tls"`      // client TLS for an external server
 	Embedded Embedded `yaml:"embedded"` // the embedded server
+	// Replicas is how many servers of a JetStream cluster keep each of
+	// patchline's buckets (cameras, generated frames): 3 survives the loss
+	// of one. 1 (the default) on a single server, embedded or not.
+	Replicas int `yaml:"replicas"`
 }
 
 // TLS is client-side TLS for an external NATS server.
@@ -133,7 +137,7 @@ func Default() Config {
 			Host:     "127.0.0.1",
 			Port:     4222,
 			StoreDir: DefaultStoreDir(),
-		}},
+		}, Replicas: 1},
 		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBody: 64 << 10},
 		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second},
 		Cameras: []Camera{{ID: "synthetic", URL: "synthetic://?seed=1", FPS: 5}},

@@ -191,6 +191,11 @@ func TestErrors(t *testing.T) {
 			want: []string{"pipeline.yaml:3: nats.embedded.port: 70000 out of range -1..65535"},
 		},
 		{
+			name: "replicas",
+			yaml: "nats:\n  url: nats://a:4222\n  replicas: 7\n",
+			want: []string{"pipeline.yaml:3: nats.replicas: 7 out of range 1..5"},
+		},
+		{
 			name: "unset variable",
 			yaml: "nats:\n  url: nats://x:4222\n  token: ${NATS_TOKEN}\n",
 			want: []string{"pipeline.yaml:3: nats.token: ${NATS_TOKEN} is not set"},
@@ -305,6 +310,7 @@ func TestEnvVars(t *testing.T) {
 		"PATCHLINE_SINK_JSONL":              "sink.jsonl",
 		"PATCHLINE_DECODE_PATCH_SIZE":       "decode.patch_size",
 		"PATCHLINE_NATS_EMBEDDED_STORE_DIR": "nats.embedded.store_dir",
+		"PATCHLINE_NATS_REPLICAS":           "nats.replicas",
 	} {
 		if got := vars[name]; got != path {
 			t.Errorf("EnvVars()[%s] = %q, want %q", name, got, path)

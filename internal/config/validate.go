@@ -188,6 +188,9 @@ func (n NATS) check(ck *checker) {
 	if n.URL == "" && n.Embedded.Host == "" {
 		ck.add("nats.embedded.host", "is empty (want an address such as 127.0.0.1)")
 	}
+	if n.Replicas < 1 || n.Replicas > 5 {
+		ck.add("nats.replicas", "%d out of range 1..5 (JetStream's limit)", n.Replicas)
+	}
 }
 
 // checkNATSURL checks one server URL of nats.url.

@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,15 +53,25 @@ func startPipeline(t testing.TB, cfg config.Config) app.Info {
 // attach adds a camera through the HTTP API.
 func attach(t testing.TB, httpAddr string, c config.Camera) {
 	t.Helper()
+	if err := postCamera(httpAddr, c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// postCamera is POST /v1/cameras; an answer other than 201 is an error
+// quoting the response.
+func postCamera(httpAddr string, c config.Camera) error {
 	b, _ := json.Marshal(c)
 	resp, err := http.Post("http://"+httpAddr+"/v1/cameras", "application/json", bytes.NewReader(b))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("attach %s: %s", c.ID, resp.Status)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("attach %s: %s: %s", c.ID, resp.Status, strings.TrimSpace(string(msg)))
 	}
+	return nil
 }
 
 // recorder collects frame seqs and annotations of one camera from NATS.

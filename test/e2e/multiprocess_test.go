@@ -44,13 +44,22 @@ func freePort(t *testing.T) int {
 // output goes to a log file printed when the test fails.
 func startProc(t *testing.T, name string, bin string, args ...string) (stop func()) {
 	t.Helper()
+	_, stop = startProcEnv(t, name, nil, bin, args...)
+	return stop
+}
+
+// startProcEnv is startProc with env (KEY=VALUE) added to the environment;
+// it also returns the process.
+func startProcEnv(t *testing.T, name string, env []string, bin string, args ...string) (cmd *exec.Cmd, stop func()) {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
+	cmd = exec.Command(bin, args...)
 	cmd.Dir = repoRoot(t)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -58,7 +67,7 @@ func startProc(t *testing.T, name string, bin string, args ...string) (stop func
 	var once sync.Once
 	stop = func() { once.Do(func() { stopProc(t, name, cmd, logf, logPath) }) }
 	t.Cleanup(stop)
-	return stop
+	return cmd, stop
 }
 
 func stopProc(t *testing.T, name string, cmd *exec.Cmd, logf *os.File, logPath string) {

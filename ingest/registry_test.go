@@ -1,0 +1,57 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestRetryWaitsOutAnUnavailableBucket(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	calls := 0
+	err := retry(ctx, func() error {
+		calls++
+		switch calls {
+		case 1:
+			return fmt.Errorf("put: %w", jetstream.ErrNoStreamResponse) // no leader yet
+		case 2:
+			return &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}
+		case 3:
+			return nats.ErrConnectionReconnecting
+		}
+		return nil
+	})
+	if err != nil || calls != 4 {
+		t.Fatalf("retry = %v after %d calls, want nil after 4", err, calls)
+	}
+
+	calls = 0
+	err = retry(ctx, func() error { calls++; return jetstream.ErrKeyExists })
+	if !errors.Is(err, jetstream.ErrKeyExists) || calls != 1 {
+		t.Fatalf("retry of a definite error = %v after %d calls, want it at once", err, calls)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, 600*time.Millisecond)
+	defer cancel()
+	err = retry(ctx, func() error { return nats.ErrNoResponders })
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("retry until the caller gives up = %v, want ErrUnavailable wrapping the cause", err)
+	}
+}
+
+func TestUnavailableIs503(t *testing.T) {
+	t.Parallel()
+	w := httptest.NewRecorder()
+	writeErr(w, fmt.Errorf("attach cam1: %w: %w", ErrUnavailable, jetstream.ErrNoStreamResponse))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("got %d, Retry-After %q; want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"))
+	}
+}

@@ -1,0 +1,78 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SetupWait is how long a stage waits at start for JetStream to create or
+// open its buckets: a cluster that is still forming, or a server that is
+// restarting, answers "temporarily unavailable" for a few seconds.
+const SetupWait = time.Minute
+
+// Transient reports whether err from a JetStream call means "no answer
+// now" rather than a definite failure: a stream without a leader (a
+// cluster electing one after losing a server, or still forming), no
+// responders, a timeout, a reconnecting connection. ctx is the call's:
+// its own end is not transient.
+func Transient(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return false // a 503 too, but one that waiting does not cure
+	}
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, context.DeadlineExceeded): // the client's own request timeout
+		return true
+	case errors.As(err, &apiErr):
+		return apiErr.Code == 503 // e.g. "JetStream system temporarily unavailable"
+	}
+	return false
+}
+
+// Retry runs op until it succeeds, fails definitely (not Transient), ctx
+// ends or wait has passed, and returns op's last error.
+func Retry(ctx context.Context, wait time.Duration, op func() error) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := op()
+		if !Transient(ctx, err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// SetupRetry is Retry for creating or opening a stage's buckets at start,
+// for up to SetupWait. A server without JetStream fails at once: some
+// calls to it get "no responders", which on a forming cluster would be
+// worth waiting out, so the account is asked which it is.
+func SetupRetry(ctx context.Context, js jetstream.JetStream, op func() error) error {
+	asked := false
+	return Retry(ctx, SetupWait, func() error {
+		err := op()
+		if errors.Is(err, nats.ErrNoResponders) && !asked {
+			asked = true
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, aerr := js.AccountInfo(actx)
+			cancel()
+			if errors.Is(aerr, jetstream.ErrJetStreamNotEnabled) || errors.Is(aerr, jetstream.ErrJetStreamNotEnabledForAccount) {
+				return fmt.Errorf("%w (%w)", aerr, err)
+			}
+		}
+		return err
+	})
+}

@@ -1,0 +1,82 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestTransient(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, c := range []struct {
+		ctx  context.Context
+		err  error
+		want bool
+	}{
+		{ctx, nil, false},
+		{ctx, fmt.Errorf("put: %w", jetstream.ErrNoStreamResponse), true},
+		{ctx, &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{ctx, &jetstream.APIError{Code: 503, ErrorCode: jetstream.JSErrCodeJetStreamNotEnabled, Description: "jetstream not enabled"}, false},
+		{ctx, nats.ErrConnectionReconnecting, true},
+		{ctx, nats.ErrNoResponders, true},
+		{ctx, context.DeadlineExceeded, true}, // a request's own timeout
+		{done, context.Canceled, false},       // the caller gave up
+		{done, nats.ErrTimeout, false},
+		{ctx, jetstream.ErrKeyExists, false},
+		{ctx, &jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use"}, false},
+	} {
+		if got := Transient(c.ctx, c.err); got != c.want {
+			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// A server without JetStream is an error at once, not a minute of retries,
+// whichever way the server says so.
+func TestSetupRetryWithoutJetStream(t *testing.T) {
+	t.Parallel()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for name, op := range map[string]func() error{
+		"key-value": func() error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b"})
+			return err
+		},
+		"object store": func() error {
+			_, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "o"})
+			return err
+		},
+	} {
+		calls := 0
+		err := SetupRetry(ctx, js, func() error { calls++; return op() })
+		if !errors.Is(err, jetstream.ErrJetStreamNotEnabled) || calls != 1 {
+			t.Errorf("%s: SetupRetry = %v after %d calls, want jetstream not enabled after 1", name, err, calls)
+		}
+	}
+}
