@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,6 +54,9 @@ type Options struct {
 	// Replicas of the cameras bucket if decode is first to create it
 	// (nats.replicas); 0 means 1.
 	Replicas int
+	// Seqs keeps each camera's seq unique across restarts; nil starts
+	// every camera at seq 1 each time (benchmarks, tests).
+	Seqs *SeqStore
 }
 
 // Status is a camera's state, as served by the API and published on
@@ -97,6 +101,11 @@ type Camera struct {
 	outTimes  [64]time.Time // publish times, ring, for the fps estimate
 	outN      int
 	seq       uint64 // touched by the worker only
+
+	seqs      *SeqStore     // nil: no reservations
+	seqEnd    atomic.Uint64 // end of the reserved seq block
+	reserving atomic.Bool   // a reservation of the next block is under way
+	seqOver   bool          // seq passed its block (warned once); worker only
 }
 
 // rawFrames is how many source images a camera rotates between its reader
@@ -158,8 +167,8 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	}
 	c := &Camera{
 		spec: spec, cfg: cfg, fps: fps, redacted: media.RedactURL(spec.URL), nc: opts.NC, noPacing: opts.NoPacing,
-		subject: bus.FrameSubject(spec.ID),
-		q:       queue.NewRing[*item](cfg.QueueSize),
+		subject: bus.FrameSubject(spec.ID), seqs: opts.Seqs,
+		q: queue.NewRing[*item](cfg.QueueSize),
 	}
 	c.log = log.With("camera", spec.ID, "url", c.redacted)
 	size := cfg.Width * cfg.Height * 3
@@ -284,6 +293,7 @@ func (c *Camera) setState(state string, err error) {
 func (c *Camera) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c.startSeq(ctx)
 	readerDone := make(chan struct{})
 	workerDone := make(chan struct{})
 	free := make(chan *rawFrame, rawFrames)
@@ -341,6 +351,56 @@ func (c *Camera) Run(ctx context.Context) {
 		}
 		c.pool.Put(it.buf)
 	}
+}
+
+// startSeq reserves the camera's first block of seq numbers (SeqStore),
+// waiting out a bucket that does not answer for up to 30 s. Without it the
+// camera starts at seq 1, and says so.
+func (c *Camera) startSeq(ctx context.Context) {
+	if c.seqs == nil {
+		return
+	}
+	var end uint64
+	err := bus.Retry(ctx, 30*time.Second, func() (err error) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		end, err = c.seqs.reserve(rctx, c.spec.ID)
+		return err
+	})
+	if err != nil {
+		c.log.Error("no seq block reserved: seq starts at 1 and may repeat earlier runs' numbers", "err", err)
+		return
+	}
+	c.seq = end - seqBlock
+	c.seqEnd.Store(end)
+}
+
+// nextSeq advances the camera's seq, reserving the next block in the
+// background once half of the current one is used.
+func (c *Camera) nextSeq() uint64 {
+	c.seq++
+	if c.seqs == nil {
+		return c.seq
+	}
+	end := c.seqEnd.Load()
+	if c.seq+seqBlock/2 > end && c.reserving.CompareAndSwap(false, true) {
+		go func() {
+			defer c.reserving.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			next, err := c.seqs.reserve(ctx, c.spec.ID)
+			if err != nil {
+				c.log.Warn("reserving the next seq block failed; retrying", "err", err)
+				return
+			}
+			c.seqEnd.Store(next)
+		}()
+	}
+	if c.seq > end && !c.seqOver {
+		c.seqOver = true
+		c.log.Warn("seq passed its reserved block (the decode bucket did not answer): a restart now may repeat seq numbers", "seq", c.seq)
+	}
+	return c.seq
 }
 
 // watchStall marks a streaming camera stalled while a read is blocked
@@ -568,9 +628,8 @@ func (c *Camera) process(m *mats, rf *rawFrame) error {
 	tokDur := tokEnd.Sub(decEnd)
 	telemetry.StageLatency.WithLabelValues("decode").Observe(decDur.Seconds())
 	telemetry.StageLatency.WithLabelValues("tokenize").Observe(tokDur.Seconds())
-	c.seq++
 	f := &frame.Frame{
-		Camera: c.spec.ID, Seq: c.seq, PTS: pts, CapturedAt: captured,
+		Camera: c.spec.ID, Seq: c.nextSeq(), PTS: pts, CapturedAt: captured,
 		SourceW: srcW, SourceH: srcH, Width: c.cfg.Width, Height: c.cfg.Height,
 		Patch: c.cfg.PatchSize, Resize: c.cfg.Resize, Transform: tr,
 		Latency: map[string]float64{"decode": frame.Millis(decDur), "tokenize": frame.Millis(tokDur)},

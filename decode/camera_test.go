@@ -22,6 +22,7 @@ import (
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/rtsptest"
 	"github.com/patchline/patchline/internal/synth"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 var (
@@ -41,35 +42,17 @@ func recorder() *tracetest.SpanRecorder {
 // startNATS runs an embedded nats-server and connects to it.
 func startNATS(t *testing.T) *nats.Conn { return natstest.Connect(t, natstest.Start(t)) }
 
-// syncLog is a slog handler target safe for concurrent writes.
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type running struct {
 	cam  *Camera
 	msgs chan *nats.Msg
 	stop func()
-	log  *syncLog
+	log  *testenv.Buffer
 }
 
 // runCamera subscribes to the camera's frames and runs it until the test ends.
 func runCamera(t *testing.T, nc *nats.Conn, spec config.Camera, d config.Decode) *running {
 	t.Helper()
-	lg := &syncLog{}
+	lg := &testenv.Buffer{}
 	cam, err := NewCamera(spec, Options{NC: nc, Decode: d, Logger: slog.New(slog.NewTextHandler(lg, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)

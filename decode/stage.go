@@ -52,6 +52,11 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
+	if s.opts.Seqs == nil {
+		if s.opts.Seqs, err = OpenSeqStore(ctx, s.opts.NC, s.opts.Replicas); err != nil {
+			return err
+		}
+	}
 	defer s.stopAll()
 	go s.publishStatus(ctx)
 	watch, err := s.opts.NC.Subscribe(bus.WatchPrefix+"*", s.onWatch)

@@ -1,6 +1,7 @@
 // Package sink publishes annotations downstream: the public subject
-// patchline.annotations.<camera> (with a Nats-Msg-Id of camera:seq, so a
-// JetStream stream over it dedupes replays) and an optional JSON Lines file.
+// patchline.annotations.<camera> (with a Nats-Msg-Id of camera:seq), the
+// JetStream stream over it that keeps them for replay (deduplicated by that
+// id), and an optional JSON Lines file.
 package sink
 
 import (
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/patchline/patchline/internal/annotation"
@@ -29,9 +31,10 @@ const stageName = "sink"
 
 // Stage is the sink stage. Replicas share the sink queue group.
 type Stage struct {
-	nc  *nats.Conn
-	cfg config.Sink
-	log *slog.Logger
+	nc       *nats.Conn
+	cfg      config.Sink
+	replicas int
+	log      *slog.Logger
 
 	mu    sync.Mutex
 	file  *os.File
@@ -41,9 +44,10 @@ type Stage struct {
 	bus.Readiness
 }
 
-// NewStage opens the configured outputs.
-func NewStage(nc *nats.Conn, cfg config.Sink, log *slog.Logger) (*Stage, error) {
-	s := &Stage{nc: nc, cfg: cfg, log: log}
+// NewStage opens the configured outputs; Run creates the stream (with
+// replicas replicas, nats.replicas) if cfg.Stream names one.
+func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*Stage, error) {
+	s := &Stage{nc: nc, cfg: cfg, replicas: replicas, log: log}
 	if cfg.JSONL != "" {
 		f, err := os.OpenFile(cfg.JSONL, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
@@ -57,6 +61,11 @@ func NewStage(nc *nats.Conn, cfg config.Sink, log *slog.Logger) (*Stage, error) 
 // Run forwards annotations until ctx is done, flushing the file output
 // every second and at the end.
 func (s *Stage) Run(ctx context.Context) error {
+	if s.cfg.Stream.Name != "" {
+		if err := EnsureStream(ctx, s.nc, s.cfg.Stream, s.replicas); err != nil {
+			return err
+		}
+	}
 	sub, err := s.nc.QueueSubscribe(bus.AnalyzedPrefix+"*", bus.QueueSink, s.onAnnotation)
 	if err != nil {
 		return fmt.Errorf("sink: subscribe: %w", err)
@@ -150,4 +159,34 @@ func (s *Stage) close() error {
 	}
 	s.flush()
 	return s.file.Close()
+}
+
+// EnsureStream creates the annotation stream st, or updates it to st's
+// limits: every subject patchline.annotations.*, file storage, the oldest
+// messages dropped first, duplicates (by Nats-Msg-Id) stored once.
+func EnsureStream(ctx context.Context, nc *nats.Conn, st config.Stream, replicas int) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("sink: jetstream: %w", err)
+	}
+	cfg := jetstream.StreamConfig{
+		Name:        st.Name,
+		Description: "patchline annotations (analysis, captions, anomalies) for replay",
+		Subjects:    []string{bus.AnnotationsPrefix + "*"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      st.MaxAge,
+		MaxBytes:    st.MaxBytes,
+		Duplicates:  st.DuplicateWindow,
+		Replicas:    max(replicas, 1),
+	}
+	err = bus.SetupRetry(ctx, js, func() error {
+		_, err := js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sink: annotation stream %s (sink.stream): %w", st.Name, err)
+	}
+	return nil
 }

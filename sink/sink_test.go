@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
@@ -22,7 +23,7 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
 	jsonl := filepath.Join(t.TempDir(), "out.jsonl")
-	st, err := NewStage(natstest.Connect(t, url), config.Sink{JSONL: jsonl}, natstest.Discard())
+	st, err := NewStage(natstest.Connect(t, url), config.Sink{JSONL: jsonl}, 1, natstest.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,5 +124,90 @@ func TestSchemaRejectsBadAnnotations(t *testing.T) {
 		if err := schema.ValidateAnnotation(sch, []byte(doc)); err == nil {
 			t.Errorf("%s: schema accepted it", name)
 		}
+	}
+}
+
+// The stream keeps every message on patchline.annotations.* once per
+// Nats-Msg-Id, whoever published it, within the configured limits; a sink
+// started again with other limits updates them.
+func TestSinkStreamKeepsAnnotationsOnce(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	stream := config.Stream{Name: "TEST_ANNOTATIONS", MaxAge: time.Hour, MaxBytes: 1 << 20, DuplicateWindow: time.Minute}
+	st, err := NewStage(natstest.Connect(t, url), config.Sink{Stream: stream}, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	select {
+	case <-st.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("sink not ready")
+	}
+
+	publish := func(seq uint64) {
+		a := annotation.Annotation{
+			Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: seq,
+			CapturedAt: time.Now().UTC(), SourceWidth: 64, SourceHeight: 64, Model: "m", Task: "classify",
+			LatencyMs: map[string]float64{}, TraceID: "0123456789abcdef0123456789abcdef",
+		}
+		b, _ := json.Marshal(a)
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(7)
+	publish(7) // analyzed twice (say, a retried batch): stored once
+	publish(8)
+	caption := nats.NewMsg(bus.AnnotationSubject("cam2")) // another publisher, as generate is
+	caption.Data = []byte(`{"kind":"caption"}`)
+	caption.Header.Set(nats.MsgIdHdr, "cam2:3:caption")
+	if err := nc.PublishMsg(caption); err != nil {
+		t.Fatal(err)
+	}
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, stream.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var info *jetstream.StreamInfo
+	for {
+		if info, err = s.Info(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a fourth message would have landed by now
+	if info, err = s.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3 {
+		t.Errorf("stream holds %d messages, want 3 (cam1:7 once, cam1:8, cam2:3:caption)", info.State.Msgs)
+	}
+	if c := info.Config; c.MaxAge != time.Hour || c.MaxBytes != 1<<20 || c.Duplicates != time.Minute || c.Storage != jetstream.FileStorage ||
+		len(c.Subjects) != 1 || c.Subjects[0] != bus.AnnotationsPrefix+"*" {
+		t.Errorf("stream config %+v", c)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	stream.MaxAge = 2 * time.Hour
+	if err := EnsureStream(context.Background(), nc, stream, 1); err != nil {
+		t.Fatal(err)
+	}
+	if info, err = s.Info(context.Background()); err != nil || info.Config.MaxAge != 2*time.Hour || info.State.Msgs != 3 {
+		t.Errorf("after an update: max_age %v, %d messages (err %v); want 2h and the 3 kept", info.Config.MaxAge, info.State.Msgs, err)
 	}
 }

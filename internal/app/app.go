@@ -177,7 +177,7 @@ func Run(ctx context.Context, o Options) error {
 		case Analyze:
 			stages = append(stages, analyze.NewStage(nc, model, cfg.Analyze, stageLog))
 		case Sink:
-			st, err := sink.NewStage(nc, cfg.Sink, stageLog)
+			st, err := sink.NewStage(nc, cfg.Sink, cfg.NATS.Replicas, stageLog)
 			if err != nil {
 				return err
 			}

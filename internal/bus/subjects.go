@@ -19,6 +19,7 @@ const (
 
 	CamerasBucket   = "patchline_cameras"   // JetStream KV: camera id → camera spec JSON
 	GeneratedBucket = "patchline_generated" // JetStream Object Store: generated frames, <camera>/<seq>.png
+	DecodeBucket    = "patchline_decode"    // JetStream KV: seq.<camera> → the end of the camera's last reserved seq block
 
 	QueueAnalyze  = "patchline-analyze"
 	QueueSink     = "patchline-sink"

@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/patchline/patchline/internal/annotation"
@@ -14,16 +18,27 @@ import (
 )
 
 func newWatchCmd() *cobra.Command {
-	var natsURL string
+	var natsURL, since, stream string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "watch [camera]",
-		Short: "Print live annotations (all cameras, or one)",
-		Args:  cobra.MaximumNArgs(1),
+		Short: "Print live annotations (all cameras, or one), or replay stored ones first",
+		Long: `Print annotations as they arrive, for every camera or one.
+
+With --since, first replay what the annotation stream (sink.stream) kept
+from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			subject := bus.AnnotationsPrefix + "*"
 			if len(args) == 1 {
 				subject = bus.AnnotationSubject(args[0])
+			}
+			var start time.Time
+			if since != "" {
+				var err error
+				if start, err = parseSince(since, time.Now()); err != nil {
+					return err
+				}
 			}
 			nc, err := nats.Connect(natsURL, nats.Name("patchline-watch"), nats.MaxReconnects(-1))
 			if err != nil {
@@ -31,30 +46,78 @@ func newWatchCmd() *cobra.Command {
 			}
 			defer nc.Close()
 			out := cmd.OutOrStdout()
-			sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+			show := func(subj string, data []byte) {
 				if asJSON {
-					fmt.Fprintln(out, string(m.Data))
+					fmt.Fprintln(out, string(data))
 					return
 				}
 				var a annotation.Annotation
-				if err := json.Unmarshal(m.Data, &a); err != nil {
-					fmt.Fprintf(out, "%s: malformed annotation: %v\n", m.Subject, err)
+				if err := json.Unmarshal(data, &a); err != nil {
+					fmt.Fprintf(out, "%s: malformed annotation: %v\n", subj, err)
 					return
 				}
 				fmt.Fprintln(out, summarize(a))
-			})
-			if err != nil {
-				return err
 			}
-			defer func() { _ = sub.Unsubscribe() }()
-			fmt.Fprintf(cmd.ErrOrStderr(), "watching %s on %s (Ctrl-C to stop)\n", subject, natsURL)
-			<-cmd.Context().Done()
+			ctx := cmd.Context()
+			if since == "" {
+				sub, err := nc.Subscribe(subject, func(m *nats.Msg) { show(m.Subject, m.Data) })
+				if err != nil {
+					return err
+				}
+				defer func() { _ = sub.Unsubscribe() }()
+				fmt.Fprintf(cmd.ErrOrStderr(), "watching %s on %s (Ctrl-C to stop)\n", subject, natsURL)
+			} else {
+				cc, err := replay(ctx, nc, stream, subject, start, func(m jetstream.Msg) { show(m.Subject(), m.Data()) })
+				if err != nil {
+					return err
+				}
+				defer cc.Stop()
+				fmt.Fprintf(cmd.ErrOrStderr(), "replaying %s from stream %s since %s, then watching (Ctrl-C to stop)\n",
+					subject, stream, start.Format(time.RFC3339))
+			}
+			<-ctx.Done()
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print each annotation's JSON")
+	cmd.Flags().StringVar(&since, "since", "", "replay stored annotations from this long ago (10m) or this time (RFC 3339) first")
+	cmd.Flags().StringVar(&stream, "stream", config.DefaultStream, "the annotation stream to replay from (sink.stream.name)")
 	return cmd
+}
+
+// parseSince reads --since: a duration before now, or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--since %q: want a duration such as 10m or a time such as 2026-11-29T14:00:00Z", s)
+}
+
+// replay consumes stream's messages on subject from start on, then new
+// ones as they come, in order, with an ordered (ephemeral) consumer.
+func replay(ctx context.Context, nc *nats.Conn, stream, subject string, start time.Time, f func(jetstream.Msg)) (jetstream.ConsumeContext, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	st, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream %s not found on %s: does a sink run with sink.stream.name %s?", stream, nc.ConnectedUrlRedacted(), stream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return cons.Consume(func(m jetstream.Msg) { f(m) })
 }
 
 // summarize renders one annotation as a line for people.

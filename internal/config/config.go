@@ -30,8 +30,9 @@ type NATS struct {
 	TLS      TLS      `yaml:"tls"`      // client TLS for an external server
 	Embedded Embedded `yaml:"embedded"` // the embedded server
 	// Replicas is how many servers of a JetStream cluster keep each of
-	// patchline's buckets (cameras, generated frames): 3 survives the loss
-	// of one. 1 (the default) on a single server, embedded or not.
+	// patchline's buckets (cameras, generated frames) and the annotation
+	// stream: 3 survives the loss of one. 1 (the default) on a single
+	// server, embedded or not.
 	Replicas int `yaml:"replicas"`
 }
 
@@ -118,8 +119,24 @@ type Analyze struct {
 
 // Sink configures annotation outputs.
 type Sink struct {
-	JSONL string `yaml:"jsonl"` // append annotations to this file; empty = off
+	JSONL  string `yaml:"jsonl"` // append annotations to this file; empty = off
+	Stream Stream `yaml:"stream"`
 }
+
+// Stream is the JetStream stream that keeps every message on
+// patchline.annotations.* (analysis, captions, anomalies) for replay
+// (`patchline watch --since`), deduplicated by Nats-Msg-Id (camera:seq...)
+// within DuplicateWindow. The sink creates or updates it at start, with
+// nats.replicas replicas.
+type Stream struct {
+	Name            string        `yaml:"name"`             // default PATCHLINE_ANNOTATIONS; "" = no stream
+	MaxAge          time.Duration `yaml:"max_age"`          // drop messages older than this; default 24h
+	MaxBytes        int64         `yaml:"max_bytes"`        // drop the oldest above this size; default 1 GiB
+	DuplicateWindow time.Duration `yaml:"duplicate_window"` // default 2m
+}
+
+// DefaultStream is the annotation stream's default name.
+const DefaultStream = "PATCHLINE_ANNOTATIONS"
 
 // Telemetry configures tracing. OTLP export follows the standard OTEL_* variables.
 type Telemetry struct {
@@ -160,6 +177,9 @@ func Default() Config {
 			MaxBatchWait: 20 * time.Millisecond,
 			QueueSize:    32,
 		},
+		Sink: Sink{Stream: Stream{
+			Name: DefaultStream, MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, DuplicateWindow: 2 * time.Minute,
+		}},
 		Generate:  defaultGenerate(),
 		Telemetry: Telemetry{ServiceName: "patchline", SampleRatio: 1},
 	}

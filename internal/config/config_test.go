@@ -79,7 +79,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown key far from any",
 			yaml: "sink:\n  kafka: x\n",
-			want: []string{`pipeline.yaml:2: sink.kafka: unknown key (known keys: jsonl)`},
+			want: []string{`pipeline.yaml:2: sink.kafka: unknown key (known keys: jsonl, stream)`},
 		},
 		{
 			name: "duplicate key",
@@ -196,6 +196,15 @@ func TestErrors(t *testing.T) {
 			want: []string{"pipeline.yaml:3: nats.replicas: 7 out of range 1..5"},
 		},
 		{
+			name: "stream",
+			yaml: "sink:\n  stream:\n    name: my.stream\n    max_age: 0s\n",
+			want: []string{
+				`pipeline.yaml:3: sink.stream.name: "my.stream": a JetStream stream name has no spaces`,
+				"pipeline.yaml:4: sink.stream.max_age: 0s: want a positive duration",
+				"sink.stream.duplicate_window: 2m0s: want a positive duration up to max_age",
+			},
+		},
+		{
 			name: "unset variable",
 			yaml: "nats:\n  url: nats://x:4222\n  token: ${NATS_TOKEN}\n",
 			want: []string{"pipeline.yaml:3: nats.token: ${NATS_TOKEN} is not set"},
@@ -308,6 +317,7 @@ func TestEnvVars(t *testing.T) {
 		"PATCHLINE_TELEMETRY_SAMPLE_RATIO":  "telemetry.sample_ratio",
 		"PATCHLINE_ANALYZE_ORT_LIBRARY":     "analyze.ort_library",
 		"PATCHLINE_SINK_JSONL":              "sink.jsonl",
+		"PATCHLINE_SINK_STREAM_NAME":        "sink.stream.name",
 		"PATCHLINE_DECODE_PATCH_SIZE":       "decode.patch_size",
 		"PATCHLINE_NATS_EMBEDDED_STORE_DIR": "nats.embedded.store_dir",
 		"PATCHLINE_NATS_REPLICAS":           "nats.replicas",

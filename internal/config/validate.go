@@ -44,6 +44,7 @@ func (c *Config) problems() []error {
 	checkCameras(ck, c.Cameras)
 	c.Decode.check(ck)
 	c.Analyze.check(ck)
+	c.Sink.Stream.check(ck)
 	c.Generate.check(ck)
 	c.Telemetry.check(ck)
 	return ck.errs
@@ -302,6 +303,24 @@ func checkSide(ck *checker, path string, side, patch int) {
 		ck.add(path, "%d out of range 1..%d", side, frame.MaxSide)
 	case patch > 0 && side%patch != 0:
 		ck.add(path, "%d is not a multiple of decode.patch_size %d", side, patch)
+	}
+}
+
+func (s Stream) check(ck *checker) {
+	if s.Name == "" {
+		return // no stream
+	}
+	if strings.ContainsAny(s.Name, " \t.*>/\\") {
+		ck.add("sink.stream.name", "%q: a JetStream stream name has no spaces, '.', '*', '>', '/' or '\\'", s.Name)
+	}
+	if s.MaxAge <= 0 {
+		ck.add("sink.stream.max_age", "%s: want a positive duration (annotations are kept this long)", s.MaxAge)
+	}
+	if s.MaxBytes <= 0 {
+		ck.add("sink.stream.max_bytes", "%d: want a positive size in bytes", s.MaxBytes)
+	}
+	if s.DuplicateWindow <= 0 || s.DuplicateWindow > s.MaxAge {
+		ck.add("sink.stream.duplicate_window", "%s: want a positive duration up to max_age", s.DuplicateWindow)
 	}
 }
 

@@ -24,7 +24,8 @@ import (
 // and patchline-nats.env's variables (local ports), each stage is
 // patchline-stage@.service's. With nats.replicas: 3, stopping the server
 // that leads the cameras bucket loses nothing: annotations keep flowing,
-// and a camera attached afterwards is stored and streams.
+// a camera attached afterwards is stored and streams, and the annotation
+// stream keeps its annotations.
 func TestNATSClusterNodeLoss(t *testing.T) {
 	natsBin, plBin := buildBinaries(t)
 	root := repoRoot(t)
@@ -86,7 +87,7 @@ generate: {auto: false}
 	rec1 := record(t, nc, "cam1")
 	rec1.waitAnnotations(t, 10, 90*time.Second)
 
-	// Both buckets are kept by all three servers.
+	// Every bucket and the annotation stream are kept by all three servers.
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +96,7 @@ generate: {auto: false}
 	defer cancel()
 	camStream := "KV_" + bus.CamerasBucket
 	var leader string
-	for _, stream := range []string{camStream, "OBJ_" + bus.GeneratedBucket} {
+	for _, stream := range []string{camStream, "KV_" + bus.DecodeBucket, "OBJ_" + bus.GeneratedBucket, config.DefaultStream} {
 		info := waitStream(t, ctx, js, stream)
 		if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
 			t.Fatalf("stream %s: replicas %d, cluster %+v; want 3 replicas", stream, info.Config.Replicas, info.Cluster)
@@ -135,6 +136,19 @@ generate: {auto: false}
 		if _, err := kv.Get(ctx, id); err != nil {
 			t.Errorf("camera %s in the bucket after the loss: %v", id, err)
 		}
+	}
+	// The annotation stream went on keeping annotations.
+	s, err := js.Stream(ctx, config.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cam2 := bus.AnnotationSubject("cam2")
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(cam2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Subjects[cam2] == 0 {
+		t.Errorf("stream %s kept no message of %s after the loss", config.DefaultStream, cam2)
 	}
 }
 

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
+	"github.com/patchline/patchline/sink"
+)
+
+// watch --since replays what the stream kept, in order and for the one
+// camera asked, then goes on with live annotations.
+func TestWatchSinceReplaysTheStream(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	stream := config.Default().Sink.Stream
+	if err := sink.EnsureStream(context.Background(), nc, stream, 1); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(camera string, seq int) {
+		m := nats.NewMsg(bus.AnnotationSubject(camera))
+		m.Data = fmt.Appendf(nil, `{"camera":%q,"seq":%d}`, camera, seq)
+		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s:%d", camera, seq))
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := 1; seq <= 3; seq++ {
+		publish("cam1", seq)
+		publish("cam2", seq)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	var out testenv.Buffer
+	root := newRoot()
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"watch", "cam1", "--since", "1h", "--json", "--nats", url})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatalf("no %s in:\n%s", want, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor(`"seq":3}`)
+	publish("cam1", 4) // live, after the replay
+	waitFor(`"seq":4}`)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var seqs []string
+	for line := range strings.Lines(out.String()) {
+		if strings.HasPrefix(line, "{") {
+			if !strings.Contains(line, `"camera":"cam1"`) {
+				t.Errorf("watch cam1 printed %s", line)
+			}
+			seqs = append(seqs, strings.TrimSpace(line[strings.Index(line, `"seq":`):]))
+		}
+	}
+	if got := strings.Join(seqs, " "); got != `"seq":1} "seq":2} "seq":3} "seq":4}` {
+		t.Errorf("replayed then live: %s, want seqs 1 2 3 4 in order", got)
+	}
+
+	if _, err := run(t, "watch", "--since", "yesterday", "--nats", url); err == nil || !strings.Contains(err.Error(), `--since "yesterday": want a duration`) {
+		t.Errorf("bad --since: %v", err)
+	}
+	if _, err := run(t, "watch", "--since", "1h", "--stream", "NOPE", "--nats", url); err == nil || !strings.Contains(err.Error(), "stream NOPE not found") {
+		t.Errorf("missing stream: %v", err)
+	}
+}
