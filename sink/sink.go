@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,8 @@ type Stage struct {
 	file  *os.File
 	jsonl *bufio.Writer
 
+	hooks []*webhook
+
 	malformed atomic.Uint64
 	bus.Readiness
 }
@@ -48,6 +52,12 @@ type Stage struct {
 // replicas replicas, nats.replicas) if cfg.Stream names one.
 func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*Stage, error) {
 	s := &Stage{nc: nc, cfg: cfg, replicas: replicas, log: log}
+	for i, w := range cfg.Webhooks {
+		if err := w.WithDefaults().Validate(); err != nil {
+			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
+		}
+		s.hooks = append(s.hooks, newWebhook(w, log))
+	}
 	if cfg.JSONL != "" {
 		f, err := os.OpenFile(cfg.JSONL, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
@@ -69,6 +79,26 @@ func (s *Stage) Run(ctx context.Context) error {
 	sub, err := s.nc.QueueSubscribe(bus.AnalyzedPrefix+"*", bus.QueueSink, s.onAnnotation)
 	if err != nil {
 		return fmt.Errorf("sink: subscribe: %w", err)
+	}
+	// Webhooks deliver until the end of Run plus a grace to empty their queues.
+	hookCtx, stopHooks := context.WithCancel(context.Background())
+	defer stopHooks()
+	var hooks sync.WaitGroup
+	for _, w := range s.hooks {
+		hooks.Add(1)
+		go func() { defer hooks.Done(); w.run(hookCtx) }()
+	}
+	defer func() { s.drainHooks(); stopHooks(); hooks.Wait() }()
+	// Captions and anomalies come from generate straight to the public
+	// subject: the replicas share them (queue group) for the webhooks.
+	if slices.ContainsFunc(s.hooks, func(w *webhook) bool {
+		return w.wantsKind(annotation.KindCaption) || w.wantsKind(annotation.KindAnomaly)
+	}) {
+		gen, err := s.nc.QueueSubscribe(bus.AnnotationsPrefix+"*", bus.QueueSink+"-webhooks", s.onPublished)
+		if err != nil {
+			return fmt.Errorf("sink: subscribe: %w", err)
+		}
+		defer func() { _ = gen.Drain() }()
 	}
 	s.SetReady(s.nc)
 	t := time.NewTicker(time.Second)
@@ -127,7 +157,43 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 		telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
 	}
 	s.writeLine(b)
+	s.toHooks(&a, out.Header.Get(nats.MsgIdHdr), b)
 	span.End()
+}
+
+// onPublished takes the annotations generate published (message ids
+// camera:seq:kind) to the webhooks; the sink's own (camera:seq) went to
+// them as it published them.
+func (s *Stage) onPublished(m *nats.Msg) {
+	id := m.Header.Get(nats.MsgIdHdr)
+	if strings.Count(id, ":") < 2 {
+		return // analysis: the sink's own
+	}
+	var a annotation.Annotation
+	if err := json.Unmarshal(m.Data, &a); err != nil || a.Kind == annotation.KindAnalysis {
+		return
+	}
+	s.toHooks(&a, id, m.Data)
+}
+
+// toHooks queues an annotation for every webhook that wants it.
+func (s *Stage) toHooks(a *annotation.Annotation, id string, body []byte) {
+	for _, w := range s.hooks {
+		if w.wants(a) {
+			w.enqueue(id, body)
+		}
+	}
+}
+
+// hookGrace is how long a stopping sink lets its webhooks empty their queues.
+const hookGrace = 2 * time.Second
+
+// drainHooks waits up to hookGrace for the webhooks' queues to empty.
+func (s *Stage) drainHooks() {
+	deadline := time.Now().Add(hookGrace)
+	for time.Now().Before(deadline) && slices.ContainsFunc(s.hooks, func(w *webhook) bool { return w.q.Len() > 0 }) {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (s *Stage) writeLine(b []byte) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,17 +20,38 @@ import (
 	"github.com/patchline/patchline/schema"
 )
 
-func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
-	url := natstest.Start(t)
-	nc := natstest.Connect(t, url)
-	jsonl := filepath.Join(t.TempDir(), "out.jsonl")
-	st, err := NewStage(natstest.Connect(t, url), config.Sink{JSONL: jsonl}, 1, natstest.Discard())
+// startSink runs a sink stage on the server at url until stop (which
+// returns Run's error) or the end of the test.
+func startSink(t *testing.T, url string, cfg config.Sink) (st *Stage, stop func() error) {
+	t.Helper()
+	st, err := NewStage(natstest.Connect(t, url), cfg, 1, natstest.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- st.Run(ctx) }()
+	select {
+	case <-st.Ready():
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("sink not ready")
+	}
+	var once sync.Once
+	var err2 error
+	stop = func() error {
+		once.Do(func() { cancel(); err2 = <-done })
+		return err2
+	}
+	t.Cleanup(func() { _ = stop() })
+	return st, stop
+}
+
+func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	jsonl := filepath.Join(t.TempDir(), "out.jsonl")
+	st, stop := startSink(t, url, config.Sink{JSONL: jsonl})
 
 	got := make(chan *nats.Msg, 10)
 	sub, err := nc.ChanSubscribe(bus.AnnotationsPrefix+"*", got)
@@ -37,7 +59,6 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	time.Sleep(100 * time.Millisecond) // let the sink's subscription reach the server
 
 	// Garbage first: it must be counted and dropped, and the sink must go on.
 	for _, junk := range [][]byte{[]byte("not json"), []byte(`{"schema":"other"}`), nil} {
@@ -91,8 +112,7 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 		t.Errorf("malformed = %d, want 3", n)
 	}
 
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(jsonl)
@@ -134,18 +154,8 @@ func TestSinkStreamKeepsAnnotationsOnce(t *testing.T) {
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
 	stream := config.Stream{Name: "TEST_ANNOTATIONS", MaxAge: time.Hour, MaxBytes: 1 << 20, DuplicateWindow: time.Minute}
-	st, err := NewStage(natstest.Connect(t, url), config.Sink{Stream: stream}, 1, natstest.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	select {
-	case <-st.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("sink not ready")
-	}
+	_, stop := startSink(t, url, config.Sink{Stream: stream})
+	ctx := context.Background()
 
 	publish := func(seq uint64) {
 		a := annotation.Annotation{
@@ -198,8 +208,7 @@ func TestSinkStreamKeepsAnnotationsOnce(t *testing.T) {
 		len(c.Subjects) != 1 || c.Subjects[0] != bus.AnnotationsPrefix+"*" {
 		t.Errorf("stream config %+v", c)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 

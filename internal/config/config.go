@@ -119,8 +119,42 @@ type Analyze struct {
 
 // Sink configures annotation outputs.
 type Sink struct {
-	JSONL  string `yaml:"jsonl"` // append annotations to this file; empty = off
-	Stream Stream `yaml:"stream"`
+	JSONL    string    `yaml:"jsonl"` // append annotations to this file; empty = off
+	Stream   Stream    `yaml:"stream"`
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Webhook POSTs each matching annotation (its JSON, as published) to URL.
+// Deliveries to one webhook go in order through a bounded queue that drops
+// the oldest when the endpoint falls behind; failures (network, 429, 5xx)
+// are retried with backoff.
+type Webhook struct {
+	URL string `yaml:"url"` // http:// or https://
+	// Filters; all that are set must match.
+	Cameras  []string `yaml:"cameras"`   // only these cameras; empty = all
+	Kinds    []string `yaml:"kinds"`     // analysis, caption, anomaly; empty = all
+	Labels   []string `yaml:"labels"`    // only annotations naming one of these (labels or detections); empty = any
+	MinScore float64  `yaml:"min_score"` // ...with at least this score; 0 = any
+	// Secret signs each body: X-Patchline-Signature: sha256=<hex HMAC-SHA256(secret, body)>.
+	Secret    string            `yaml:"secret"`
+	Headers   map[string]string `yaml:"headers"`    // extra request headers (use ${VAR} for tokens)
+	Timeout   time.Duration     `yaml:"timeout"`    // per attempt; default 5s
+	Attempts  int               `yaml:"attempts"`   // tries per annotation (1 = no retry); default 4
+	QueueSize int               `yaml:"queue_size"` // pending deliveries; default 256
+}
+
+// WithDefaults fills w's unset timeout, attempts and queue size.
+func (w Webhook) WithDefaults() Webhook {
+	if w.Timeout == 0 {
+		w.Timeout = 5 * time.Second
+	}
+	if w.Attempts == 0 {
+		w.Attempts = 4
+	}
+	if w.QueueSize == 0 {
+		w.QueueSize = 256
+	}
+	return w
 }
 
 // Stream is the JetStream stream that keeps every message on
@@ -179,7 +213,7 @@ func Default() Config {
 		},
 		Sink: Sink{Stream: Stream{
 			Name: DefaultStream, MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, DuplicateWindow: 2 * time.Minute,
-		}},
+		}, Webhooks: []Webhook{}},
 		Generate:  defaultGenerate(),
 		Telemetry: Telemetry{ServiceName: "patchline", SampleRatio: 1},
 	}

@@ -79,7 +79,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown key far from any",
 			yaml: "sink:\n  kafka: x\n",
-			want: []string{`pipeline.yaml:2: sink.kafka: unknown key (known keys: jsonl, stream)`},
+			want: []string{`pipeline.yaml:2: sink.kafka: unknown key (known keys: jsonl, stream, webhooks)`},
 		},
 		{
 			name: "duplicate key",
@@ -202,6 +202,16 @@ func TestErrors(t *testing.T) {
 				`pipeline.yaml:3: sink.stream.name: "my.stream": a JetStream stream name has no spaces`,
 				"pipeline.yaml:4: sink.stream.max_age: 0s: want a positive duration",
 				"sink.stream.duplicate_window: 2m0s: want a positive duration up to max_age",
+			},
+		},
+		{
+			name: "webhook",
+			yaml: "sink:\n  webhooks:\n    - url: ftp://x\n      kinds: [alert]\n      min_score: 2\n      attempts: 20\n",
+			want: []string{
+				`pipeline.yaml:3: sink.webhooks[0].url: "ftp://x": want an http:// or https:// URL`,
+				`pipeline.yaml:4: sink.webhooks[0].kinds: "alert" (want analysis, caption, anomaly)`,
+				"pipeline.yaml:5: sink.webhooks[0].min_score: 2 out of range 0..1",
+				"pipeline.yaml:6: sink.webhooks[0].attempts: 20 out of range 1..10",
 			},
 		},
 		{

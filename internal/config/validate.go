@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,9 @@ func (c *Config) problems() []error {
 	c.Decode.check(ck)
 	c.Analyze.check(ck)
 	c.Sink.Stream.check(ck)
+	for i := range c.Sink.Webhooks {
+		c.Sink.Webhooks[i].WithDefaults().check(ck, fmt.Sprintf("sink.webhooks[%d]", i))
+	}
 	c.Generate.check(ck)
 	c.Telemetry.check(ck)
 	return ck.errs
@@ -303,6 +307,50 @@ func checkSide(ck *checker, path string, side, patch int) {
 		ck.add(path, "%d out of range 1..%d", side, frame.MaxSide)
 	case patch > 0 && side%patch != 0:
 		ck.add(path, "%d is not a multiple of decode.patch_size %d", side, patch)
+	}
+}
+
+// Annotation kinds a webhook may filter on (internal/annotation).
+var annotationKinds = []string{"analysis", "caption", "anomaly"}
+
+// Validate checks one webhook (defaults filled in) as pipeline.yaml's
+// sink.webhooks entries are checked; problems name the field.
+func (w Webhook) Validate() error {
+	ck := &checker{}
+	w.WithDefaults().check(ck, "")
+	return errors.Join(ck.errs...)
+}
+
+func (w Webhook) check(ck *checker, path string) {
+	if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		ck.add(joinPath(path, "url"), "%q: want an http:// or https:// URL", w.URL)
+	}
+	for _, k := range w.Kinds {
+		if !slices.Contains(annotationKinds, k) {
+			ck.add(joinPath(path, "kinds"), "%q (want %s)", k, strings.Join(annotationKinds, ", "))
+		}
+	}
+	for _, id := range w.Cameras {
+		if frame.ValidCameraID(id) != nil {
+			ck.add(joinPath(path, "cameras"), "%q is not a camera id", id)
+		}
+	}
+	if w.MinScore < 0 || w.MinScore > 1 {
+		ck.add(joinPath(path, "min_score"), "%v out of range 0..1", w.MinScore)
+	}
+	for k := range w.Headers {
+		if k == "" || strings.ContainsAny(k, " :\t\r\n") {
+			ck.add(joinPath(path, "headers"), "%q is not a header name", k)
+		}
+	}
+	if w.Timeout < 0 || w.Timeout > time.Minute {
+		ck.add(joinPath(path, "timeout"), "%s out of range 0..1m", w.Timeout)
+	}
+	if w.Attempts < 1 || w.Attempts > 10 {
+		ck.add(joinPath(path, "attempts"), "%d out of range 1..10", w.Attempts)
+	}
+	if w.QueueSize < 1 || w.QueueSize > 100000 {
+		ck.add(joinPath(path, "queue_size"), "%d out of range 1..100000", w.QueueSize)
 	}
 }
 

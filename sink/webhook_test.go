@@ -1,0 +1,215 @@
+package sink
+
+import (
+	"crypto/hmac"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+)
+
+// hookServer records what a webhook endpoint received; answer decides the
+// status of each request (by X-Patchline-Id and how often it came).
+type hookServer struct {
+	*httptest.Server
+	mu     sync.Mutex
+	ids    []string // every request, in order
+	bodies map[string][]byte
+	sigs   map[string]string
+	answer func(id string, n int) int
+}
+
+func newHookServer(t *testing.T, answer func(id string, n int) int) *hookServer {
+	h := &hookServer{bodies: map[string][]byte{}, sigs: map[string]string{}, answer: answer}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		id := r.Header.Get(HdrWebhookID)
+		h.mu.Lock()
+		h.ids = append(h.ids, id)
+		n := 0
+		for _, x := range h.ids {
+			if x == id {
+				n++
+			}
+		}
+		h.bodies[id], h.sigs[id] = body, r.Header.Get(HdrWebhookSignature)
+		h.mu.Unlock()
+		w.WriteHeader(h.answer(id, n))
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+func (h *hookServer) received() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.ids)
+}
+
+func (h *hookServer) waitFor(t *testing.T, ids ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := h.received()
+		if slices.Equal(got, ids) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s received %v, want %v", h.URL, got, ids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestWebhooks(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	ok := func(string, int) int { return http.StatusOK }
+	people := newHookServer(t, func(id string, n int) int {
+		if id == "cam1:4" && n == 1 {
+			return http.StatusServiceUnavailable // the first try fails: retried
+		}
+		return http.StatusOK
+	})
+	captions := newHookServer(t, ok)
+	refuses := newHookServer(t, func(id string, _ int) int {
+		if id == "cam2:2" {
+			return http.StatusFound // a redirect is not followed (it would drop the POST body)
+		}
+		return http.StatusBadRequest
+	})
+	cfg := config.Sink{Webhooks: []config.Webhook{
+		{URL: people.URL + "/people", Cameras: []string{"cam1"}, Kinds: []string{"analysis"}, Labels: []string{"person"}, MinScore: 0.5, Secret: "s3cret"},
+		{URL: captions.URL, Kinds: []string{"caption"}},
+		{URL: refuses.URL, Cameras: []string{"cam2"}},
+	}}
+	st, stop := startSink(t, url, cfg)
+
+	analyzed := func(camera string, seq uint64, label string, score float64) {
+		a := annotation.Annotation{
+			Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: camera, Seq: seq,
+			CapturedAt: time.Now().UTC(), SourceWidth: 64, SourceHeight: 64, Model: "m", Task: "detect",
+			Detections: []annotation.Detection{{Label: label, Score: score, Box: [4]float64{1, 2, 3, 4}}},
+			LatencyMs:  map[string]float64{}, TraceID: "0123456789abcdef0123456789abcdef",
+		}
+		b, _ := json.Marshal(a)
+		if err := nc.Publish(bus.AnalyzedSubject(camera), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	analyzed("cam1", 1, "person", 0.9)
+	analyzed("cam1", 2, "car", 0.9)                       // no person
+	analyzed("cam1", 3, "person", 0.3)                    // below min_score
+	analyzed("cam2", 1, "person", 0.9)                    // another camera
+	analyzed("cam1", 4, "person", 0.8)                    // 503 first
+	analyzed("cam2", 2, "person", 0.9)                    // 302
+	caption := nats.NewMsg(bus.AnnotationSubject("cam1")) // as generate publishes it
+	caption.Data, _ = json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindCaption, Camera: "cam1", Seq: 4,
+		Caption: &annotation.Caption{Text: "a person walks"}})
+	caption.Header.Set(nats.MsgIdHdr, "cam1:4:caption")
+	if err := nc.PublishMsg(caption); err != nil {
+		t.Fatal(err)
+	}
+
+	people.waitFor(t, "cam1:1", "cam1:4", "cam1:4")
+	captions.waitFor(t, "cam1:4:caption")
+	refuses.waitFor(t, "cam2:1", "cam2:2") // 400, 302: not retried
+
+	people.mu.Lock()
+	body, sig := people.bodies["cam1:1"], people.sigs["cam1:1"]
+	people.mu.Unlock()
+	if !hmac.Equal([]byte(sig), []byte(Sign("s3cret", body))) {
+		t.Errorf("signature %q does not sign the body", sig)
+	}
+	var a annotation.Annotation
+	if err := json.Unmarshal(body, &a); err != nil || a.Seq != 1 || a.LatencyMs["sink"] <= 0 {
+		t.Errorf("webhook body: %v, %s", err, body)
+	}
+	for _, c := range []struct {
+		w      *webhook
+		result string
+		want   float64
+	}{{st.hooks[0], "delivered", 2}, {st.hooks[1], "delivered", 1}, {st.hooks[2], "failed", 2}} {
+		if got := testutil.ToFloat64(webhookDeliveries.WithLabelValues(c.w.name, c.result)); got != c.want {
+			t.Errorf("%s %s = %v, want %v", c.w.name, c.result, got, c.want)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An endpoint that hangs holds back only its own webhook: its bounded queue
+// drops the oldest (counted), and annotations go on being published.
+func TestWebhookQueueDropsOldest(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 16)
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	st, _ := startSink(t, url, config.Sink{Webhooks: []config.Webhook{{URL: hang.URL, QueueSize: 2, Timeout: 30 * time.Second}}})
+	published := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(bus.AnnotationsPrefix+"*", published)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	for seq := 1; seq <= 6; seq++ {
+		b, _ := json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: uint64(seq),
+			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), b); err != nil {
+			t.Fatal(err)
+		}
+		if seq == 1 { // the first is in flight before the others queue up
+			select {
+			case <-arrived:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the first delivery never arrived")
+			}
+		}
+	}
+	for i := 0; i < 6; i++ {
+		select {
+		case <-published:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of 6 annotations published while the webhook hangs", i)
+		}
+	}
+	// One in flight, two queued: three of six dropped.
+	dropped := webhookDeliveries.WithLabelValues(st.hooks[0].name, "dropped")
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(dropped) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(dropped); got != 3 {
+		t.Errorf("dropped = %v, want 3", got)
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	for h, want := range map[string]time.Duration{"": 0, "2": 2 * time.Second, "600": maxRetryAfter, "-1": 0, "Wed, 21 Oct 2015 07:28:00 GMT": 0} {
+		if got := retryAfter(h); got != want {
+			t.Errorf("retryAfter(%q) = %v, want %v", h, got, want)
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"context"
+	"crypto/hmac"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/schema"
+	"github.com/patchline/patchline/sink"
+)
+
+// The whole pipeline's annotations reach a webhook (signed, in order, each
+// with its id) and the annotation stream; a camera detached and attached
+// again goes on with higher seq numbers, so neither the stream nor a
+// webhook receiver ever sees one id twice.
+func TestAnnotationsReachWebhookAndStream(t *testing.T) {
+	type hit struct {
+		id, sig string
+		body    []byte
+	}
+	var mu sync.Mutex
+	var hits []hit
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		hits = append(hits, hit{r.Header.Get(sink.HdrWebhookID), r.Header.Get(sink.HdrWebhookSignature), b})
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	waitHits := func(n int) []hit {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			mu.Lock()
+			got := append([]hit(nil), hits...)
+			mu.Unlock()
+			if len(got) >= n {
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("webhook got %d deliveries, want %d", len(got), n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	cfg := testConfig(t)
+	cfg.Sink.Webhooks = []config.Webhook{{URL: srv.URL + "/hook", Cameras: []string{"syn"}, Kinds: []string{"analysis"}, Secret: "k3y"}}
+	info := startPipeline(t, cfg)
+	cam := config.Camera{ID: "syn", URL: "synthetic://?seed=5&fps=10", FPS: 5}
+	attach(t, info.HTTPAddr, cam)
+	first := waitHits(8)
+
+	sch, err := schema.CompileAnnotation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for _, h := range first {
+		var a annotation.Annotation
+		if err := json.Unmarshal(h.body, &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := schema.ValidateAnnotation(sch, h.body); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		if want := a.Camera + ":" + strconv.FormatUint(a.Seq, 10); h.id != want || a.Seq <= last {
+			t.Errorf("delivery %s of seq %d after seq %d", h.id, a.Seq, last)
+		}
+		if !hmac.Equal([]byte(h.sig), []byte(sink.Sign("k3y", h.body))) {
+			t.Errorf("%s: bad signature", h.id)
+		}
+		last = a.Seq
+	}
+
+	// Detach and attach again: seq goes on after the camera's last block.
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+info.HTTPAddr+"/v1/cameras/syn", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("detach: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	time.Sleep(500 * time.Millisecond) // let the worker stop
+	mu.Lock()
+	n := len(hits)
+	mu.Unlock()
+	attach(t, info.HTTPAddr, cam)
+	again := waitHits(n + 3)[n:]
+	var a annotation.Annotation
+	if err := json.Unmarshal(again[0].body, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Seq <= last || a.Seq <= 10000 {
+		t.Errorf("after re-attaching, seq %d (before: up to %d), want past the first block (> 10000)", a.Seq, last)
+	}
+
+	// The stream kept every annotation once: as many as distinct ids.
+	nc := natstest.Connect(t, info.NATSURL)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, config.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := bus.AnnotationSubject("syn")
+	st, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.State.Subjects[subj]; got < uint64(n+3) {
+		t.Errorf("stream kept %d annotations of syn, want at least the %d delivered", got, n+3)
+	}
+}
