@@ -27,20 +27,12 @@ type SeqStore struct{ kv jetstream.KeyValue }
 // OpenSeqStore opens the decode state bucket, creating it with replicas
 // if needed.
 func OpenSeqStore(ctx context.Context, nc *nats.Conn, replicas int) (*SeqStore, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("decode: jetstream: %w", err)
-	}
-	var kv jetstream.KeyValue
-	err = bus.SetupRetry(ctx, js, func() (err error) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bus.DecodeBucket, Description: "patchline decode: seq.<camera> -> end of its reserved seq block",
-			History: 1, Replicas: max(replicas, 1),
-		})
-		return err
+	kv, err := bus.EnsureKV(ctx, nc, jetstream.KeyValueConfig{
+		Bucket: bus.DecodeBucket, Description: "patchline decode: seq.<camera> -> end of its reserved seq block",
+		History: 1, Replicas: max(replicas, 1),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("decode: bucket %s: %w", bus.DecodeBucket, err)
+		return nil, fmt.Errorf("decode: %w", err)
 	}
 	return &SeqStore{kv: kv}, nil
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,16 +24,21 @@ import (
 // statusEvery is how often each camera's status is published.
 const statusEvery = time.Second
 
-// Stage runs one worker per camera in the cameras KV bucket: it watches the
-// bucket, starts a worker when a camera appears or changes, stops it when
-// the camera is removed, and publishes every camera's status.
+// Stage decodes the cameras of the registry (the cameras KV bucket) that
+// this replica holds the lease of: it watches the registry, shares the
+// cameras with the other decode replicas on the same NATS through leases
+// (lease.go), runs one worker per camera it holds (restarted when the
+// camera changes, stopped when it goes or its lease is lost or given
+// away), and publishes those cameras' status.
 type Stage struct {
 	opts Options
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	workers map[string]*worker
+	specs   map[string][]byte  // every camera in the registry
+	workers map[string]*worker // the cameras this replica decodes
 	wg      sync.WaitGroup
+	changed chan struct{} // the registry changed: reconcile now
 	bus.Readiness
 }
 
@@ -43,7 +51,7 @@ type worker struct {
 
 // NewStage returns a decode stage; Run starts it.
 func NewStage(opts Options) *Stage {
-	return &Stage{opts: opts, log: opts.Logger, workers: map[string]*worker{}}
+	return &Stage{opts: opts, log: opts.Logger, specs: map[string][]byte{}, workers: map[string]*worker{}, changed: make(chan struct{}, 1)}
 }
 
 // Run watches the camera registry until ctx is done, then stops every worker.
@@ -57,7 +65,17 @@ func (s *Stage) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	defer s.stopAll()
+	ttl := s.opts.Decode.LeaseTTL
+	if ttl <= 0 {
+		ttl = config.Default().Decode.LeaseTTL
+	}
+	ls, err := openLeases(ctx, s.opts.NC, ttl, s.opts.Replicas)
+	if err != nil {
+		return err
+	}
+	leaseDone := make(chan struct{})
+	go func() { defer close(leaseDone); s.leaseLoop(ctx, ls, ttl/3) }()
+	defer func() { <-leaseDone }() // it stops the workers and gives the leases back
 	go s.publishStatus(ctx)
 	watch, err := s.opts.NC.Subscribe(bus.WatchPrefix+"*", s.onWatch)
 	if err != nil {
@@ -81,6 +99,8 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 }
 
+// watch keeps s.specs in step with the registry until ctx is done or the
+// watcher ends.
 func (s *Stage) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
@@ -97,19 +117,122 @@ func (s *Stage) watch(ctx context.Context, kv jetstream.KeyValue) error {
 			if !ok {
 				return fmt.Errorf("watcher closed")
 			}
-			if e == nil { // end of initial values: drop workers whose camera vanished meanwhile
+			s.mu.Lock()
+			switch {
+			case e == nil: // end of initial values: drop cameras that vanished meanwhile
 				if initial {
-					s.retain(seen)
+					for id := range s.specs {
+						if !seen[id] {
+							delete(s.specs, id)
+						}
+					}
 					initial = false
 				}
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(s.specs, e.Key())
+			default:
+				seen[e.Key()] = true
+				s.specs[e.Key()] = e.Value()
+			}
+			s.mu.Unlock()
+			if e == nil || !initial {
+				select {
+				case s.changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// leaseLoop reconciles every interval, and whenever the registry
+// changes, until ctx is done; then it stops every worker and gives the
+// leases back.
+func (s *Stage) leaseLoop(ctx context.Context, ls *leases, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.stopAll()
+			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ls.leave(lctx)
+			cancel()
+			return
+		case <-t.C:
+		case <-s.changed:
+		}
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		s.reconcile(rctx, ctx, ls)
+		cancel()
+	}
+}
+
+// reconcile renews this replica's leases (stopping the workers of those
+// it lost and of cameras that went), gives one camera back while it holds
+// more than its share, and takes free cameras while it holds fewer.
+// Workers run under runCtx.
+func (s *Stage) reconcile(ctx, runCtx context.Context, ls *leases) {
+	replicas, err := ls.heartbeat(ctx)
+	if err != nil {
+		s.log.Warn("decode: lease heartbeat failed", "err", err)
+		return // NATS unreachable: keep what runs, renew next round
+	}
+	s.mu.Lock()
+	specs := maps.Clone(s.specs)
+	s.mu.Unlock()
+	ids := slices.Sorted(maps.Keys(specs))
+	share := (len(ids) + replicas - 1) / replicas
+
+	var held []string
+	for _, id := range slices.Sorted(maps.Keys(ls.revs)) {
+		spec, ok := specs[id]
+		if !ok { // detached
+			s.stop(id)
+			ls.release(ctx, id)
+			continue
+		}
+		if err := ls.renew(ctx, id); err != nil {
+			if bus.Transient(ctx, err) {
+				held = append(held, id) // try again next round
 				continue
 			}
-			if e.Operation() != jetstream.KeyValuePut {
-				s.stop(e.Key())
-				continue
-			}
-			seen[e.Key()] = true
-			s.start(ctx, e.Key(), e.Value())
+			s.log.Warn("decode: camera lease lost; stopping its worker", "camera", id, "err", err)
+			delete(ls.revs, id)
+			s.stop(id)
+			continue
+		}
+		s.start(runCtx, id, spec) // no-op unless new here or changed
+		held = append(held, id)
+	}
+	if len(held) > share && replicas > 1 { // one per round, so the others can follow
+		id := held[len(held)-1]
+		s.log.Info("decode: giving a camera to another replica", "camera", id, "replicas", replicas, "share", share)
+		s.stop(id)
+		ls.release(ctx, id)
+		return
+	}
+	// Start the search at a different place in every replica, so that
+	// replicas starting together do not all race for the same cameras.
+	off := 0
+	if len(ids) > 0 {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(ls.id))
+		off = int(h.Sum32() % uint32(len(ids)))
+	}
+	for i := 0; i < len(ids) && len(held) < share; i++ {
+		id := ids[(off+i)%len(ids)]
+		if _, ok := ls.revs[id]; ok {
+			continue
+		}
+		got, err := ls.acquire(ctx, id)
+		if err != nil {
+			s.log.Warn("decode: camera lease", "camera", id, "err", err)
+			return
+		}
+		if got {
+			s.start(runCtx, id, specs[id])
+			held = append(held, id)
 		}
 	}
 }
@@ -161,22 +284,14 @@ func (s *Stage) stop(id string) {
 	telemetry.CameraUp.DeleteLabelValues(id)
 }
 
-func (s *Stage) retain(keep map[string]bool) {
+// stopAll stops every worker and waits for them.
+func (s *Stage) stopAll() {
 	s.mu.Lock()
-	var gone []string
-	for id := range s.workers {
-		if !keep[id] {
-			gone = append(gone, id)
-		}
-	}
+	ids := slices.Collect(maps.Keys(s.workers))
 	s.mu.Unlock()
-	for _, id := range gone {
+	for _, id := range ids {
 		s.stop(id)
 	}
-}
-
-func (s *Stage) stopAll() {
-	s.retain(nil)
 	s.wg.Wait()
 }
 

@@ -76,3 +76,21 @@ func SetupRetry(ctx context.Context, js jetstream.JetStream, op func() error) er
 		return err
 	})
 }
+
+// EnsureKV creates the KV bucket cfg, or updates it to cfg, waiting out a
+// JetStream that is not ready yet (SetupRetry).
+func EnsureKV(ctx context.Context, nc *nats.Conn, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	var kv jetstream.KeyValue
+	err = SetupRetry(ctx, js, func() (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}

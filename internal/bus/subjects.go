@@ -20,6 +20,7 @@ const (
 	CamerasBucket   = "patchline_cameras"   // JetStream KV: camera id → camera spec JSON
 	GeneratedBucket = "patchline_generated" // JetStream Object Store: generated frames, <camera>/<seq>.png
 	DecodeBucket    = "patchline_decode"    // JetStream KV: seq.<camera> → the end of the camera's last reserved seq block
+	LeasesBucket    = "patchline_leases"    // JetStream KV, entries expire: cam.<camera> → decode replica, replica.<id> → alive
 
 	QueueAnalyze  = "patchline-analyze"
 	QueueSink     = "patchline-sink"

@@ -100,6 +100,10 @@ type Decode struct {
 	RetryMax     time.Duration `yaml:"retry_max"`     // longest reconnect delay; default 30s
 	PreviewFPS   float64       `yaml:"preview_fps"`   // JPEG previews per second while someone watches; 0 = off; default 8
 	PreviewWidth int           `yaml:"preview_width"` // preview JPEG width in pixels (height keeps the aspect); default 640
+	// LeaseTTL is how long a decode replica's hold on a camera outlives its
+	// last renewal (every third of it): when a replica dies, the others
+	// take its cameras within this. Default 10s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Analyze configures model inference.
@@ -204,6 +208,7 @@ func Default() Config {
 			RetryMax:     30 * time.Second,
 			PreviewFPS:   8,
 			PreviewWidth: 640,
+			LeaseTTL:     10 * time.Second,
 		},
 		Analyze: Analyze{
 			Model:        "models/scene-vit",

@@ -298,6 +298,9 @@ func (d Decode) check(ck *checker) {
 	if d.PreviewWidth < 16 || d.PreviewWidth > 1920 {
 		ck.add("decode.preview_width", "%d out of range 16..1920", d.PreviewWidth)
 	}
+	if d.LeaseTTL < time.Second || d.LeaseTTL > 10*time.Minute {
+		ck.add("decode.lease_ttl", "%s out of range 1s..10m", d.LeaseTTL)
+	}
 }
 
 // checkSide checks a model input side against the patch size.

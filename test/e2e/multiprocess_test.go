@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/patchline/patchline/internal/bus"
 )
 
 // buildBinaries builds the real nats-server (from the module) and patchline.
@@ -101,7 +105,8 @@ func tail(s string, n int) string {
 }
 
 // The distributed system, unfolded: a separate nats-server process and one
-// process per stage, with two analyze replicas splitting the frames.
+// process per stage, with two analyze replicas splitting the frames and two
+// decode replicas splitting the cameras.
 func TestMultiProcessTwoAnalyzeReplicas(t *testing.T) {
 	natsBin, plBin := buildBinaries(t)
 	port := freePort(t)
@@ -130,7 +135,7 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 	}
 	defer nc.Close()
 	rec1, rec2 := record(t, nc, "cam1"), record(t, nc, "cam2")
-	for _, st := range []string{"analyze", "analyze", "sink", "ingest", "decode"} {
+	for _, st := range []string{"analyze", "analyze", "sink", "ingest", "decode", "decode"} {
 		startProc(t, st, plBin, "stage", st, "-c", cfgPath, "--nats", url)
 	}
 	rec1.waitAnnotations(t, 60, 90*time.Second)
@@ -139,6 +144,12 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 	replicas := map[string]int{}
 	for _, rec := range []*recorder{rec1, rec2} {
 		frames, anns, _ := rec.snapshot()
+		for i := 1; i < len(frames); i++ {
+			if frames[i] <= frames[i-1] {
+				t.Errorf("%s: frame seq %d came after %d: two decoders at once?", anns[0].Camera, frames[i], frames[i-1])
+				break
+			}
+		}
 		seen := map[uint64]int{}
 		for _, a := range anns {
 			seen[a.Seq]++
@@ -164,6 +175,32 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 		t.Errorf("annotations came from %d analyze replicas (%v), want 2", len(replicas), replicas)
 	}
 	t.Logf("work split across replicas: %v", replicas)
+
+	// The two decode replicas took one camera each.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, err := js.KeyValue(context.Background(), bus.LeasesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]string{}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, cam := range []string{"cam1", "cam2"} {
+			if e, err := leases.Get(context.Background(), "cam."+cam); err == nil {
+				owners[cam] = string(e.Value())
+			}
+		}
+		if owners["cam1"] != "" && owners["cam2"] != "" && owners["cam1"] != owners["cam2"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("decode leases %v: want cam1 and cam2 held by different replicas", owners)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	// A NATS restart: every stage reconnects by itself and annotations flow again.
 	stopNATS()

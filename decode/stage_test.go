@@ -1,0 +1,98 @@
+package decode
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/patchline/patchline/ingest"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+)
+
+// Decode replicas on one NATS share the registry's cameras, each camera
+// decoded by one of them; when one dies (its leases expire) or leaves
+// (gives them back), the others take its cameras.
+func TestStageReplicasShareCameras(t *testing.T) {
+	url := natstest.Start(t)
+	ctx := context.Background()
+	reg, err := ingest.OpenRegistry(ctx, natstest.Connect(t, url), 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	for i := range 4 {
+		id := fmt.Sprintf("c%d", i)
+		all = append(all, id)
+		if err := reg.Put(ctx, config.Camera{ID: id, URL: fmt.Sprintf("synthetic://?seed=%d&fps=10", i), FPS: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type replica struct {
+		st     *Stage
+		nc     *nats.Conn
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	start := func() *replica {
+		nc, err := nats.Connect(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &replica{st: NewStage(Options{NC: nc, Decode: config.Decode{LeaseTTL: time.Second}, Logger: natstest.Discard()}), nc: nc, done: make(chan struct{})}
+		rctx, cancel := context.WithCancel(ctx)
+		r.cancel = cancel
+		go func() { defer close(r.done); _ = r.st.Run(rctx) }()
+		t.Cleanup(func() { cancel(); <-r.done; nc.Close() })
+		return r
+	}
+	cams := func(r *replica) []string {
+		var ids []string
+		for _, s := range r.st.Statuses() {
+			ids = append(ids, s.ID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	waitSplit := func(what string, rs []*replica, want ...int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var got []int
+			var union []string
+			for _, r := range rs {
+				got = append(got, len(cams(r)))
+				union = append(union, cams(r)...)
+			}
+			slices.Sort(union)
+			if slices.Equal(got, want) && slices.Equal(union, all) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: replicas decode %v cameras (%v), want %v of %v, each once", what, got, union, want, all)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	a := start()
+	waitSplit("one replica", []*replica{a}, 4)
+	b := start()
+	waitSplit("a second replica", []*replica{a, b}, 2, 2)
+
+	// b dies: its connection goes, its leases are never given back.
+	b.nc.Close()
+	b.cancel()
+	<-b.done
+	waitSplit("after b died", []*replica{a}, 4)
+
+	c := start()
+	waitSplit("a third replica", []*replica{a, c}, 2, 2)
+	c.cancel() // leaves: gives its cameras back at once
+	<-c.done
+	waitSplit("after c left", []*replica{a}, 4)
+}
