@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
@@ -64,6 +65,8 @@ type WHIP struct {
 	mu       sync.Mutex
 	sessions map[string]*whipSession // by camera; nil while one is being set up
 	closed   bool
+
+	udpMux ice.UDPMux // whip.udp_port's socket(s), shared by every session; nil = a port each
 }
 
 // whipSession is one publisher's peer connection.
@@ -82,6 +85,13 @@ type whipSession struct {
 // ends every session.
 func NewWHIP(reg *Registry, nc *nats.Conn, cfg config.WHIP, log *slog.Logger) (*WHIP, error) {
 	w := &WHIP{reg: reg, nc: nc, cfg: cfg, log: log, sessions: map[string]*whipSession{}}
+	if cfg.UDPPort > 0 {
+		mux, err := ice.NewMultiUDPMuxFromPort(cfg.UDPPort, ice.UDPMuxFromPortWithLoopback())
+		if err != nil {
+			return nil, fmt.Errorf("whip: udp_port %d: %w", cfg.UDPPort, err)
+		}
+		w.udpMux = mux
+	}
 	var err error
 	w.keySub, err = nc.Subscribe(bus.KeyframePrefix+"*", func(m *nats.Msg) {
 		w.mu.Lock()
@@ -114,6 +124,9 @@ func (w *WHIP) Close() {
 		w.end(s, "shutting down")
 	}
 	w.wg.Wait()
+	if w.udpMux != nil {
+		_ = w.udpMux.Close()
+	}
 }
 
 // Sessions is the number of live sessions.
@@ -277,7 +290,7 @@ func (w *WHIP) ensureCamera(ctx context.Context, cam string, fps float64) (creat
 
 // newAPI is a pion API that receives H.264 (packetization-mode 1) and VP8
 // with NACK, RTCP reports and TWCC. Interceptors are per peer connection.
-func newAPI() (*webrtc.API, error) {
+func (w *WHIP) newAPI() (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
 	codecs := []webrtc.RTPCodecParameters{
@@ -304,13 +317,24 @@ func newAPI() (*webrtc.API, error) {
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICETimeouts(iceDisconnected, iceFailed, iceKeepalive)
+	if w.udpMux != nil {
+		se.SetICEUDPMux(w.udpMux)
+	}
+	if len(w.cfg.PublicIPs) > 0 {
+		err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External: w.cfg.PublicIPs, AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteAppend,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
 // newSession answers an offer. Errors wrap ErrInvalid when the offer is
 // at fault.
 func (w *WHIP) newSession(cam string, offer []byte) (*whipSession, string, error) {
-	api, err := newAPI()
+	api, err := w.newAPI()
 	if err != nil {
 		return nil, "", fmt.Errorf("whip: %w", err)
 	}

@@ -3,8 +3,10 @@ package ingest
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -360,5 +362,55 @@ func TestWHIPCORS(t *testing.T) {
 	code, body, h = do(t, "POST", e.base+"/whip/cam1", "tok", "application/sdp", "https://studio.example", strings.NewReader(offer))
 	if code != http.StatusCreated || !strings.Contains(h.Get("Access-Control-Expose-Headers"), "Location") {
 		t.Errorf("POST from an allowed origin: %d %s %v, want 201 exposing Location", code, body, h)
+	}
+}
+
+// With whip.udp_port every session's media shares that one UDP port, and
+// whip.public_ips are announced beside the machine's own addresses.
+func TestWHIPOneUDPPortAndPublicIPs(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	e := startWHIP(t, "", config.WHIP{UDPPort: port, PublicIPs: []string{"203.0.113.7"}})
+
+	offer, err := whiptest.Offer(webrtc.MimeTypeVP8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, answer, _ := do(t, "POST", e.base+"/whip/probe", "", "application/sdp", "", strings.NewReader(offer))
+	if code != http.StatusCreated {
+		t.Fatalf("offer: %d %s", code, answer)
+	}
+	var udp, public int
+	for line := range strings.Lines(answer) {
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "a=candidate:"))
+		if !strings.HasPrefix(line, "a=candidate:") || len(f) < 8 || !strings.EqualFold(f[2], "udp") {
+			continue
+		}
+		udp++
+		if f[5] != strconv.Itoa(port) {
+			t.Errorf("candidate on port %s, want %d: %s", f[5], port, strings.TrimSpace(line))
+		}
+		if f[4] == "203.0.113.7" {
+			public++
+		}
+	}
+	if udp == 0 || public == 0 {
+		t.Fatalf("answer has %d UDP candidates, %d on the public IP:\n%s", udp, public, answer)
+	}
+
+	// Two publishers at once, both through the one port.
+	clip := whiptest.MakeClip(t, t.TempDir(), whiptest.VP8, 320, 240, 10, 2)
+	for _, cam := range []string{"cam1", "cam2"} {
+		rtp := watchRTP(t, e.nc, cam)
+		p, err := whiptest.Publish(e.base+"/whip/"+cam, whiptest.Options{Codec: whiptest.VP8, File: clip, FPS: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		waitFor(t, "RTP of "+cam, 15*time.Second, func() bool { n, _, _ := rtp.get(); return n >= 20 })
 	}
 }

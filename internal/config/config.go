@@ -66,6 +66,14 @@ type WHIP struct {
 	// such as the console, need no entry.
 	AllowedOrigins   []string      `yaml:"allowed_origins"`
 	KeyframeInterval time.Duration `yaml:"keyframe_interval"` // ask publishers for a keyframe (PLI) this often; default 2s
+	// UDPPort, if set, carries every WebRTC session's media on this one
+	// UDP port (ICE UDP mux), the one port a firewall or `docker -p` must
+	// open; 0 = an ephemeral port per session.
+	UDPPort int `yaml:"udp_port"`
+	// PublicIPs are announced to publishers as extra host candidates,
+	// beside the machine's own addresses: the address a NAT (a cloud VM's
+	// public IP, a Docker host) forwards to this one.
+	PublicIPs []string `yaml:"public_ips"`
 }
 
 // Camera is one video source.
@@ -194,7 +202,7 @@ func Default() Config {
 			StoreDir: DefaultStoreDir(),
 		}, Replicas: 1},
 		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBody: 64 << 10},
-		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second},
+		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second, PublicIPs: []string{}},
 		Cameras: []Camera{{ID: "synthetic", URL: "synthetic://?seed=1", FPS: 5}},
 		Decode: Decode{
 			Width:        96,

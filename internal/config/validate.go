@@ -253,6 +253,14 @@ func (w WHIP) check(ck *checker) {
 	if w.KeyframeInterval != 0 && w.KeyframeInterval < 100*time.Millisecond {
 		ck.add("whip.keyframe_interval", "%v is below 100ms (0 = only when decode asks)", w.KeyframeInterval)
 	}
+	if w.UDPPort < 0 || w.UDPPort > 65535 {
+		ck.add("whip.udp_port", "%d out of range 0..65535 (0 = a port per session)", w.UDPPort)
+	}
+	for i, ip := range w.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			ck.add(fmt.Sprintf("whip.public_ips[%d]", i), "%q is not an IP address", ip)
+		}
+	}
 }
 
 // CheckOrigin checks a CORS origin: "*" or scheme://host[:port], nothing after.
