@@ -53,7 +53,7 @@ type Stage struct {
 func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*Stage, error) {
 	s := &Stage{nc: nc, cfg: cfg, replicas: replicas, log: log}
 	for i, w := range cfg.Webhooks {
-		if err := w.WithDefaults().Validate(); err != nil {
+		if err := w.Validate(); err != nil {
 			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
 		}
 		s.hooks = append(s.hooks, newWebhook(w, log))

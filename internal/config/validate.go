@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/frame"
 )
 
@@ -321,8 +322,8 @@ func checkSide(ck *checker, path string, side, patch int) {
 	}
 }
 
-// Annotation kinds a webhook may filter on (internal/annotation).
-var annotationKinds = []string{"analysis", "caption", "anomaly"}
+// Annotation kinds a webhook may filter on.
+var annotationKinds = []string{annotation.KindAnalysis, annotation.KindCaption, annotation.KindAnomaly}
 
 // Validate checks one webhook (defaults filled in) as pipeline.yaml's
 // sink.webhooks entries are checked; problems name the field.
