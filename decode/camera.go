@@ -219,6 +219,9 @@ func withDefaults(d config.Decode) config.Decode {
 	if d.PreviewWidth <= 0 { // PreviewFPS 0 means no previews: no default
 		d.PreviewWidth = def.PreviewWidth
 	}
+	if d.LeaseTTL <= 0 {
+		d.LeaseTTL = def.LeaseTTL
+	}
 	if d.RetryMax < d.RetryMin {
 		d.RetryMax = max(d.RetryMin, def.RetryMax)
 	}

@@ -65,10 +65,7 @@ func (s *Stage) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	ttl := s.opts.Decode.LeaseTTL
-	if ttl <= 0 {
-		ttl = config.Default().Decode.LeaseTTL
-	}
+	ttl := withDefaults(s.opts.Decode).LeaseTTL
 	ls, err := openLeases(ctx, s.opts.NC, ttl, s.opts.Replicas)
 	if err != nil {
 		return err
