@@ -52,7 +52,7 @@ type Options struct {
 	// allows instead of in real time (batch jobs, benchmarks).
 	NoPacing bool
 	// Replicas of the cameras bucket if decode is first to create it
-	// (nats.replicas); 0 means 1.
+	// (nats.replicas); 0 is JetStream's default, 1.
 	Replicas int
 	// Seqs keeps each camera's seq unique across restarts; nil starts
 	// every camera at seq 1 each time (benchmarks, tests).

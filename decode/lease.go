@@ -42,7 +42,7 @@ type leases struct {
 func openLeases(ctx context.Context, nc *nats.Conn, ttl time.Duration, replicas int) (*leases, error) {
 	kv, err := bus.EnsureKV(ctx, nc, jetstream.KeyValueConfig{
 		Bucket: bus.LeasesBucket, Description: "patchline decode: cam.<camera> -> owning replica, replica.<id> -> alive",
-		History: 1, TTL: ttl, Replicas: max(replicas, 1),
+		History: 1, TTL: ttl, Replicas: replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("decode: %w", err)

@@ -29,7 +29,7 @@ type SeqStore struct{ kv jetstream.KeyValue }
 func OpenSeqStore(ctx context.Context, nc *nats.Conn, replicas int) (*SeqStore, error) {
 	kv, err := bus.EnsureKV(ctx, nc, jetstream.KeyValueConfig{
 		Bucket: bus.DecodeBucket, Description: "patchline decode: seq.<camera> -> end of its reserved seq block",
-		History: 1, Replicas: max(replicas, 1),
+		History: 1, Replicas: replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("decode: %w", err)

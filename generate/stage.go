@@ -108,7 +108,7 @@ type Options struct {
 	Framegen *Framegen          // nil: frame requests answer "unavailable", no anomaly scoring
 	Logger   *slog.Logger
 	// Replicas of the generated-frames bucket on a JetStream cluster
-	// (nats.replicas); 0 means 1.
+	// (nats.replicas); 0 is JetStream's default, 1.
 	Replicas int
 }
 
@@ -202,7 +202,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		defer cancel()
 		s.obj, err = js.CreateOrUpdateObjectStore(octx, jetstream.ObjectStoreConfig{
 			Bucket: bus.GeneratedBucket, Description: "patchline generated frames (PNG), <camera>/<seq>.png", TTL: s.cfg.ObjectTTL,
-			Replicas: max(s.replicas, 1),
+			Replicas: s.replicas,
 		})
 		return err
 	})

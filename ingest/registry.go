@@ -109,7 +109,7 @@ func CamerasBucket(ctx context.Context, nc *nats.Conn, replicas int, owner bool)
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	cfg := jetstream.KeyValueConfig{
-		Bucket: bus.CamerasBucket, Description: "patchline cameras: id -> spec", History: 1, Replicas: max(replicas, 1),
+		Bucket: bus.CamerasBucket, Description: "patchline cameras: id -> spec", History: 1, Replicas: replicas,
 	}
 	var kv jetstream.KeyValue
 	err = bus.SetupRetry(ctx, js, func() (err error) {

@@ -245,7 +245,7 @@ func EnsureStream(ctx context.Context, nc *nats.Conn, st config.Stream, replicas
 		MaxAge:      st.MaxAge,
 		MaxBytes:    st.MaxBytes,
 		Duplicates:  st.DuplicateWindow,
-		Replicas:    max(replicas, 1),
+		Replicas:    replicas,
 	}
 	err = bus.SetupRetry(ctx, js, func() error {
 		_, err := js.CreateOrUpdateStream(ctx, cfg)

@@ -24,7 +24,7 @@ func Transient(ctx context.Context, err error) bool {
 	if err == nil || ctx.Err() != nil {
 		return false
 	}
-	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+	if notEnabled(err) {
 		return false // a 503 too, but one that waiting does not cure
 	}
 	var apiErr *jetstream.APIError
@@ -37,6 +37,12 @@ func Transient(ctx context.Context, err error) bool {
 		return apiErr.Code == 503 // e.g. "JetStream system temporarily unavailable"
 	}
 	return false
+}
+
+// notEnabled reports whether err says the server or the account has no
+// JetStream.
+func notEnabled(err error) bool {
+	return errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
 }
 
 // Retry runs op until it succeeds, fails definitely (not Transient), ctx
@@ -69,7 +75,7 @@ func SetupRetry(ctx context.Context, js jetstream.JetStream, op func() error) er
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			_, aerr := js.AccountInfo(actx)
 			cancel()
-			if errors.Is(aerr, jetstream.ErrJetStreamNotEnabled) || errors.Is(aerr, jetstream.ErrJetStreamNotEnabledForAccount) {
+			if notEnabled(aerr) {
 				return fmt.Errorf("%w (%w)", aerr, err)
 			}
 		}
