@@ -138,17 +138,8 @@ generate: {auto: false}
 		}
 	}
 	// The annotation stream went on keeping annotations.
-	s, err := js.Stream(ctx, config.DefaultStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cam2 := bus.AnnotationSubject("cam2")
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(cam2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Subjects[cam2] == 0 {
-		t.Errorf("stream %s kept no message of %s after the loss", config.DefaultStream, cam2)
+	if storedAnnotations(t, ctx, js, "cam2") == 0 {
+		t.Errorf("stream %s kept no annotation of cam2 after the loss", config.DefaultStream)
 	}
 }
 

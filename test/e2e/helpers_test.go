@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,10 +17,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/app"
 	"github.com/patchline/patchline/internal/apptest"
+	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/testenv"
 )
@@ -116,6 +119,22 @@ func record(t testing.TB, nc *nats.Conn, camera string) *recorder {
 	}
 	t.Cleanup(func() { _ = fs.Unsubscribe(); _ = as.Unsubscribe() })
 	return r
+}
+
+// storedAnnotations is how many messages of camera's annotation subject
+// the annotation stream holds.
+func storedAnnotations(t testing.TB, ctx context.Context, js jetstream.JetStream, camera string) uint64 {
+	t.Helper()
+	s, err := js.Stream(ctx, config.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := bus.AnnotationSubject(camera)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
 }
 
 // waitAnnotations waits until n annotations arrived.
