@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"maps"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"github.com/patchline/patchline/ingest"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/lease"
 	"github.com/patchline/patchline/internal/telemetry"
 )
 
@@ -27,7 +27,7 @@ const statusEvery = time.Second
 // Stage decodes the cameras of the registry (the cameras KV bucket) that
 // this replica holds the lease of: it watches the registry, shares the
 // cameras with the other decode replicas on the same NATS through leases
-// (lease.go), runs one worker per camera it holds (restarted when the
+// (internal/lease), runs one worker per camera it holds (restarted when the
 // camera changes, stopped when it goes or its lease is lost or given
 // away), and publishes those cameras' status.
 type Stage struct {
@@ -66,12 +66,18 @@ func (s *Stage) Run(ctx context.Context) error {
 		}
 	}
 	ttl := withDefaults(s.opts.Decode).LeaseTTL
-	ls, err := openLeases(ctx, s.opts.NC, ttl, s.opts.Replicas)
+	ls, err := lease.Open(ctx, s.opts.NC, bus.LeasesBucket, "patchline decode: cam.<camera> -> decoding replica, replica.<id> -> alive", ttl, s.opts.Replicas)
 	if err != nil {
-		return err
+		return fmt.Errorf("decode: %w", err)
 	}
 	leaseDone := make(chan struct{})
-	go func() { defer close(leaseDone); s.leaseLoop(ctx, ls, ttl/3) }()
+	go func() {
+		defer close(leaseDone)
+		ls.Run(ctx, ttl/3, s.changed, s.cameraIDs, lease.Work{
+			Hold: func(id string) { s.hold(ctx, id) }, Drop: s.stop, Log: s.log,
+		})
+		s.stopAll()
+	}()
 	defer func() { <-leaseDone }() // it stops the workers and gives the leases back
 	go s.publishStatus(ctx)
 	watch, err := s.opts.NC.Subscribe(bus.WatchPrefix+"*", s.onWatch)
@@ -142,95 +148,21 @@ func (s *Stage) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 }
 
-// leaseLoop reconciles every interval, and whenever the registry
-// changes, until ctx is done; then it stops every worker and gives the
-// leases back.
-func (s *Stage) leaseLoop(ctx context.Context, ls *leases, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			s.stopAll()
-			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			ls.leave(lctx)
-			cancel()
-			return
-		case <-t.C:
-		case <-s.changed:
-		}
-		rctx, cancel := context.WithTimeout(ctx, interval)
-		s.reconcile(rctx, ctx, ls)
-		cancel()
-	}
+// cameraIDs returns the cameras of the registry.
+func (s *Stage) cameraIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.specs))
 }
 
-// reconcile renews this replica's leases (stopping the workers of those
-// it lost and of cameras that went), gives one camera back while it holds
-// more than its share, and takes free cameras while it holds fewer.
-// Workers run under runCtx.
-func (s *Stage) reconcile(ctx, runCtx context.Context, ls *leases) {
-	replicas, err := ls.heartbeat(ctx)
-	if err != nil {
-		s.log.Warn("decode: lease heartbeat failed", "err", err)
-		return // NATS unreachable: keep what runs, renew next round
-	}
+// hold runs the worker of a camera whose lease this replica holds (a
+// no-op unless it is new here or its spec changed).
+func (s *Stage) hold(ctx context.Context, id string) {
 	s.mu.Lock()
-	specs := maps.Clone(s.specs)
+	spec, ok := s.specs[id]
 	s.mu.Unlock()
-	ids := slices.Sorted(maps.Keys(specs))
-	share := (len(ids) + replicas - 1) / replicas
-
-	var held []string
-	for _, id := range slices.Sorted(maps.Keys(ls.revs)) {
-		spec, ok := specs[id]
-		if !ok { // detached
-			s.stop(id)
-			ls.release(ctx, id)
-			continue
-		}
-		if err := ls.renew(ctx, id); err != nil {
-			if bus.Transient(ctx, err) {
-				held = append(held, id) // try again next round
-				continue
-			}
-			s.log.Warn("decode: camera lease lost; stopping its worker", "camera", id, "err", err)
-			delete(ls.revs, id)
-			s.stop(id)
-			continue
-		}
-		s.start(runCtx, id, spec) // no-op unless new here or changed
-		held = append(held, id)
-	}
-	if len(held) > share && replicas > 1 { // one per round, so the others can follow
-		id := held[len(held)-1]
-		s.log.Info("decode: giving a camera to another replica", "camera", id, "replicas", replicas, "share", share)
-		s.stop(id)
-		ls.release(ctx, id)
-		return
-	}
-	// Start the search at a different place in every replica, so that
-	// replicas starting together do not all race for the same cameras.
-	off := 0
-	if len(ids) > 0 {
-		h := fnv.New32a()
-		_, _ = h.Write([]byte(ls.id))
-		off = int(h.Sum32() % uint32(len(ids)))
-	}
-	for i := 0; i < len(ids) && len(held) < share; i++ {
-		id := ids[(off+i)%len(ids)]
-		if _, ok := ls.revs[id]; ok {
-			continue
-		}
-		got, err := ls.acquire(ctx, id)
-		if err != nil {
-			s.log.Warn("decode: camera lease", "camera", id, "err", err)
-			return
-		}
-		if got {
-			s.start(runCtx, id, specs[id])
-			held = append(held, id)
-		}
+	if ok {
+		s.start(ctx, id, spec)
 	}
 }
 

@@ -62,6 +62,11 @@ func TestErrors(t *testing.T) {
 			want: []string{"pipeline.yaml:2: decode.preview_fps: 31 out of range 0..30", "pipeline.yaml:3: decode.preview_width: 8 out of range 16..1920"},
 		},
 		{
+			name: "decode lease ttl",
+			yaml: "decode:\n  lease_ttl: 11m\n",
+			want: []string{"pipeline.yaml:2: decode.lease_ttl: 11m0s out of range 1s..10m"},
+		},
+		{
 			name: "unknown top-level key",
 			yaml: "decod:\n  width: 224\n",
 			want: []string{`pipeline.yaml:1: decod: unknown key (did you mean "decode"?)`},

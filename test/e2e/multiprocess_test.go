@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/lease"
 )
 
 // buildBinaries builds the real nats-server (from the module) and patchline.
@@ -177,30 +178,7 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 	t.Logf("work split across replicas: %v", replicas)
 
 	// The two decode replicas took one camera each.
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leases, err := js.KeyValue(context.Background(), bus.LeasesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	owners := map[string]string{}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		for _, cam := range []string{"cam1", "cam2"} {
-			if e, err := leases.Get(context.Background(), "cam."+cam); err == nil {
-				owners[cam] = string(e.Value())
-			}
-		}
-		if owners["cam1"] != "" && owners["cam2"] != "" && owners["cam1"] != owners["cam2"] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("decode leases %v: want cam1 and cam2 held by different replicas", owners)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitSplitLeases(t, nc, bus.LeasesBucket)
 
 	// A NATS restart: every stage reconnects by itself and annotations flow again.
 	stopNATS()
@@ -211,6 +189,40 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 	_, before2, _ := rec2.snapshot()
 	rec1.waitAnnotations(t, len(before1)+30, 60*time.Second)
 	rec2.waitAnnotations(t, len(before2)+30, 60*time.Second)
+}
+
+// waitSplitLeases waits until the leases of cam1 and cam2 in bucket are
+// held by two different replicas.
+func waitSplitLeases(t *testing.T, nc *nats.Conn, bucket string) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leases jetstream.KeyValue
+	owners := map[string]string{}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if leases == nil {
+			leases, _ = js.KeyValue(context.Background(), bucket)
+		}
+		for _, cam := range []string{"cam1", "cam2"} {
+			if leases == nil {
+				break
+			}
+			if e, err := leases.Get(context.Background(), lease.KeyPrefix+cam); err == nil {
+				owners[cam] = string(e.Value())
+			}
+		}
+		if owners["cam1"] != "" && owners["cam2"] != "" && owners["cam1"] != owners["cam2"] {
+			t.Logf("%s: %v", bucket, owners)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: leases %v, want cam1 and cam2 held by different replicas", bucket, owners)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // repeatedLogKey returns a key that a patchline log line (slog's text

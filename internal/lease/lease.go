@@ -1,0 +1,242 @@
+// Package lease shares a set of keys (cameras) among the replicas of one
+// stage on the same NATS, so that each key is worked on by one replica at
+// a time: decode decodes a camera, generate runs its automatic triggers.
+//
+// Each replica holds a key while it owns its lease: an entry <key prefix>
+// <key> in a KV bucket whose entries expire after the lease TTL, created
+// when free and renewed (compare-and-set on its revision) every round.
+// Every replica announces itself (replica.<id>, also renewed), so each can
+// aim for its share, ceil(keys / replicas): it takes free keys while it has
+// fewer and gives one back per round while it has more. A replica that
+// dies stops renewing; within a TTL its keys are free and the others take
+// them. One that stops gives them back at once (Leave).
+package lease
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/patchline/patchline/internal/bus"
+)
+
+// Key prefixes in a lease bucket.
+const (
+	KeyPrefix     = "cam."
+	ReplicaPrefix = "replica."
+)
+
+// Set is one replica's leases in one bucket. Its methods are not safe for
+// concurrent use: one loop (Run) owns it.
+type Set struct {
+	kv   jetstream.KeyValue
+	id   string
+	revs map[string]uint64 // key → revision of our lease
+}
+
+// Open opens (creating or updating) the lease bucket, whose entries live
+// ttl, with the given JetStream replicas, for a new replica.
+func Open(ctx context.Context, nc *nats.Conn, bucket, description string, ttl time.Duration, replicas int) (*Set, error) {
+	kv, err := bus.EnsureKV(ctx, nc, jetstream.KeyValueConfig{
+		Bucket: bucket, Description: description, History: 1, TTL: ttl, Replicas: replicas,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Set{kv: kv, id: replicaID(), revs: map[string]uint64{}}, nil
+}
+
+// ID names this replica in the bucket: host, pid and a random suffix.
+func (s *Set) ID() string { return s.id }
+
+// Held returns the keys this replica holds, sorted.
+func (s *Set) Held() []string { return slices.Sorted(maps.Keys(s.revs)) }
+
+// replicaID names this process: host, pid and a random suffix (a KV key
+// token: letters, digits, '-' and '_').
+func replicaID() string {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host)
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// heartbeat says this replica is alive and returns how many are.
+func (s *Set) heartbeat(ctx context.Context) (int, error) {
+	if _, err := s.kv.Put(ctx, ReplicaPrefix+s.id, nil); err != nil {
+		return 0, err
+	}
+	keys, err := s.kv.ListKeysFiltered(ctx, ReplicaPrefix+">")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	return max(n, 1), nil
+}
+
+// acquire takes the lease of key if it is free.
+func (s *Set) acquire(ctx context.Context, key string) (bool, error) {
+	rev, err := s.kv.Create(ctx, KeyPrefix+key, []byte(s.id))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	s.revs[key] = rev
+	return true, nil
+}
+
+// renew extends the lease of key; an error means it is no longer ours (or
+// NATS did not answer).
+func (s *Set) renew(ctx context.Context, key string) error {
+	rev, err := s.kv.Update(ctx, KeyPrefix+key, []byte(s.id), s.revs[key])
+	if err != nil {
+		return err
+	}
+	s.revs[key] = rev
+	return nil
+}
+
+// release gives the lease of key back, if it is still ours.
+func (s *Set) release(ctx context.Context, key string) {
+	if rev, ok := s.revs[key]; ok {
+		_ = s.kv.Delete(ctx, KeyPrefix+key, jetstream.LastRevision(rev))
+		delete(s.revs, key)
+	}
+}
+
+// Leave releases every lease and the replica's own key, so that the
+// others take its keys at once instead of after a TTL.
+func (s *Set) Leave(ctx context.Context) {
+	for _, key := range s.Held() {
+		s.release(ctx, key)
+	}
+	_ = s.kv.Delete(ctx, ReplicaPrefix+s.id)
+}
+
+// Work is what a replica does with the keys it holds.
+type Work struct {
+	// Hold is called every round for every key held: renewed or newly
+	// taken (so it must be cheap when nothing changed).
+	Hold func(key string)
+	// Drop is called when a key stops being this replica's: before its
+	// lease is given back (so two replicas never work on it at once), or
+	// after the lease was lost.
+	Drop func(key string)
+	Log  *slog.Logger
+}
+
+// Balance is one round: it renews the leases held (dropping keys that
+// went and leases lost), gives one key back while this replica holds more
+// than its share, and takes free keys while it holds fewer.
+func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
+	replicas, err := s.heartbeat(ctx)
+	if err != nil {
+		w.Log.Warn("lease heartbeat failed", "err", err)
+		return // NATS unreachable: keep what runs, renew next round
+	}
+	want := map[string]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	keys = slices.Sorted(maps.Keys(want))
+	share := (len(keys) + replicas - 1) / replicas
+
+	var held []string
+	for _, key := range s.Held() {
+		if !want[key] { // gone
+			w.Drop(key)
+			s.release(ctx, key)
+			continue
+		}
+		if err := s.renew(ctx, key); err != nil {
+			if bus.Transient(ctx, err) {
+				held = append(held, key) // try again next round
+				continue
+			}
+			w.Log.Warn("lease lost; dropping its camera", "camera", key, "err", err)
+			delete(s.revs, key)
+			w.Drop(key)
+			continue
+		}
+		w.Hold(key)
+		held = append(held, key)
+	}
+	if len(held) > share && replicas > 1 { // one per round, so the others can follow
+		key := held[len(held)-1]
+		w.Log.Info("giving a camera to another replica", "camera", key, "replicas", replicas, "share", share)
+		w.Drop(key)
+		s.release(ctx, key)
+		return
+	}
+	// Start the search at a different place in every replica, so that
+	// replicas starting together do not all race for the same keys.
+	off := 0
+	if len(keys) > 0 {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(s.id))
+		off = int(h.Sum32() % uint32(len(keys)))
+	}
+	for i := 0; i < len(keys) && len(held) < share; i++ {
+		key := keys[(off+i)%len(keys)]
+		if _, ok := s.revs[key]; ok {
+			continue
+		}
+		got, err := s.acquire(ctx, key)
+		if err != nil {
+			w.Log.Warn("camera lease", "camera", key, "err", err)
+			return
+		}
+		if got {
+			w.Hold(key)
+			held = append(held, key)
+		}
+	}
+}
+
+// Run balances every interval, and whenever changed fires, over the keys
+// that keys returns then, until ctx is done; then it drops every key and
+// leaves.
+func (s *Set) Run(ctx context.Context, interval time.Duration, changed <-chan struct{}, keys func() []string, w Work) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			for _, key := range s.Held() {
+				w.Drop(key)
+			}
+			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			s.Leave(lctx)
+			cancel()
+			return
+		case <-t.C:
+		case <-changed:
+		}
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		s.Balance(rctx, keys(), w)
+		cancel()
+	}
+}

@@ -1,0 +1,91 @@
+package lease
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/patchline/patchline/internal/natstest"
+)
+
+// holder records what Balance tells a replica to work on.
+type holder map[string]bool
+
+func (h holder) work() Work {
+	return Work{Hold: func(k string) { h[k] = true }, Drop: func(k string) { delete(h, k) }, Log: natstest.Discard()}
+}
+
+func (h holder) keys() []string { return slices.Sorted(maps.Keys(h)) }
+
+// TestBalance shares keys among replicas round by round: equal shares,
+// each key held once, keys that go are dropped, a replica that leaves
+// hands its keys over at once, and a lease lost is dropped.
+func TestBalance(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	open := func() *Set {
+		s, err := Open(ctx, nc, "test_leases", "test", time.Minute, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := open(), open()
+	ha, hb := holder{}, holder{}
+	keys := []string{"k1", "k2", "k3", "k4"}
+	rounds := func(n int, keys []string) {
+		for range n {
+			a.Balance(ctx, keys, ha.work())
+			b.Balance(ctx, keys, hb.work())
+		}
+	}
+	checkSplit := func(keys []string) {
+		t.Helper()
+		for _, k := range keys {
+			if ha[k] == hb[k] {
+				t.Errorf("key %s: held by a %v, by b %v; want exactly one (a %v, b %v)", k, ha[k], hb[k], ha.keys(), hb.keys())
+			}
+		}
+		if !slices.Equal(ha.keys(), a.Held()) || !slices.Equal(hb.keys(), b.Held()) {
+			t.Errorf("work %v/%v differs from leases %v/%v", ha.keys(), hb.keys(), a.Held(), b.Held())
+		}
+	}
+
+	rounds(1, keys) // a sees one replica and takes all; b sees two and takes none yet
+	rounds(3, keys)
+	if len(ha) != 2 || len(hb) != 2 {
+		t.Fatalf("after 4 rounds a holds %v, b %v; want 2 each", ha.keys(), hb.keys())
+	}
+	checkSplit(keys)
+
+	rounds(1, keys[:3]) // k4 went
+	if ha["k4"] || hb["k4"] {
+		t.Errorf("k4 went but is still held (a %v, b %v)", ha.keys(), hb.keys())
+	}
+	checkSplit(keys[:3])
+
+	// A lease taken away (expired, then taken by a third replica) is dropped.
+	lost := a.Held()[0]
+	if err := a.kv.Delete(ctx, KeyPrefix+lost); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.kv.Create(ctx, KeyPrefix+lost, []byte("someone-else")); err != nil {
+		t.Fatal(err)
+	}
+	a.Balance(ctx, keys, ha.work())
+	if ha[lost] {
+		t.Errorf("a still works on %s after losing its lease", lost)
+	}
+	if err := a.kv.Delete(ctx, KeyPrefix+lost); err != nil {
+		t.Fatal(err)
+	}
+
+	b.Leave(ctx) // b stops: a takes everything at its next round
+	clear(hb)
+	a.Balance(ctx, keys, ha.work())
+	if got := ha.keys(); !slices.Equal(got, keys) {
+		t.Errorf("after b left, a holds %v, want %v", got, keys)
+	}
+}
