@@ -37,6 +37,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/lease"
 	"github.com/patchline/patchline/internal/telemetry"
 	"github.com/patchline/patchline/internal/textgen"
 )
@@ -114,7 +115,9 @@ type Options struct {
 
 // Stage is the generate stage. Every replica keeps windows of every camera
 // (plain subscription to frames); requests are shared by the queue group
-// patchline-generate.
+// patchline-generate. Replicas with automatic triggers (generate.auto)
+// share the cameras through leases (KV patchline_generate_leases): each
+// runs the triggers of the cameras it holds.
 type Stage struct {
 	nc       *nats.Conn
 	cfg      config.Generate
@@ -129,10 +132,18 @@ type Stage struct {
 	sched *scheduler
 	obj   jetstream.ObjectStore
 
+	// scoring is held while a batch of frames is scored and its anomalies
+	// published; drop takes it, so a camera given to another replica gets
+	// no anomaly from this one after its lease is given back.
+	scoring sync.Mutex
 	mu      sync.Mutex
 	cams    map[string]*camState
+	owned   map[string]bool // cameras whose automatic triggers run here (their lease is ours)
 	pending map[string]bool // cameras with a frame to score
 	wake    chan struct{}
+	// newCamera: a frame of a camera new to the windows came; balance the
+	// leases now rather than at the next round.
+	newCamera chan struct{}
 
 	subscribed time.Time // when the frame windows started filling; set by Run
 	malformed  atomic.Uint64
@@ -168,7 +179,8 @@ func NewStage(o Options) *Stage {
 		log:      o.Logger,
 		replicas: o.Replicas,
 		replica:  host + "/" + strconv.Itoa(os.Getpid()),
-		cams:     map[string]*camState{}, pending: map[string]bool{}, wake: make(chan struct{}, 1),
+		cams:     map[string]*camState{}, owned: map[string]bool{}, pending: map[string]bool{}, wake: make(chan struct{}, 1),
+		newCamera: make(chan struct{}, 1),
 	}
 	if o.Config.CaptionModel != "" {
 		s.capName = filepath.Base(filepath.Clean(o.Config.CaptionModel))
@@ -208,6 +220,14 @@ func (s *Stage) Run(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("generate: object store bucket %s (JetStream enabled on the server?): %w", bus.GeneratedBucket, err)
+	}
+	var leases *lease.Set
+	if s.cfg.Auto {
+		leases, err = lease.Open(ctx, s.nc, bus.GenerateLeasesBucket,
+			"patchline generate: cam.<camera> -> replica running its automatic triggers, replica.<id> -> alive", s.cfg.LeaseTTL, s.replicas)
+		if err != nil {
+			return fmt.Errorf("generate: %w", err)
+		}
 	}
 	s.sched = newScheduler(ctx, s.cfg.Budget, s.cfg.QueueSize, s.cfg.BatchSize, s.runBatch, func(kind, reason string) {
 		if reason == "" {
@@ -255,6 +275,14 @@ func (s *Stage) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.scoreLoop(ctx) }()
+	if leases != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			leases.Run(ctx, s.cfg.LeaseTTL/3, s.newCamera, func() []string { return s.win.cameras(time.Now()) },
+				lease.Work{Hold: s.hold, Drop: s.drop, Log: s.log})
+		}()
+	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -287,11 +315,20 @@ func (s *Stage) onFrame(m *nats.Msg) {
 		return
 	}
 	telemetry.FramesIn.WithLabelValues(stageName, f.Camera).Inc()
-	s.win.add(f, time.Now())
+	if s.win.add(f, time.Now()) && s.cfg.Auto {
+		select { // a camera new here: look for its lease now
+		case s.newCamera <- struct{}{}:
+		default:
+		}
+	}
 	if s.fg == nil || !s.cfg.Auto || !s.cfg.TriggersFor(f.Camera).OnAnomaly {
 		return
 	}
 	s.mu.Lock()
+	if !s.owned[f.Camera] {
+		s.mu.Unlock()
+		return
+	}
 	if s.pending[f.Camera] {
 		metricUnscored.Inc()
 	}
@@ -309,6 +346,35 @@ func (s *Stage) malformedMsg(subject, what string, err error) {
 	if n&(n-1) == 0 { // 1st, 2nd, 4th, ...: garbage cannot flood the log
 		s.log.Warn(what, "subject", subject, "err", err, "malformed_total", n)
 	}
+}
+
+// hold runs the automatic triggers of camera here (its lease is ours).
+func (s *Stage) hold(camera string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.owned[camera] {
+		s.owned[camera] = true
+		s.log.Debug("automatic triggers of a camera run here", "camera", camera)
+	}
+}
+
+// drop stops the automatic triggers of camera here, after the frames
+// being scored.
+func (s *Stage) drop(camera string) {
+	s.scoring.Lock()
+	defer s.scoring.Unlock()
+	_ = s.nc.FlushTimeout(time.Second) // what was published reaches the server before the lease is given back
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.owned, camera)
+	delete(s.pending, camera)
+}
+
+// owns reports whether camera's automatic triggers run here.
+func (s *Stage) owns(camera string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owned[camera]
 }
 
 func (s *Stage) state(camera string) *camState {
@@ -347,11 +413,12 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 	}
 	key := SceneKey(a)
 	s.mu.Lock()
-	st := s.state(a.Camera)
+	st := s.state(a.Camera) // every replica follows every scene, so a new owner knows the last one
 	changed := !st.haveScene || st.scene != key
 	st.scene, st.haveScene = key, true
+	owned := s.owned[a.Camera]
 	s.mu.Unlock()
-	if changed && s.cap != nil && s.due(a.Camera, TriggerChange, 0, time.Now()) {
+	if changed && owned && s.cap != nil && s.due(a.Camera, TriggerChange, 0, time.Now()) {
 		s.log.Debug("scene changed", "camera", a.Camera, "seq", a.Seq, "scene", key)
 		s.submitAuto(KindCaption, a.Camera, TriggerChange)
 	}
@@ -385,7 +452,7 @@ func (s *Stage) tickEvery(now time.Time) {
 	}
 	for _, cam := range s.win.cameras(now) {
 		every := s.cfg.TriggersFor(cam).Every
-		if every > 0 && s.due(cam, TriggerEvery, every, now) {
+		if every > 0 && s.owns(cam) && s.due(cam, TriggerEvery, every, now) {
 			s.submitAuto(KindCaption, cam, TriggerEvery)
 		}
 	}
@@ -850,66 +917,73 @@ func (s *Stage) scoreLoop(ctx context.Context) {
 			return
 		case <-s.wake:
 		}
+		s.scoreBatch(ctx, k, w, h, p)
+	}
+}
+
+// scoreBatch scores the newest frame of every camera pending.
+func (s *Stage) scoreBatch(ctx context.Context, k, w, h, p int) {
+	s.scoring.Lock()
+	defer s.scoring.Unlock()
+	s.mu.Lock()
+	cams := make([]string, 0, len(s.pending))
+	for c := range s.pending {
+		cams = append(cams, c)
+	}
+	clear(s.pending)
+	s.mu.Unlock()
+	slices.Sort(cams)
+	now := time.Now()
+	var (
+		ins    []FramegenInput
+		frames [][]*frame.Frame
+	)
+	for _, cam := range cams {
+		fs, err := s.win.last(cam, k+1, now)
+		if err != nil || checkGrid("", fs[k], w, h, p) != nil {
+			continue
+		}
 		s.mu.Lock()
-		cams := make([]string, 0, len(s.pending))
-		for c := range s.pending {
-			cams = append(cams, c)
-		}
-		clear(s.pending)
+		st := s.state(cam)
+		fresh := fs[k].Seq != st.scored
+		st.scored = fs[k].Seq
 		s.mu.Unlock()
-		slices.Sort(cams)
-		now := time.Now()
-		var (
-			ins    []FramegenInput
-			frames [][]*frame.Frame
-		)
-		for _, cam := range cams {
-			fs, err := s.win.last(cam, k+1, now)
-			if err != nil || checkGrid("", fs[k], w, h, p) != nil {
-				continue
-			}
-			s.mu.Lock()
-			st := s.state(cam)
-			fresh := fs[k].Seq != st.scored
-			st.scored = fs[k].Seq
-			s.mu.Unlock()
-			if !fresh {
-				continue
-			}
-			in := FramegenInput{Context: make([][]byte, k), Actual: fs[k].Tokens}
-			for i := range k {
-				in.Context[i] = fs[i].Tokens
-			}
-			ins, frames = append(ins, in), append(frames, fs)
-		}
-		if len(ins) == 0 {
+		if !fresh {
 			continue
 		}
-		start := time.Now()
-		res, err := s.fg.Run(ins)
-		took := time.Since(start)
-		if err != nil {
-			s.log.Error("anomaly scoring failed", "cameras", len(ins), "err", err)
+		in := FramegenInput{Context: make([][]byte, k), Actual: fs[k].Tokens}
+		for i := range k {
+			in.Context[i] = fs[i].Tokens
+		}
+		ins, frames = append(ins, in), append(frames, fs)
+	}
+	if len(ins) == 0 {
+		return
+	}
+	start := time.Now()
+	res, err := s.fg.Run(ins)
+	took := time.Since(start)
+	if err != nil {
+		s.log.Error("anomaly scoring failed", "cameras", len(ins), "err", err)
+		return
+	}
+	metricSeconds.WithLabelValues("score").Observe(took.Seconds())
+	for i, r := range res {
+		metricScore.Observe(r.Score)
+		cam := frames[i][k].Camera
+		if r.Score <= s.fg.Threshold() || !s.due(cam, TriggerAnomaly, 0, time.Now()) {
 			continue
 		}
-		metricSeconds.WithLabelValues("score").Observe(took.Seconds())
-		for i, r := range res {
-			metricScore.Observe(r.Score)
-			cam := frames[i][k].Camera
-			if r.Score <= s.fg.Threshold() || !s.due(cam, TriggerAnomaly, 0, time.Now()) {
-				continue
-			}
-			newest := frames[i][k]
-			sctx, span := telemetry.Tracer().Start(frameContext(newest), "generate.anomaly", trace.WithTimestamp(start),
-				trace.WithAttributes(attribute.String("camera", cam), attribute.Int64("seq", int64(newest.Seq)), attribute.Float64("score", r.Score)))
-			if _, err := s.publishFrame(ctx, sctx, frames[i], r, TriggerAnomaly, took); err != nil {
-				span.SetStatus(codes.Error, err.Error())
-				s.log.Warn("publish anomaly", "camera", cam, "err", err)
-			}
-			span.End()
-			if s.cap != nil {
-				s.submitAuto(KindCaption, cam, TriggerAnomaly)
-			}
+		newest := frames[i][k]
+		sctx, span := telemetry.Tracer().Start(frameContext(newest), "generate.anomaly", trace.WithTimestamp(start),
+			trace.WithAttributes(attribute.String("camera", cam), attribute.Int64("seq", int64(newest.Seq)), attribute.Float64("score", r.Score)))
+		if _, err := s.publishFrame(ctx, sctx, frames[i], r, TriggerAnomaly, took); err != nil {
+			span.SetStatus(codes.Error, err.Error())
+			s.log.Warn("publish anomaly", "camera", cam, "err", err)
+		}
+		span.End()
+		if s.cap != nil {
+			s.submitAuto(KindCaption, cam, TriggerAnomaly)
 		}
 	}
 }

@@ -29,14 +29,16 @@ func newWindows(size int, ttl time.Duration) *windows {
 	return &windows{size: max(1, size), ttl: ttl, cams: map[string]*camWindow{}}
 }
 
-// add appends f to its camera's window. A frame whose seq does not increase
-// (the camera restarted) or whose geometry differs from the window's starts
-// the window again.
-func (ws *windows) add(f *frame.Frame, now time.Time) {
+// add appends f to its camera's window and reports whether the camera is
+// new (its window had expired or never was). A frame whose seq does not
+// increase (the camera restarted) or whose geometry differs from the
+// window's starts the window again.
+func (ws *windows) add(f *frame.Frame, now time.Time) (added bool) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.cams[f.Camera]
 	if w == nil {
+		added = true
 		w = &camWindow{frames: make([]*frame.Frame, 0, ws.size)}
 		ws.cams[f.Camera] = w
 	}
@@ -52,6 +54,7 @@ func (ws *windows) add(f *frame.Frame, now time.Time) {
 	}
 	w.frames = append(w.frames, f)
 	w.lastSeen = now
+	return added
 }
 
 // windowError says why a window cannot serve a request; reason is one of

@@ -22,6 +22,8 @@ const (
 	DecodeBucket    = "patchline_decode"    // JetStream KV: seq.<camera> → the end of the camera's last reserved seq block
 	LeasesBucket    = "patchline_leases"    // JetStream KV, entries expire: cam.<camera> → decode replica, replica.<id> → alive
 
+	GenerateLeasesBucket = "patchline_generate_leases" // JetStream KV, entries expire: cam.<camera> → generate replica running its automatic triggers, replica.<id> → alive
+
 	QueueAnalyze  = "patchline-analyze"
 	QueueSink     = "patchline-sink"
 	QueueGenerate = "patchline-generate"

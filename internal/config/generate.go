@@ -24,11 +24,16 @@ type Generate struct {
 	// WindowTTL forgets a camera's frames after this long without one.
 	WindowTTL time.Duration `yaml:"window_ttl"` // default 30s
 	ObjectTTL time.Duration `yaml:"object_ttl"` // generated PNGs expire from the Object Store after this; 0 = never; default 24h
-	// Auto evaluates the automatic triggers in this process. Set it false on
-	// extra replicas that only serve requests, so triggers fire once.
-	Auto     bool             `yaml:"auto"`
-	Sampling Sampling         `yaml:"sampling"` // caption decoding defaults; requests may override
-	Triggers Triggers         `yaml:"triggers"` // automatic triggers of every camera not in cameras
+	// Auto evaluates the automatic triggers in this process, for the
+	// cameras whose lease it holds: replicas with auto share the cameras,
+	// so each camera's triggers fire in one of them.
+	Auto bool `yaml:"auto"`
+	// LeaseTTL is how long a replica's hold on a camera's automatic
+	// triggers outlives its last renewal (renewed every third of it): a
+	// dead replica's cameras move to the others within it.
+	LeaseTTL time.Duration    `yaml:"lease_ttl"` // default 10s
+	Sampling Sampling         `yaml:"sampling"`  // caption decoding defaults; requests may override
+	Triggers Triggers         `yaml:"triggers"`  // automatic triggers of every camera not in cameras
 	Cameras  []CameraGenerate `yaml:"cameras"`
 }
 
@@ -84,6 +89,7 @@ func defaultGenerate() Generate {
 		WindowTTL:      30 * time.Second,
 		ObjectTTL:      24 * time.Hour,
 		Auto:           true,
+		LeaseTTL:       10 * time.Second,
 		Triggers:       Triggers{OnChange: true, OnAnomaly: true, Cooldown: 2 * time.Second},
 		Cameras:        []CameraGenerate{},
 	}
@@ -101,6 +107,9 @@ func (g Generate) check(ck *checker) {
 	}
 	if g.RequestTimeout <= 0 {
 		ck.add("generate.request_timeout", "%v must be positive", g.RequestTimeout)
+	}
+	if g.LeaseTTL < time.Second || g.LeaseTTL > 10*time.Minute {
+		ck.add("generate.lease_ttl", "%s out of range 1s..10m", g.LeaseTTL)
 	}
 	if g.Threads < 0 {
 		ck.add("generate.threads", "%d is negative (0 = runtime default)", g.Threads)

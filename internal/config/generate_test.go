@@ -45,6 +45,7 @@ func TestGenerateConfigErrors(t *testing.T) {
 		{"generate:\n  budget: 0\n", "generate.budget: 0 out of range 1..64"},
 		{"generate:\n  queue_size: -1\n", "generate.queue_size: -1 is negative"},
 		{"generate:\n  request_timeout: 0s\n", "generate.request_timeout: 0s must be positive"},
+		{"generate:\n  lease_ttl: 500ms\n", "generate.lease_ttl: 500ms out of range 1s..10m"},
 		{"generate:\n  sampling: {top_p: 1.5}\n", "generate.sampling.top_p: 1.5 out of range 0..1"},
 		{"generate:\n  sampling: {max_tokens: 5000}\n", "generate.sampling.max_tokens: 5000 out of range"},
 		{"generate:\n  triggers: {every: 10ms}\n", "generate.triggers.every: 10ms: want 0 (off) or at least 100ms"},

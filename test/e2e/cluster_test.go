@@ -96,7 +96,7 @@ generate: {auto: false}
 	defer cancel()
 	camStream := "KV_" + bus.CamerasBucket
 	var leader string
-	for _, stream := range []string{camStream, "KV_" + bus.DecodeBucket, "OBJ_" + bus.GeneratedBucket, config.DefaultStream} {
+	for _, stream := range []string{camStream, "KV_" + bus.DecodeBucket, "KV_" + bus.LeasesBucket, "OBJ_" + bus.GeneratedBucket, config.DefaultStream} {
 		info := waitStream(t, ctx, js, stream)
 		if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
 			t.Fatalf("stream %s: replicas %d, cluster %+v; want 3 replicas", stream, info.Config.Replicas, info.Cluster)

@@ -369,7 +369,8 @@ func TestGenerateCaptionsOnSceneChange(t *testing.T) {
 
 // TestGenerateStageReplicas runs `patchline stage generate` twice as its own
 // processes next to ingest and decode on a real nats-server: requests are
-// shared by the queue group and every one is answered, by both replicas.
+// shared by the queue group and every one is answered, by both replicas,
+// and the two cameras' automatic triggers run one in each replica.
 func TestGenerateStageReplicas(t *testing.T) {
 	natsBin, plBin := buildBinaries(t)
 	port := freePort(t)
@@ -383,9 +384,15 @@ nats: {url: %q}
 http: {addr: "127.0.0.1:%d"}
 cameras:
   - {id: cam1, url: "synthetic://?seed=21", fps: 10}
+  - {id: cam2, url: "synthetic://?seed=22", fps: 5}
 decode: {width: 96, height: 96, patch_size: 8}
 analyze: {model: %q}
-generate: {caption_model: %q, framegen_model: %q, auto: false, budget: 1}
+generate:
+  caption_model: %q
+  framegen_model: %q
+  budget: 1
+  lease_ttl: 3s
+  triggers: {on_change: false, on_anomaly: true}
 `, url, freePort(t), filepath.Join(root, tinySegmentBundle), filepath.Join(root, tinyCaptionBundle), filepath.Join(root, tinyFramegenBundle))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -423,4 +430,5 @@ generate: {caption_model: %q, framegen_model: %q, auto: false, budget: 1}
 	if len(replicas) != 2 {
 		t.Errorf("requests were served by %d generate replicas (%v), want 2", len(replicas), replicas)
 	}
+	waitSplitLeases(t, nc, bus.GenerateLeasesBucket)
 }
