@@ -21,6 +21,7 @@ import (
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 	"github.com/patchline/patchline/internal/textgen"
 	"github.com/patchline/patchline/schema"
 )
@@ -131,13 +132,7 @@ func request(t testing.TB, nc *nats.Conn, body string) *Reply {
 // waitFor polls until cond holds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, what, 10*time.Second, cond)
 }
 
 // collect subscribes to subject and returns a function listing what came.

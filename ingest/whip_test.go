@@ -19,6 +19,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 	"github.com/patchline/patchline/internal/whiptest"
 )
 
@@ -129,13 +130,7 @@ func (w *rtpWatch) get() (int, int, map[string]int) {
 
 func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, what, within, cond)
 }
 
 // A real pion publisher: its RTP reaches NATS, decode's keyframe requests

@@ -339,13 +339,7 @@ func TestGenerateAnomalyPNG(t *testing.T) {
 
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.WaitFor(t, what, time.Minute, cond)
 }
 
 // TestGenerateCaptionsOnSceneChange: with on_change, captions with trigger
