@@ -56,7 +56,11 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 		if err := w.Validate(); err != nil {
 			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
 		}
-		s.hooks = append(s.hooks, newWebhook(w, log))
+		delivery := w.DeliveryFor(cfg.Stream)
+		if delivery == config.DeliveryDurable && cfg.Stream.Name == "" {
+			return nil, fmt.Errorf("sink: webhooks[%d]: durable delivery needs the annotation stream (sink.stream.name is empty)", i)
+		}
+		s.hooks = append(s.hooks, newWebhook(w, delivery == config.DeliveryDurable, log))
 	}
 	if cfg.JSONL != "" {
 		f, err := os.OpenFile(cfg.JSONL, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -76,6 +80,10 @@ func (s *Stage) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	consumers, err := s.hookConsumers(ctx)
+	if err != nil {
+		return err
+	}
 	sub, err := s.nc.QueueSubscribe(bus.AnalyzedPrefix+"*", bus.QueueSink, s.onAnnotation)
 	if err != nil {
 		return fmt.Errorf("sink: subscribe: %w", err)
@@ -84,15 +92,23 @@ func (s *Stage) Run(ctx context.Context) error {
 	hookCtx, stopHooks := context.WithCancel(context.Background())
 	defer stopHooks()
 	var hooks sync.WaitGroup
-	for _, w := range s.hooks {
+	for i, w := range s.hooks {
 		hooks.Add(1)
-		go func() { defer hooks.Done(); w.run(hookCtx) }()
+		go func() {
+			defer hooks.Done()
+			if w.durable {
+				w.runDurable(ctx, hookCtx, consumers[i], func() (jetstream.Consumer, error) { return s.hookConsumer(ctx, w) })
+			} else {
+				w.run(hookCtx)
+			}
+		}()
 	}
 	defer func() { s.drainHooks(); stopHooks(); hooks.Wait() }()
 	// Captions and anomalies come from generate straight to the public
-	// subject: the replicas share them (queue group) for the webhooks.
+	// subject: the replicas share them (queue group) for the memory
+	// webhooks (durable ones read them from the stream).
 	if slices.ContainsFunc(s.hooks, func(w *webhook) bool {
-		return w.wantsKind(annotation.KindCaption) || w.wantsKind(annotation.KindAnomaly)
+		return !w.durable && (w.wantsKind(annotation.KindCaption) || w.wantsKind(annotation.KindAnomaly))
 	}) {
 		gen, err := s.nc.QueueSubscribe(bus.AnnotationsPrefix+"*", bus.QueueSink+"-webhooks", s.onPublished)
 		if err != nil {
@@ -176,24 +192,61 @@ func (s *Stage) onPublished(m *nats.Msg) {
 	s.toHooks(&a, id, m.Data)
 }
 
-// toHooks queues an annotation for every webhook that wants it.
+// toHooks queues an annotation for every memory webhook that wants it.
 func (s *Stage) toHooks(a *annotation.Annotation, id string, body []byte) {
 	for _, w := range s.hooks {
-		if w.wants(a) {
+		if !w.durable && w.wants(a) {
 			w.enqueue(id, body)
 		}
 	}
 }
 
-// hookGrace is how long a stopping sink lets its webhooks empty their queues.
+// hookGrace is how long a stopping sink lets its webhooks empty their
+// queues (memory) or finish the delivery under way (durable).
 const hookGrace = 2 * time.Second
 
-// drainHooks waits up to hookGrace for the webhooks' queues to empty.
+// drainHooks waits up to hookGrace for the webhooks to be done.
 func (s *Stage) drainHooks() {
 	deadline := time.Now().Add(hookGrace)
-	for time.Now().Before(deadline) && slices.ContainsFunc(s.hooks, func(w *webhook) bool { return w.q.Len() > 0 }) {
+	for time.Now().Before(deadline) && slices.ContainsFunc(s.hooks, func(w *webhook) bool { return w.q.Len() > 0 || w.inFlight.Load() }) {
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// hookConsumers creates or updates the durable consumer of every durable
+// webhook (nil for memory ones), on the annotation stream.
+func (s *Stage) hookConsumers(ctx context.Context) ([]jetstream.Consumer, error) {
+	out := make([]jetstream.Consumer, len(s.hooks))
+	if !slices.ContainsFunc(s.hooks, func(w *webhook) bool { return w.durable }) {
+		return out, nil
+	}
+	for i, w := range s.hooks {
+		if !w.durable {
+			continue
+		}
+		var err error
+		if out[i], err = s.hookConsumer(ctx, w); err != nil {
+			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// hookConsumer creates or updates the durable consumer of w.
+func (s *Stage) hookConsumer(ctx context.Context, w *webhook) (cons jetstream.Consumer, err error) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	cfg := w.consumer(s.cfg.Stream)
+	err = bus.SetupRetry(ctx, js, func() (err error) {
+		cons, err = js.CreateOrUpdateConsumer(ctx, s.cfg.Stream.Name, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: durable consumer %s on stream %s: %w", w.name, cfg.Durable, s.cfg.Stream.Name, err)
+	}
+	return cons, nil
 }
 
 func (s *Stage) writeLine(b []byte) {

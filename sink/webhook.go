@@ -6,6 +6,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,10 +19,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/queue"
 )
@@ -34,10 +39,23 @@ const (
 // maxRetryAfter caps how long a Retry-After header may hold a webhook.
 const maxRetryAfter = 30 * time.Second
 
-var webhookDeliveries = promauto.NewCounterVec(prometheus.CounterOpts{
-	Name: "patchline_webhook_deliveries_total",
-	Help: "Annotations per webhook by result: delivered, failed (every attempt failed), dropped (queue full, or pending at shutdown).",
-}, []string{"webhook", "result"})
+var (
+	webhookDeliveries = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "patchline_webhook_deliveries_total",
+		Help: "Annotations per webhook by result: delivered, failed (every attempt failed, or refused with a 4xx), dropped (memory delivery: queue full, or pending at shutdown).",
+	}, []string{"webhook", "result"})
+	webhookBacklog = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "patchline_webhook_backlog",
+		Help: "Durable webhooks: annotations in the stream after the one being delivered (its consumer's pending count).",
+	}, []string{"webhook"})
+)
+
+// durableAckWait is how long a durable delivery may go without a sign of
+// progress before JetStream hands it to another replica: more than one
+// attempt's timeout plus the longest wait between attempts.
+func durableAckWait(timeout time.Duration) time.Duration {
+	return timeout + maxRetryAfter + 15*time.Second
+}
 
 // delivery is one annotation on its way to a webhook.
 type delivery struct {
@@ -45,26 +63,30 @@ type delivery struct {
 	body []byte
 }
 
-// webhook delivers matching annotations to one URL, in order, from a
-// bounded queue that drops the oldest.
+// webhook delivers matching annotations to one URL, in order: durable,
+// from the annotation stream through a durable consumer that every sink
+// replica shares (one delivery in flight, acknowledged once delivered);
+// memory, from this replica's bounded queue that drops the oldest.
 type webhook struct {
-	cfg    config.Webhook
-	name   string // the URL without credentials or query, for logs and metrics
-	q      *queue.Ring[delivery]
-	client *http.Client
-	log    *slog.Logger
+	cfg     config.Webhook
+	durable bool
+	name    string // the URL without credentials or query, for logs and metrics
+	q       *queue.Ring[delivery]
+	client  *http.Client
+	log     *slog.Logger
 
 	failures, drops atomic.Uint64
+	inFlight        atomic.Bool // durable: a delivery is under way
 }
 
-func newWebhook(cfg config.Webhook, log *slog.Logger) *webhook {
+func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) *webhook {
 	cfg = cfg.WithDefaults()
 	name := cfg.URL
 	if u, err := url.Parse(cfg.URL); err == nil {
 		name = u.Scheme + "://" + u.Host + u.Path
 	}
 	return &webhook{
-		cfg: cfg, name: name, q: queue.NewRing[delivery](cfg.QueueSize),
+		cfg: cfg, durable: durable, name: name, q: queue.NewRing[delivery](cfg.QueueSize),
 		// A redirect would turn the POST into a GET: answer it as it is (a
 		// failure, not retried) and let the configuration name the URL.
 		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
@@ -138,28 +160,132 @@ func (w *webhook) run(ctx context.Context) {
 			}
 			return
 		}
-		if w.deliver(ctx, d) {
-			webhookDeliveries.WithLabelValues(w.name, "delivered").Inc()
-		} else {
-			webhookDeliveries.WithLabelValues(w.name, "failed").Inc()
+		w.count(w.deliver(ctx, d, w.cfg.Attempts, nil))
+	}
+}
+
+// count records a delivery's result.
+func (w *webhook) count(err error) {
+	if err == nil {
+		webhookDeliveries.WithLabelValues(w.name, "delivered").Inc()
+	} else {
+		webhookDeliveries.WithLabelValues(w.name, "failed").Inc()
+	}
+}
+
+// consumer is the durable consumer of the webhook on stream st, named by
+// a hash of the URL, so that every sink replica with this hook shares it.
+// It starts at the annotations that come after its creation, keeps its
+// place while no sink runs for up to the stream's max age, and hands out
+// one annotation at a time (in order, across replicas).
+func (w *webhook) consumer(st config.Stream) jetstream.ConsumerConfig {
+	sum := sha256.Sum256([]byte(w.cfg.URL))
+	subjects := []string{bus.AnnotationsPrefix + "*"}
+	if len(w.cfg.Cameras) > 0 {
+		subjects = subjects[:0]
+		for _, c := range w.cfg.Cameras {
+			subjects = append(subjects, bus.AnnotationSubject(c))
+		}
+	}
+	return jetstream.ConsumerConfig{
+		Durable: "patchline_webhook_" + hex.EncodeToString(sum[:6]), Description: "patchline webhook " + w.name,
+		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: durableAckWait(w.cfg.Timeout), MaxAckPending: 1, MaxDeliver: -1,
+		InactiveThreshold: st.MaxAge,
+	}
+}
+
+// runDurable delivers from cons until ctx ends, finishing the delivery
+// under way (which hard may cut short: it is then handed back). A consumer
+// that vanished (deleted by hand, or unused past the stream's max age) is
+// made again with reopen.
+func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer, reopen func() (jetstream.Consumer, error)) {
+	var fails uint64
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err == nil {
+			for m := range batch.Messages() {
+				w.handle(ctx, hard, m)
+			}
+			err = batch.Error()
+		}
+		if err == nil || errors.Is(err, nats.ErrTimeout) {
+			fails = 0
+			continue
+		}
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			if c, rerr := reopen(); rerr == nil {
+				w.log.Warn("webhook consumer made again", "err", err)
+				cons = c
+				continue
+			}
+		}
+		if fails++; fails&(fails-1) == 0 && ctx.Err() == nil {
+			w.log.Warn("webhook cannot fetch from the annotation stream", "err", err, "tries", fails)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }
 
+// handle delivers one annotation of the stream if the webhook wants it,
+// and acknowledges it: delivered or skipped (ack), refused (term: never
+// again), or interrupted by the sink stopping (nak: delivered later, by
+// whichever replica fetches next).
+func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
+	w.inFlight.Store(true)
+	defer w.inFlight.Store(false)
+	if md, err := m.Metadata(); err == nil {
+		webhookBacklog.WithLabelValues(w.name).Set(float64(md.NumPending))
+	}
+	var a annotation.Annotation
+	if err := json.Unmarshal(m.Data(), &a); err != nil || !w.wants(&a) {
+		_ = m.Ack()
+		return
+	}
+	if ctx.Err() != nil {
+		_ = m.Nak()
+		return
+	}
+	err := w.deliver(hard, delivery{id: m.Headers().Get(nats.MsgIdHdr), body: m.Data()}, 0, func() { _ = m.InProgress() })
+	switch {
+	case err == nil:
+		_ = m.Ack()
+	case hard.Err() != nil:
+		_ = m.Nak()
+		return
+	default:
+		_ = m.Term()
+	}
+	w.count(err)
+}
+
 // deliver POSTs d, retrying network errors, 429 and 5xx with exponential
-// backoff (or the server's Retry-After) up to cfg.Attempts tries.
-func (w *webhook) deliver(ctx context.Context, d delivery) bool {
+// backoff (or the server's Retry-After): up to attempts tries, or until
+// delivered when attempts is 0. progress, if set, is called before each
+// try. It returns nil once delivered, else the last error.
+func (w *webhook) deliver(ctx context.Context, d delivery, attempts int, progress func()) error {
 	backoff := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		if progress != nil {
+			progress()
+		}
 		retry, wait, err := w.post(ctx, d)
 		if err == nil {
-			return true
+			return nil
 		}
-		if !retry || attempt >= w.cfg.Attempts || ctx.Err() != nil {
-			if n := w.failures.Add(1); n&(n-1) == 0 {
-				w.log.Warn("webhook delivery failed", "id", d.id, "attempts", attempt, "err", err, "failed_total", n)
+		if !retry || attempt == attempts || ctx.Err() != nil {
+			if ctx.Err() == nil {
+				if n := w.failures.Add(1); n&(n-1) == 0 {
+					w.log.Warn("webhook delivery failed", "id", d.id, "attempts", attempt, "err", err, "failed_total", n)
+				}
 			}
-			return false
+			return err
+		}
+		if attempts == 0 && attempt&(attempt-1) == 0 { // durable: say now and then that it is stuck
+			w.log.Warn("webhook delivery retrying", "id", d.id, "attempts", attempt, "err", err)
 		}
 		if wait == 0 {
 			wait = time.Duration(float64(backoff) * (0.75 + 0.5*rand.Float64()))
@@ -167,7 +293,7 @@ func (w *webhook) deliver(ctx context.Context, d delivery) bool {
 		}
 		select {
 		case <-ctx.Done():
-			return false
+			return ctx.Err()
 		case <-time.After(wait):
 		}
 	}

@@ -1,23 +1,29 @@
 package sink
 
 import (
+	"context"
 	"crypto/hmac"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // hookServer records what a webhook endpoint received; answer decides the
@@ -73,7 +79,25 @@ func (h *hookServer) waitFor(t *testing.T, ids ...string) {
 	}
 }
 
+// testStream is a small annotation stream for tests.
+var testStream = config.Stream{Name: "TEST_ANNOTATIONS", MaxAge: time.Hour, MaxBytes: 1 << 20, DuplicateWindow: time.Minute}
+
+// TestWebhooks delivers through filters, retries and refusals, in both
+// deliveries: memory (no stream: the default then) and durable (the
+// default with the stream).
 func TestWebhooks(t *testing.T) {
+	for _, delivery := range []string{config.DeliveryMemory, config.DeliveryDurable} {
+		t.Run(delivery, func(t *testing.T) {
+			var stream config.Stream
+			if delivery == config.DeliveryDurable {
+				stream = testStream
+			}
+			testWebhooks(t, stream)
+		})
+	}
+}
+
+func testWebhooks(t *testing.T, stream config.Stream) {
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
 	ok := func(string, int) int { return http.StatusOK }
@@ -94,8 +118,13 @@ func TestWebhooks(t *testing.T) {
 		{URL: people.URL + "/people", Cameras: []string{"cam1"}, Kinds: []string{"analysis"}, Labels: []string{"person"}, MinScore: 0.5, Secret: "s3cret"},
 		{URL: captions.URL, Kinds: []string{"caption"}},
 		{URL: refuses.URL, Cameras: []string{"cam2"}},
-	}}
+	}, Stream: stream}
 	st, stop := startSink(t, url, cfg)
+	for _, w := range st.hooks {
+		if w.durable != (stream.Name != "") {
+			t.Fatalf("%s: durable %v with stream %q", w.name, w.durable, stream.Name)
+		}
+	}
 
 	analyzed := func(camera string, seq uint64, label string, score float64) {
 		a := annotation.Annotation{
@@ -203,6 +232,117 @@ func TestWebhookQueueDropsOldest(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(dropped); got != 3 {
 		t.Errorf("dropped = %v, want 3", got)
+	}
+}
+
+// publishAnalyzed publishes analysis annotations seq from..to of camera on
+// the public subject, as the sink does (so they go to the stream).
+func publishAnalyzed(t *testing.T, nc *nats.Conn, camera string, from, to int) (ids []string) {
+	t.Helper()
+	for seq := from; seq <= to; seq++ {
+		m := nats.NewMsg(bus.AnnotationSubject(camera))
+		m.Data, _ = json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: camera, Seq: uint64(seq),
+			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
+		id := frame.MsgID(camera, uint64(seq))
+		m.Header.Set(nats.MsgIdHdr, id)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// TestDurableWebhookSurvivesRestart: the endpoint is down (503) while the
+// sink stops and annotations keep coming; a new sink delivers every one of
+// them, in order, once the endpoint is back.
+func TestDurableWebhookSurvivesRestart(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	var down atomic.Bool
+	down.Store(true)
+	hook := newHookServer(t, func(string, int) int {
+		if down.Load() {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	cfg := config.Sink{Stream: testStream, Webhooks: []config.Webhook{{URL: hook.URL, Timeout: time.Second}}}
+	_, stop := startSink(t, url, cfg)
+	want := publishAnalyzed(t, nc, "cam1", 1, 3)
+	testenv.WaitFor(t, "the first annotation tried", 10*time.Second, func() bool { return len(hook.received()) > 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, publishAnalyzed(t, nc, "cam1", 4, 6)...) // no sink runs
+	tried := len(hook.received())
+	down.Store(false)
+
+	st, _ := startSink(t, url, cfg)
+	testenv.WaitFor(t, "every annotation delivered", 10*time.Second, func() bool { return len(hook.received()) >= tried+len(want) })
+	time.Sleep(200 * time.Millisecond) // nothing more comes
+	got := hook.received()
+	for _, id := range got[:tried] {
+		if id != "cam1:1" {
+			t.Errorf("while the endpoint was down it got %v, want only cam1:1 (in order, one at a time)", got[:tried])
+			break
+		}
+	}
+	if !slices.Equal(got[tried:], want) {
+		t.Errorf("after the restart the endpoint got %v, want %v", got[tried:], want)
+	}
+	if b := testutil.ToFloat64(webhookBacklog.WithLabelValues(st.hooks[0].name)); b != 0 {
+		t.Errorf("backlog = %v, want 0", b)
+	}
+}
+
+// TestDurableWebhookReplicasShare: two sinks with the same durable hook
+// deliver each annotation once, in order, between them.
+func TestDurableWebhookReplicasShare(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	hook := newHookServer(t, func(string, int) int { return http.StatusOK })
+	cfg := config.Sink{Stream: testStream, Webhooks: []config.Webhook{{URL: hook.URL}}}
+	startSink(t, url, cfg)
+	startSink(t, url, cfg)
+	want := publishAnalyzed(t, nc, "cam1", 1, 20)
+	want = append(want, publishAnalyzed(t, nc, "cam2", 1, 20)...)
+	hook.waitFor(t, want...)
+}
+
+// TestDurableWebhookConsumerDeleted: a webhook whose consumer is deleted
+// under a running sink makes it again and goes on delivering.
+func TestDurableWebhookConsumerDeleted(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	hook := newHookServer(t, func(string, int) int { return http.StatusOK })
+	st, _ := startSink(t, url, config.Sink{Stream: testStream, Webhooks: []config.Webhook{{URL: hook.URL}}})
+	hook.waitFor(t, publishAnalyzed(t, nc, "cam1", 1, 2)...)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	name := st.hooks[0].consumer(testStream).Durable
+	if err := js.DeleteConsumer(ctx, testStream.Name, name); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the consumer made again", 10*time.Second, func() bool {
+		_, err := js.Consumer(ctx, testStream.Name, name)
+		return err == nil
+	})
+	want := append(hook.received(), publishAnalyzed(t, nc, "cam1", 3, 4)...)
+	hook.waitFor(t, want...)
+}
+
+// TestDurableNeedsStream: a durable webhook without the stream is an error.
+func TestDurableNeedsStream(t *testing.T) {
+	_, err := NewStage(nil, config.Sink{Webhooks: []config.Webhook{{URL: "http://127.0.0.1:1/", Delivery: config.DeliveryDurable}}}, 1, natstest.Discard())
+	if err == nil || !strings.Contains(err.Error(), "durable delivery needs the annotation stream") {
+		t.Errorf("err = %v", err)
 	}
 }
 

@@ -148,11 +148,33 @@ type Webhook struct {
 	Labels   []string `yaml:"labels"`    // only annotations naming one of these (labels or detections); empty = any
 	MinScore float64  `yaml:"min_score"` // ...with at least this score; 0 = any
 	// Secret signs each body: X-Patchline-Signature: sha256=<hex HMAC-SHA256(secret, body)>.
-	Secret    string            `yaml:"secret"`
-	Headers   map[string]string `yaml:"headers"`    // extra request headers (use ${VAR} for tokens)
-	Timeout   time.Duration     `yaml:"timeout"`    // per attempt; default 5s
-	Attempts  int               `yaml:"attempts"`   // tries per annotation (1 = no retry); default 4
-	QueueSize int               `yaml:"queue_size"` // pending deliveries; default 256
+	Secret  string            `yaml:"secret"`
+	Headers map[string]string `yaml:"headers"` // extra request headers (use ${VAR} for tokens)
+	Timeout time.Duration     `yaml:"timeout"` // per attempt; default 5s
+	// Delivery is durable (from the annotation stream through a durable
+	// consumer shared by the sink replicas: survives restarts, retries until
+	// delivered) or memory (a bounded in-memory queue per sink replica, up
+	// to Attempts tries); "" = durable while sink.stream is on, else memory.
+	Delivery  string `yaml:"delivery"`
+	Attempts  int    `yaml:"attempts"`   // memory: tries per annotation (1 = no retry); default 4
+	QueueSize int    `yaml:"queue_size"` // memory: pending deliveries; default 256
+}
+
+// Webhook deliveries.
+const (
+	DeliveryDurable = "durable"
+	DeliveryMemory  = "memory"
+)
+
+// DeliveryFor resolves w's delivery for a sink whose stream is st.
+func (w Webhook) DeliveryFor(st Stream) string {
+	if w.Delivery == "" && st.Name == "" {
+		return DeliveryMemory
+	}
+	if w.Delivery == "" {
+		return DeliveryDurable
+	}
+	return w.Delivery
 }
 
 // WithDefaults fills w's unset timeout, attempts and queue size.

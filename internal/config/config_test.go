@@ -220,6 +220,14 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "webhook delivery",
+			yaml: "sink:\n  stream: {name: \"\"}\n  webhooks:\n    - url: http://x/\n      delivery: sometimes\n    - url: http://y/\n      delivery: durable\n",
+			want: []string{
+				`pipeline.yaml:5: sink.webhooks[0].delivery: "sometimes" (want durable or memory)`,
+				"pipeline.yaml:7: sink.webhooks[1].delivery: durable delivery needs the annotation stream (sink.stream.name is empty)",
+			},
+		},
+		{
 			name: "unset variable",
 			yaml: "nats:\n  url: nats://x:4222\n  token: ${NATS_TOKEN}\n",
 			want: []string{"pipeline.yaml:3: nats.token: ${NATS_TOKEN} is not set"},

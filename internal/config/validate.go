@@ -47,8 +47,12 @@ func (c *Config) problems() []error {
 	c.Decode.check(ck)
 	c.Analyze.check(ck)
 	c.Sink.Stream.check(ck)
-	for i := range c.Sink.Webhooks {
-		c.Sink.Webhooks[i].WithDefaults().check(ck, fmt.Sprintf("sink.webhooks[%d]", i))
+	for i, w := range c.Sink.Webhooks {
+		path := fmt.Sprintf("sink.webhooks[%d]", i)
+		w.WithDefaults().check(ck, path)
+		if w.Delivery == DeliveryDurable && c.Sink.Stream.Name == "" {
+			ck.add(path+".delivery", "durable delivery needs the annotation stream (sink.stream.name is empty)")
+		}
 	}
 	c.Generate.check(ck)
 	c.Telemetry.check(ck)
@@ -357,6 +361,9 @@ func (w Webhook) check(ck *checker, path string) {
 	}
 	if w.Timeout < 0 || w.Timeout > time.Minute {
 		ck.add(joinPath(path, "timeout"), "%s out of range 0..1m", w.Timeout)
+	}
+	if w.Delivery != "" && w.Delivery != DeliveryDurable && w.Delivery != DeliveryMemory {
+		ck.add(joinPath(path, "delivery"), "%q (want %s or %s)", w.Delivery, DeliveryDurable, DeliveryMemory)
 	}
 	if w.Attempts < 1 || w.Attempts > 10 {
 		ck.add(joinPath(path, "attempts"), "%d out of range 1..10", w.Attempts)

@@ -21,8 +21,9 @@ import (
 	"github.com/patchline/patchline/sink"
 )
 
-// The whole pipeline's annotations reach a webhook (signed, in order, each
-// with its id) and the annotation stream; a camera detached and attached
+// The whole pipeline's annotations reach a webhook (durable delivery from
+// the stream, the default: signed, in order, each with its id) and the
+// annotation stream; a camera detached and attached
 // again goes on with higher seq numbers, so neither the stream nor a
 // webhook receiver ever sees one id twice.
 func TestAnnotationsReachWebhookAndStream(t *testing.T) {
