@@ -241,6 +241,9 @@ func (w *WHIP) handlePublish(rw http.ResponseWriter, req *http.Request) {
 	w.log.Info("whip: publisher connected", "camera", cam, "session", s.id, "codecs", codecs, "remote", req.RemoteAddr)
 	rw.Header().Set("Location", "/whip/"+cam+"/"+s.id)
 	rw.Header().Set("ETag", `"`+s.id+`"`)
+	for _, l := range w.iceLinks() {
+		rw.Header().Add("Link", l)
+	}
 	rw.Header().Set("Content-Type", "application/sdp")
 	rw.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(rw, answer)
@@ -331,6 +334,36 @@ func (w *WHIP) newAPI() (*webrtc.API, error) {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
+// iceServers are whip.ice_servers for a peer connection.
+func (w *WHIP) iceServers() []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(w.cfg.ICEServers))
+	for _, s := range w.cfg.ICEServers {
+		is := webrtc.ICEServer{URLs: s.URLs, Username: s.Username}
+		if s.Credential != "" {
+			is.Credential, is.CredentialType = s.Credential, webrtc.ICECredentialTypePassword
+		}
+		out = append(out, is)
+	}
+	return out
+}
+
+// iceLinks are whip.ice_servers as the Link header values of RFC 9725
+// (section 4.6): one per URL, with the TURN credentials.
+func (w *WHIP) iceLinks() []string {
+	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	var out []string
+	for _, s := range w.cfg.ICEServers {
+		for _, u := range s.URLs {
+			l := "<" + u + `>; rel="ice-server"`
+			if s.Username != "" {
+				l += `; username="` + quote.Replace(s.Username) + `"; credential="` + quote.Replace(s.Credential) + `"; credential-type="password"`
+			}
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // newSession answers an offer. Errors wrap ErrInvalid when the offer is
 // at fault.
 func (w *WHIP) newSession(cam string, offer []byte) (*whipSession, string, error) {
@@ -338,7 +371,7 @@ func (w *WHIP) newSession(cam string, offer []byte) (*whipSession, string, error
 	if err != nil {
 		return nil, "", fmt.Errorf("whip: %w", err)
 	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: w.iceServers()})
 	if err != nil {
 		return nil, "", fmt.Errorf("whip: peer connection: %w", err)
 	}

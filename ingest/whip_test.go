@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/pion/turn/v5"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
@@ -407,5 +409,73 @@ func TestWHIPOneUDPPortAndPublicIPs(t *testing.T) {
 		}
 		defer p.Close()
 		waitFor(t, "RTP of "+cam, 15*time.Second, func() bool { n, _, _ := rtp.get(); return n >= 20 })
+	}
+}
+
+// startTURN runs a TURN server (pion/turn) on loopback UDP with one user,
+// relaying on 127.0.0.1, and returns its URL.
+func startTURN(t *testing.T, user, pass string) (string, *turn.Server) {
+	t.Helper()
+	const realm = "patchline.test"
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := turn.GenerateAuthKey(user, realm, pass)
+	srv, err := turn.NewServer(turn.ServerConfig{
+		Realm: realm,
+		AuthHandler: func(ra *turn.RequestAttributes) (string, []byte, bool) {
+			return ra.Username, key, ra.Username == user
+		},
+		PacketConnConfigs: []turn.PacketConnConfig{{
+			PacketConn:            pc,
+			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: net.ParseIP("127.0.0.1"), Address: "127.0.0.1"},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return fmt.Sprintf("turn:%s?transport=udp", pc.LocalAddr()), srv
+}
+
+// With whip.ice_servers naming a TURN server, the endpoint gathers a relay
+// candidate through it and names it to publishers in Link headers (RFC
+// 9725); a publisher that can only use relays streams through it.
+func TestWHIPThroughTURN(t *testing.T) {
+	turnURL, turnSrv := startTURN(t, "pl", `s3"cret`)
+	e := startWHIP(t, "", config.WHIP{ICEServers: []config.ICEServer{
+		{URLs: []string{turnURL}, Username: "pl", Credential: `s3"cret`},
+	}})
+
+	offer, err := whiptest.Offer(webrtc.MimeTypeVP8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, answer, h := do(t, "POST", e.base+"/whip/probe", "", "application/sdp", "", strings.NewReader(offer))
+	if code != http.StatusCreated {
+		t.Fatalf("offer: %d %s", code, answer)
+	}
+	wantLink := "<" + turnURL + `>; rel="ice-server"; username="pl"; credential="s3\"cret"; credential-type="password"`
+	if links := h.Values("Link"); len(links) != 1 || links[0] != wantLink {
+		t.Errorf("Link headers %q, want [%s]", links, wantLink)
+	}
+	if !strings.Contains(answer, " typ relay") {
+		t.Errorf("answer has no relay candidate:\n%s", answer)
+	}
+
+	clip := whiptest.MakeClip(t, t.TempDir(), whiptest.VP8, 320, 240, 10, 2)
+	rtp := watchRTP(t, e.nc, "cam1")
+	p, err := whiptest.Publish(e.base+"/whip/cam1", whiptest.Options{
+		Codec: whiptest.VP8, File: clip, FPS: 10, RelayOnly: true,
+		ICEServers: []webrtc.ICEServer{{URLs: []string{turnURL}, Username: "pl", Credential: `s3"cret`}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	waitFor(t, "RTP through the relay", 15*time.Second, func() bool { n, _, _ := rtp.get(); return n >= 20 })
+	if n := turnSrv.AllocationCount(); n < 2 {
+		t.Errorf("TURN allocations %d, want the endpoint's and the publisher's", n)
 	}
 }

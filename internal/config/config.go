@@ -74,6 +74,18 @@ type WHIP struct {
 	// beside the machine's own addresses: the address a NAT (a cloud VM's
 	// public IP, a Docker host) forwards to this one.
 	PublicIPs []string `yaml:"public_ips"`
+	// ICEServers are STUN and TURN servers. The endpoint gathers its own
+	// candidates through them (its public address from STUN, a relay from
+	// TURN) and names them to publishers in its answers' Link headers
+	// (RFC 9725), for publishers behind NATs that need a relay.
+	ICEServers []ICEServer `yaml:"ice_servers"`
+}
+
+// ICEServer is one STUN or TURN server.
+type ICEServer struct {
+	URLs       []string `yaml:"urls"`       // stun:host[:port], turn:host[:port][?transport=udp|tcp], turns:host[:port]
+	Username   string   `yaml:"username"`   // TURN
+	Credential string   `yaml:"credential"` // TURN password (use ${VAR})
 }
 
 // Camera is one video source.
@@ -224,7 +236,7 @@ func Default() Config {
 			StoreDir: DefaultStoreDir(),
 		}, Replicas: 1},
 		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBody: 64 << 10},
-		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second, PublicIPs: []string{}},
+		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second, PublicIPs: []string{}, ICEServers: []ICEServer{}},
 		Cameras: []Camera{{ID: "synthetic", URL: "synthetic://?seed=1", FPS: 5}},
 		Decode: Decode{
 			Width:        96,

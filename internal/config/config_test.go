@@ -228,6 +228,15 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "whip ice servers",
+			yaml: "whip:\n  ice_servers:\n    - urls: [\"stun:stun.example.com\", \"http://x\"]\n    - urls: [\"turn:turn.example.com:3478\"]\n    - urls: []\n",
+			want: []string{
+				`whip.ice_servers[0].urls[1]: "http://x": want stun:host[:port]`,
+				"pipeline.yaml:4: whip.ice_servers[1]: turn:turn.example.com:3478 needs a username and a credential",
+				"whip.ice_servers[2].urls: empty",
+			},
+		},
+		{
 			name: "unset variable",
 			yaml: "nats:\n  url: nats://x:4222\n  token: ${NATS_TOKEN}\n",
 			want: []string{"pipeline.yaml:3: nats.token: ${NATS_TOKEN} is not set"},

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pion/stun/v4"
+
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/frame"
 )
@@ -264,6 +266,22 @@ func (w WHIP) check(ck *checker) {
 	for i, ip := range w.PublicIPs {
 		if net.ParseIP(ip) == nil {
 			ck.add(fmt.Sprintf("whip.public_ips[%d]", i), "%q is not an IP address", ip)
+		}
+	}
+	for i, s := range w.ICEServers {
+		path := fmt.Sprintf("whip.ice_servers[%d]", i)
+		if len(s.URLs) == 0 {
+			ck.add(path+".urls", "empty: want stun:, turn: or turns: URLs")
+		}
+		for j, raw := range s.URLs {
+			u, err := stun.ParseURI(raw)
+			if err != nil {
+				ck.add(fmt.Sprintf("%s.urls[%d]", path, j), "%q: want stun:host[:port], turn:host[:port][?transport=udp|tcp] or turns:host[:port] (%v)", raw, err)
+				continue
+			}
+			if (u.Scheme == stun.SchemeTypeTURN || u.Scheme == stun.SchemeTypeTURNS) && (s.Username == "" || s.Credential == "") {
+				ck.add(path, "%s needs a username and a credential", raw)
+			}
 		}
 	}
 }

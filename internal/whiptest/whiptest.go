@@ -67,6 +67,11 @@ type Options struct {
 	File  string // from MakeClip
 	FPS   int    // frame rate of File
 	Token string // bearer token, if the endpoint wants one
+	// ICEServers, if set, are the publisher's STUN/TURN servers; with
+	// RelayOnly it uses nothing but TURN relays, as behind a NAT that lets
+	// no peer-to-peer traffic through.
+	ICEServers []webrtc.ICEServer
+	RelayOnly  bool
 }
 
 // Publisher is a connected WHIP publisher.
@@ -211,7 +216,11 @@ func Publish(endpoint string, o Options) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	pcfg := webrtc.Configuration{ICEServers: o.ICEServers}
+	if o.RelayOnly {
+		pcfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	pc, err := api.NewPeerConnection(pcfg)
 	if err != nil {
 		return nil, err
 	}
