@@ -173,7 +173,7 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 		telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
 	}
 	s.writeLine(b)
-	s.toHooks(&a, out.Header.Get(nats.MsgIdHdr), b)
+	s.toHooks(&a, delivery{id: out.Header.Get(nats.MsgIdHdr), body: b, trace: ctx})
 	span.End()
 }
 
@@ -189,14 +189,14 @@ func (s *Stage) onPublished(m *nats.Msg) {
 	if err := json.Unmarshal(m.Data, &a); err != nil || a.Kind == annotation.KindAnalysis {
 		return
 	}
-	s.toHooks(&a, id, m.Data)
+	s.toHooks(&a, delivery{id: id, body: m.Data, trace: bus.ExtractTrace(context.Background(), m.Header)})
 }
 
 // toHooks queues an annotation for every memory webhook that wants it.
-func (s *Stage) toHooks(a *annotation.Annotation, id string, body []byte) {
+func (s *Stage) toHooks(a *annotation.Annotation, d delivery) {
 	for _, w := range s.hooks {
 		if !w.durable && w.wants(a) {
-			w.enqueue(id, body)
+			w.enqueue(d)
 		}
 	}
 }

@@ -23,11 +23,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/queue"
+	"github.com/patchline/patchline/internal/telemetry"
 )
 
 // Webhook headers.
@@ -59,8 +63,9 @@ func durableAckWait(timeout time.Duration) time.Duration {
 
 // delivery is one annotation on its way to a webhook.
 type delivery struct {
-	id   string // Nats-Msg-Id
-	body []byte
+	id    string // Nats-Msg-Id
+	body  []byte
+	trace context.Context // carries the annotation's trace: the delivery is a span in it
 }
 
 // webhook delivers matching annotations to one URL, in order: durable,
@@ -129,8 +134,8 @@ func (w *webhook) wantsKind(kind string) bool {
 }
 
 // enqueue queues a delivery, dropping (and counting) the oldest when full.
-func (w *webhook) enqueue(id string, body []byte) {
-	if old, dropped := w.q.Push(delivery{id: id, body: body}); dropped {
+func (w *webhook) enqueue(d delivery) {
+	if old, dropped := w.q.Push(d); dropped {
 		w.dropped(1, "queue full", old.id)
 	}
 }
@@ -249,7 +254,8 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 		_ = m.Nak()
 		return
 	}
-	err := w.deliver(hard, delivery{id: m.Headers().Get(nats.MsgIdHdr), body: m.Data()}, 0, func() { _ = m.InProgress() })
+	d := delivery{id: m.Headers().Get(nats.MsgIdHdr), body: m.Data(), trace: bus.ExtractTrace(context.Background(), m.Headers())}
+	err := w.deliver(hard, d, 0, func() { _ = m.InProgress() })
 	switch {
 	case err == nil:
 		_ = m.Ack()
@@ -266,9 +272,22 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 // backoff (or the server's Retry-After): up to attempts tries, or until
 // delivered when attempts is 0. progress, if set, is called before each
 // try. It returns nil once delivered, else the last error.
-func (w *webhook) deliver(ctx context.Context, d delivery, attempts int, progress func()) error {
+func (w *webhook) deliver(ctx context.Context, d delivery, attempts int, progress func()) (err error) {
+	parent := context.Background()
+	if d.trace != nil {
+		parent = d.trace
+	}
+	_, span := telemetry.Tracer().Start(parent, "webhook", trace.WithAttributes(attribute.String("webhook", w.name), attribute.String("id", d.id)))
+	attempt := 0
+	defer func() {
+		span.SetAttributes(attribute.Int("attempts", attempt))
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	backoff := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	for attempt = 1; ; attempt++ {
 		if progress != nil {
 			progress()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
@@ -336,6 +340,38 @@ func TestDurableWebhookConsumerDeleted(t *testing.T) {
 	})
 	want := append(hook.received(), publishAnalyzed(t, nc, "cam1", 3, 4)...)
 	hook.waitFor(t, want...)
+}
+
+// TestWebhookDeliveryIsASpan: in both deliveries, a webhook delivery is a
+// span in the trace of the frame its annotation came from.
+func TestWebhookDeliveryIsASpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	defer otel.SetTracerProvider(prev)
+	for i, stream := range []config.Stream{{}, testStream} {
+		url := natstest.Start(t)
+		nc := natstest.Connect(t, url)
+		hook := newHookServer(t, func(string, int) int { return http.StatusOK })
+		startSink(t, url, config.Sink{Stream: stream, Webhooks: []config.Webhook{{URL: hook.URL}}})
+		m := nats.NewMsg(bus.AnalyzedSubject("cam1"))
+		m.Data, _ = json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: 1,
+			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
+		traceID := fmt.Sprintf("%032x", 0xfeed00+i)
+		m.Header.Set("traceparent", "00-"+traceID+"-00000000000000aa-01")
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		hook.waitFor(t, "cam1:1")
+		testenv.WaitFor(t, "a webhook span in trace "+traceID, 5*time.Second, func() bool {
+			for _, s := range rec.Ended() {
+				if s.Name() == "webhook" && s.SpanContext().TraceID().String() == traceID {
+					return true
+				}
+			}
+			return false
+		})
+	}
 }
 
 // TestDurableNeedsStream: a durable webhook without the stream is an error.
