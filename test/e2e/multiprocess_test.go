@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/lease"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // buildBinaries builds the real nats-server (from the module) and patchline.
@@ -107,8 +111,12 @@ func tail(s string, n int) string {
 
 // The distributed system, unfolded: a separate nats-server process and one
 // process per stage, with two analyze replicas splitting the frames and two
-// decode replicas splitting the cameras.
+// decode replicas splitting the cameras; a durable webhook goes on
+// delivering after the server restarts.
 func TestMultiProcessTwoAnalyzeReplicas(t *testing.T) {
+	var hookHits atomic.Int64
+	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hookHits.Add(1) }))
+	defer hook.Close()
 	natsBin, plBin := buildBinaries(t)
 	port := freePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
@@ -126,7 +134,9 @@ cameras:
   - {id: cam2, url: "synthetic://?seed=12&fps=10", fps: 10}
 decode: {width: 224, height: 224, patch_size: 16}
 analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
-`, url, freePort(t), filepath.Join(repoRoot(t), "models", "vit-tiny"))
+sink:
+  webhooks: [{url: %q, cameras: [cam1], delivery: durable}]
+`, url, freePort(t), filepath.Join(repoRoot(t), "models", "vit-tiny"), hook.URL)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +197,13 @@ analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
 	_, before1, _ := rec1.snapshot()
 	_, before2, _ := rec2.snapshot()
+	hitsBefore := hookHits.Load()
 	rec1.waitAnnotations(t, len(before1)+30, 60*time.Second)
 	rec2.waitAnnotations(t, len(before2)+30, 60*time.Second)
+	testenv.WaitFor(t, "webhook deliveries after the restart", 30*time.Second, func() bool { return hookHits.Load() >= hitsBefore+20 })
+	if hitsBefore == 0 {
+		t.Error("the webhook got nothing before the restart")
+	}
 }
 
 // waitSplitLeases waits until the leases of cam1 and cam2 in bucket are
