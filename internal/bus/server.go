@@ -57,7 +57,10 @@ func (e *Embedded) Shutdown() {
 }
 
 // Connect dials NATS for a component, reconnecting forever: stages ride out a
-// NATS restart instead of exiting. extra options come last (Embedded.InProcess).
+// NATS restart instead of exiting, and may start before the server. A
+// server that answers but refuses the connection (credentials, TLS) is an
+// error at once, naming the server's reason. extra options come last
+// (Embedded.InProcess).
 func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	if url == "" {
 		return nil, errors.New("nats: no server URL")
@@ -67,7 +70,6 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(8 << 20),
-		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "component", name, "err", err)
@@ -94,7 +96,14 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 	if cfg.TLS.Cert != "" || cfg.TLS.Key != "" {
 		opts = append(opts, nats.ClientCert(cfg.TLS.Cert, cfg.TLS.Key))
 	}
-	nc, err := nats.Connect(url, append(opts, extra...)...)
+	opts = append(opts, extra...)
+	nc, err := nats.Connect(url, opts...)
+	if errors.Is(err, nats.ErrNoServers) {
+		// Nothing answered (not started yet, restarting): connect in the
+		// background and let the stage wait for it.
+		log.Warn("nats not reachable yet; retrying", "component", name, "url", url, "err", err)
+		nc, err = nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true))...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect %s: %w", url, err)
 	}

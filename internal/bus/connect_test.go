@@ -1,0 +1,215 @@
+package bus
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/patchline/patchline/internal/config"
+)
+
+// startServer runs an in-process nats-server with opts on a free port.
+func startServer(t *testing.T, opts *server.Options) string {
+	t.Helper()
+	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv.ClientURL()
+}
+
+// writePEM writes blocks to a file in dir.
+func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// testPKI makes a CA and, signed by it, a certificate for 127.0.0.1 (used
+// by the server and the client alike); it returns the files.
+func testPKI(t *testing.T) (ca, cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "patchline test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(leafKey)
+	return writePEM(t, dir, "ca.pem", "CERTIFICATE", caDER), writePEM(t, dir, "cert.pem", "CERTIFICATE", leafDER), writePEM(t, dir, "key.pem", "EC PRIVATE KEY", keyDER)
+}
+
+// testCreds sets up operator mode (JWT accounts) on opts and returns a
+// .creds file of a user allowed in.
+func testCreds(t *testing.T, opts *server.Options) string {
+	t.Helper()
+	op, _ := nkeys.CreateOperator()
+	opPub, _ := op.PublicKey()
+	opClaims := jwt.NewOperatorClaims(opPub)
+	acc, _ := nkeys.CreateAccount()
+	accPub, _ := acc.PublicKey()
+	accClaims := jwt.NewAccountClaims(accPub)
+	accJWT, err := accClaims.Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, _ := nkeys.CreateUser()
+	userPub, _ := user.PublicKey()
+	userJWT, err := jwt.NewUserClaims(userPub).Encode(acc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := user.Seed()
+	creds, err := jwt.FormatUserConfig(userJWT, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := &server.MemAccResolver{}
+	if err := resolver.Store(accPub, accJWT); err != nil {
+		t.Fatal(err)
+	}
+	opts.TrustedOperators, opts.AccountResolver = []*jwt.OperatorClaims{opClaims}, resolver
+	p := filepath.Join(t.TempDir(), "user.creds")
+	if err := os.WriteFile(p, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestConnectAuth connects to real servers that want a token, a .creds
+// file (JWT), or mutual TLS, as nats.token, nats.creds and nats.tls say;
+// wrong or missing credentials fail at once with the server's reason,
+// instead of retrying forever.
+func TestConnectAuth(t *testing.T) {
+	ca, cert, key := testPKI(t)
+	tlsCfg, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cert, KeyFile: key, CaFile: ca, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenURL := startServer(t, &server.Options{Authorization: "s3cret"})
+	credsOpts := &server.Options{}
+	creds := testCreds(t, credsOpts)
+	credsURL := startServer(t, credsOpts)
+	tlsURL := startServer(t, &server.Options{TLS: true, TLSConfig: tlsCfg, TLSVerify: true})
+
+	for _, c := range []struct {
+		name    string
+		url     string
+		cfg     config.NATS
+		wantErr string
+	}{
+		{"token", tokenURL, config.NATS{Token: "s3cret"}, ""},
+		{"wrong token", tokenURL, config.NATS{Token: "guess"}, "authorization violation"},
+		{"no token", tokenURL, config.NATS{}, "authorization violation"},
+		{"creds", credsURL, config.NATS{Creds: creds}, ""},
+		{"no creds", credsURL, config.NATS{}, "authorization violation"},
+		{"missing creds file", credsURL, config.NATS{Creds: filepath.Join(t.TempDir(), "nope.creds")}, "no such file"},
+		{"mutual tls", tlsURL, config.NATS{TLS: config.TLS{CA: ca, Cert: cert, Key: key}}, ""},
+		{"tls without client cert", tlsURL, config.NATS{TLS: config.TLS{CA: ca}}, "tls"},
+		{"tls, unknown CA", tlsURL, config.NATS{}, "certificate"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			nc, err := Connect(c.cfg, c.url, "test", discard())
+			if c.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				if err := nc.Publish("x", []byte("y")); err != nil {
+					t.Fatal(err)
+				}
+				if err := nc.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				nc.Close()
+				t.Fatalf("connected, want an error with %q", c.wantErr)
+			}
+			if !strings.Contains(strings.ToLower(err.Error()), c.wantErr) {
+				t.Errorf("error %q, want one with %q", err, c.wantErr)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("failed after %v, want at once", took)
+			}
+		})
+	}
+}
+
+// TestConnectBeforeServer: with nothing listening yet, Connect returns a
+// connection that connects once the server is up.
+func TestConnectBeforeServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	nc, err := Connect(config.NATS{}, fmt.Sprintf("nats://127.0.0.1:%d", port), "test", discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if nc.IsConnected() {
+		t.Fatal("connected to nothing")
+	}
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	defer srv.Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for !nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("not connected 10 s after the server started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
