@@ -169,6 +169,32 @@ func TestCaptionTriggers(t *testing.T) {
 			t.Errorf("%d captions for 3 scene changes", len(got))
 		}
 	})
+	t.Run("cooldown", func(t *testing.T) {
+		cfg := captionConfig()
+		cfg.Auto = true
+		cfg.Triggers = config.Triggers{OnChange: true, Cooldown: time.Minute}
+		nc := startStage(t, cfg, nil, openCaptioner(t))
+		captions := collectCaptions(t, nc)
+		publishFrames(t, nc, "cam1", 1, 3)
+		waitFor(t, "window", func() bool { return request(t, nc, `{"camera":"cam1"}`).Error == "" })
+		for i, labels := range [][]string{{"red circle"}, {"blue square"}, {"red circle"}, {"green star"}} {
+			publishAnalysis(t, nc, "cam1", uint64(3+i), labels)
+			time.Sleep(100 * time.Millisecond)
+		}
+		changes := func() (n int) {
+			for _, a := range captions() {
+				if a.Caption.Trigger == TriggerChange {
+					n++
+				}
+			}
+			return n
+		}
+		waitFor(t, "the first change caption", func() bool { return changes() >= 1 })
+		time.Sleep(300 * time.Millisecond)
+		if n := changes(); n != 1 {
+			t.Errorf("%d captions for 4 changes within a 1 min cooldown, want 1", n)
+		}
+	})
 	t.Run("every", func(t *testing.T) {
 		cfg := captionConfig()
 		cfg.Auto = true
@@ -188,6 +214,52 @@ func TestCaptionTriggers(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestConfiguredSamplingAndCameraTriggers: generate.sampling is what
+// automatic captions and plain requests decode with (max_tokens 2 here),
+// and a generate.cameras entry replaces the global triggers for its camera
+// (cam2: none).
+func TestConfiguredSamplingAndCameraTriggers(t *testing.T) {
+	cfg := captionConfig()
+	cfg.Auto = true
+	cfg.Triggers = config.Triggers{Every: 200 * time.Millisecond}
+	cfg.Cameras = []config.CameraGenerate{{Camera: "cam2"}}
+	cfg.Sampling = config.Sampling{MaxTokens: 2}
+	nc := startStage(t, cfg, nil, openCaptioner(t))
+	captions := collectCaptions(t, nc)
+	publishFrames(t, nc, "cam1", 1, 3)
+	publishFrames(t, nc, "cam2", 1, 3)
+	waitFor(t, "windows", func() bool {
+		return request(t, nc, `{"camera":"cam1"}`).Error == "" && request(t, nc, `{"camera":"cam2"}`).Error == ""
+	})
+	full := request(t, nc, `{"camera":"cam1","sampling":{"max_tokens":0}}`) // the model's max_length
+	if full.Error != "" || len(full.Caption.Caption.Tokens) <= 2 {
+		t.Fatalf("an unbounded caption: %+v (the check below needs one longer than 2 tokens)", full)
+	}
+	if r := request(t, nc, `{"camera":"cam2"}`); r.Error != "" || len(r.Caption.Caption.Tokens) > 2 {
+		t.Errorf("request with the configured sampling: %+v", r)
+	}
+	waitFor(t, "3 periodic captions", func() bool {
+		n := 0
+		for _, a := range captions() {
+			if a.Caption.Trigger == TriggerEvery {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	for _, a := range captions() {
+		if a.Caption.Trigger != TriggerEvery {
+			continue
+		}
+		if a.Camera != "cam1" {
+			t.Errorf("periodic caption of %s, whose triggers are all off", a.Camera)
+		}
+		if len(a.Caption.Tokens) > 2 {
+			t.Errorf("periodic caption of %d tokens, max_tokens 2", len(a.Caption.Tokens))
+		}
+	}
 }
 
 func collectCaptions(t testing.TB, nc *nats.Conn) func() []annotation.Annotation {

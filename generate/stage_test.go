@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
@@ -385,6 +386,37 @@ func overload(t testing.TB, nc *nats.Conn, n int, body string) map[string]int {
 		t.Errorf("of %d requests only %d were answered with a result or a reason: %v", n, total, counts)
 	}
 	return counts
+}
+
+// TestWindowAndObjectTTL: a camera silent for longer than window_ttl is
+// forgotten (unknown_camera), and the generated-frames bucket expires
+// objects after object_ttl.
+func TestWindowAndObjectTTL(t *testing.T) {
+	cfg := testGenerate()
+	cfg.WindowTTL = 300 * time.Millisecond
+	cfg.ObjectTTL = 90 * time.Minute
+	nc := startStage(t, cfg, openTiny(t), nil)
+	publishFrames(t, nc, "cam1", 1, 4)
+	waitFor(t, "window", func() bool { return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Error == "" })
+	time.Sleep(600 * time.Millisecond)
+	if r := request(t, nc, `{"camera":"cam1","kind":"frame"}`); r.Reason != ReasonUnknownCamera {
+		t.Errorf("0.6 s after the last frame, with window_ttl 300ms: %+v, want %s", r, ReasonUnknownCamera)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := js.ObjectStore(context.Background(), bus.GeneratedBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := obj.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != cfg.ObjectTTL {
+		t.Errorf("bucket %s TTL %v, want object_ttl %v", bus.GeneratedBucket, st.TTL(), cfg.ObjectTTL)
+	}
 }
 
 // TestAnomalyTrigger: with on_anomaly, every frame is scored; threshold 0

@@ -38,11 +38,12 @@ type hookServer struct {
 	ids    []string // every request, in order
 	bodies map[string][]byte
 	sigs   map[string]string
+	hdrs   map[string]http.Header
 	answer func(id string, n int) int
 }
 
 func newHookServer(t *testing.T, answer func(id string, n int) int) *hookServer {
-	h := &hookServer{bodies: map[string][]byte{}, sigs: map[string]string{}, answer: answer}
+	h := &hookServer{bodies: map[string][]byte{}, sigs: map[string]string{}, hdrs: map[string]http.Header{}, answer: answer}
 	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		id := r.Header.Get(HdrWebhookID)
@@ -54,7 +55,7 @@ func newHookServer(t *testing.T, answer func(id string, n int) int) *hookServer 
 				n++
 			}
 		}
-		h.bodies[id], h.sigs[id] = body, r.Header.Get(HdrWebhookSignature)
+		h.bodies[id], h.sigs[id], h.hdrs[id] = body, r.Header.Get(HdrWebhookSignature), r.Header.Clone()
 		h.mu.Unlock()
 		w.WriteHeader(h.answer(id, n))
 	}))
@@ -258,6 +259,45 @@ func publishAnalyzed(t *testing.T, nc *nats.Conn, camera string, from, to int) (
 		t.Fatal(err)
 	}
 	return ids
+}
+
+// TestWebhookHeadersTimeoutAttempts: configured headers go with every
+// request; an endpoint slower than timeout fails each attempt, and after
+// attempts tries the annotation counts as failed and the next one goes.
+func TestWebhookHeadersTimeoutAttempts(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	headers := newHookServer(t, func(string, int) int { return http.StatusOK })
+	release := make(chan struct{})
+	defer close(release)
+	slow := newHookServer(t, func(id string, _ int) int {
+		if id == "cam1:1" {
+			<-release // never answers in time
+		}
+		return http.StatusOK
+	})
+	st, _ := startSink(t, url, config.Sink{Webhooks: []config.Webhook{
+		{URL: headers.URL, Headers: map[string]string{"Authorization": "Bearer t0ken", "X-Site": "north"}},
+		{URL: slow.URL, Timeout: 200 * time.Millisecond, Attempts: 2},
+	}})
+	for seq := 1; seq <= 2; seq++ {
+		b, _ := json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: uint64(seq),
+			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	headers.waitFor(t, "cam1:1", "cam1:2")
+	headers.mu.Lock()
+	h := headers.hdrs["cam1:1"]
+	headers.mu.Unlock()
+	if h.Get("Authorization") != "Bearer t0ken" || h.Get("X-Site") != "north" || h.Get("Content-Type") != "application/json" {
+		t.Errorf("request headers %v", h)
+	}
+	slow.waitFor(t, "cam1:1", "cam1:1", "cam1:2") // two attempts of 1, then 2
+	if got := testutil.ToFloat64(webhookDeliveries.WithLabelValues(st.hooks[1].name, "failed")); got != 1 {
+		t.Errorf("failed = %v, want 1", got)
+	}
 }
 
 // TestDurableWebhookSurvivesRestart: the endpoint is down (503) while the
