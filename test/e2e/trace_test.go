@@ -20,10 +20,11 @@ import (
 
 // With the standard OTEL_EXPORTER_OTLP_ENDPOINT set, every frame's spans —
 // from capture to sink — reach an OTLP/HTTP receiver as one trace, and the
-// annotation names that trace.
+// annotation names that trace; the spans' service is telemetry.service_name.
 func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 	var mu sync.Mutex
 	spans := map[string]map[string]bool{} // trace id → span names
+	services := map[string]bool{}
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		var req coltrace.ExportTraceServiceRequest
@@ -33,6 +34,11 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 		}
 		mu.Lock()
 		for _, rs := range req.ResourceSpans {
+			for _, kv := range rs.GetResource().GetAttributes() {
+				if kv.Key == "service.name" {
+					services[kv.Value.GetStringValue()] = true
+				}
+			}
 			for _, ss := range rs.ScopeSpans {
 				for _, s := range ss.Spans {
 					id := hex.EncodeToString(s.TraceId)
@@ -54,6 +60,7 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 
 	cfg := testConfig(t)
 	cfg.Cameras = []config.Camera{{ID: "traced", URL: "synthetic://?seed=3&fps=10", FPS: 10}}
+	cfg.Telemetry.ServiceName = "patchline-e2e"
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan app.Info, 1)
 	done := make(chan error, 1)
@@ -91,6 +98,9 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 		} else if len(names) > 0 {
 			t.Logf("trace %s (seq %d) has spans %v", a.TraceID, a.Seq, names)
 		}
+	}
+	if len(services) != 1 || !services["patchline-e2e"] {
+		t.Errorf("spans came from services %v, want only telemetry.service_name patchline-e2e", services)
 	}
 	if complete < len(anns)*9/10 || complete == 0 {
 		t.Errorf("%d of %d annotated frames have a complete exported trace %v", complete, len(anns), want)

@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/patchline/patchline/internal/app"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+)
+
+// runUntil runs the whole pipeline in-process until stop, which returns
+// app.Run's error.
+func runUntil(t *testing.T, cfg config.Config) (app.Info, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan app.Info, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(ctx, app.Options{Config: cfg, Stages: app.AllStages, Logger: natstest.Discard(), Ready: func(i app.Info) { ready <- i }})
+	}()
+	select {
+	case i := <-ready:
+		stopped := false
+		return i, func() error {
+			if stopped {
+				return nil
+			}
+			stopped = true
+			cancel()
+			return <-done
+		}
+	case err := <-done:
+		cancel()
+		t.Fatalf("pipeline failed to start: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatal("pipeline not ready within 60s")
+	}
+	return app.Info{}, nil
+}
+
+// TestRestartKeepsState stops `patchline run` and starts it again on the
+// same nats.embedded.store_dir: the camera attached at runtime is still
+// there and streams on with higher seq numbers, and the annotation stream
+// still holds what was annotated before.
+func TestRestartKeepsState(t *testing.T) {
+	cfg := testConfig(t)
+	info, stop := runUntil(t, cfg)
+	t.Cleanup(func() { _ = stop() })
+	attach(t, info.HTTPAddr, config.Camera{ID: "kept", URL: "synthetic://?seed=8&fps=10", FPS: 5})
+	nc := natstest.Connect(t, info.NATSURL)
+	rec := record(t, nc, "kept")
+	rec.waitAnnotations(t, 5, 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	_, before, _ := rec.snapshot()
+	last := before[len(before)-1].Seq
+
+	info, stop = runUntil(t, cfg)
+	t.Cleanup(func() { _ = stop() })
+	resp, err := http.Get("http://" + info.HTTPAddr + "/v1/cameras")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cams []struct {
+		ID string `json:"id"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&cams)
+	resp.Body.Close()
+	var ids []string
+	for _, c := range cams {
+		ids = append(ids, c.ID)
+	}
+	if err != nil || !slices.Contains(ids, "kept") {
+		t.Fatalf("cameras after the restart: %v (%v), want kept", ids, err)
+	}
+	nc = natstest.Connect(t, info.NATSURL)
+	rec = record(t, nc, "kept")
+	rec.waitAnnotations(t, 3, 60*time.Second)
+	_, after, _ := rec.snapshot()
+	if after[0].Seq <= last {
+		t.Errorf("after the restart seq %d, before it up to %d: want higher", after[0].Seq, last)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got := storedAnnotations(t, ctx, js, "kept"); got < uint64(len(before)+len(after)) {
+		t.Errorf("stream holds %d annotations of kept, want at least %d from before and after the restart", got, len(before)+len(after))
+	}
+}
