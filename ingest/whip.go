@@ -98,7 +98,7 @@ func NewWHIP(reg *Registry, nc *nats.Conn, cfg config.WHIP, log *slog.Logger) (*
 		s := w.sessions[strings.TrimPrefix(m.Subject, bus.KeyframePrefix)]
 		w.mu.Unlock()
 		if s != nil {
-			s.requestKeyframe(false)
+			s.requestKeyframe(pliMinGap)
 		}
 	})
 	if err != nil {
@@ -480,7 +480,7 @@ func (w *WHIP) forward(s *whipSession, tr *webrtc.TrackRemote) {
 	codec := strings.ToLower(strings.TrimPrefix(tr.Codec().MimeType, "video/"))
 	s.ssrc.Store(uint32(tr.SSRC()))
 	s.pt.Store(uint32(tr.PayloadType()))
-	s.requestKeyframe(true) // H.264 parameter sets come in-band with keyframes
+	s.requestKeyframe(0) // H.264 parameter sets come in-band with keyframes
 	w.log.Info("whip: receiving video", "camera", s.camera, "codec", codec, "ssrc", uint32(tr.SSRC()))
 	subject := bus.RTPSubject(s.camera)
 	hdr := nats.Header{bus.RTPCodecHeader: []string{codec}}
@@ -519,28 +519,31 @@ func (w *WHIP) keyframes(s *whipSession) {
 	}
 	t := time.NewTicker(w.cfg.KeyframeInterval)
 	defer t.Stop()
+	// A tick right after a PLI that decode asked for adds nothing; the
+	// previous tick's never holds this one back.
+	gap := min(pliMinGap, w.cfg.KeyframeInterval/2)
 	for {
 		select {
 		case <-s.done:
 			return
 		case <-t.C:
-			s.requestKeyframe(false)
+			s.requestKeyframe(gap)
 		}
 	}
 }
 
-// requestKeyframe sends a PLI, at most one per pliMinGap unless forced.
-func (s *whipSession) requestKeyframe(force bool) {
+// requestKeyframe sends a PLI unless one went less than minGap ago.
+func (s *whipSession) requestKeyframe(minGap time.Duration) {
 	ssrc := s.ssrc.Load()
 	if ssrc == 0 {
 		return
 	}
 	now := time.Now().UnixNano()
 	last := s.last.Load()
-	if !force && now-last < int64(pliMinGap) {
+	if now-last < int64(minGap) {
 		return
 	}
-	if !s.last.CompareAndSwap(last, now) && !force {
+	if !s.last.CompareAndSwap(last, now) && minGap > 0 {
 		return
 	}
 	_ = s.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})

@@ -412,6 +412,31 @@ func TestWHIPOneUDPPortAndPublicIPs(t *testing.T) {
 	}
 }
 
+// whip.keyframe_interval asks the publisher for a keyframe that often; 0
+// asks only at the start and when decode asks.
+func TestWHIPKeyframeInterval(t *testing.T) {
+	clip := whiptest.MakeClip(t, t.TempDir(), whiptest.VP8, 160, 120, 10, 2)
+	for _, c := range []struct {
+		interval time.Duration
+		min, max int64 // PLIs within 1.5 s after the first
+	}{{200 * time.Millisecond, 5, 9}, {0, 0, 0}} {
+		t.Run(c.interval.String(), func(t *testing.T) {
+			e := startWHIP(t, "", config.WHIP{KeyframeInterval: c.interval})
+			p, err := whiptest.Publish(e.base+"/whip/cam1", whiptest.Options{Codec: whiptest.VP8, File: clip, FPS: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			waitFor(t, "the first PLI", 5*time.Second, func() bool { return p.PLIs() >= 1 })
+			first := p.PLIs()
+			time.Sleep(1500 * time.Millisecond)
+			if n := p.PLIs() - first; n < c.min || n > c.max {
+				t.Errorf("keyframe_interval %v: %d PLIs in 1.5 s after the first, want %d..%d", c.interval, n, c.min, c.max)
+			}
+		})
+	}
+}
+
 // startTURN runs a TURN server (pion/turn) on loopback UDP with one user,
 // relaying on 127.0.0.1, and returns its URL.
 func startTURN(t *testing.T, user, pass string) (string, *turn.Server) {
