@@ -1,0 +1,157 @@
+package analyze
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/telemetry"
+	"github.com/patchline/patchline/internal/testenv"
+)
+
+// runStage runs an analyze stage with cfg on a fresh server until the test
+// ends, and returns a connection that collects the analyzed annotations.
+func runStage(t *testing.T, m *Model, cfg config.Analyze) (*nats.Conn, func() []annotation.Annotation) {
+	t.Helper()
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	var mu sync.Mutex
+	var anns []annotation.Annotation
+	if _, err := nc.Subscribe(bus.AnalyzedPrefix+"*", func(msg *nats.Msg) {
+		var a annotation.Annotation
+		if json.Unmarshal(msg.Data, &a) == nil {
+			mu.Lock()
+			anns = append(anns, a)
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st := NewStage(natstest.Connect(t, url), m, cfg, natstest.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-st.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("stage not ready")
+	}
+	return nc, func() []annotation.Annotation {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]annotation.Annotation(nil), anns...)
+	}
+}
+
+// publishAs publishes f as frame seq of camera.
+func publishAs(t *testing.T, nc *nats.Conn, f *frame.Frame, camera string, seq uint64) {
+	t.Helper()
+	g := *f
+	g.Camera, g.Seq = camera, seq
+	if err := nc.PublishMsg(g.Encode(bus.FrameSubject(camera))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStageBatchesAcrossCameras: frames of four cameras arriving together
+// run as one batch of batch_size 4; a lone frame runs after max_batch_wait
+// as a batch of 1.
+func TestStageBatchesAcrossCameras(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	defer otel.SetTracerProvider(prev)
+
+	m := openTestBundle(t, segmentTiny, segmentOptions())
+	frames, _ := expectedFrames(t, m)
+	nc, anns := runStage(t, m, config.Analyze{BatchSize: 4, MaxBatchWait: 300 * time.Millisecond, QueueSize: 16})
+	for i := range 4 {
+		publishAs(t, nc, frames[0], fmt.Sprintf("cam%d", i+1), 1)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "4 annotations", 10*time.Second, func() bool { return len(anns()) == 4 })
+	publishAs(t, nc, frames[0], "cam1", 2)
+	testenv.WaitFor(t, "the lone frame's annotation", 10*time.Second, func() bool { return len(anns()) == 5 })
+
+	batchOf := map[string]int64{} // camera:seq → batch_size of its inference span
+	for _, s := range rec.Ended() {
+		if s.Name() != "analyze" {
+			continue
+		}
+		var key string
+		for _, a := range s.Attributes() {
+			switch a.Key {
+			case "camera":
+				key = a.Value.AsString() + key
+			case "seq":
+				key += fmt.Sprintf(":%d", a.Value.AsInt64())
+			}
+		}
+		for _, c := range rec.Ended() {
+			if c.Name() == "inference" && c.Parent().SpanID() == s.SpanContext().SpanID() {
+				for _, a := range c.Attributes() {
+					if a.Key == attribute.Key("batch_size") {
+						batchOf[key] = a.Value.AsInt64()
+					}
+				}
+			}
+		}
+	}
+	for _, k := range []string{"cam1:1", "cam2:1", "cam3:1", "cam4:1"} {
+		if batchOf[k] != 4 {
+			t.Errorf("%s ran in a batch of %d, want 4 (batches %v)", k, batchOf[k], batchOf)
+		}
+	}
+	if batchOf["cam1:2"] != 1 {
+		t.Errorf("the lone frame ran in a batch of %d, want 1", batchOf["cam1:2"])
+	}
+	for _, a := range anns() {
+		if a.Camera == "cam1" && a.Seq == 2 && a.LatencyMs["queue"] < 250 {
+			t.Errorf("the lone frame waited %v ms, want max_batch_wait (300 ms)", a.LatencyMs["queue"])
+		}
+	}
+}
+
+// TestStageQueueDropsOldest: a burst larger than queue_size while the model
+// runs drops the oldest frames, counted per camera, and the newest frame is
+// analyzed.
+func TestStageQueueDropsOldest(t *testing.T) {
+	m := openTestBundle(t, segmentTiny, segmentOptions())
+	frames, _ := expectedFrames(t, m)
+	dropped := telemetry.FramesDropped.WithLabelValues(stageName, "burst", "queue_full")
+	before := testutil.ToFloat64(dropped)
+	nc, anns := runStage(t, m, config.Analyze{BatchSize: 1, QueueSize: 2})
+	const n = 200
+	for seq := uint64(1); seq <= n; seq++ {
+		publishAs(t, nc, frames[0], "burst", seq)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the newest frame analyzed", 20*time.Second, func() bool {
+		got := anns()
+		return len(got) > 0 && got[len(got)-1].Seq == n
+	})
+	got, drops := len(anns()), testutil.ToFloat64(dropped)-before
+	if drops == 0 || got+int(drops) != n {
+		t.Errorf("%d of %d frames analyzed, %v counted as dropped: want drops, and every frame either analyzed or counted", got, n, drops)
+	}
+}
