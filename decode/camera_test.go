@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"image"
+	"image/jpeg"
 	"log/slog"
 	"strings"
 	"sync"
@@ -374,6 +375,51 @@ func TestFileLoopAndEnd(t *testing.T) {
 	st := waitState(t, r.cam, 5*time.Second, StateEnded)
 	if st.FramesOut < 9 || st.FramesOut > 10 {
 		t.Errorf("ended after %d frames, want 10", st.FramesOut)
+	}
+}
+
+// TestDefaultFPSAndPreviews: a camera without fps is sampled at
+// decode.default_fps; while watched it publishes JPEG previews
+// decode.preview_width wide, and none with decode.preview_fps 0.
+func TestDefaultFPSAndPreviews(t *testing.T) {
+	nc := startNATS(t)
+	for _, c := range []struct {
+		id         string
+		previewFPS float64
+	}{{"previewed", 4}, {"unpreviewed", 0}} {
+		t.Run(c.id, func(t *testing.T) {
+			previews := make(chan *nats.Msg, 64)
+			sub, err := nc.ChanSubscribe(bus.PreviewSubject(c.id), previews)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			r := runCamera(t, nc, config.Camera{ID: c.id, URL: "synthetic://?seed=4&fps=10&width=320&height=240"},
+				config.Decode{Width: 96, Height: 96, PatchSize: 8, DefaultFPS: 2, PreviewFPS: c.previewFPS, PreviewWidth: 160})
+			r.cam.preview.watch(time.Now().Add(time.Minute))
+			f1, _ := r.next(t, 10*time.Second)
+			f2, _ := r.next(t, 10*time.Second)
+			if step := f2.PTS - f1.PTS; step != 500*time.Millisecond {
+				t.Errorf("frames %v apart, want 500ms (default_fps 2)", step)
+			}
+			select {
+			case m := <-previews:
+				if c.previewFPS == 0 {
+					t.Fatalf("a preview with preview_fps 0")
+				}
+				img, err := jpeg.Decode(bytes.NewReader(m.Data))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b := img.Bounds(); b.Dx() != 160 || b.Dy() != 120 {
+					t.Errorf("preview %dx%d, want 160x120 (preview_width 160 of 320x240)", b.Dx(), b.Dy())
+				}
+			case <-time.After(2 * time.Second):
+				if c.previewFPS != 0 {
+					t.Fatal("no preview within 2 s while watched")
+				}
+			}
+		})
 	}
 }
 
