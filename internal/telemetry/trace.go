@@ -22,7 +22,9 @@ const TracerName = "github.com/patchline/patchline"
 func Tracer() trace.Tracer { return otel.Tracer(TracerName) }
 
 // SetupTracing installs a global tracer provider. Each frame is one trace:
-// sampling is decided at the root (ratio) and followed by every child.
+// sampling is decided at the root (ratio) and followed by every child;
+// the standard OTEL_TRACES_SAMPLER (and OTEL_TRACES_SAMPLER_ARG), when
+// set, replaces that.
 // Spans are exported with OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT or
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (protocol from
 // OTEL_EXPORTER_OTLP_PROTOCOL: grpc, or http/protobuf by default); the
@@ -36,9 +38,9 @@ func SetupTracing(ctx context.Context, service string, ratio float64) (func(cont
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
-	opts := []sdktrace.TracerProviderOption{
-		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if os.Getenv("OTEL_TRACES_SAMPLER") == "" { // else the SDK reads it
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
 	}
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
 		var exp sdktrace.SpanExporter
