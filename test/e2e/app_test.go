@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/internal/app"
+	"github.com/patchline/patchline/internal/apptest"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
 )
@@ -97,5 +99,22 @@ func TestRestartKeepsState(t *testing.T) {
 	defer cancel()
 	if got := storedAnnotations(t, ctx, js, "kept"); got < uint64(len(before)+len(after)) {
 		t.Errorf("stream holds %d annotations of kept, want at least %d from before and after the restart", got, len(before)+len(after))
+	}
+}
+
+// TestHTTPMaxBodyFromConfig: http.max_body from the configuration limits
+// the API's request bodies (413 above it).
+func TestHTTPMaxBodyFromConfig(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HTTP.MaxBody = 1024
+	info := apptest.Start(t, app.Options{Config: cfg, Stages: []string{app.Ingest}})
+	small := config.Camera{ID: "small", URL: "synthetic://?seed=1"}
+	if err := postCamera(info.HTTPAddr, small); err != nil {
+		t.Fatal(err)
+	}
+	big := config.Camera{ID: "big", URL: "synthetic://?seed=1&pad=" + strings.Repeat("x", 2048)}
+	err := postCamera(info.HTTPAddr, big)
+	if err == nil || !strings.Contains(err.Error(), "413") {
+		t.Errorf("a 2 KB camera with http.max_body 1024: %v, want 413", err)
 	}
 }
