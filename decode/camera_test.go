@@ -378,6 +378,23 @@ func TestFileLoopAndEnd(t *testing.T) {
 	}
 }
 
+// TestBackoff: reconnect delays double from retry_min and stop growing at
+// retry_max, with ±25% jitter.
+func TestBackoff(t *testing.T) {
+	c := &Camera{cfg: config.Decode{RetryMin: 100 * time.Millisecond, RetryMax: 1600 * time.Millisecond}}
+	for n, want := range []time.Duration{100, 200, 400, 800, 1600, 1600, 1600} {
+		want *= time.Millisecond
+		for range 50 {
+			if d := c.backoff(n); d < want*3/4 || d > want*5/4 {
+				t.Fatalf("backoff(%d) = %v, want %v ±25%%", n, d, want)
+			}
+		}
+	}
+	if d := c.backoff(60); d > 2*time.Second {
+		t.Errorf("backoff(60) = %v, want at most retry_max +25%%", d)
+	}
+}
+
 // TestDefaultFPSAndPreviews: a camera without fps is sampled at
 // decode.default_fps; while watched it publishes JPEG previews
 // decode.preview_width wide, and none with decode.preview_fps 0.

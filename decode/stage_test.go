@@ -84,11 +84,17 @@ func TestStageReplicasShareCameras(t *testing.T) {
 	b := start()
 	waitSplit("a second replica", []*replica{a, b}, 2, 2)
 
-	// b dies: its connection goes, its leases are never given back.
+	// b dies: its connection goes, its leases are never given back. Its
+	// cameras move within about a lease TTL (1 s here; the 10 s default
+	// would fail the check below).
+	died := time.Now()
 	b.nc.Close()
 	b.cancel()
 	<-b.done
 	waitSplit("after b died", []*replica{a}, 4)
+	if took := time.Since(died); took > 6*time.Second {
+		t.Errorf("b's cameras moved %v after it died, want about decode.lease_ttl (1s)", took.Round(time.Millisecond))
+	}
 
 	c := start()
 	waitSplit("a third replica", []*replica{a, c}, 2, 2)
