@@ -146,10 +146,11 @@ func TestCaptionTriggers(t *testing.T) {
 		cfg := captionConfig()
 		cfg.Auto = true
 		cfg.Triggers = config.Triggers{OnChange: true}
-		nc := startStage(t, cfg, nil, openCaptioner(t))
+		nc, st := startStageWith(t, cfg, nil, openCaptioner(t))
 		captions := collectCaptions(t, nc)
 		publishFrames(t, nc, "cam1", 1, 3)
 		waitFor(t, "window", func() bool { return request(t, nc, `{"camera":"cam1"}`).Error == "" })
+		waitFor(t, "cam1's lease", func() bool { return st.owns("cam1") })
 		scenes := [][]string{{"red circle"}, {"red circle"}, {"red circle", "blue square"}, {"red circle", "blue square"}, {"blue square"}}
 		for i, labels := range scenes {
 			publishAnalysis(t, nc, "cam1", uint64(3+i), labels)
@@ -173,10 +174,11 @@ func TestCaptionTriggers(t *testing.T) {
 		cfg := captionConfig()
 		cfg.Auto = true
 		cfg.Triggers = config.Triggers{OnChange: true, Cooldown: time.Minute}
-		nc := startStage(t, cfg, nil, openCaptioner(t))
+		nc, st := startStageWith(t, cfg, nil, openCaptioner(t))
 		captions := collectCaptions(t, nc)
 		publishFrames(t, nc, "cam1", 1, 3)
 		waitFor(t, "window", func() bool { return request(t, nc, `{"camera":"cam1"}`).Error == "" })
+		waitFor(t, "cam1's lease", func() bool { return st.owns("cam1") })
 		for i, labels := range [][]string{{"red circle"}, {"blue square"}, {"red circle"}, {"green star"}} {
 			publishAnalysis(t, nc, "cam1", uint64(3+i), labels)
 			time.Sleep(100 * time.Millisecond)

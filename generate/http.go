@@ -36,7 +36,14 @@ func DescribeHandler(nc *nats.Conn, defaultTimeout time.Duration) http.Handler {
 		id := r.PathValue("id")
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequest))
 		if err != nil {
-			writeReply(w, errorReply(nil, ReasonBadRequest, fmt.Sprintf("request body over %d bytes", maxRequest)))
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusRequestEntityTooLarge)
+				_ = json.NewEncoder(w).Encode(errorReply(nil, ReasonBadRequest, fmt.Sprintf("request body over %d bytes", mbe.Limit)))
+				return
+			}
+			writeReply(w, errorReply(nil, ReasonBadRequest, "reading request body: "+err.Error()))
 			return
 		}
 		if err := frame.ValidCameraID(id); err != nil {

@@ -39,14 +39,21 @@ func testGenerate() config.Generate {
 // a client connection once the stage answers requests.
 func startStage(t testing.TB, cfg config.Generate, fg *Framegen, capt *textgen.Captioner) *nats.Conn {
 	t.Helper()
+	nc, _ := startStageWith(t, cfg, fg, capt)
+	return nc
+}
+
+// startStageWith is startStage that also returns the stage.
+func startStageWith(t testing.TB, cfg config.Generate, fg *Framegen, capt *textgen.Captioner) (*nats.Conn, *Stage) {
+	t.Helper()
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
-	runStage(t, url, cfg, fg, capt)
+	st := runStage(t, url, cfg, fg, capt)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := nc.Request(bus.GenerateRequest, []byte(`{"camera":"ping"}`), time.Second)
 		if err == nil {
-			return nc
+			return nc, st
 		}
 		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
 			t.Fatalf("stage not answering: %v", err)

@@ -30,7 +30,7 @@ type NATS struct {
 	TLS      TLS      `yaml:"tls"`      // client TLS for an external server
 	Embedded Embedded `yaml:"embedded"` // the embedded server
 	// Replicas is how many servers of a JetStream cluster keep each of
-	// patchline's buckets (cameras, generated frames) and the annotation
+	// patchline's buckets (cameras, seq blocks, leases, generated frames) and the annotation
 	// stream: 3 survives the loss of one. 1 (the default) on a single
 	// server, embedded or not.
 	Replicas int `yaml:"replicas"`
@@ -148,10 +148,9 @@ type Sink struct {
 	Webhooks []Webhook `yaml:"webhooks"`
 }
 
-// Webhook POSTs each matching annotation (its JSON, as published) to URL.
-// Deliveries to one webhook go in order through a bounded queue that drops
-// the oldest when the endpoint falls behind; failures (network, 429, 5xx)
-// are retried with backoff.
+// Webhook POSTs each matching annotation (its JSON, as published) to URL,
+// in order (Delivery says from where); failures (network, 429, 5xx) are
+// retried with backoff.
 type Webhook struct {
 	URL string `yaml:"url"` // http:// or https://
 	// Filters; all that are set must match.

@@ -117,4 +117,13 @@ func TestHTTPMaxBodyFromConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "413") {
 		t.Errorf("a 2 KB camera with http.max_body 1024: %v, want 413", err)
 	}
+	resp, err := http.Post("http://"+info.HTTPAddr+"/v1/cameras/small/describe", "application/json",
+		strings.NewReader(`{"kind":"caption","id":"`+strings.Repeat("x", 2048)+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 2 KB describe request with http.max_body 1024: %s, want 413", resp.Status)
+	}
 }
