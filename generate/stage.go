@@ -111,6 +111,9 @@ type Options struct {
 	// Replicas of the generated-frames bucket on a JetStream cluster
 	// (nats.replicas); 0 is JetStream's default, 1.
 	Replicas int
+	// Stream is the annotation stream (sink.stream) captions and anomalies
+	// are made sure to be stored in (bus.Storer); no name: none.
+	Stream config.Stream
 }
 
 // Stage is the generate stage. Every replica keeps windows of every camera
@@ -128,9 +131,11 @@ type Stage struct {
 	log      *slog.Logger
 	replica  string
 
-	win   *windows
-	sched *scheduler
-	obj   jetstream.ObjectStore
+	win    *windows
+	sched  *scheduler
+	obj    jetstream.ObjectStore
+	stream config.Stream
+	storer *bus.Storer // nil without the stream
 
 	// scoring is held while a batch of frames is scored and its anomalies
 	// published; drop takes it, so a camera given to another replica gets
@@ -177,9 +182,9 @@ func NewStage(o Options) *Stage {
 	s := &Stage{
 		nc: o.NC, cfg: o.Config, cap: o.Captions, fg: o.Framegen,
 		log:      o.Logger,
-		replicas: o.Replicas,
-		replica:  host + "/" + strconv.Itoa(os.Getpid()),
-		cams:     map[string]*camState{}, owned: map[string]bool{}, pending: map[string]bool{}, wake: make(chan struct{}, 1),
+		replicas: o.Replicas, stream: o.Stream,
+		replica: host + "/" + strconv.Itoa(os.Getpid()),
+		cams:    map[string]*camState{}, owned: map[string]bool{}, pending: map[string]bool{}, wake: make(chan struct{}, 1),
 		newCamera: make(chan struct{}, 1),
 	}
 	if o.Config.CaptionModel != "" {
@@ -220,6 +225,14 @@ func (s *Stage) Run(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("generate: object store bucket %s (JetStream enabled on the server?): %w", bus.GeneratedBucket, err)
+	}
+	if s.stream.Name != "" {
+		storer, stop, err := bus.StartStorer(s.nc, s.stream, s.log)
+		if err != nil {
+			return fmt.Errorf("generate: %w", err)
+		}
+		s.storer = storer
+		defer stop() // after the last generation published
 	}
 	var leases *lease.Set
 	if s.cfg.Auto {
@@ -896,6 +909,9 @@ func (s *Stage) publishAnnotation(ctx context.Context, a annotation.Annotation) 
 	if err := s.nc.PublishMsg(m); err != nil {
 		s.log.Warn("publish annotation", "camera", a.Camera, "kind", a.Kind, "err", err)
 		return
+	}
+	if s.storer != nil {
+		s.storer.Store(m)
 	}
 	telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
 }

@@ -42,7 +42,8 @@ type Stage struct {
 	file  *os.File
 	jsonl *bufio.Writer
 
-	hooks []*webhook
+	hooks  []*webhook
+	storer *bus.Storer // nil without the stream
 
 	malformed atomic.Uint64
 	bus.Readiness
@@ -79,6 +80,12 @@ func (s *Stage) Run(ctx context.Context) error {
 		if err := EnsureStream(ctx, s.nc, s.cfg.Stream, s.replicas); err != nil {
 			return err
 		}
+		storer, stop, err := bus.StartStorer(s.nc, s.cfg.Stream, s.log)
+		if err != nil {
+			return fmt.Errorf("sink: %w", err)
+		}
+		s.storer = storer
+		defer stop() // after the subscription drained: what it published gets stored
 	}
 	consumers, err := s.hookConsumers(ctx)
 	if err != nil {
@@ -171,6 +178,9 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 		s.log.Warn("publish annotation", "camera", a.Camera, "err", err)
 	} else {
 		telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
+	}
+	if s.storer != nil {
+		s.storer.Store(out)
 	}
 	s.writeLine(b)
 	s.toHooks(&a, delivery{id: out.Header.Get(nats.MsgIdHdr), body: b, trace: ctx})
@@ -281,8 +291,10 @@ func (s *Stage) close() error {
 }
 
 // EnsureStream creates the annotation stream st, or updates it to st's
-// limits: every subject patchline.annotations.*, file storage, the oldest
-// messages dropped first, duplicates (by Nats-Msg-Id) stored once.
+// limits: every message on patchline.annotations.*, and the copies on
+// patchline.stored.* (bus.Storer) stored as patchline.annotations.* (a
+// second chance for what the stream missed live, deduplicated), file storage, the oldest messages dropped first,
+// duplicates (by Nats-Msg-Id) stored once.
 func EnsureStream(ctx context.Context, nc *nats.Conn, st config.Stream, replicas int) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -291,14 +303,17 @@ func EnsureStream(ctx context.Context, nc *nats.Conn, st config.Stream, replicas
 	cfg := jetstream.StreamConfig{
 		Name:        st.Name,
 		Description: "patchline annotations (analysis, captions, anomalies) for replay",
-		Subjects:    []string{bus.AnnotationsPrefix + "*"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      st.MaxAge,
-		MaxBytes:    st.MaxBytes,
-		Duplicates:  st.DuplicateWindow,
-		Replicas:    replicas,
+		Subjects:    []string{bus.AnnotationsPrefix + "*", bus.StoredPrefix + "*"},
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source: bus.StoredPrefix + "*", Destination: bus.AnnotationsPrefix + "{{wildcard(1)}}",
+		},
+		Storage:    jetstream.FileStorage,
+		Retention:  jetstream.LimitsPolicy,
+		Discard:    jetstream.DiscardOld,
+		MaxAge:     st.MaxAge,
+		MaxBytes:   st.MaxBytes,
+		Duplicates: st.DuplicateWindow,
+		Replicas:   replicas,
 	}
 	err = bus.SetupRetry(ctx, js, func() error {
 		_, err := js.CreateOrUpdateStream(ctx, cfg)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 	"github.com/patchline/patchline/schema"
 )
 
@@ -205,7 +207,8 @@ func TestSinkStreamKeepsAnnotationsOnce(t *testing.T) {
 		t.Errorf("stream holds %d messages, want 3 (cam1:7 once, cam1:8, cam2:3:caption)", info.State.Msgs)
 	}
 	if c := info.Config; c.MaxAge != time.Hour || c.MaxBytes != 1<<20 || c.Duplicates != time.Minute || c.Storage != jetstream.FileStorage ||
-		len(c.Subjects) != 1 || c.Subjects[0] != bus.AnnotationsPrefix+"*" {
+		!slices.Equal(c.Subjects, []string{bus.AnnotationsPrefix + "*", bus.StoredPrefix + "*"}) || c.SubjectTransform == nil ||
+		c.SubjectTransform.Source != bus.StoredPrefix+"*" || c.SubjectTransform.Destination != bus.AnnotationsPrefix+"{{wildcard(1)}}" {
 		t.Errorf("stream config %+v", c)
 	}
 	if err := stop(); err != nil {
@@ -218,5 +221,60 @@ func TestSinkStreamKeepsAnnotationsOnce(t *testing.T) {
 	}
 	if info, err = s.Info(context.Background()); err != nil || info.Config.MaxAge != 2*time.Hour || info.State.Msgs != 3 {
 		t.Errorf("after an update: max_age %v, %d messages (err %v); want 2h and the 3 kept", info.Config.MaxAge, info.State.Msgs, err)
+	}
+}
+
+// TestStreamStoresWhatItMissed: while the annotation stream is unavailable
+// (here: deleted; on a cluster: electing a leader) annotations still go
+// out live, once; when it is back the sink's Storer stores each of them,
+// once, under its public subject.
+func TestStreamStoresWhatItMissed(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	stream := config.Stream{Name: "TEST_ANNOTATIONS", MaxAge: time.Hour, MaxBytes: 1 << 20, DuplicateWindow: time.Minute}
+	startSink(t, url, config.Sink{Stream: stream})
+	ctx := context.Background()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, stream.Name); err != nil {
+		t.Fatal(err)
+	}
+	live := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(bus.AnnotationsPrefix+"*", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	for seq := 1; seq <= 5; seq++ {
+		b, _ := json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: uint64(seq),
+			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // the Storer retries meanwhile
+	if err := EnsureStream(ctx, nc, stream, 1); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, stream.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the 5 annotations stored", 10*time.Second, func() bool {
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs >= 5
+	})
+	time.Sleep(300 * time.Millisecond)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(bus.AnnotationsPrefix+">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 5 || info.State.Subjects[bus.AnnotationSubject("cam1")] != 5 {
+		t.Errorf("stream holds %d messages (%v), want the 5 as %s", info.State.Msgs, info.State.Subjects, bus.AnnotationSubject("cam1"))
+	}
+	if n := len(live); n != 5 {
+		t.Errorf("live subscribers got %d annotations, want 5 (once each)", n)
 	}
 }

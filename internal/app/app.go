@@ -183,7 +183,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 			stages = append(stages, st)
 		case Generate:
-			stages = append(stages, generate.NewStage(generate.Options{NC: nc, Config: cfg.Generate, Replicas: cfg.NATS.Replicas, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog}))
+			stages = append(stages, generate.NewStage(generate.Options{NC: nc, Config: cfg.Generate, Replicas: cfg.NATS.Replicas, Stream: cfg.Sink.Stream, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog}))
 		}
 		if (name == Ingest || name == Generate) && !describe {
 			// POST /v1/cameras/{id}/describe asks any generate replica over NATS.

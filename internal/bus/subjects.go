@@ -9,6 +9,7 @@ const (
 	FramesPrefix      = "patchline.frames."          // tokenized frames (frame format), core NATS
 	AnalyzedPrefix    = "patchline.analyzed."        // analyze → sink (annotation JSON, internal)
 	AnnotationsPrefix = "patchline.annotations."     // public annotations (JSON)
+	StoredPrefix      = "patchline.stored."          // annotations on their way into the annotation stream (stored as patchline.annotations.<camera>)
 	StatusPrefix      = "patchline.status."          // per-camera decode status (JSON), ~1/s
 	PreviewPrefix     = "patchline.preview."         // JPEG previews (live view), only while watched
 	WatchPrefix       = "patchline.watch."           // "I am watching <camera>": asks decode for previews for PreviewTTL
