@@ -55,11 +55,10 @@ var (
 )
 
 // durableAckWait is how long a durable delivery may go without a sign of
-// progress before JetStream hands it to another replica: more than one
-// attempt's timeout plus the longest wait between attempts.
-func durableAckWait(timeout time.Duration) time.Duration {
-	return timeout + maxRetryAfter + 15*time.Second
-}
+// progress before JetStream hands it out again. A delivery under way says
+// it is in progress every third of it; one that no sink finishes (a sink
+// killed, a server restarted under it) holds its webhook up this long.
+const durableAckWait = 10 * time.Second
 
 // delivery is one annotation on its way to a webhook.
 type delivery struct {
@@ -165,7 +164,7 @@ func (w *webhook) run(ctx context.Context) {
 			}
 			return
 		}
-		w.count(w.deliver(ctx, d, w.cfg.Attempts, nil))
+		w.count(w.deliver(ctx, d, w.cfg.Attempts))
 	}
 }
 
@@ -195,7 +194,7 @@ func (w *webhook) consumer(st config.Stream) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: "patchline_webhook_" + hex.EncodeToString(sum[:6]), Description: "patchline webhook " + w.name,
 		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: durableAckWait(w.cfg.Timeout), MaxAckPending: 1, MaxDeliver: -1,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: durableAckWait, MaxAckPending: 1, MaxDeliver: -1,
 		InactiveThreshold: st.MaxAge,
 	}
 }
@@ -255,7 +254,21 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 		return
 	}
 	d := delivery{id: m.Headers().Get(nats.MsgIdHdr), body: m.Data(), trace: bus.ExtractTrace(context.Background(), m.Headers())}
-	err := w.deliver(hard, d, 0, func() { _ = m.InProgress() })
+	delivered := make(chan struct{})
+	go func() { // keep the message ours while attempts and waits go on
+		t := time.NewTicker(durableAckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-delivered:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	err := w.deliver(hard, d, 0)
+	close(delivered)
 	switch {
 	case err == nil:
 		_ = m.Ack()
@@ -270,9 +283,9 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 
 // deliver POSTs d, retrying network errors, 429 and 5xx with exponential
 // backoff (or the server's Retry-After): up to attempts tries, or until
-// delivered when attempts is 0. progress, if set, is called before each
-// try. It returns nil once delivered, else the last error.
-func (w *webhook) deliver(ctx context.Context, d delivery, attempts int, progress func()) (err error) {
+// delivered when attempts is 0. It returns nil once delivered, else the
+// last error.
+func (w *webhook) deliver(ctx context.Context, d delivery, attempts int) (err error) {
 	parent := context.Background()
 	if d.trace != nil {
 		parent = d.trace
@@ -288,9 +301,6 @@ func (w *webhook) deliver(ctx context.Context, d delivery, attempts int, progres
 	}()
 	backoff := 250 * time.Millisecond
 	for attempt = 1; ; attempt++ {
-		if progress != nil {
-			progress()
-		}
 		retry, wait, err := w.post(ctx, d)
 		if err == nil {
 			return nil

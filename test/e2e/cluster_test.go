@@ -104,6 +104,9 @@ generate: {auto: false}
 		if stream == camStream {
 			leader = info.Cluster.Leader
 		}
+		if stream == config.DefaultStream {
+			t.Logf("%s is led by %s", stream, info.Cluster.Leader)
+		}
 	}
 
 	// Kill the server that leads the cameras bucket, as a crash would.
@@ -137,9 +140,19 @@ generate: {auto: false}
 			t.Errorf("camera %s in the bucket after the loss: %v", id, err)
 		}
 	}
-	// The annotation stream went on keeping annotations.
+	// The annotation stream went on keeping annotations, and keeps every
+	// one delivered live across the loss (those of its own election too).
 	if storedAnnotations(t, ctx, js, "cam2") == 0 {
 		t.Errorf("stream %s kept no annotation of cam2 after the loss", config.DefaultStream)
+	}
+	_, live, _ := rec1.snapshot()
+	var stored uint64
+	deadline := time.Now().Add(30 * time.Second)
+	for stored = storedAnnotations(t, ctx, js, "cam1"); stored < uint64(len(live)) && time.Now().Before(deadline); stored = storedAnnotations(t, ctx, js, "cam1") {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if stored < uint64(len(live)) {
+		t.Errorf("stream %s kept %d annotations of cam1, fewer than the %d delivered live", config.DefaultStream, stored, len(live))
 	}
 }
 
