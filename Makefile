@@ -36,7 +36,7 @@ test: deps vet
 
 bench: deps
 	go run ./test/bench
-	go test -run XXX -bench . -benchtime 2s ./internal/frame/ ./decode/ ./analyze/ ./generate/ ./internal/textgen/
+	go test -run XXX -bench . -benchtime 2s ./internal/frame/ ./decode/ ./analyze/ ./generate/ ./internal/textgen/ ./sink/
 
 # Retrain and re-export every model bundle, with the from-scratch baselines
 # their cards compare against (not part of CI; about 90 minutes on 2 cores).

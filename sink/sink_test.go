@@ -24,7 +24,7 @@ import (
 
 // startSink runs a sink stage on the server at url until stop (which
 // returns Run's error) or the end of the test.
-func startSink(t *testing.T, url string, cfg config.Sink) (st *Stage, stop func() error) {
+func startSink(t testing.TB, url string, cfg config.Sink) (st *Stage, stop func() error) {
 	t.Helper()
 	st, err := NewStage(natstest.Connect(t, url), cfg, 1, natstest.Discard())
 	if err != nil {

@@ -42,7 +42,7 @@ type hookServer struct {
 	answer func(id string, n int) int
 }
 
-func newHookServer(t *testing.T, answer func(id string, n int) int) *hookServer {
+func newHookServer(t testing.TB, answer func(id string, n int) int) *hookServer {
 	h := &hookServer{bodies: map[string][]byte{}, sigs: map[string]string{}, hdrs: map[string]http.Header{}, answer: answer}
 	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -242,7 +242,7 @@ func TestWebhookQueueDropsOldest(t *testing.T) {
 
 // publishAnalyzed publishes analysis annotations seq from..to of camera on
 // the public subject, as the sink does (so they go to the stream).
-func publishAnalyzed(t *testing.T, nc *nats.Conn, camera string, from, to int) (ids []string) {
+func publishAnalyzed(t testing.TB, nc *nats.Conn, camera string, from, to int) (ids []string) {
 	t.Helper()
 	for seq := from; seq <= to; seq++ {
 		m := nats.NewMsg(bus.AnnotationSubject(camera))
