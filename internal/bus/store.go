@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,11 +37,12 @@ const storeBatch = 64
 // Nats-Msg-Id). It never holds up the live path: it queues up to size
 // messages, dropping (and counting) the oldest beyond.
 type Storer struct {
-	js     jetstream.JetStream
-	q      *queue.Ring[*stored]
-	giveUp time.Duration
-	log    *slog.Logger
-	stored atomic.Uint64
+	js      jetstream.JetStream
+	q       *queue.Ring[*stored]
+	giveUp  time.Duration
+	log     *slog.Logger
+	stored  atomic.Uint64
+	dropped atomic.Uint64
 }
 
 type stored struct {
@@ -93,7 +95,10 @@ func (s *Storer) Stored() uint64 { return s.stored.Load() }
 
 func (s *Storer) drop(reason string, n int) {
 	storeDropped.WithLabelValues(reason).Add(float64(n))
-	s.log.Warn("annotations not stored in the stream", "reason", reason, "count", n)
+	before := s.dropped.Add(uint64(n)) - uint64(n)
+	if before == 0 || bits.Len64(before) != bits.Len64(before+uint64(n)) { // the 1st, then each time the total doubles
+		s.log.Warn("annotations not stored in the stream", "reason", reason, "count", n, "dropped_total", before+uint64(n))
+	}
 }
 
 // Run stores queued messages until ctx is done, then tries for up to two
