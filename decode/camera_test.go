@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/jpeg"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -375,6 +376,44 @@ func TestFileLoopAndEnd(t *testing.T) {
 	st := waitState(t, r.cam, 5*time.Second, StateEnded)
 	if st.FramesOut < 9 || st.FramesOut > 10 {
 		t.Errorf("ended after %d frames, want 10", st.FramesOut)
+	}
+}
+
+// TestQueueDropsOldest: while the publisher falls behind, a camera keeps
+// the newest decode.queue_size frames and counts the others as dropped.
+func TestQueueDropsOldest(t *testing.T) {
+	src, err := OpenSource("synthetic://?seed=2&width=320&height=240", SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	rf := &rawFrame{img: gocv.NewMat(), keep: true, readEnd: time.Now()}
+	defer rf.img.Close()
+	if _, err := readFrame(src, &rf.img); err != nil {
+		t.Fatal(err)
+	}
+	cam, err := NewCamera(config.Camera{ID: "behind", URL: "synthetic://?seed=2"},
+		Options{NC: startNATS(t), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, QueueSize: 2}, Logger: natstest.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMats()
+	defer m.close()
+	for range 5 { // no publish loop runs: the queue fills
+		if err := cam.process(m, rf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs []uint64
+	for {
+		it, ok := cam.q.TryPop()
+		if !ok {
+			break
+		}
+		seqs = append(seqs, it.f.Seq)
+	}
+	if st := cam.Status(); !slices.Equal(seqs, []uint64{4, 5}) || st.FramesDropped != 3 {
+		t.Errorf("queued seqs %v with %d dropped, want the newest two [4 5] and 3 dropped", seqs, st.FramesDropped)
 	}
 }
 
