@@ -34,14 +34,13 @@ const storeBatch = 64
 // the Storer publishes a copy there with JetStream (acknowledged, retried
 // while the stream has no leader or does not answer), which no live
 // subscriber sees, and the stream keeps one of the two (it dedupes by
-// Nats-Msg-Id). It never holds up the live path: it queues up to size
-// messages, dropping (and counting) the oldest beyond.
+// Nats-Msg-Id). It never holds up the live path: it queues up to
+// storeQueue messages, dropping (and counting) the oldest beyond.
 type Storer struct {
 	js      jetstream.JetStream
 	q       *queue.Ring[*stored]
 	giveUp  time.Duration
 	log     *slog.Logger
-	stored  atomic.Uint64
 	dropped atomic.Uint64
 }
 
@@ -89,9 +88,6 @@ func (s *Storer) Store(m *nats.Msg) {
 		s.drop("queue_full", 1)
 	}
 }
-
-// Stored is how many messages the stream has acknowledged.
-func (s *Storer) Stored() uint64 { return s.stored.Load() }
 
 func (s *Storer) drop(reason string, n int) {
 	storeDropped.WithLabelValues(reason).Add(float64(n))
@@ -159,7 +155,6 @@ func (s *Storer) storeBatch(ctx context.Context, batch []*stored) {
 			}
 			switch {
 			case ok:
-				s.stored.Add(1)
 			case time.Since(batch[i].queued) > s.giveUp:
 				gaveUp++
 			default:
