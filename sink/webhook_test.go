@@ -176,7 +176,10 @@ func testWebhooks(t *testing.T, stream config.Stream) {
 		result string
 		want   float64
 	}{{st.hooks[0], "delivered", 2}, {st.hooks[1], "delivered", 1}, {st.hooks[2], "failed", 2}} {
-		if got := testutil.ToFloat64(webhookDeliveries.WithLabelValues(c.w.name, c.result)); got != c.want {
+		// The endpoint saw the last request a moment before the sink read its answer.
+		counter := webhookDeliveries.WithLabelValues(c.w.name, c.result)
+		testenv.WaitFor(t, fmt.Sprintf("%s %s = %v", c.w.name, c.result, c.want), 5*time.Second, func() bool { return testutil.ToFloat64(counter) >= c.want })
+		if got := testutil.ToFloat64(counter); got != c.want {
 			t.Errorf("%s %s = %v, want %v", c.w.name, c.result, got, c.want)
 		}
 	}
