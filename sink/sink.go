@@ -57,9 +57,9 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 		if err := w.Validate(); err != nil {
 			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
 		}
-		delivery := w.DeliveryFor(cfg.Stream)
-		if delivery == config.DeliveryDurable && cfg.Stream.Name == "" {
-			return nil, fmt.Errorf("sink: webhooks[%d]: durable delivery needs the annotation stream (sink.stream.name is empty)", i)
+		delivery, err := w.DeliveryFor(cfg.Stream)
+		if err != nil {
+			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
 		}
 		s.hooks = append(s.hooks, newWebhook(w, delivery == config.DeliveryDurable, log))
 	}
@@ -227,9 +227,6 @@ func (s *Stage) drainHooks() {
 // webhook (nil for memory ones), on the annotation stream.
 func (s *Stage) hookConsumers(ctx context.Context) ([]jetstream.Consumer, error) {
 	out := make([]jetstream.Consumer, len(s.hooks))
-	if !slices.ContainsFunc(s.hooks, func(w *webhook) bool { return w.durable }) {
-		return out, nil
-	}
 	for i, w := range s.hooks {
 		if !w.durable {
 			continue

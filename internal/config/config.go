@@ -4,6 +4,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"time"
@@ -177,15 +178,19 @@ const (
 	DeliveryMemory  = "memory"
 )
 
-// DeliveryFor resolves w's delivery for a sink whose stream is st.
-func (w Webhook) DeliveryFor(st Stream) string {
-	if w.Delivery == "" && st.Name == "" {
-		return DeliveryMemory
+// DeliveryFor resolves w's delivery for a sink whose stream is st; durable
+// delivery without a stream is an error.
+func (w Webhook) DeliveryFor(st Stream) (string, error) {
+	switch {
+	case w.Delivery == DeliveryDurable && st.Name == "":
+		return "", errors.New("durable delivery needs the annotation stream (sink.stream.name is empty)")
+	case w.Delivery != "":
+		return w.Delivery, nil
+	case st.Name == "":
+		return DeliveryMemory, nil
+	default:
+		return DeliveryDurable, nil
 	}
-	if w.Delivery == "" {
-		return DeliveryDurable
-	}
-	return w.Delivery
 }
 
 // WithDefaults fills w's unset timeout, attempts and queue size.

@@ -52,8 +52,8 @@ func (c *Config) problems() []error {
 	for i, w := range c.Sink.Webhooks {
 		path := fmt.Sprintf("sink.webhooks[%d]", i)
 		w.WithDefaults().check(ck, path)
-		if w.Delivery == DeliveryDurable && c.Sink.Stream.Name == "" {
-			ck.add(path+".delivery", "durable delivery needs the annotation stream (sink.stream.name is empty)")
+		if _, err := w.DeliveryFor(c.Sink.Stream); err != nil {
+			ck.addErr(path+".delivery", err)
 		}
 	}
 	c.Generate.check(ck)
