@@ -12,6 +12,7 @@ import (
 	"github.com/patchline/patchline/ingest"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // Decode replicas on one NATS share the registry's cameras, each camera
@@ -60,22 +61,19 @@ func TestStageReplicasShareCameras(t *testing.T) {
 	}
 	waitSplit := func(what string, rs []*replica, want ...int) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			var got []int
-			var union []string
+		var got []int
+		var union []string
+		split := testenv.Poll(20*time.Second, func() bool {
+			got, union = nil, nil
 			for _, r := range rs {
 				got = append(got, len(cams(r)))
 				union = append(union, cams(r)...)
 			}
 			slices.Sort(union)
-			if slices.Equal(got, want) && slices.Equal(union, all) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: replicas decode %v cameras (%v), want %v of %v, each once", what, got, union, want, all)
-			}
-			time.Sleep(50 * time.Millisecond)
+			return slices.Equal(got, want) && slices.Equal(union, all)
+		})
+		if !split {
+			t.Fatalf("%s: replicas decode %v cameras (%v), want %v of %v, each once", what, got, union, want, all)
 		}
 	}
 

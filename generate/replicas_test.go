@@ -1,7 +1,6 @@
 package generate
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -39,19 +38,11 @@ func TestAutoTriggersSharedByReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = fg.Close() }) // after the stage stopped
 		rnc := natstest.Connect(t, url)
 		st := NewStage(Options{NC: rnc, Config: cfg, Framegen: fg, Logger: natstest.Discard()})
 		st.replica = name // both run in this process: tell them apart
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- st.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("replica %s: %v", name, err)
-			}
-			_ = fg.Close()
-		})
+		serve(t, st)
 		return replica{st, rnc}
 	}
 	owned := func(r replica) int {

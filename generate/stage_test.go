@@ -66,6 +66,12 @@ func startStageWith(t testing.TB, cfg config.Generate, fg *Framegen, capt *textg
 func runStage(t testing.TB, url string, cfg config.Generate, fg *Framegen, capt *textgen.Captioner) *Stage {
 	t.Helper()
 	st := NewStage(Options{NC: natstest.Connect(t, url), Config: cfg, Framegen: fg, Captions: capt, Logger: natstest.Discard()})
+	serve(t, st)
+	return st
+}
+
+// serve runs st until the test ends, which fails if Run returns an error.
+func serve(t testing.TB, st *Stage) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- st.Run(ctx) }()
@@ -75,7 +81,6 @@ func runStage(t testing.TB, url string, cfg config.Generate, fg *Framegen, capt 
 			t.Errorf("stage: %v", err)
 		}
 	})
-	return st
 }
 
 // testFrame is a 96×96 frame (8-pixel patches) of a red square at x on a

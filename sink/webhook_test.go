@@ -71,16 +71,8 @@ func (h *hookServer) received() []string {
 
 func (h *hookServer) waitFor(t *testing.T, ids ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := h.received()
-		if slices.Equal(got, ids) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s received %v, want %v", h.URL, got, ids)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testenv.Poll(10*time.Second, func() bool { return slices.Equal(h.received(), ids) }) {
+		t.Fatalf("%s received %v, want %v", h.URL, h.received(), ids)
 	}
 }
 
@@ -178,7 +170,7 @@ func testWebhooks(t *testing.T, stream config.Stream) {
 	}{{st.hooks[0], "delivered", 2}, {st.hooks[1], "delivered", 1}, {st.hooks[2], "failed", 2}} {
 		// The endpoint saw the last request a moment before the sink read its answer.
 		counter := webhookDeliveries.WithLabelValues(c.w.name, c.result)
-		testenv.WaitFor(t, fmt.Sprintf("%s %s = %v", c.w.name, c.result, c.want), 5*time.Second, func() bool { return testutil.ToFloat64(counter) >= c.want })
+		testenv.Poll(5*time.Second, func() bool { return testutil.ToFloat64(counter) >= c.want })
 		if got := testutil.ToFloat64(counter); got != c.want {
 			t.Errorf("%s %s = %v, want %v", c.w.name, c.result, got, c.want)
 		}
@@ -234,10 +226,7 @@ func TestWebhookQueueDropsOldest(t *testing.T) {
 	}
 	// One in flight, two queued: three of six dropped.
 	dropped := webhookDeliveries.WithLabelValues(st.hooks[0].name, "dropped")
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(dropped) < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Poll(5*time.Second, func() bool { return testutil.ToFloat64(dropped) >= 3 })
 	if got := testutil.ToFloat64(dropped); got != 3 {
 		t.Errorf("dropped = %v, want 3", got)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // startServer runs an in-process nats-server with opts on a free port.
@@ -203,13 +204,7 @@ func TestConnectBeforeServer(t *testing.T) {
 	}
 	go srv.Start()
 	defer srv.Shutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatal("not connected 10 s after the server started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, "a connection after the server started", 10*time.Second, nc.IsConnected)
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

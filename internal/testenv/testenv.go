@@ -118,15 +118,25 @@ func (b *Buffer) String() string {
 	return b.b.String()
 }
 
-// WaitFor polls cond (every 10 ms at first, backing off to 100 ms) until
-// it holds, failing the test with what when it does not within.
-func WaitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
-	t.Helper()
+// Poll calls cond (every 10 ms at first, backing off to 100 ms) until it
+// holds or within has passed, and reports whether it held: the caller
+// then asserts with the detail it has.
+func Poll(within time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(within)
 	for pause := 10 * time.Millisecond; !cond(); pause = min(2*pause, 100*time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
+			return false
 		}
 		time.Sleep(pause)
+	}
+	return true
+}
+
+// WaitFor polls cond until it holds, failing the test with what when it
+// does not within.
+func WaitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	if !Poll(within, cond) {
+		t.Fatalf("timed out after %s waiting for %s", within, what)
 	}
 }

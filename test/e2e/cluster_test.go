@@ -16,6 +16,7 @@ import (
 
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // TestNATSClusterNodeLoss runs patchline on the three-server JetStream
@@ -147,10 +148,10 @@ generate: {auto: false}
 	}
 	_, live, _ := rec1.snapshot()
 	var stored uint64
-	deadline := time.Now().Add(30 * time.Second)
-	for stored = storedAnnotations(t, ctx, js, "cam1"); stored < uint64(len(live)) && time.Now().Before(deadline); stored = storedAnnotations(t, ctx, js, "cam1") {
-		time.Sleep(200 * time.Millisecond)
-	}
+	testenv.Poll(30*time.Second, func() bool {
+		stored = storedAnnotations(t, ctx, js, "cam1")
+		return stored >= uint64(len(live))
+	})
 	if stored < uint64(len(live)) {
 		t.Errorf("stream %s kept %d annotations of cam1, fewer than the %d delivered live", config.DefaultStream, stored, len(live))
 	}

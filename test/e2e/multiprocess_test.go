@@ -216,28 +216,23 @@ func waitSplitLeases(t *testing.T, nc *nats.Conn, bucket string) {
 	}
 	var leases jetstream.KeyValue
 	owners := map[string]string{}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	split := testenv.Poll(30*time.Second, func() bool {
 		if leases == nil {
-			leases, _ = js.KeyValue(context.Background(), bucket)
+			if leases, _ = js.KeyValue(context.Background(), bucket); leases == nil {
+				return false
+			}
 		}
 		for _, cam := range []string{"cam1", "cam2"} {
-			if leases == nil {
-				break
-			}
 			if e, err := leases.Get(context.Background(), lease.KeyPrefix+cam); err == nil {
 				owners[cam] = string(e.Value())
 			}
 		}
-		if owners["cam1"] != "" && owners["cam2"] != "" && owners["cam1"] != owners["cam2"] {
-			t.Logf("%s: %v", bucket, owners)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: leases %v, want cam1 and cam2 held by different replicas", bucket, owners)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return owners["cam1"] != "" && owners["cam2"] != "" && owners["cam1"] != owners["cam2"]
+	})
+	if !split {
+		t.Fatalf("%s: leases %v, want cam1 and cam2 held by different replicas", bucket, owners)
 	}
+	t.Logf("%s: %v", bucket, owners)
 }
 
 // repeatedLogKey returns a key that a patchline log line (slog's text
