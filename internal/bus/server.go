@@ -38,13 +38,24 @@ func StartEmbedded(cfg config.Embedded, log *slog.Logger) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	srv.SetLoggerV2(&natsLogger{log: log.With("component", "nats-server")}, false, false, false)
+	fatal := make(chan string, 1)
+	srv.SetLoggerV2(&natsLogger{log: log.With("component", "nats-server"), fatal: fatal}, false, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
+	ready := make(chan bool, 1)
+	go func() { ready <- srv.ReadyForConnections(10 * time.Second) }()
+	select {
+	case ok := <-ready:
+		if ok {
+			return &Embedded{srv: srv}, nil
+		}
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded nats: not ready on %s:%d within 10s (port in use? set nats.embedded.port)", cfg.Host, cfg.Port)
+		return nil, fmt.Errorf("embedded nats: not ready on %s:%d within 10s", cfg.Host, cfg.Port)
+	case reason := <-fatal:
+		// The server gave up (the port taken, the address not this
+		// machine's, the store unusable): say why now, not after the wait.
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded nats on %s:%d: %s (set nats.embedded.host/port, or nats.url for an external server)", cfg.Host, cfg.Port, reason)
 	}
-	return &Embedded{srv: srv}, nil
 }
 
 // URL is the client URL of the embedded server.
@@ -111,14 +122,24 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 }
 
 // natsLogger routes nats-server logs into slog.
-type natsLogger struct{ log *slog.Logger }
+type natsLogger struct {
+	log   *slog.Logger
+	fatal chan<- string // the first fatal error, which stops the server
+}
 
 func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
+func (l *natsLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 
 // InProcess is the nats.Option that connects a client in this process to
 // the embedded server through memory instead of a loopback socket: no

@@ -1,0 +1,68 @@
+package bus
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/patchline/patchline/internal/config"
+)
+
+// freePort returns a TCP port that was free on host a moment ago.
+func freePort(t *testing.T, host string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestEmbeddedHost checks that nats.embedded.host is the one address the
+// embedded server listens on: clients reach it there and not on another
+// loopback address at the same port.
+func TestEmbeddedHost(t *testing.T) {
+	port := freePort(t, "127.0.0.2")
+	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.2", Port: port, StoreDir: t.TempDir()}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	if want := fmt.Sprintf("nats://127.0.0.2:%d", port); e.URL() != want {
+		t.Errorf("URL = %s, want %s", e.URL(), want)
+	}
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.2:%d", port), nats.Timeout(2*time.Second))
+	if err != nil {
+		t.Fatalf("connect on the configured host: %v", err)
+	}
+	nc.Close()
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the server also answers on 127.0.0.1:%d; want only 127.0.0.2", port)
+	}
+}
+
+// TestEmbeddedPortTaken checks that a port already in use fails the start
+// with the listener's reason (at once: before, it waited out the 10 s
+// readiness limit and then guessed).
+func TestEmbeddedPortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: port, StoreDir: t.TempDir()}, discard())
+	if err == nil {
+		e.Shutdown()
+		t.Fatalf("started on a port in use")
+	}
+	if !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), fmt.Sprint(port)) {
+		t.Errorf("error %q does not name the port and why", err)
+	}
+}
