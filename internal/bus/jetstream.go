@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,10 +35,19 @@ func Transient(ctx context.Context, err error) bool {
 		errors.Is(err, context.DeadlineExceeded): // the client's own request timeout
 		return true
 	case errors.As(err, &apiErr):
-		return apiErr.Code == 503 // e.g. "JetStream system temporarily unavailable"
+		// 503: e.g. "JetStream system temporarily unavailable". No peers
+		// for placement because one is offline: a forming cluster whose
+		// last server the leader has not heard from yet, or one that lost
+		// a server, which comes back or is replaced.
+		return apiErr.Code == 503 ||
+			apiErr.ErrorCode == jsClusterNoPeers && strings.Contains(apiErr.Description, "peer offline")
 	}
 	return false
 }
+
+// jsClusterNoPeers is nats-server's error code for "no suitable peers for
+// placement" (JSClusterNoPeersErrF), with the reasons in its description.
+const jsClusterNoPeers = 10005
 
 // notEnabled reports whether err says the server or the account has no
 // JetStream.

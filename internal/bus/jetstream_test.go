@@ -33,6 +33,10 @@ func TestTransient(t *testing.T) {
 		{done, nats.ErrTimeout, false},
 		{ctx, jetstream.ErrKeyExists, false},
 		{ctx, &jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use"}, false},
+		// A forming cluster whose leader has not heard from every server yet
+		// (seen starting the three-server cluster of the multi-process test).
+		{ctx, &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, peer offline"}, true},
+		{ctx, &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, insufficient storage"}, false},
 	} {
 		if got := Transient(c.ctx, c.err); got != c.want {
 			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
