@@ -61,7 +61,8 @@ func (r *Registry) handleAttach(w http.ResponseWriter, req *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	v, err := r.Get(req.Context(), c.ID)
+	spec, _ := json.Marshal(c)
+	v, err := r.view(spec)
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -125,7 +125,33 @@ func CamerasBucket(ctx context.Context, nc *nats.Conn, replicas int, owner bool)
 	if err != nil {
 		return nil, fmt.Errorf("cameras bucket %s (is JetStream enabled on the NATS server?): %w", bus.CamerasBucket, err)
 	}
-	return kv, nil
+	var consistent jetstream.KeyValue
+	if err := bus.SetupRetry(ctx, js, func() (err error) { consistent, err = leaderReads(ctx, js, kv); return err }); err != nil {
+		return nil, fmt.Errorf("cameras bucket %s: %w", bus.CamerasBucket, err)
+	}
+	return consistent, nil
+}
+
+// leaderReads turns off direct gets on kv's stream and reopens kv, so that
+// its reads go to the stream leader. With direct gets (the KV default) any
+// replica answers a read, and one that has not yet applied a write the
+// leader acknowledged answers as if it had not happened: in a cluster, a
+// camera just attached could read as not found, and be refused a detach.
+// The cameras bucket is read rarely, so consistency costs nothing here.
+func leaderReads(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (jetstream.KeyValue, error) {
+	st, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		return nil, err
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return kv, nil
+	}
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("turn off direct gets: %w", err)
+	}
+	return js.KeyValue(ctx, kv.Bucket())
 }
 
 // Close stops collecting status.

@@ -3,9 +3,14 @@
 package natstest
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/patchline/patchline/internal/bus"
@@ -36,3 +41,61 @@ func Connect(t testing.TB, url string) *nats.Conn {
 
 // Discard is a logger that drops everything.
 func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// StartCluster runs n JetStream servers in this process, routed to each
+// other as one cluster, and returns their client URLs once a JetStream
+// meta leader is elected.
+func StartCluster(t testing.TB, n int) []string {
+	t.Helper()
+	routes := make([]*url.URL, n)
+	ports := make([]int, n)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+	}
+	var urls []string
+	var servers []*server.Server
+	for i := range n {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+			JetStream: true, StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+		}
+		srv, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		t.Cleanup(srv.Shutdown)
+		servers = append(servers, srv)
+	}
+	for _, srv := range servers {
+		if !srv.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("cluster server %s not ready", srv.Name())
+		}
+		urls = append(urls, srv.ClientURL())
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !anyLeader(servers) {
+		if time.Now().After(deadline) {
+			t.Fatal("no JetStream meta leader within 20s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return urls
+}
+
+func anyLeader(servers []*server.Server) bool {
+	for _, s := range servers {
+		if s.JetStreamIsLeader() {
+			return true
+		}
+	}
+	return false
+}
