@@ -11,6 +11,7 @@ import (
 	onnxruntime "github.com/yalue/onnxruntime_go"
 	"gocv.io/x/gocv"
 
+	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/ort"
 	"github.com/patchline/patchline/internal/testenv"
@@ -343,4 +344,30 @@ func BenchmarkDEIMv2Batch4(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(n*len(frames))/b.Elapsed().Seconds(), "frames/s")
+}
+
+// TestThreadsOption checks analyze.threads by its effect: ONNX Runtime
+// starts threads-1 intra-op workers for a session (the caller's thread is
+// the last), so a model opened with 4 has at least 3 more threads than one
+// opened with 1, which has none of its own.
+func TestThreadsOption(t *testing.T) {
+	requireORT(t)
+	b, err := LoadBundle(filepath.Join(repoRoot(t), "models", "vit-tiny"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := func(threads int) int {
+		opts := OptionsFromConfig(config.Decode{Width: 224, Height: 224, PatchSize: 16, Resize: frame.ResizeStretch}, config.Analyze{Threads: threads})
+		before := testenv.OSThreads(t)
+		m, err := OpenModel(b, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		return testenv.OSThreads(t) - before
+	}
+	one, four := started(1), started(4)
+	if four < one+3 {
+		t.Errorf("threads 4 started %d threads, threads 1 started %d; want at least 3 more", four, one)
+	}
 }

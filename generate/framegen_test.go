@@ -10,6 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 const tinyFramegen = "testdata/tiny-framegen"
@@ -233,5 +236,27 @@ func TestTopMean(t *testing.T) {
 	}
 	if v[0] != 0.1 {
 		t.Error("topMean reordered its input")
+	}
+}
+
+// TestThreadsOption checks generate.threads by its effect: ONNX Runtime
+// starts threads-1 intra-op workers for each session, so the models opened
+// with 3 threads have at least 2 more threads per model than with 1.
+func TestThreadsOption(t *testing.T) {
+	started := func(threads int) int {
+		cfg := config.Default()
+		cfg.Decode.Width, cfg.Decode.Height, cfg.Decode.PatchSize = 96, 96, 8
+		cfg.Generate.FramegenModel, cfg.Generate.CaptionModel, cfg.Generate.Threads = tinyFramegen, tinyCaption, threads
+		before := testenv.OSThreads(t)
+		m, err := OpenModels(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		return testenv.OSThreads(t) - before
+	}
+	one, three := started(1), started(3)
+	if three < one+2*2 {
+		t.Errorf("threads 3 started %d threads, threads 1 started %d; want at least 4 more (2 per model)", three, one)
 	}
 }

@@ -140,3 +140,14 @@ func WaitFor(t testing.TB, what string, within time.Duration, cond func() bool) 
 		t.Fatalf("timed out after %s waiting for %s", within, what)
 	}
 }
+
+// OSThreads is the number of this process's operating-system threads (the
+// entries of /proc/self/task): tests count what a native library starts.
+func OSThreads(t testing.TB) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatalf("count threads: %v", err)
+	}
+	return len(tasks)
+}
