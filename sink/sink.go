@@ -61,7 +61,11 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 		if err != nil {
 			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
 		}
-		s.hooks = append(s.hooks, newWebhook(w, delivery == config.DeliveryDurable, log))
+		h := newWebhook(w, delivery == config.DeliveryDurable, log)
+		if h.durable {
+			h.maxAge = cfg.Stream.MaxAge
+		}
+		s.hooks = append(s.hooks, h)
 	}
 	if cfg.JSONL != "" {
 		f, err := os.OpenFile(cfg.JSONL, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)

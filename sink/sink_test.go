@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,7 +27,13 @@ import (
 // returns Run's error) or the end of the test.
 func startSink(t testing.TB, url string, cfg config.Sink) (st *Stage, stop func() error) {
 	t.Helper()
-	st, err := NewStage(natstest.Connect(t, url), cfg, 1, natstest.Discard())
+	return startSinkLog(t, url, cfg, natstest.Discard())
+}
+
+// startSinkLog is startSink logging to log.
+func startSinkLog(t testing.TB, url string, cfg config.Sink, log *slog.Logger) (st *Stage, stop func() error) {
+	t.Helper()
+	st, err := NewStage(natstest.Connect(t, url), cfg, 1, log)
 	if err != nil {
 		t.Fatal(err)
 	}

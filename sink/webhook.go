@@ -52,6 +52,10 @@ var (
 		Name: "patchline_webhook_backlog",
 		Help: "Durable webhooks: annotations in the stream after the one being delivered (its consumer's pending count).",
 	}, []string{"webhook"})
+	webhookLag = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "patchline_webhook_lag_seconds",
+		Help: "Durable webhooks: age of the annotation being delivered (0 when caught up). The stream drops annotations older than sink.stream.max_age, delivered or not.",
+	}, []string{"webhook"})
 )
 
 // durableAckWait is how long a durable delivery may go without a sign of
@@ -81,6 +85,9 @@ type webhook struct {
 
 	failures, drops atomic.Uint64
 	inFlight        atomic.Bool // durable: a delivery is under way
+
+	maxAge    time.Duration // durable: the stream's max age (0: none)
+	lagWarned atomic.Bool   // durable: warned that the lag nears maxAge, since last caught up
 }
 
 func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) *webhook {
@@ -241,9 +248,19 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 	w.inFlight.Store(true)
 	defer w.inFlight.Store(false)
+	var stored time.Time // when the stream took the annotation
+	caughtUp := false
 	if md, err := m.Metadata(); err == nil {
 		webhookBacklog.WithLabelValues(w.name).Set(float64(md.NumPending))
+		stored, caughtUp = md.Timestamp, md.NumPending == 0
 	}
+	w.lag(stored)
+	defer func() {
+		if caughtUp {
+			webhookLag.WithLabelValues(w.name).Set(0)
+			w.lagWarned.Store(false)
+		}
+	}()
 	var a annotation.Annotation
 	if err := json.Unmarshal(m.Data(), &a); err != nil || !w.wants(&a) {
 		_ = m.Ack()
@@ -264,6 +281,7 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 				return
 			case <-t.C:
 				_ = m.InProgress()
+				w.lag(stored)
 			}
 		}
 	}()
@@ -279,6 +297,22 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 		_ = m.Term()
 	}
 	w.count(err)
+}
+
+// lag records how far behind a durable webhook is: the age of the
+// annotation it is delivering, stored in the stream at stored. Past half
+// the stream's max age it warns (once until caught up again): the stream
+// drops annotations at max age whether or not a webhook delivered them.
+func (w *webhook) lag(stored time.Time) {
+	if stored.IsZero() {
+		return
+	}
+	age := time.Since(stored)
+	webhookLag.WithLabelValues(w.name).Set(age.Seconds())
+	if w.maxAge > 0 && age > w.maxAge/2 && !w.lagWarned.Swap(true) {
+		w.log.Warn("webhook falls behind the annotation stream: annotations older than its max age are dropped before delivery",
+			"lag", age.Round(time.Second), "max_age", w.maxAge)
+	}
 }
 
 // deliver POSTs d, retrying network errors, 429 and 5xx with exponential

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -419,5 +420,38 @@ func TestRetryAfter(t *testing.T) {
 		if got := retryAfter(h); got != want {
 			t.Errorf("retryAfter(%q) = %v, want %v", h, got, want)
 		}
+	}
+}
+
+// TestDurableWebhookLag: an annotation stored while no sink ran is
+// delivered late; the lag gauge shows its age while it is delivered, a
+// lag past half the stream's max age is a warning, and the gauge is 0 once
+// the webhook has caught up.
+func TestDurableWebhookLag(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	release := make(chan struct{})
+	hook := newHookServer(t, func(string, int) int { <-release; return http.StatusOK })
+	stream := config.Stream{Name: "LAG_ANNOTATIONS", MaxAge: 6 * time.Second, MaxBytes: 1 << 20, DuplicateWindow: time.Second}
+	cfg := config.Sink{Stream: stream, Webhooks: []config.Webhook{{URL: hook.URL}}}
+	_, stop := startSink(t, url, cfg) // makes the durable consumer
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := publishAnalyzed(t, nc, "cam1", 1, 1)
+	time.Sleep(3200 * time.Millisecond) // older than half the max age (3 s) when delivered
+
+	var logs testenv.Buffer
+	st, _ := startSinkLog(t, url, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	testenv.WaitFor(t, "the late annotation at the endpoint", 10*time.Second, func() bool { return len(hook.received()) == 1 })
+	lag := testutil.ToFloat64(webhookLag.WithLabelValues(st.hooks[0].name))
+	close(release)
+	if lag < 3.2 || lag > 6 {
+		t.Errorf("lag while delivering = %.2f s, want the annotation's age (3.2 s to its max age, 6 s)", lag)
+	}
+	hook.waitFor(t, want...)
+	testenv.WaitFor(t, "the lag back to 0", 10*time.Second, func() bool { return testutil.ToFloat64(webhookLag.WithLabelValues(st.hooks[0].name)) == 0 })
+	if !strings.Contains(logs.String(), "webhook falls behind the annotation stream") || !strings.Contains(logs.String(), "max_age=6s") {
+		t.Errorf("no lag warning naming the max age in the log:\n%s", logs.String())
 	}
 }
