@@ -2,15 +2,18 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
 )
 
@@ -61,5 +64,84 @@ func TestRegistryReadsItsWritesInACluster(t *testing.T) {
 		if code := do("GET", "/v1/cameras/"+id, ""); code != http.StatusNotFound {
 			t.Fatalf("get %s right after detaching it: %d", id, code)
 		}
+	}
+}
+
+// TestRegistryBucketReadsFromTheLeader: decode may make the cameras bucket
+// first (direct gets on, the KV default); ingest replicas, started together,
+// then turn direct gets off and read through handles that ask the leader,
+// and a restarted ingest leaves it so. Decode's watch goes on throughout.
+func TestRegistryBucketReadsFromTheLeader(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	decodeKV, err := CamerasBucket(ctx, nc, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch, err := decodeKV.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Stop()
+	js, _ := jetstream.New(nc)
+	allowDirect := func() bool {
+		st, err := js.Stream(ctx, "KV_"+bus.CamerasBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config.AllowDirect
+	}
+	if !allowDirect() {
+		t.Fatal("decode's bucket has direct gets off; want the KV default (on)")
+	}
+
+	regs := make([]*Registry, 2)
+	errs := make(chan error, 2)
+	for i := range regs {
+		go func() {
+			var err error
+			regs[i], err = OpenRegistry(ctx, natstest.Connect(t, nc.ConnectedUrl()), 1, natstest.Discard())
+			errs <- err
+		}()
+	}
+	for range regs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if allowDirect() {
+		t.Error("direct gets still on after ingest opened the registry")
+	}
+	cam := config.Camera{ID: "door", URL: "synthetic://?seed=3"}
+	if err := regs[0].Attach(ctx, cam); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := regs[1].Get(ctx, "door"); err != nil {
+		t.Errorf("the other ingest replica reads: %v", err)
+	}
+	select {
+	case e := <-watch.Updates():
+		if e == nil || e.Key() != "door" {
+			t.Errorf("decode's watch got %v, want door", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("decode's watch saw no attach")
+	}
+
+	again, err := OpenRegistry(ctx, nc, 1, natstest.Discard()) // a restarted ingest
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allowDirect() {
+		t.Error("a restarted ingest turned direct gets back on")
+	}
+	for _, r := range append(regs, again) {
+		if err := r.Detach(ctx, "door"); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Errorf("detach through a registry handle: %v", err)
+		}
+		r.Close()
+	}
+	if _, err := again.Get(ctx, "door"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("get after detach: %v, want not found", err)
 	}
 }

@@ -100,9 +100,10 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Lo
 
 // CamerasBucket opens the cameras KV bucket, creating it with replicas if
 // needed. Decode uses it too, so either side may start first. Only the
-// owner (ingest, which keeps the registry) updates an existing bucket to
+// owner (ingest, which keeps the registry) sets an existing bucket's
 // replicas: a decode process started with another configuration must not
-// shrink it.
+// shrink it. The owner also turns direct gets off (see leaderReads); decode
+// only watches the bucket, which direct gets do not concern.
 func CamerasBucket(ctx context.Context, nc *nats.Conn, replicas int, owner bool) (jetstream.KeyValue, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -113,45 +114,48 @@ func CamerasBucket(ctx context.Context, nc *nats.Conn, replicas int, owner bool)
 	}
 	var kv jetstream.KeyValue
 	err = bus.SetupRetry(ctx, js, func() (err error) {
-		if owner {
-			kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
-		} else if kv, err = js.KeyValue(ctx, cfg.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+		if kv, err = js.KeyValue(ctx, cfg.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
 			if kv, err = js.CreateKeyValue(ctx, cfg); errors.Is(err, jetstream.ErrBucketExists) {
-				kv, err = js.KeyValue(ctx, cfg.Bucket) // the owner made it meanwhile
+				kv, err = js.KeyValue(ctx, cfg.Bucket) // the other side made it meanwhile
 			}
 		}
+		if err != nil || !owner {
+			return err
+		}
+		kv, err = leaderReads(ctx, js, cfg)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cameras bucket %s (is JetStream enabled on the NATS server?): %w", bus.CamerasBucket, err)
 	}
-	var consistent jetstream.KeyValue
-	if err := bus.SetupRetry(ctx, js, func() (err error) { consistent, err = leaderReads(ctx, js, kv); return err }); err != nil {
-		return nil, fmt.Errorf("cameras bucket %s: %w", bus.CamerasBucket, err)
-	}
-	return consistent, nil
+	return kv, nil
 }
 
-// leaderReads turns off direct gets on kv's stream and reopens kv, so that
-// its reads go to the stream leader. With direct gets (the KV default) any
-// replica answers a read, and one that has not yet applied a write the
-// leader acknowledged answers as if it had not happened: in a cluster, a
-// camera just attached could read as not found, and be refused a detach.
-// The cameras bucket is read rarely, so consistency costs nothing here.
-func leaderReads(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (jetstream.KeyValue, error) {
-	st, err := js.Stream(ctx, "KV_"+kv.Bucket())
+// leaderReads sets the bucket's stream to cfg's replicas with direct gets
+// off, and opens the bucket afresh, so that its reads go to the stream
+// leader. With direct gets (the KV default) any replica answers a read, and
+// one that has not yet applied a write the leader acknowledged answers as
+// if it had not happened: in a cluster, a camera just attached could read
+// as not found, and be refused a detach. The cameras bucket is read rarely,
+// so consistency costs nothing here.
+//
+// Direct gets only ever go from on to off here (never back, as
+// CreateOrUpdateKeyValue would), so a handle opened after they are off
+// stays valid: one opened while they were on would ask a direct-get
+// subject nobody answers any more.
+func leaderReads(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	st, err := js.Stream(ctx, "KV_"+cfg.Bucket)
 	if err != nil {
 		return nil, err
 	}
-	cfg := st.CachedInfo().Config
-	if !cfg.AllowDirect {
-		return kv, nil
+	sc := st.CachedInfo().Config
+	if sc.AllowDirect || sc.Replicas != max(1, cfg.Replicas) || sc.Description != cfg.Description {
+		sc.AllowDirect, sc.Replicas, sc.Description = false, max(1, cfg.Replicas), cfg.Description
+		if _, err := js.UpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("update to %d replicas, reads from the leader: %w", sc.Replicas, err)
+		}
 	}
-	cfg.AllowDirect = false
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return nil, fmt.Errorf("turn off direct gets: %w", err)
-	}
-	return js.KeyValue(ctx, kv.Bucket())
+	return js.KeyValue(ctx, cfg.Bucket)
 }
 
 // Close stops collecting status.
