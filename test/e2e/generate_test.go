@@ -397,15 +397,23 @@ generate:
 	nc := natstest.Connect(t, url)
 	// Each replica keeps its own window of the camera's frames, filled from
 	// when it subscribed; one that started later hands requests back to the
-	// queue group until its window holds what the model needs. Wait until
-	// both have answered, so the requests below measure sharing, not start-up.
+	// queue group until its window holds what the model needs (the caption
+	// model needs more frames than framegen). Wait until both have answered
+	// both kinds, so the requests below measure sharing, not start-up.
 	ready := map[string]bool{}
-	waitUntil(t, "a generated frame from each replica", func() bool {
-		r := generate.Describe(context.Background(), nc, generate.Request{Camera: "cam1", Kind: generate.KindFrame}, 5*time.Second)
-		if r.Error == "" && r.Generated != nil {
-			ready[r.Generated.GeneratedBy] = true
+	n := 0
+	waitUntil(t, "a caption and a generated frame from each replica", func() bool {
+		kind := []string{generate.KindCaption, generate.KindFrame}[n%2]
+		n++
+		r := generate.Describe(context.Background(), nc, generate.Request{Camera: "cam1", Kind: kind}, 5*time.Second)
+		switch {
+		case r.Error != "":
+		case r.Caption != nil:
+			ready[kind+" "+r.Caption.AnalyzedBy] = true
+		case r.Generated != nil:
+			ready[kind+" "+r.Generated.GeneratedBy] = true
 		}
-		return len(ready) == 2
+		return len(ready) == 4
 	})
 	replicas := map[string]int{}
 	for i := range 16 {
