@@ -5,13 +5,21 @@
 
 // OpenCV reports some failures by exception: each is a plain failure here.
 
-void* plCaptureOpen(const char* uri) {
+void* plCaptureOpen(const char* uri, char* why, int whylen) {
     cv::VideoCapture* cap = new cv::VideoCapture();
+    // OpenCV sets up FFmpeg (and its log level) at its first open; the
+    // callback goes in each time, after any that OpenCV may have set.
+    plLogInstall();
+    plLogCaptureBegin(why, whylen);
+    bool ok = false;
     try {
-        if (cap->open(uri, cv::CAP_FFMPEG) && cap->isOpened()) {
-            return cap;
-        }
+        ok = cap->open(uri, cv::CAP_FFMPEG) && cap->isOpened();
     } catch (...) {
+    }
+    plLogCaptureEnd();
+    plLogInstall();
+    if (ok) {
+        return cap;
     }
     delete cap;
     return nullptr;

@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"errors"
+	"fmt"
 	"unsafe"
 
 	"gocv.io/x/gocv"
@@ -26,12 +27,18 @@ type capture struct{ p unsafe.Pointer }
 
 var errCaptureOpen = errors.New("OpenCV/FFmpeg could not open it")
 
-// openCapture opens uri with the FFmpeg backend.
+// openCapture opens uri with the FFmpeg backend. A failure wraps
+// errCaptureOpen with FFmpeg's last error line of the open, when it logged
+// one ("rtsp: method DESCRIBE failed: 401 Unauthorized"), credentials hidden.
 func openCapture(uri string) (*capture, error) {
 	cs := C.CString(uri)
 	defer C.free(unsafe.Pointer(cs))
-	p := C.plCaptureOpen(cs)
+	var why [512]C.char
+	p := C.plCaptureOpen(cs, &why[0], C.int(len(why)))
 	if p == nil {
+		if line := cleanFFmpegLine(C.GoString(&why[0])); line != "" {
+			return nil, fmt.Errorf("%w: %s", errCaptureOpen, line)
+		}
 		return nil, errCaptureOpen
 	}
 	return &capture{p: p}, nil

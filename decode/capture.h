@@ -7,11 +7,18 @@
 extern "C" {
 #endif
 
-void* plCaptureOpen(const char* uri);
+// plCaptureOpen opens uri; on failure it returns NULL with FFmpeg's last
+// error line of the open, if any, in why.
+void* plCaptureOpen(const char* uri, char* why, int whylen);
 int plCaptureGrab(void* cap);
 int plCaptureRetrieve(void* cap, void* mat);
 double plCaptureGet(void* cap, int prop);
 void plCaptureClose(void* cap);
+
+// FFmpeg's log (decode/ffmpeglog.c).
+void plLogInstall(void);
+void plLogCaptureBegin(char* why, int len);
+void plLogCaptureEnd(void);
 
 #ifdef __cplusplus
 }

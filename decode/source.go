@@ -221,6 +221,9 @@ func (s *cvSource) open() error {
 		vc, err = openCapture(s.uri)
 	})
 	if err != nil {
+		if why, found := strings.CutPrefix(err.Error(), errCaptureOpen.Error()+": "); found {
+			return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: %s", s.redacted, why)
+		}
 		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed (unreachable, unauthorized, not found or not a video)", s.redacted)
 	}
 	s.vc = vc

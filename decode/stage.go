@@ -56,6 +56,9 @@ func NewStage(opts Options) *Stage {
 
 // Run watches the camera registry until ctx is done, then stops every worker.
 func (s *Stage) Run(ctx context.Context) error {
+	if s.log != nil {
+		SetFFmpegLogger(s.log)
+	}
 	kv, err := ingest.CamerasBucket(ctx, s.opts.NC, s.opts.Replicas, false)
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the console's browser test (headless, with a fake camera).
-pkgs=(libopencv-dev ffmpeg pkg-config ca-certificates chromium "$@")
+pkgs=(libopencv-dev libavutil-dev ffmpeg pkg-config ca-certificates chromium "$@")
 # npm fetches ONNX Runtime; any npm will do (the machine may have its own Node.js).
 command -v npm >/dev/null || pkgs+=(npm)
 missing=()

@@ -1,0 +1,41 @@
+// FFmpeg's log, routed: lines of an open under way on this thread become
+// the open's error; the others go to Go (decode/ffmpeglog.go) instead of
+// straight to stderr.
+
+#include <string.h>
+#include <libavutil/log.h>
+
+#include "capture.h"
+#include "_cgo_export.h"
+
+static __thread char* plWhy;
+static __thread int plWhyLen;
+
+static void plAvLog(void* avcl, int level, const char* fmt, va_list vl) {
+    if (level > av_log_get_level()) {
+        return;
+    }
+    char line[1024];
+    int prefix = 1;
+    av_log_format_line2(avcl, level, fmt, vl, line, sizeof line, &prefix);
+    if (plWhy != NULL) {
+        if (level <= AV_LOG_ERROR) { // the last error says most: "... 401 Unauthorized"
+            strncpy(plWhy, line, plWhyLen - 1);
+            plWhy[plWhyLen - 1] = 0;
+        }
+        return;
+    }
+    plFFmpegLog(level, line);
+}
+
+void plLogInstall(void) { av_log_set_callback(plAvLog); }
+
+void plLogCaptureBegin(char* why, int len) {
+    plWhy = why;
+    plWhyLen = len;
+    if (len > 0) {
+        why[0] = 0;
+    }
+}
+
+void plLogCaptureEnd(void) { plWhy = NULL; }

@@ -1,0 +1,89 @@
+package decode
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patchline/patchline/internal/media"
+	"github.com/patchline/patchline/internal/rtsptest"
+	"github.com/patchline/patchline/internal/testenv"
+)
+
+// TestOpenErrorSaysWhy: a camera that cannot be opened fails with FFmpeg's
+// own reason (what `patchline cameras` shows as its last error), never
+// with its credentials.
+func TestOpenErrorSaysWhy(t *testing.T) {
+	srv := rtsptest.StartWith(t, rtsptest.Config{User: "cam", Pass: "hunter2"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	wrong, _ := url.Parse(srv.AuthURL("live"))
+	wrong.User = url.UserPassword("cam", "wrong-s3cret")
+	for _, c := range []struct{ name, uri, want string }{
+		{"refused", "rtsp://cam:hunter2@" + closed + "/live", "Connection refused"},
+		{"unauthorized", wrong.String(), "401 Unauthorized"},
+		{"not found", srv.AuthURL("nobody-publishes-here"), "404 Not Found"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := openCV(c.uri, media.RedactURL(c.uri), KindRTSP, SourceOptions{StallTimeout: 2 * time.Second})
+			checkOpenError(t, err, c.want)
+		})
+	}
+	garbage := filepath.Join(t.TempDir(), "notes.mp4")
+	if err := os.WriteFile(garbage, []byte("not a video at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = openCV(garbage, garbage, KindFile, SourceOptions{})
+	checkOpenError(t, err, "moov atom not found") // the mp4 demuxer's reason
+}
+
+func checkOpenError(t *testing.T, err error, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("opened")
+	}
+	t.Log(err)
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	for _, secret := range []string{"hunter2", "wrong-s3cret"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error %q shows the password", err)
+		}
+	}
+}
+
+// TestFFmpegLines: FFmpeg's lines go to the logger set, component named
+// without its address, credentials hidden, and a line repeated with other
+// numbers logged the 1st, 2nd and 4th time only.
+func TestFFmpegLines(t *testing.T) {
+	var buf testenv.Buffer
+	SetFFmpegLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer SetFFmpegLogger(slog.New(slog.DiscardHandler))
+	for i := range 5 {
+		ffmpegLine(avLogError, fmt.Sprintf("[h264 @ 0x55d0c1a0bc00] error while decoding MB %d 7, bytestream -5\n", 30+i))
+	}
+	ffmpegLine(avLogWarning, "[rtsp @ 0x5] reading rtsp://admin:pa55@10.0.0.9/stream failed\n")
+	out := buf.String()
+	if n := strings.Count(out, "h264: error while decoding MB"); n != 3 {
+		t.Errorf("%d h264 lines logged, want 3 (the 1st, 2nd, 4th):\n%s", n, out)
+	}
+	for _, want := range []string{"level=WARN", "component=ffmpeg", "seen=4", "level=INFO", "rtsp://xxxxx@10.0.0.9/stream"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "pa55") || strings.Contains(out, "0x55d0") {
+		t.Errorf("log shows a password or an address:\n%s", out)
+	}
+}
