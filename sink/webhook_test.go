@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -454,4 +455,33 @@ func TestDurableWebhookLag(t *testing.T) {
 	if !strings.Contains(logs.String(), "webhook falls behind the annotation stream") || !strings.Contains(logs.String(), "max_age=6s") {
 		t.Errorf("no lag warning naming the max age in the log:\n%s", logs.String())
 	}
+}
+
+// TestDurableWebhookForgottenAfterMaxAge: a webhook no sink runs any more
+// (left out of the configuration) has its consumer removed by the server
+// once unused for the stream's max age, so it does not pin the stream.
+func TestDurableWebhookForgottenAfterMaxAge(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	hook := newHookServer(t, func(string, int) int { return http.StatusOK })
+	stream := config.Stream{Name: "SHORT_ANNOTATIONS", MaxAge: 2 * time.Second, MaxBytes: 1 << 20, DuplicateWindow: time.Second}
+	st, stop := startSink(t, url, config.Sink{Stream: stream, Webhooks: []config.Webhook{{URL: hook.URL}}})
+	hook.waitFor(t, publishAnalyzed(t, nc, "cam1", 1, 1)...)
+	name := st.hooks[0].consumer(stream).Durable
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	info, err := js.Consumer(ctx, stream.Name, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().Config.InactiveThreshold; got != stream.MaxAge {
+		t.Errorf("consumer %s: inactive threshold %v, want the stream's max age %v", name, got, stream.MaxAge)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the unused consumer removed", 15*time.Second, func() bool {
+		_, err := js.Consumer(ctx, stream.Name, name)
+		return errors.Is(err, jetstream.ErrConsumerNotFound)
+	})
 }
