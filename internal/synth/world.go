@@ -702,6 +702,11 @@ func ParseCaption(text string) map[string]string {
 	return out
 }
 
+// CaptionGoal is the fraction of the objects in view that captions of
+// patchline's caption model must name right by CaptionHits (issue 3): the
+// model's own test and the pipeline's end-to-end test hold it to this.
+const CaptionGoal = 0.9
+
 // CaptionHits scores a caption against the truth's: total is how many
 // objects truth names, right how many of them text names with the same
 // motion (the colour, shape and motion all right).

@@ -23,13 +23,9 @@ func truthAt(t testing.TB, url string, ptsMs float64) synth.Truth {
 	return s.Truth(int(math.Round(ptsMs / 1000 * s.Params().FPS)))
 }
 
-// captionGoal is the fraction of ground-truth objects a caption must name
-// with the right colour, shape and motion (issue 3).
-const captionGoal = 0.9
-
 // TestGenerateCaptionsWithModels: three held-out synthetic cameras through
 // the whole pipeline with patchline's trained models. Captions arrive on a
-// scene change and on request, and name at least captionGoal of the
+// scene change and on request, and name at least synth.CaptionGoal of the
 // ground-truth objects in view with the right colour, shape and motion.
 func TestGenerateCaptionsWithModels(t *testing.T) {
 	cfg := generateConfig(t, modelBundles)
@@ -78,8 +74,8 @@ func TestGenerateCaptionsWithModels(t *testing.T) {
 	if total < 200 {
 		t.Fatalf("only %d ground-truth objects scored, want >= 200 for a meaningful figure", total)
 	}
-	if frac < captionGoal {
-		t.Errorf("%.1f%% of objects named right, want >= %.0f%%", 100*frac, 100*captionGoal)
+	if frac < synth.CaptionGoal {
+		t.Errorf("%.1f%% of objects named right, want >= %.0f%%", 100*frac, 100*synth.CaptionGoal)
 	}
 }
 

@@ -128,12 +128,8 @@ func openCaptioner(t testing.TB) *textgen.Captioner {
 	return c
 }
 
-// captionGoal is the fraction of objects the shipped caption model must
-// name right (issue 3).
-const captionGoal = 0.9
-
 // TestCaptionAccuracy: on held-out seeds, greedy captions name at least
-// captionGoal of the objects in view with the right colour, shape and
+// synth.CaptionGoal of the objects in view with the right colour, shape and
 // motion, and decoding with the KV cache gives exactly the tokens of
 // decoding without.
 func TestCaptionAccuracy(t *testing.T) {
@@ -189,8 +185,8 @@ func TestCaptionAccuracy(t *testing.T) {
 	}
 	frac := float64(right) / float64(total)
 	t.Logf("caption: %d/%d objects right (%.1f%%), %d/%d captions exact; e.g. %q", right, total, 100*frac, exact, len(ws), first[0].Text)
-	if frac < captionGoal {
-		t.Errorf("caption names %.1f%% of objects with the right colour, shape and motion, want >= %.0f%%", 100*frac, 100*captionGoal)
+	if frac < synth.CaptionGoal {
+		t.Errorf("caption names %.1f%% of objects with the right colour, shape and motion, want >= %.0f%%", 100*frac, 100*synth.CaptionGoal)
 	}
 }
 
