@@ -1,6 +1,6 @@
-// FFmpeg's log, routed: lines of an open under way on this thread become
-// the open's error; the others go to Go (decode/ffmpeglog.go) instead of
-// straight to stderr.
+// FFmpeg's log, routed: error lines of an open under way on this thread
+// become the open's error; the others go to Go (decode/ffmpeglog.go)
+// instead of straight to stderr.
 
 #include <string.h>
 #include <libavutil/log.h>
@@ -18,11 +18,10 @@ static void plAvLog(void* avcl, int level, const char* fmt, va_list vl) {
     char line[1024];
     int prefix = 1;
     av_log_format_line2(avcl, level, fmt, vl, line, sizeof line, &prefix);
-    if (plWhy != NULL) {
-        if (level <= AV_LOG_ERROR) { // the last error says most: "... 401 Unauthorized"
-            strncpy(plWhy, line, plWhyLen - 1);
-            plWhy[plWhyLen - 1] = 0;
-        }
+    if (plWhy != NULL && level <= AV_LOG_ERROR) {
+        // The open's error; the last says most: "... 401 Unauthorized".
+        strncpy(plWhy, line, plWhyLen - 1);
+        plWhy[plWhyLen - 1] = 0;
         return;
     }
     plFFmpegLog(level, line);
