@@ -114,7 +114,7 @@ func (s *Stage) onFrame(m *nats.Msg) {
 	}
 	if err != nil {
 		n := s.malformed.Add(1)
-		telemetry.Malformed.WithLabelValues(stageName, m.Subject).Inc()
+		telemetry.Malformed.WithLabelValues(stageName, bus.SubjectFamily(m.Subject)).Inc()
 		if n&(n-1) == 0 { // log the 1st, 2nd, 4th, 8th, ... so garbage cannot flood the log
 			s.log.Warn("dropping malformed frame message", "subject", m.Subject, "err", err, "malformed_total", n)
 		}

@@ -155,3 +155,24 @@ func TestStageQueueDropsOldest(t *testing.T) {
 		t.Errorf("%d of %d frames analyzed, %v counted as dropped: want drops, and every frame either analyzed or counted", got, n, drops)
 	}
 }
+
+// TestStageSurvivesGarbage: frames that do not decode, on any subject the
+// stage hears (one not even UTF-8), are counted under their subject's
+// family and dropped, and the stage goes on analyzing.
+func TestStageSurvivesGarbage(t *testing.T) {
+	m := openTestBundle(t, segmentTiny, segmentOptions())
+	frames, _ := expectedFrames(t, m)
+	nc, anns := runStage(t, m, config.Analyze{BatchSize: 1})
+	bad := telemetry.Malformed.WithLabelValues(stageName, "patchline.frames.*")
+	before := testutil.ToFloat64(bad)
+	for _, subj := range []string{"patchline.frames.\xff\xfe", "patchline.frames.x", bus.FrameSubject("cam1")} {
+		if err := nc.Publish(subj, []byte("garbage")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publishAs(t, nc, frames[0], "cam1", 1)
+	testenv.WaitFor(t, "the good frame analyzed", 10*time.Second, func() bool { return len(anns()) == 1 })
+	if n := testutil.ToFloat64(bad) - before; n != 3 {
+		t.Errorf("%v malformed frames counted, want 3", n)
+	}
+}

@@ -355,7 +355,7 @@ func (s *Stage) onFrame(m *nats.Msg) {
 
 func (s *Stage) malformedMsg(subject, what string, err error) {
 	n := s.malformed.Add(1)
-	telemetry.Malformed.WithLabelValues(stageName, subject).Inc()
+	telemetry.Malformed.WithLabelValues(stageName, bus.SubjectFamily(subject)).Inc()
 	if n&(n-1) == 0 { // 1st, 2nd, 4th, ...: garbage cannot flood the log
 		s.log.Warn(what, "subject", subject, "err", err, "malformed_total", n)
 	}

@@ -148,7 +148,7 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 	var a annotation.Annotation
 	if err := json.Unmarshal(m.Data, &a); err != nil || a.Schema != annotation.Schema || frame.ValidCameraID(a.Camera) != nil {
 		n := s.malformed.Add(1)
-		telemetry.Malformed.WithLabelValues(stageName, m.Subject).Inc()
+		telemetry.Malformed.WithLabelValues(stageName, bus.SubjectFamily(m.Subject)).Inc()
 		if n&(n-1) == 0 {
 			s.log.Warn("dropping malformed annotation", "subject", m.Subject, "err", err, "malformed_total", n)
 		}

@@ -75,6 +75,9 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := nc.Publish(bus.AnalyzedPrefix+"\xff", []byte("{}")); err != nil { // a subject that is not UTF-8
+		t.Fatal(err)
+	}
 	a := annotation.Annotation{
 		Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: 7,
 		PTSMs: 700, CapturedAt: time.Now().Add(-30 * time.Millisecond).UTC(), SourceWidth: 640, SourceHeight: 360,
@@ -117,8 +120,8 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	if back.LatencyMs["total"] < 30 || back.LatencyMs["sink"] <= 0 || back.LatencyMs["decode"] != 3 {
 		t.Errorf("latency_ms = %v: want total ≥ 30, sink > 0, decode kept", back.LatencyMs)
 	}
-	if n := st.malformed.Load(); n != 3 {
-		t.Errorf("malformed = %d, want 3", n)
+	if n := st.malformed.Load(); n != 4 {
+		t.Errorf("malformed = %d, want 4", n)
 	}
 
 	if err := stop(); err != nil {

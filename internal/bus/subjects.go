@@ -2,7 +2,10 @@
 // embedded server, and trace-context propagation in message headers.
 package bus
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Public and internal subjects. <camera> is one subject token.
 const (
@@ -68,3 +71,21 @@ const (
 	RTPCodecHeader = "Patchline-Rtp-Codec" // h264 | vp8
 	RTPByeHeader   = "Patchline-Rtp-Bye"   // set (empty payload) when the publisher left
 )
+
+// SubjectFamily is the pattern subj belongs to among patchline's subjects
+// ("patchline.frames.*", "patchline.generate.request"), or "other": a
+// bounded, valid label for metrics about messages on any subject, whatever
+// a publisher put in it (a label that is not UTF-8 makes the Prometheus
+// client panic, and one per subject would grow without bound).
+func SubjectFamily(subj string) string {
+	for _, p := range []string{FramesPrefix, AnalyzedPrefix, AnnotationsPrefix, StoredPrefix, StatusPrefix,
+		PreviewPrefix, WatchPrefix, RTPPrefix, KeyframePrefix, GeneratedPrefix} {
+		if strings.HasPrefix(subj, p) {
+			return p + "*"
+		}
+	}
+	if subj == GenerateRequest {
+		return subj
+	}
+	return "other"
+}

@@ -20,7 +20,7 @@ var (
 	}, []string{"stage", "camera", "reason"})
 	Malformed = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_malformed_messages_total", Help: "Messages that failed to decode and were dropped.",
-	}, []string{"stage", "subject"})
+	}, []string{"stage", "subject"}) // subject: bus.SubjectFamily, e.g. patchline.frames.*
 	StageLatency = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "patchline_stage_latency_seconds", Help: "Time spent per frame in each stage step.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
