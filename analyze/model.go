@@ -307,6 +307,9 @@ func (m *Model) classify(frames []*frame.Frame, results []Result, out onnxruntim
 					best = j
 				}
 			}
+			if best < 0 { // NaN scores (a logit NaN or infinite): no label is right
+				break
+			}
 			labels = append(labels, annotation.Label{Label: m.label(best), ClassID: best, Score: m.probs[best]})
 			m.probs[best] = -1 // taken
 		}

@@ -104,3 +104,32 @@ func near(a, b [4]float64) bool {
 	}
 	return true
 }
+
+// TestClassifyNonFiniteLogits: a frame whose logits hold a NaN or an
+// infinity (an fp16 export overflowing) gets no labels; the other frames
+// of the batch keep theirs, and nothing panics.
+func TestClassifyNonFiniteLogits(t *testing.T) {
+	requireORT(t)
+	m := &Model{b: &Bundle{TopK: 2, Labels: []string{"a", "b", "c"}, Outputs: BundleOutputs{Logits: "logits"}}}
+	inf := float32(math.Inf(1))
+	logits, err := onnxruntime.NewTensor(onnxruntime.NewShape(3, 3), []float32{
+		1, float32(math.NaN()), 0,
+		0, inf, 0,
+		0, 2, 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = logits.Destroy() }()
+	frames := []*frame.Frame{{Camera: "c"}, {Camera: "c"}, {Camera: "c"}}
+	res := make([]Result, 3)
+	if err := m.classify(frames, res, logits); err != nil {
+		t.Fatal(err)
+	}
+	if len(res[0].Labels) != 0 || len(res[1].Labels) != 0 {
+		t.Errorf("non-finite logits gave labels %+v, %+v; want none", res[0].Labels, res[1].Labels)
+	}
+	if l := res[2].Labels; len(l) != 2 || l[0].Label != "b" || l[1].Label != "c" {
+		t.Errorf("finite frame's labels %+v, want b then c", l)
+	}
+}
