@@ -596,3 +596,33 @@ func TestLoadUsesProcessEnv(t *testing.T) {
 		t.Errorf("Load(missing) = %v, want an error naming the file", err)
 	}
 }
+
+// TestWebhookHeadersFromYAML: webhook headers are a mapping of free names
+// (as pipeline.yaml documents them) whose values expand ${VAR}; anything
+// else is an error naming the key, not a crash.
+func TestWebhookHeadersFromYAML(t *testing.T) {
+	t.Parallel()
+	yaml := `
+sink:
+  webhooks:
+    - url: https://hooks.example/in
+      headers: {Authorization: "Bearer ${HOOK_TOKEN}", X-Site: north}
+`
+	c, err := load("p.yaml", []byte(yaml), env("HOOK_TOKEN", "t0k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Sink.Webhooks[0].Headers; len(h) != 2 || h["Authorization"] != "Bearer t0k" || h["X-Site"] != "north" {
+		t.Errorf("headers = %v", h)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"headers: foo", `p.yaml:5: sink.webhooks[0].headers: want a mapping, got "foo"`},
+		{"headers: {A: {b: c}}", "p.yaml:5: sink.webhooks[0].headers.A: want a string, got a mapping"},
+		{"headers: {A: x, A: y}", "sink.webhooks[0].headers.A: duplicate key"},
+	} {
+		_, err := load("p.yaml", []byte(strings.Replace(yaml, `headers: {Authorization: "Bearer ${HOOK_TOKEN}", X-Site: north}`, tc.yaml, 1)), env())
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}

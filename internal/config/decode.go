@@ -51,9 +51,44 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
 		d.mapping(n, v, path, depth)
 	case v.Kind() == reflect.Slice:
 		d.sequence(n, v, path, depth)
+	case v.Kind() == reflect.Map:
+		d.dict(n, v, path, depth)
 	default:
 		d.scalar(n, v, path)
 	}
+}
+
+// dict decodes a YAML mapping with free keys (webhook headers) into map v,
+// replacing its contents; values decode like fields (strings expand
+// ${VAR}), keys are taken as written.
+func (d *decoder) dict(n *yaml.Node, v reflect.Value, path string, depth int) {
+	if isNull(n) {
+		v.Set(reflect.Zero(v.Type()))
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, fmt.Errorf("want a mapping, got %s", describe(n)))
+		return
+	}
+	out := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key, val := n.Content[i], n.Content[i+1]
+		if key.Kind != yaml.ScalarNode || isMerge(key) {
+			d.fail(key, path, fmt.Errorf("want a key name, got %s", describe(key)))
+			continue
+		}
+		p := joinPath(path, key.Value)
+		if line, dup := seen[key.Value]; dup {
+			d.fail(key, p, fmt.Errorf("duplicate key (first on line %d)", line))
+			continue
+		}
+		seen[key.Value] = key.Line
+		elem := reflect.New(v.Type().Elem()).Elem()
+		d.value(val, elem, p, depth+1)
+		out.SetMapIndex(reflect.ValueOf(key.Value).Convert(v.Type().Key()), elem)
+	}
+	v.Set(out)
 }
 
 // mapping decodes a YAML mapping into struct v. A null value (a section whose
@@ -190,7 +225,7 @@ func setScalar(v reflect.Value, n *yaml.Node) error {
 		}
 		v.SetFloat(f)
 	default:
-		panic("config: no decoder for field type " + v.Type().String())
+		return fmt.Errorf("want %s, got %q (no decoder for %s)", want(v.Type()), n.Value, v.Type())
 	}
 	return nil
 }
@@ -204,7 +239,7 @@ func want(t reflect.Type) string {
 		return "a string"
 	case t.Kind() == reflect.Bool:
 		return "true or false"
-	case t.Kind() == reflect.Struct:
+	case t.Kind() == reflect.Struct || t.Kind() == reflect.Map:
 		return "a mapping"
 	case t.Kind() == reflect.Slice:
 		return "a list"
