@@ -71,9 +71,25 @@ func (d *decoder) dict(n *yaml.Node, v reflect.Value, path string, depth int) {
 		return
 	}
 	out := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+	d.entries(n, path, false, func(key, val *yaml.Node, p string) {
+		elem := reflect.New(v.Type().Elem()).Elem()
+		d.value(val, elem, p, depth+1)
+		out.SetMapIndex(reflect.ValueOf(key.Value).Convert(v.Type().Key()), elem)
+	})
+	v.Set(out)
+}
+
+// entries calls each for every key of mapping n with its value and path,
+// after failing keys that are not names and repeated keys. Merge keys
+// ("<<") are skipped when merges is set (the caller applies them), else
+// they are not names.
+func (d *decoder) entries(n *yaml.Node, path string, merges bool, each func(key, val *yaml.Node, p string)) {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		key, val := n.Content[i], n.Content[i+1]
+		if merges && isMerge(key) {
+			continue
+		}
 		if key.Kind != yaml.ScalarNode || isMerge(key) {
 			d.fail(key, path, fmt.Errorf("want a key name, got %s", describe(key)))
 			continue
@@ -84,11 +100,8 @@ func (d *decoder) dict(n *yaml.Node, v reflect.Value, path string, depth int) {
 			continue
 		}
 		seen[key.Value] = key.Line
-		elem := reflect.New(v.Type().Elem()).Elem()
-		d.value(val, elem, p, depth+1)
-		out.SetMapIndex(reflect.ValueOf(key.Value).Convert(v.Type().Key()), elem)
+		each(key, val, p)
 	}
-	v.Set(out)
 }
 
 // mapping decodes a YAML mapping into struct v. A null value (a section whose
@@ -108,29 +121,14 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string, depth int)
 		}
 	}
 	fields := yamlFields(v.Type())
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		key, val := n.Content[i], n.Content[i+1]
-		if isMerge(key) {
-			continue
-		}
-		if key.Kind != yaml.ScalarNode {
-			d.fail(key, path, fmt.Errorf("want a key name, got %s", describe(key)))
-			continue
-		}
-		p := joinPath(path, key.Value)
-		if line, dup := seen[key.Value]; dup {
-			d.fail(key, p, fmt.Errorf("duplicate key (first on line %d)", line))
-			continue
-		}
-		seen[key.Value] = key.Line
+	d.entries(n, path, true, func(key, val *yaml.Node, p string) {
 		idx, ok := fields[key.Value]
 		if !ok {
 			d.fail(key, p, fmt.Errorf("unknown key%s", suggest(key.Value, fields)))
-			continue
+			return
 		}
 		d.value(val, v.Field(idx), p, depth+1)
-	}
+	})
 }
 
 // merge applies the value of a "<<" key: a mapping or a list of mappings.
