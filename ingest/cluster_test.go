@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -143,5 +144,28 @@ func TestRegistryBucketReadsFromTheLeader(t *testing.T) {
 	}
 	if _, err := again.Get(ctx, "door"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("get after detach: %v, want not found", err)
+	}
+}
+
+// TestValidateCamera: the API checks a camera as pipeline.yaml does, NaN
+// fps included (it passed a range check, then stored an empty spec that
+// decode could not read).
+func TestValidateCamera(t *testing.T) {
+	for _, c := range []struct {
+		cam  config.Camera
+		want string
+	}{
+		{config.Camera{ID: "a", URL: "synthetic://", FPS: math.NaN()}, "fps: NaN out of range"},
+		{config.Camera{ID: "a", URL: "synthetic://", FPS: 121}, "fps: 121 out of range"},
+		{config.Camera{ID: "a b", URL: "synthetic://"}, "id:"},
+		{config.Camera{ID: "a", URL: "htp://x"}, `unknown scheme "htp"`},
+	} {
+		err := Validate(c.cam)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate(%+v) = %v, want ErrInvalid saying %q", c.cam, err, c.want)
+		}
+	}
+	if err := Validate(config.Camera{ID: "a", URL: "synthetic://", FPS: 5}); err != nil {
+		t.Errorf("a good camera: %v", err)
 	}
 }

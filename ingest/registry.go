@@ -23,7 +23,6 @@ import (
 
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
-	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/media"
 )
 
@@ -176,16 +175,10 @@ func (r *Registry) onStatus(m *nats.Msg) {
 	r.mu.Unlock()
 }
 
-// Validate checks a camera spec the way pipeline.yaml is checked.
+// Validate checks a camera spec with pipeline.yaml's own check.
 func Validate(c config.Camera) error {
-	if err := frame.ValidCameraID(c.ID); err != nil {
-		return fmt.Errorf("%w: id: %v", ErrInvalid, err)
-	}
-	if err := config.CheckCameraURL(c.URL); err != nil {
-		return fmt.Errorf("%w: url: %v", ErrInvalid, err)
-	}
-	if c.FPS < 0 || c.FPS > 120 {
-		return fmt.Errorf("%w: fps %v out of range 0..120", ErrInvalid, c.FPS)
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return nil
 }
@@ -195,9 +188,12 @@ func (r *Registry) Attach(ctx context.Context, c config.Camera) error {
 	if err := Validate(c); err != nil {
 		return err
 	}
-	b, _ := json.Marshal(c)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	creating := false
-	err := retry(ctx, func() error {
+	err = retry(ctx, func() error {
 		_, err := r.kv.Create(ctx, c.ID, b)
 		if errors.Is(err, jetstream.ErrKeyExists) && creating {
 			// An earlier try may have been stored with its answer lost.

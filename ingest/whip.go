@@ -179,7 +179,7 @@ func (w *WHIP) handlePublish(rw http.ResponseWriter, req *http.Request) {
 	var fps float64
 	if q := req.URL.Query().Get("fps"); q != "" {
 		f, err := strconv.ParseFloat(q, 64)
-		if err != nil || f < 0 || f > config.MaxFPS {
+		if err != nil || !(f >= 0 && f <= config.MaxFPS) { // NaN too
 			writeJSON(rw, http.StatusBadRequest, apiError{fmt.Sprintf("fps %q: want a number in 0..%d", q, config.MaxFPS)})
 			return
 		}

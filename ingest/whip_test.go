@@ -260,6 +260,7 @@ func TestWHIPBadInput(t *testing.T) {
 		{"wrong content type", "/whip/cam1", "application/json", good, 415, "application/sdp"},
 		{"bad camera id", "/whip/a%20b", "application/sdp", good, 400, "camera id"},
 		{"bad fps", "/whip/cam1?fps=500", "application/sdp", good, 400, "fps"},
+		{"fps not a number", "/whip/cam1?fps=NaN", "application/sdp", good, 400, "fps"},
 	}
 	// Warm up pion's and net/http's process-wide goroutines, then watch for leaks.
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(), goleak.Cleanup(func(int) { http.DefaultClient.CloseIdleConnections() }))
