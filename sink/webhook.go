@@ -396,13 +396,19 @@ func (w *webhook) post(ctx context.Context, d delivery) (retry bool, wait time.D
 	}
 }
 
-// retryAfter reads a Retry-After of delay seconds (capped); 0 otherwise.
+// retryAfter reads a Retry-After of delay seconds or an HTTP-date, capped
+// at maxRetryAfter; 0 (the usual backoff) otherwise.
 func retryAfter(h string) time.Duration {
-	s, err := strconv.Atoi(h)
-	if err != nil || s < 0 {
-		return 0
+	if s, err := strconv.ParseInt(h, 10, 64); err == nil {
+		if s <= 0 {
+			return 0
+		}
+		return time.Duration(min(s, int64(maxRetryAfter/time.Second))) * time.Second
 	}
-	return min(time.Duration(s)*time.Second, maxRetryAfter)
+	if at, err := http.ParseTime(h); err == nil { // an HTTP-date
+		return min(max(time.Until(at), 0), maxRetryAfter)
+	}
+	return 0
 }
 
 // Sign is a webhook body's signature: "sha256=" and the hex HMAC-SHA256

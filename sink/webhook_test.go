@@ -417,10 +417,19 @@ func TestDurableNeedsStream(t *testing.T) {
 }
 
 func TestRetryAfter(t *testing.T) {
-	for h, want := range map[string]time.Duration{"": 0, "2": 2 * time.Second, "600": maxRetryAfter, "-1": 0, "Wed, 21 Oct 2015 07:28:00 GMT": 0} {
+	soon := time.Now().Add(10 * time.Second).UTC().Format(http.TimeFormat)
+	for h, want := range map[string]time.Duration{
+		"": 0, "2": 2 * time.Second, "600": maxRetryAfter, "-1": 0, "junk": 0,
+		"9223372037": maxRetryAfter, "99999999999999999999": 0, // overflowed to a negative wait, retried at once
+		"Wed, 21 Oct 2015 07:28:00 GMT": 0, // in the past
+		"Wed, 21 Oct 2099 07:28:00 GMT": maxRetryAfter,
+	} {
 		if got := retryAfter(h); got != want {
 			t.Errorf("retryAfter(%q) = %v, want %v", h, got, want)
 		}
+	}
+	if got := retryAfter(soon); got <= 8*time.Second || got > 10*time.Second {
+		t.Errorf("retryAfter(%q) = %v, want about 10s", soon, got)
 	}
 }
 
