@@ -3,6 +3,7 @@ package generate
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -242,6 +243,12 @@ func TestConfiguredSamplingAndCameraTriggers(t *testing.T) {
 	if r := request(t, nc, `{"camera":"cam2"}`); r.Error != "" || len(r.Caption.Caption.Tokens) > 2 {
 		t.Errorf("request with the configured sampling: %+v", r)
 	}
+	// More tokens than the model has positions for: the request is wrong
+	// (bad_request), not the generation (failed).
+	limit := openCaptioner(t).TokenLimit()
+	if r := request(t, nc, fmt.Sprintf(`{"camera":"cam1","sampling":{"max_tokens":%d}}`, limit+1)); r.Reason != ReasonBadRequest || !strings.Contains(r.Error, fmt.Sprintf("at most %d tokens", limit)) {
+		t.Errorf("request for %d tokens: %+v, want bad_request naming the limit", limit+1, r)
+	}
 	waitFor(t, "3 periodic captions", func() bool {
 		n := 0
 		for _, a := range captions() {
@@ -330,6 +337,26 @@ func TestVocabularyMismatchFailsAtStart(t *testing.T) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
+	}
+}
+
+// TestMaxTokensMustFitTheModel: a generate.sampling.max_tokens the caption
+// model cannot produce (config allows up to 1024) is an error at start
+// naming both, not a failure of every caption later.
+func TestMaxTokensMustFitTheModel(t *testing.T) {
+	cfg := config.Default()
+	cfg.Decode.Width, cfg.Decode.Height, cfg.Decode.PatchSize = 96, 96, 8
+	cfg.Generate.CaptionModel, cfg.Generate.FramegenModel = tinyCaption, ""
+	limit := openCaptioner(t).TokenLimit()
+	cfg.Generate.Sampling.MaxTokens = limit
+	m, err := OpenModels(cfg)
+	if err != nil {
+		t.Fatalf("max_tokens at the limit: %v", err)
+	}
+	_ = m.Close()
+	cfg.Generate.Sampling.MaxTokens = limit + 1
+	if _, err := OpenModels(cfg); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("generate.sampling.max_tokens %d: generate.caption_model %s makes at most %d tokens", limit+1, tinyCaption, limit)) {
+		t.Errorf("max_tokens over the limit: %v", err)
 	}
 }
 

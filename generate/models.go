@@ -40,6 +40,10 @@ func OpenModels(cfg config.Config) (*Models, error) {
 			return nil, fmt.Errorf("generate.caption_model %s: %w", g.CaptionModel, err)
 		}
 		m.Captions = c
+		if mt := g.Sampling.MaxTokens; mt > c.TokenLimit() {
+			_ = m.Close()
+			return nil, fmt.Errorf("generate.sampling.max_tokens %d: generate.caption_model %s makes at most %d tokens", mt, g.CaptionModel, c.TokenLimit())
+		}
 		w, h, p := c.Grid()
 		if err := checkDecode("generate.caption_model "+g.CaptionModel, d, w, h, p); err != nil {
 			_ = m.Close()

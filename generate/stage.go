@@ -518,6 +518,11 @@ func (s *Stage) onRequest(m *nats.Msg) {
 		s.malformedMsg(m.Subject, "generate request without a reply subject", errors.New("use NATS request-reply"))
 		return
 	}
+	if p.Kind == KindCaption && s.cap != nil && p.sampling.MaxTokens > s.cap.TokenLimit() {
+		metricRejected.WithLabelValues("request", ReasonBadRequest).Inc()
+		respond(errorReply(&p.Request, ReasonBadRequest, fmt.Sprintf("sampling.max_tokens %d: the caption model makes at most %d tokens", p.sampling.MaxTokens, s.cap.TokenLimit())))
+		return
+	}
 	if reason, msg := s.precheck(p.Kind, p.Camera, now); reason != "" {
 		if s.handBack(m, reason, now) {
 			return

@@ -200,6 +200,10 @@ func (c *Captioner) Tokenizer() *Tokenizer { return c.b.tok }
 // max_length minus the start token.
 func (c *Captioner) MaxTokens() int { return c.b.maxLen }
 
+// TokenLimit is the most tokens a caption may be asked for (Sampling's
+// MaxTokens): the decoder's positions less the start token.
+func (c *Captioner) TokenLimit() int { return c.b.maxPos - 1 }
+
 // Close releases the ORT sessions. The Captioner must not be used afterwards.
 func (c *Captioner) Close() error {
 	c.mu.Lock()
