@@ -16,6 +16,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // TestRegistryReadsItsWritesInACluster attaches, reads and detaches
@@ -168,4 +169,57 @@ func TestValidateCamera(t *testing.T) {
 	if err := Validate(config.Camera{ID: "a", URL: "synthetic://", FPS: 5}); err != nil {
 		t.Errorf("a good camera: %v", err)
 	}
+}
+
+// TestStatusIsBounded: camera status from NATS is kept only when it looks
+// like decode's (a camera id, a small JSON object), and forgotten when no
+// decode has reported on the camera for the status TTL, so a publisher of
+// junk cannot grow ingest's memory without bound.
+func TestStatusIsBounded(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	r, err := OpenRegistry(ctx, nc, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.mu.Lock()
+	r.statusTTL = 500 * time.Millisecond
+	r.mu.Unlock()
+	if err := r.Attach(ctx, config.Camera{ID: "door", URL: "synthetic://"}); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(subj, data string) {
+		if err := nc.Publish(subj, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub(bus.StatusPrefix+"door", `{"state":"streaming"}`)
+	pub(bus.StatusPrefix+"\xff", `{}`)
+	pub(bus.StatusPrefix+"big", `"`+strings.Repeat("x", maxStatusBytes)+`"`)
+	pub(bus.StatusPrefix+"x", `not json`)
+	for i := range 50 {
+		pub(fmt.Sprintf("%sjunk%d", bus.StatusPrefix, i), `{}`)
+	}
+	_ = nc.Flush()
+	kept := func() (n int, bad uint64) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.status), r.badStatus
+	}
+	testenv.WaitFor(t, "the statuses handled", 5*time.Second, func() bool { n, bad := kept(); return n == 51 && bad == 3 })
+	if v, _ := r.Get(ctx, "door"); !strings.Contains(string(v.Status), "streaming") {
+		t.Errorf("door's status %s", v.Status)
+	}
+	// Door's decode is silent from now on: past the TTL it has no status.
+	testenv.WaitFor(t, "door's status gone after the TTL", 5*time.Second, func() bool {
+		v, _ := r.Get(ctx, "door")
+		return string(v.Status) == "null"
+	})
+	testenv.WaitFor(t, "the expired statuses forgotten", 5*time.Second, func() bool {
+		pub(bus.StatusPrefix+"fresh", `{}`) // statuses that still come keep theirs
+		_ = nc.Flush()
+		n, _ := kept()
+		return n == 1
+	})
 }

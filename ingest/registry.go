@@ -23,6 +23,7 @@ import (
 
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/media"
 )
 
@@ -68,11 +69,28 @@ type Registry struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
 
-	mu       sync.Mutex
-	status   map[string]json.RawMessage
-	sub      *nats.Subscription
-	onDetach []func(id string)
+	mu        sync.Mutex
+	status    map[string]cameraStatus
+	statusTTL time.Duration
+	pruned    time.Time // when status was last rid of the expired
+	badStatus uint64
+	sub       *nats.Subscription
+	onDetach  []func(id string)
 }
+
+// cameraStatus is the last status decode published for a camera.
+type cameraStatus struct {
+	raw json.RawMessage
+	at  time.Time
+}
+
+// A status is a small JSON object; one larger is not decode's.
+const maxStatusBytes = 16 << 10
+
+// statusTTL forgets the status of a camera no decode has reported on for
+// this long (decode publishes every second): one detached through another
+// ingest replica, or whose decode is gone. The API then shows no status.
+const statusTTL = 2 * time.Minute
 
 // OnDetach calls f with the id of every camera detached from now on (the
 // WHIP endpoint closes the camera's WebRTC session).
@@ -89,7 +107,7 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{nc: nc, kv: kv, log: log, status: map[string]json.RawMessage{}}
+	r := &Registry{nc: nc, kv: kv, log: log, status: map[string]cameraStatus{}, statusTTL: statusTTL}
 	r.sub, err = nc.Subscribe(bus.StatusPrefix+"*", r.onStatus)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: subscribe status: %w", err)
@@ -166,13 +184,25 @@ func (r *Registry) Close() {
 
 func (r *Registry) onStatus(m *nats.Msg) {
 	id := strings.TrimPrefix(m.Subject, bus.StatusPrefix)
-	if !json.Valid(m.Data) {
-		r.log.Warn("dropping malformed camera status", "subject", m.Subject)
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if frame.ValidCameraID(id) != nil || len(m.Data) > maxStatusBytes || !json.Valid(m.Data) {
+		r.badStatus++
+		if n := r.badStatus; n&(n-1) == 0 { // the 1st, 2nd, 4th...: garbage cannot flood the log
+			r.log.Warn("dropping malformed camera status", "subject", m.Subject, "bytes", len(m.Data), "malformed_total", n)
+		}
 		return
 	}
-	r.mu.Lock()
-	r.status[id] = append(json.RawMessage(nil), m.Data...)
-	r.mu.Unlock()
+	r.status[id] = cameraStatus{raw: append(json.RawMessage(nil), m.Data...), at: now}
+	if now.Sub(r.pruned) > r.statusTTL/4 {
+		r.pruned = now
+		for k, st := range r.status {
+			if now.Sub(st.at) > r.statusTTL {
+				delete(r.status, k)
+			}
+		}
+	}
 }
 
 // Validate checks a camera spec with pipeline.yaml's own check.
@@ -311,7 +341,10 @@ func (r *Registry) view(spec []byte) (CameraView, error) {
 		return CameraView{}, fmt.Errorf("camera spec: %w", err)
 	}
 	r.mu.Lock()
-	st := r.status[c.ID]
+	var st json.RawMessage
+	if cs, ok := r.status[c.ID]; ok && time.Since(cs.at) <= r.statusTTL {
+		st = cs.raw
+	}
 	r.mu.Unlock()
 	if st == nil {
 		st = json.RawMessage("null")
