@@ -44,6 +44,10 @@ type Set struct {
 	kv   jetstream.KeyValue
 	id   string
 	revs map[string]uint64 // key → revision of our lease
+	// opTimeout bounds each bucket operation on its own (a third of the
+	// TTL), not a round as a whole: a Drop that takes long (a camera
+	// stopping mid-read) must not time out the renewals after it.
+	opTimeout time.Duration
 }
 
 // Open opens (creating or updating) the lease bucket, whose entries live
@@ -55,7 +59,12 @@ func Open(ctx context.Context, nc *nats.Conn, bucket, description string, ttl ti
 	if err != nil {
 		return nil, err
 	}
-	return &Set{kv: kv, id: replicaID(), revs: map[string]uint64{}}, nil
+	return &Set{kv: kv, id: replicaID(), revs: map[string]uint64{}, opTimeout: max(ttl/3, time.Second)}, nil
+}
+
+// op is the context of one bucket operation.
+func (s *Set) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opTimeout)
 }
 
 // ID names this replica in the bucket: host, pid and a random suffix.
@@ -81,6 +90,8 @@ func replicaID() string {
 
 // heartbeat says this replica is alive and returns how many are.
 func (s *Set) heartbeat(ctx context.Context) (int, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	if _, err := s.kv.Put(ctx, ReplicaPrefix+s.id, nil); err != nil {
 		return 0, err
 	}
@@ -97,6 +108,8 @@ func (s *Set) heartbeat(ctx context.Context) (int, error) {
 
 // acquire takes the lease of key if it is free.
 func (s *Set) acquire(ctx context.Context, key string) (bool, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	rev, err := s.kv.Create(ctx, KeyPrefix+key, []byte(s.id))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return false, nil
@@ -111,6 +124,8 @@ func (s *Set) acquire(ctx context.Context, key string) (bool, error) {
 // renew extends the lease of key; an error means it is no longer ours (or
 // NATS did not answer).
 func (s *Set) renew(ctx context.Context, key string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	rev, err := s.kv.Update(ctx, KeyPrefix+key, []byte(s.id), s.revs[key])
 	if err != nil {
 		return err
@@ -122,7 +137,9 @@ func (s *Set) renew(ctx context.Context, key string) error {
 // release gives the lease of key back, if it is still ours.
 func (s *Set) release(ctx context.Context, key string) {
 	if rev, ok := s.revs[key]; ok {
+		ctx, cancel := s.op(ctx)
 		_ = s.kv.Delete(ctx, KeyPrefix+key, jetstream.LastRevision(rev))
+		cancel()
 		delete(s.revs, key)
 	}
 }
@@ -172,6 +189,9 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 			continue
 		}
 		if err := s.renew(ctx, key); err != nil {
+			if ctx.Err() != nil {
+				return // stopping: Run drops what is held
+			}
 			if bus.Transient(ctx, err) {
 				held = append(held, key) // try again next round
 				continue
@@ -235,8 +255,6 @@ func (s *Set) Run(ctx context.Context, interval time.Duration, changed <-chan st
 		case <-t.C:
 		case <-changed:
 		}
-		rctx, cancel := context.WithTimeout(ctx, interval)
-		s.Balance(rctx, keys(), w)
-		cancel()
+		s.Balance(ctx, keys(), w)
 	}
 }

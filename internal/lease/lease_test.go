@@ -4,10 +4,12 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // holder records what Balance tells a replica to work on.
@@ -88,4 +90,53 @@ func TestBalance(t *testing.T) {
 	if got := ha.keys(); !slices.Equal(got, keys) {
 		t.Errorf("after b left, a holds %v, want %v", got, keys)
 	}
+}
+
+// TestSlowDropKeepsTheOthers: a key whose Drop takes longer than a round
+// (a camera stopping while its read is blocked) does not cost the replica
+// its other keys: each bucket operation has its own time limit, so the
+// renewals after the slow Drop still go through.
+func TestSlowDropKeepsTheOthers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	s, err := Open(ctx, nc, "slow_leases", "test", 3*time.Second, 1) // rounds and operations of 1 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	keys := []string{"k1", "k2", "k3", "k4"}
+	held, dropped := holder{}, []string{}
+	w := Work{
+		Hold: func(k string) { mu.Lock(); held[k] = true; mu.Unlock() },
+		Drop: func(k string) {
+			if k == "k1" {
+				time.Sleep(2500 * time.Millisecond) // longer than a round
+			}
+			mu.Lock()
+			delete(held, k)
+			dropped = append(dropped, k)
+			mu.Unlock()
+		},
+		Log: natstest.Discard(),
+	}
+	changed := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx, time.Second, changed, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(keys) }, w)
+	}()
+	state := func() ([]string, []string) { mu.Lock(); defer mu.Unlock(); return held.keys(), slices.Clone(dropped) }
+	testenv.WaitFor(t, "all four keys held", 10*time.Second, func() bool { h, _ := state(); return len(h) == 4 })
+	mu.Lock()
+	keys = keys[1:] // k1 goes: its Drop is slow
+	mu.Unlock()
+	changed <- struct{}{}
+	testenv.WaitFor(t, "k1 dropped", 10*time.Second, func() bool { _, d := state(); return slices.Contains(d, "k1") })
+	time.Sleep(2 * time.Second) // two more rounds
+	if h, d := state(); !slices.Equal(d, []string{"k1"}) || !slices.Equal(h, []string{"k2", "k3", "k4"}) {
+		t.Errorf("after k1's slow drop: holding %v, dropped %v; want k2 k3 k4 held and only k1 dropped", h, d)
+	}
+	cancel()
+	<-done
 }
