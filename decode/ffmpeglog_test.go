@@ -7,7 +7,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,5 +87,50 @@ func TestFFmpegLines(t *testing.T) {
 	}
 	if strings.Contains(out, "pa55") || strings.Contains(out, "0x55d0") {
 		t.Errorf("log shows a password or an address:\n%s", out)
+	}
+}
+
+// TestCaptureOptionTurns: an open that needs another capture-options value
+// than the one in force waits for the opens in flight, and new opens of
+// the value in force wait behind it instead of overtaking it for ever
+// (RTSP opens to a dead host kept a file camera from opening).
+func TestCaptureOptionTurns(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	run := func(name, v string, hold <-chan struct{}, started chan<- struct{}) {
+		withCaptureOptions(v, func() {
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+			if started != nil {
+				close(started)
+			}
+			if hold != nil {
+				<-hold
+			}
+		})
+	}
+	release, started := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{}, 3)
+	go func() { run("rtsp-1", "A", release, started); done <- struct{}{} }()
+	<-started
+	go func() { run("file", "B", nil, nil); done <- struct{}{} }()
+	waiting := func(v string) bool {
+		ffmpegEnv.Lock()
+		defer ffmpegEnv.Unlock()
+		return ffmpegEnv.waiting[v] > 0
+	}
+	testenv.WaitFor(t, "the file open waiting", 5*time.Second, func() bool { return waiting("B") })
+	go func() { run("rtsp-2", "A", nil, nil); done <- struct{}{} }()
+	testenv.WaitFor(t, "the second RTSP open waiting", 5*time.Second, func() bool { return waiting("A") })
+	close(release)
+	for range 3 {
+		<-done
+	}
+	if want := []string{"rtsp-1", "file", "rtsp-2"}; !slices.Equal(order, want) {
+		t.Errorf("opens ran in the order %v, want %v", order, want)
+	}
+	if got := os.Getenv(ffmpegOptionsEnv); got != "A" {
+		t.Errorf("%s = %q after the last open, want A", ffmpegOptionsEnv, got)
 	}
 }

@@ -133,6 +133,7 @@ var ffmpegEnv = struct {
 	baseOnce sync.Once
 	current  string
 	inFlight int
+	waiting  map[string]int // opens waiting, by the value they need
 }{}
 
 // CaptureOptions is the OPENCV_FFMPEG_CAPTURE_OPTIONS value used to open a
@@ -164,15 +165,25 @@ func envInit() {
 	ffmpegEnv.baseOnce.Do(func() {
 		ffmpegEnv.base = os.Getenv(ffmpegOptionsEnv)
 		ffmpegEnv.cond = sync.NewCond(&ffmpegEnv.Mutex)
+		ffmpegEnv.waiting = map[string]int{}
 	})
 }
 
 // withCaptureOptions runs open with OPENCV_FFMPEG_CAPTURE_OPTIONS set to v.
+// Opens that need the value in force run together; one that needs another
+// value waits for them to finish, and while it waits, new opens of the
+// value in force wait behind it: turns alternate, so a file or WHIP camera
+// is not starved by RTSP cameras whose opens (up to the stall timeout to
+// an unreachable host) keep overlapping.
 func withCaptureOptions(v string, open func()) {
 	envInit()
 	ffmpegEnv.Lock()
-	for ffmpegEnv.inFlight > 0 && ffmpegEnv.current != v {
+	ffmpegEnv.waiting[v]++
+	for !mayOpen(v) {
 		ffmpegEnv.cond.Wait()
+	}
+	if ffmpegEnv.waiting[v]--; ffmpegEnv.waiting[v] == 0 {
+		delete(ffmpegEnv.waiting, v)
 	}
 	if ffmpegEnv.current != v || os.Getenv(ffmpegOptionsEnv) != v {
 		_ = os.Setenv(ffmpegOptionsEnv, v)
@@ -187,6 +198,22 @@ func withCaptureOptions(v string, open func()) {
 		ffmpegEnv.Unlock()
 	}()
 	open()
+}
+
+// mayOpen reports whether an open needing v may start now (ffmpegEnv
+// locked): with nothing in flight, one needing another value than the one
+// in force goes first; else only v in force, with no other value waiting.
+func mayOpen(v string) bool {
+	othersWait := false
+	for w := range ffmpegEnv.waiting {
+		if w != ffmpegEnv.current {
+			othersWait = true
+		}
+	}
+	if v == ffmpegEnv.current {
+		return !othersWait
+	}
+	return ffmpegEnv.inFlight == 0
 }
 
 // cvSource reads a stream or file with OpenCV's FFmpeg backend.
