@@ -176,7 +176,7 @@ func TestErrors(t *testing.T) {
 			yaml: "analyze:\n  batch_size: 0\n  queue_size: 0\ntelemetry:\n  sample_ratio: 2\n",
 			want: []string{
 				"pipeline.yaml:2: analyze.batch_size: 0 out of range 1..256",
-				"pipeline.yaml:3: analyze.queue_size: 0 is below 1",
+				"pipeline.yaml:3: analyze.queue_size: 0 out of range 1..100000",
 				"pipeline.yaml:5: telemetry.sample_ratio: 2 out of range 0..1",
 			},
 		},
@@ -217,6 +217,15 @@ func TestErrors(t *testing.T) {
 				`pipeline.yaml:4: sink.webhooks[0].kinds: "alert" (want analysis, caption, anomaly)`,
 				"pipeline.yaml:5: sink.webhooks[0].min_score: 2 out of range 0..1",
 				"pipeline.yaml:6: sink.webhooks[0].attempts: 20 out of range 1..10",
+			},
+		},
+		{
+			name: "webhook NaN score, huge queues, one URL twice",
+			yaml: "decode:\n  queue_size: 100000000000000\nsink:\n  webhooks:\n    - url: http://h/x\n      min_score: .nan\n      cameras: [door]\n    - url: http://h/x\n      cameras: [yard]\n    - url: http://h/x\n      delivery: memory\n",
+			want: []string{
+				"pipeline.yaml:2: decode.queue_size: 100000000000000 out of range 1..100000",
+				"pipeline.yaml:6: sink.webhooks[0].min_score: NaN out of range 0..1",
+				"pipeline.yaml:8: sink.webhooks[1].url: the same URL as sink.webhooks[0], and both durable",
 			},
 		},
 		{

@@ -20,6 +20,7 @@ import (
 // Limits checked by Validate.
 const (
 	MaxFPS       = 120
+	MaxQueue     = 100000 // frames a queue may hold: each slot is allocated at start
 	MaxBatchSize = 256
 )
 
@@ -49,12 +50,24 @@ func (c *Config) problems() []error {
 	c.Decode.check(ck)
 	c.Analyze.check(ck)
 	c.Sink.Stream.check(ck)
+	durable := map[string]int{} // URL → the first durable webhook with it
 	for i, w := range c.Sink.Webhooks {
 		path := fmt.Sprintf("sink.webhooks[%d]", i)
 		w.WithDefaults().check(ck, path)
-		if _, err := w.DeliveryFor(c.Sink.Stream); err != nil {
+		d, err := w.DeliveryFor(c.Sink.Stream)
+		if err != nil {
 			ck.addErr(path+".delivery", err)
 		}
+		if d != DeliveryDurable {
+			continue
+		}
+		// A durable webhook's consumer is named by its URL: two would share
+		// one, each acknowledging what its own filters skip.
+		if first, dup := durable[w.URL]; dup {
+			ck.add(path+".url", "the same URL as sink.webhooks[%d], and both durable: merge them into one webhook, or make the URLs differ (a query string will do)", first)
+			continue
+		}
+		durable[w.URL] = i
 	}
 	c.Generate.check(ck)
 	c.Telemetry.check(ck)
@@ -311,8 +324,8 @@ func (d Decode) check(ck *checker) {
 	if d.DefaultFPS == 0 || !inRange(d.DefaultFPS, 0, MaxFPS) {
 		ck.add("decode.default_fps", "%v out of range (0, %d]", d.DefaultFPS, MaxFPS)
 	}
-	if d.QueueSize < 1 {
-		ck.add("decode.queue_size", "%d is below 1", d.QueueSize)
+	if d.QueueSize < 1 || d.QueueSize > MaxQueue {
+		ck.add("decode.queue_size", "%d out of range 1..%d", d.QueueSize, MaxQueue)
 	}
 	if d.StallTimeout <= 0 {
 		ck.add("decode.stall_timeout", "%v must be positive", d.StallTimeout)
@@ -369,7 +382,7 @@ func (w Webhook) check(ck *checker, path string) {
 			ck.add(joinPath(path, "cameras"), "%q is not a camera id", id)
 		}
 	}
-	if w.MinScore < 0 || w.MinScore > 1 {
+	if !inRange(w.MinScore, 0, 1) {
 		ck.add(joinPath(path, "min_score"), "%v out of range 0..1", w.MinScore)
 	}
 	for k := range w.Headers {
@@ -419,8 +432,8 @@ func (a Analyze) check(ck *checker) {
 	if a.MaxBatchWait < 0 {
 		ck.add("analyze.max_batch_wait", "%v is negative", a.MaxBatchWait)
 	}
-	if a.QueueSize < 1 {
-		ck.add("analyze.queue_size", "%d is below 1", a.QueueSize)
+	if a.QueueSize < 1 || a.QueueSize > MaxQueue {
+		ck.add("analyze.queue_size", "%d out of range 1..%d", a.QueueSize, MaxQueue)
 	}
 	if a.Threads < 0 {
 		ck.add("analyze.threads", "%d is negative (0 = runtime default)", a.Threads)
