@@ -695,6 +695,7 @@ func (c *Camera) publish(it *item) {
 		telemetry.FramesDropped.WithLabelValues(stageName, c.spec.ID, "publish_error").Inc()
 		c.mu.Lock()
 		c.st.FramesDropped++
+		c.st.LastError = "publish frame: " + err.Error()
 		c.mu.Unlock()
 		c.log.Warn("publish frame failed", "seq", f.Seq, "err", err)
 	} else {

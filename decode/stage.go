@@ -59,6 +59,9 @@ func (s *Stage) Run(ctx context.Context) error {
 	if s.log != nil {
 		SetFFmpegLogger(s.log)
 	}
+	if err := checkPayload(s.opts.NC, s.opts.Decode); err != nil {
+		return err
+	}
 	kv, err := ingest.CamerasBucket(ctx, s.opts.NC, s.opts.Replicas, false)
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)
@@ -267,3 +270,18 @@ func (s *Stage) publishStatus(ctx context.Context) {
 		}
 	}
 }
+
+// checkPayload fails when a frame at the decode size cannot be published on
+// nc's server (its max_payload); unknown until connected, it passes then.
+func checkPayload(nc *nats.Conn, d config.Decode) error {
+	limit := nc.MaxPayload()
+	need := int64(d.Width) * int64(d.Height) * 3
+	if limit <= 0 || need+frameHeaderRoom <= limit {
+		return nil
+	}
+	return fmt.Errorf("decode: a %dx%d frame is %d bytes of patch tokens, over the NATS server's max_payload of %d bytes: raise max_payload (deploy/nats/node.conf sets 4MB) or lower decode.width/height",
+		d.Width, d.Height, need, limit)
+}
+
+// frameHeaderRoom is what a frame message's headers take at most, roughly.
+const frameHeaderRoom = 4 << 10

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/patchline/patchline/ingest"
@@ -99,4 +101,25 @@ func TestStageReplicasShareCameras(t *testing.T) {
 	c.cancel() // leaves: gives its cameras back at once
 	<-c.done
 	waitSplit("after c left", []*replica{a}, 4)
+}
+
+// TestFramesMustFitMaxPayload: a decode size whose frames the server
+// cannot carry is an error at start naming both sizes, not every frame
+// dropped while the camera shows "streaming".
+func TestFramesMustFitMaxPayload(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, MaxPayload: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	nc := natstest.Connect(t, srv.ClientURL())
+	st := NewStage(Options{NC: nc, Decode: config.Decode{Width: 224, Height: 224, PatchSize: 16}, Logger: natstest.Discard()})
+	err = st.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "a 224x224 frame is 150528 bytes of patch tokens, over the NATS server's max_payload of 65536 bytes") {
+		t.Errorf("Run = %v, want the max_payload error", err)
+	}
 }
