@@ -41,6 +41,7 @@ const (
 	StateEnded      = "ended"
 	StateStopped    = "stopped"
 	StateOffline    = "offline" // a whip:// camera with no publisher
+	StateFailed     = "failed"  // its spec cannot start (not retried): see last_error
 )
 
 // Options are what every camera worker shares.

@@ -18,6 +18,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/lease"
+	"github.com/patchline/patchline/internal/media"
 	"github.com/patchline/patchline/internal/telemetry"
 )
 
@@ -191,6 +192,10 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 	cam, err := NewCamera(c, s.opts)
 	if err != nil {
 		s.log.Error("decode: cannot start camera", "camera", id, "err", err)
+		// Say so where the camera's state is read (the API, `patchline
+		// cameras`): it is not retried, its spec has to change.
+		st, _ := json.Marshal(Status{ID: id, URL: media.RedactURL(c.URL), State: StateFailed, LastError: err.Error(), Since: time.Now()})
+		_ = s.opts.NC.Publish(bus.StatusSubject(id), st)
 		return
 	}
 	wctx, cancel := context.WithCancel(ctx)

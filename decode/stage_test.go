@@ -2,6 +2,7 @@ package decode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/patchline/patchline/ingest"
+	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/testenv"
@@ -122,4 +124,44 @@ func TestFramesMustFitMaxPayload(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "a 224x224 frame is 150528 bytes of patch tokens, over the NATS server's max_payload of 65536 bytes") {
 		t.Errorf("Run = %v, want the max_payload error", err)
 	}
+}
+
+// TestCameraThatCannotStart: a spec in the registry that its camera cannot
+// start with (written past ingest's checks, or by an older version) is
+// reported as failed, with why, where camera states are read.
+func TestCameraThatCannotStart(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := ingest.CamerasBucket(ctx, nc, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "odd", []byte(`{"id":"odd","url":"synthetic://?objects=99"}`)); err != nil {
+		t.Fatal(err)
+	}
+	statuses := make(chan *nats.Msg, 4)
+	sub, err := nc.ChanSubscribe(bus.StatusSubject("odd"), statuses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	st := NewStage(Options{NC: natstest.Connect(t, url), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: time.Second}, Logger: natstest.Discard()})
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	select {
+	case m := <-statuses:
+		var s Status
+		if err := json.Unmarshal(m.Data, &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.State != StateFailed || !strings.Contains(s.LastError, "objects") {
+			t.Errorf("status %+v, want failed with the reason", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no status for the camera that cannot start")
+	}
+	cancel()
+	<-done
 }

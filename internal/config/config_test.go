@@ -534,9 +534,14 @@ func TestCheckCameraURL(t *testing.T) {
 		"rtsp:/cam.local/s":  "missing the // after rtsp:",
 		"file://":            "has no path",
 		"rtsp://u:pw@[::1/s": "bad url",
-		"synthetic://%zz":    "bad url",
-		"clips/a\x00.mp4":    "NUL",
-		"whip://cam1":        "something after whip://",
+		"synthetic://%zz":    "invalid URL escape",
+		// What the cameras themselves would refuse is refused here too, so
+		// that a camera that passes validation starts.
+		"synthetic://?seed=5&anomaly_evry=40": "anomaly_evry",
+		"file://clips/a.mp4":                  `names host "clips"`,
+		"synthetic://?objects=99":             "objects",
+		"clips/a\x00.mp4":                     "NUL",
+		"whip://cam1":                         "something after whip://",
 	} {
 		err := CheckCameraURL(bad)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/synth"
 )
 
 // Limits checked by Validate.
@@ -130,8 +132,20 @@ func CheckCameraURL(raw string) error {
 		if rest == "" || rest == "/" {
 			return fmt.Errorf("file url %q has no path", redact(raw))
 		}
+		u, err := parseURL(raw)
+		if err != nil {
+			return err
+		}
+		if u.Host != "" && u.Host != "localhost" {
+			return fmt.Errorf("file url %q names host %q; use file:///absolute/path", redact(raw), u.Host)
+		}
+		if !path.IsAbs(u.Path) {
+			return fmt.Errorf("file url %q needs an absolute path (file:///abs/path)", redact(raw))
+		}
 	case "synthetic":
-		if _, err := parseURL(raw); err != nil {
+		// The same parse the synthetic camera makes, so that what passes here
+		// starts (unknown or out-of-range parameters are errors).
+		if _, err := synth.ParseURL(raw); err != nil {
 			return err
 		}
 	case "whip":
