@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -76,6 +77,9 @@ func (g *globals) setup(cfgPath string) (*slog.Logger, config.Config, error) {
 		return nil, config.Config{}, err
 	}
 	cfg, err := config.Load(cfgPath)
+	for _, w := range config.StrayEnv(os.Environ()) {
+		log.Warn(w)
+	}
 	return log, cfg, err
 }
 

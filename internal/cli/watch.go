@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -144,6 +145,9 @@ func newValidateCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(cfgPath)
+			for _, w := range config.StrayEnv(os.Environ()) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
 			if err != nil {
 				return err
 			}

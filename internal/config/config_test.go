@@ -5,6 +5,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -638,5 +639,22 @@ sink:
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// TestStrayEnv: a mistyped override is named with the setting it meant;
+// settings, the tools' own variables and unrelated PATCHLINE_ names a file
+// may expand are left alone.
+func TestStrayEnv(t *testing.T) {
+	got := StrayEnv([]string{
+		"PATCHLINE_ANALYZE_BATCHSIZE=4", "PATCHLINE_NATS_URLL=nats://x", "PATCHLINE_ANALYZE_BATCH_SIZE=4",
+		"PATCHLINE_ORT_LIB=/x.so", "PATCHLINE_REQUIRE_SHARED=1", "PATCHLINE_CAM_PASSWORD=s3cret", "HOME=/root",
+	})
+	want := []string{
+		"PATCHLINE_ANALYZE_BATCHSIZE is not a setting and changes nothing (did you mean PATCHLINE_ANALYZE_BATCH_SIZE, for analyze.batch_size?)",
+		"PATCHLINE_NATS_URLL is not a setting and changes nothing (did you mean PATCHLINE_NATS_URL, for nats.url?)",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("StrayEnv = %q, want %q", got, want)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -86,4 +87,34 @@ func applyEnv(c *Config, lookup func(string) (string, bool), origins map[string]
 		origins[l.path] = l.name
 	}
 	return errs
+}
+
+// StrayEnv returns a warning for each variable of environ ("NAME=value")
+// that looks like a mistyped override: a PATCHLINE_ name that is no
+// setting's but within two edits of one (PATCHLINE_ANALYZE_BATCHSIZE). Such
+// a variable would otherwise do nothing, silently. Other PATCHLINE_ names
+// are left alone: a file's ${VAR} may use any.
+func StrayEnv(environ []string) []string {
+	vars := EnvVars()
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, EnvPrefix) {
+			continue
+		}
+		if _, ok := vars[name]; ok {
+			continue
+		}
+		best, bestDist := "", 3
+		for v := range vars {
+			if d := editDistance(name, v); d < bestDist || d == bestDist && v < best {
+				best, bestDist = v, d
+			}
+		}
+		if best != "" {
+			out = append(out, fmt.Sprintf("%s is not a setting and changes nothing (did you mean %s, for %s?)", name, best, vars[best]))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
