@@ -38,9 +38,17 @@ type Stage struct {
 	mu      sync.Mutex
 	specs   map[string][]byte  // every camera in the registry
 	workers map[string]*worker // the cameras this replica decodes
+	failed  map[string]failure // cameras of this replica whose spec cannot start
 	wg      sync.WaitGroup
 	changed chan struct{} // the registry changed: reconcile now
 	bus.Readiness
+}
+
+// failure is a camera whose spec its worker cannot start with: reported
+// (state failed) until the spec changes or the camera goes, not retried.
+type failure struct {
+	spec []byte
+	st   Status
 }
 
 type worker struct {
@@ -52,7 +60,7 @@ type worker struct {
 
 // NewStage returns a decode stage; Run starts it.
 func NewStage(opts Options) *Stage {
-	return &Stage{opts: opts, log: opts.Logger, specs: map[string][]byte{}, workers: map[string]*worker{}, changed: make(chan struct{}, 1)}
+	return &Stage{opts: opts, log: opts.Logger, specs: map[string][]byte{}, workers: map[string]*worker{}, failed: map[string]failure{}, changed: make(chan struct{}, 1)}
 }
 
 // Run watches the camera registry until ctx is done, then stops every worker.
@@ -177,8 +185,9 @@ func (s *Stage) hold(ctx context.Context, id string) {
 func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 	s.mu.Lock()
 	cur := s.workers[id]
+	f, failed := s.failed[id]
 	s.mu.Unlock()
-	if cur != nil && string(cur.spec) == string(spec) {
+	if cur != nil && string(cur.spec) == string(spec) || failed && string(f.spec) == string(spec) {
 		return
 	}
 	if cur != nil {
@@ -193,15 +202,21 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 	if err != nil {
 		s.log.Error("decode: cannot start camera", "camera", id, "err", err)
 		// Say so where the camera's state is read (the API, `patchline
-		// cameras`): it is not retried, its spec has to change.
-		st, _ := json.Marshal(Status{ID: id, URL: media.RedactURL(c.URL), State: StateFailed, LastError: err.Error(), Since: time.Now()})
-		_ = s.opts.NC.Publish(bus.StatusSubject(id), st)
+		// cameras`), with the others' every second: it is not retried, its
+		// spec has to change.
+		st := Status{ID: id, URL: media.RedactURL(c.URL), State: StateFailed, LastError: err.Error(), Since: time.Now()}
+		s.mu.Lock()
+		s.failed[id] = failure{spec: spec, st: st}
+		s.mu.Unlock()
+		b, _ := json.Marshal(st)
+		_ = s.opts.NC.Publish(bus.StatusSubject(id), b)
 		return
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	w := &worker{spec: spec, cam: cam, cancel: cancel, done: make(chan struct{})}
 	s.mu.Lock()
 	s.workers[id] = w
+	delete(s.failed, id)
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
@@ -215,6 +230,7 @@ func (s *Stage) stop(id string) {
 	s.mu.Lock()
 	w := s.workers[id]
 	delete(s.workers, id)
+	delete(s.failed, id)
 	s.mu.Unlock()
 	if w == nil {
 		return
@@ -246,11 +262,15 @@ func (s *Stage) onWatch(m *nats.Msg) {
 	}
 }
 
-// Statuses returns the status of every running camera.
+// Statuses returns the status of every camera this replica runs, and of
+// each whose spec it could not start with (state failed).
 func (s *Stage) Statuses() []Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Status, 0, len(s.workers))
+	out := make([]Status, 0, len(s.workers)+len(s.failed))
+	for _, f := range s.failed {
+		out = append(out, f.st)
+	}
 	for _, w := range s.workers {
 		out = append(out, w.cam.Status())
 	}

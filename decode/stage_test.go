@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -147,20 +148,27 @@ func TestCameraThatCannotStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	st := NewStage(Options{NC: natstest.Connect(t, url), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: time.Second}, Logger: natstest.Discard()})
+	var logs testenv.Buffer
+	st := NewStage(Options{NC: natstest.Connect(t, url), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: time.Second},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	done := make(chan error, 1)
 	go func() { done <- st.Run(ctx) }()
-	select {
-	case m := <-statuses:
-		var s Status
-		if err := json.Unmarshal(m.Data, &s); err != nil {
-			t.Fatal(err)
+	for i := range 3 { // reported at once, then with the others' statuses every second
+		select {
+		case m := <-statuses:
+			var s Status
+			if err := json.Unmarshal(m.Data, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.State != StateFailed || !strings.Contains(s.LastError, "objects") {
+				t.Errorf("status %d: %+v, want failed with the reason", i, s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d statuses for the camera that cannot start, want 3", i)
 		}
-		if s.State != StateFailed || !strings.Contains(s.LastError, "objects") {
-			t.Errorf("status %+v, want failed with the reason", s)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no status for the camera that cannot start")
+	}
+	if n := strings.Count(logs.String(), "cannot start camera"); n != 1 {
+		t.Errorf("logged %d times that the camera cannot start, want once (it is not retried):\n%s", n, logs.String())
 	}
 	cancel()
 	<-done
