@@ -3,7 +3,6 @@ package decode
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -23,12 +22,7 @@ import (
 // with its credentials.
 func TestOpenErrorSaysWhy(t *testing.T) {
 	srv := rtsptest.StartWith(t, rtsptest.Config{User: "cam", Pass: "hunter2"})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	closed := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
 	wrong, _ := url.Parse(srv.AuthURL("live"))
 	wrong.User = url.UserPassword("cam", "wrong-s3cret")
 	for _, c := range []struct{ name, uri, want string }{
@@ -45,7 +39,7 @@ func TestOpenErrorSaysWhy(t *testing.T) {
 	if err := os.WriteFile(garbage, []byte("not a video at all"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = openCV(garbage, garbage, KindFile, SourceOptions{})
+	_, err := openCV(garbage, garbage, KindFile, SourceOptions{})
 	checkOpenError(t, err, "moov atom not found") // the mp4 demuxer's reason
 }
 

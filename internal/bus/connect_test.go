@@ -184,12 +184,7 @@ func TestConnectAuth(t *testing.T) {
 // TestConnectBeforeServer: with nothing listening yet, Connect returns a
 // connection that connects once the server is up.
 func TestConnectBeforeServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := testenv.FreePort(t, "127.0.0.1")
 	nc, err := Connect(config.NATS{}, fmt.Sprintf("nats://127.0.0.1:%d", port), "test", discard())
 	if err != nil {
 		t.Fatal(err)

@@ -10,24 +10,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
-
-// freePort returns a TCP port that was free on host a moment ago.
-func freePort(t *testing.T, host string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // TestEmbeddedHost checks that nats.embedded.host is the one address the
 // embedded server listens on: clients reach it there and not on another
 // loopback address at the same port.
 func TestEmbeddedHost(t *testing.T) {
-	port := freePort(t, "127.0.0.2")
+	port := testenv.FreePort(t, "127.0.0.2")
 	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.2", Port: port, StoreDir: t.TempDir()}, discard())
 	if err != nil {
 		t.Fatal(err)

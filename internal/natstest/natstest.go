@@ -5,7 +5,6 @@ package natstest
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // Start runs a server for the test and returns its client URL.
@@ -50,12 +50,7 @@ func StartCluster(t testing.TB, n int) []string {
 	routes := make([]*url.URL, n)
 	ports := make([]int, n)
 	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		ports[i] = testenv.FreePort(t, "127.0.0.1")
 		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
 	}
 	var urls []string

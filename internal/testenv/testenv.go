@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,4 +151,16 @@ func OSThreads(t testing.TB) int {
 		t.Fatalf("count threads: %v", err)
 	}
 	return len(tasks)
+}
+
+// FreePort is a TCP port that was free on host (an IP address) a moment
+// ago, for a server the test starts on it.
+func FreePort(t testing.TB, host string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatalf("free port on %s: %v", host, err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

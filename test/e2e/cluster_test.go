@@ -41,8 +41,8 @@ func TestNATSClusterNodeLoss(t *testing.T) {
 	clientAddrs := make([]string, len(names))
 	routeAddrs := make([]string, len(names))
 	for i := range names {
-		clientAddrs[i] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		routeAddrs[i] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		clientAddrs[i] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
+		routeAddrs[i] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
 		clientURLs = append(clientURLs, "nats://"+clientAddrs[i])
 		routeURLs = append(routeURLs, "nats://"+routeAddrs[i])
 	}
@@ -59,7 +59,7 @@ func TestNATSClusterNodeLoss(t *testing.T) {
 		waitTCP(t, a)
 	}
 
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
 	cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
 	cfg := fmt.Sprintf(`
 nats: {url: %q, replicas: 3}

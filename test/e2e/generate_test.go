@@ -367,7 +367,7 @@ func TestGenerateCaptionsOnSceneChange(t *testing.T) {
 // and the two cameras' automatic triggers run one in each replica.
 func TestGenerateStageReplicas(t *testing.T) {
 	natsBin, plBin := buildBinaries(t)
-	port := freePort(t)
+	port := testenv.FreePort(t, "127.0.0.1")
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	startProc(t, "nats-server", natsBin, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", t.TempDir())
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
@@ -387,7 +387,7 @@ generate:
   budget: 1
   lease_ttl: 3s
   triggers: {on_change: false, on_anomaly: true}
-`, url, freePort(t), filepath.Join(root, tinySegmentBundle), filepath.Join(root, tinyCaptionBundle), filepath.Join(root, tinyFramegenBundle))
+`, url, testenv.FreePort(t, "127.0.0.1"), filepath.Join(root, tinySegmentBundle), filepath.Join(root, tinyCaptionBundle), filepath.Join(root, tinyFramegenBundle))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

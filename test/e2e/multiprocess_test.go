@@ -39,16 +39,6 @@ func buildBinaries(t *testing.T) (natsServer, patchline string) {
 	return natsServer, patchline
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startProc runs a process until the test ends (or stop is called); its
 // output goes to a log file printed when the test fails.
 func startProc(t *testing.T, name string, bin string, args ...string) (stop func()) {
@@ -118,7 +108,7 @@ func TestMultiProcessTwoAnalyzeReplicas(t *testing.T) {
 	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hookHits.Add(1) }))
 	defer hook.Close()
 	natsBin, plBin := buildBinaries(t)
-	port := freePort(t)
+	port := testenv.FreePort(t, "127.0.0.1")
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	store := t.TempDir()
 	natsArgs := []string{"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", store}
@@ -136,7 +126,7 @@ decode: {width: 224, height: 224, patch_size: 16}
 analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 sink:
   webhooks: [{url: %q, cameras: [cam1], delivery: durable}]
-`, url, freePort(t), filepath.Join(repoRoot(t), "models", "vit-tiny"), hook.URL)
+`, url, testenv.FreePort(t, "127.0.0.1"), filepath.Join(repoRoot(t), "models", "vit-tiny"), hook.URL)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
