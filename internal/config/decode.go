@@ -304,16 +304,22 @@ func suggest(key string, fields map[string]int) string {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	best, bestDist := "", 3 // suggest only within 2 edits
-	for _, k := range keys {
-		if dist := editDistance(key, k); dist < bestDist {
-			best, bestDist = k, dist
-		}
-	}
-	if best != "" {
+	if best := nearest(key, keys); best != "" {
 		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
 	return " (known keys: " + strings.Join(keys, ", ") + ")"
+}
+
+// nearest is the first of names (sorted) closest to name within two edits,
+// or "": what a typo of name most likely meant.
+func nearest(name string, names []string) string {
+	best, bestDist := "", 3
+	for _, n := range names {
+		if d := editDistance(name, n); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	return best
 }
 
 // editDistance is the Levenshtein distance between a and b.

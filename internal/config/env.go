@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -96,6 +97,7 @@ func applyEnv(c *Config, lookup func(string) (string, bool), origins map[string]
 // are left alone: a file's ${VAR} may use any.
 func StrayEnv(environ []string) []string {
 	vars := EnvVars()
+	names := slices.Sorted(maps.Keys(vars))
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
@@ -105,13 +107,7 @@ func StrayEnv(environ []string) []string {
 		if _, ok := vars[name]; ok {
 			continue
 		}
-		best, bestDist := "", 3
-		for v := range vars {
-			if d := editDistance(name, v); d < bestDist || d == bestDist && v < best {
-				best, bestDist = v, d
-			}
-		}
-		if best != "" {
+		if best := nearest(name, names); best != "" {
 			out = append(out, fmt.Sprintf("%s is not a setting and changes nothing (did you mean %s, for %s?)", name, best, vars[best]))
 		}
 	}
