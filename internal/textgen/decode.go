@@ -67,7 +67,7 @@ func (c *Captioner) checkSampling(s Sampling) (int, error) {
 		return 0, fmt.Errorf("textgen: sampling top_p %g, want 0..1 (0 or 1 = off)", s.TopP)
 	case s.MaxTokens < 0:
 		return 0, fmt.Errorf("textgen: max tokens %d, want >= 0 (0 = %s max_length)", s.MaxTokens, ConfigFile)
-	case s.MaxTokens > c.b.maxPos-1:
+	case s.MaxTokens > c.TokenLimit():
 		return 0, fmt.Errorf("textgen: max tokens %d exceeds the decoder's %d positions less the start token (%s)",
 			s.MaxTokens, c.b.maxPos, ConfigFile)
 	case s.MaxTokens == 0:
