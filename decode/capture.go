@@ -10,7 +10,6 @@ import "C"
 
 import (
 	"errors"
-	"fmt"
 	"unsafe"
 
 	"gocv.io/x/gocv"
@@ -27,9 +26,9 @@ type capture struct{ p unsafe.Pointer }
 
 var errCaptureOpen = errors.New("OpenCV/FFmpeg could not open it")
 
-// openCapture opens uri with the FFmpeg backend. A failure wraps
-// errCaptureOpen with FFmpeg's last error line of the open, when it logged
-// one ("rtsp: method DESCRIBE failed: 401 Unauthorized"), credentials hidden.
+// openCapture opens uri with the FFmpeg backend. A failure is FFmpeg's
+// last error line of the open, when it logged one ("rtsp: method DESCRIBE
+// failed: 401 Unauthorized"), credentials hidden; else errCaptureOpen.
 func openCapture(uri string) (*capture, error) {
 	cs := C.CString(uri)
 	defer C.free(unsafe.Pointer(cs))
@@ -37,7 +36,7 @@ func openCapture(uri string) (*capture, error) {
 	p := C.plCaptureOpen(cs, &why[0], C.int(len(why)))
 	if p == nil {
 		if line := cleanFFmpegLine(C.GoString(&why[0])); line != "" {
-			return nil, fmt.Errorf("%w: %s", errCaptureOpen, line)
+			return nil, errors.New(line)
 		}
 		return nil, errCaptureOpen
 	}

@@ -247,11 +247,11 @@ func (s *cvSource) open() error {
 	withCaptureOptions(CaptureOptions(s.kind, s.o.StallTimeout), func() {
 		vc, err = openCapture(s.uri)
 	})
-	if err != nil {
-		if why, found := strings.CutPrefix(err.Error(), errCaptureOpen.Error()+": "); found {
-			return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: %s", s.redacted, why)
-		}
+	switch {
+	case errors.Is(err, errCaptureOpen): // FFmpeg did not say why
 		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed (unreachable, unauthorized, not found or not a video)", s.redacted)
+	case err != nil:
+		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: %w", s.redacted, err)
 	}
 	s.vc = vc
 	s.read = 0

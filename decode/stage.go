@@ -208,8 +208,7 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 		s.mu.Lock()
 		s.failed[id] = failure{spec: spec, st: st}
 		s.mu.Unlock()
-		b, _ := json.Marshal(st)
-		_ = s.opts.NC.Publish(bus.StatusSubject(id), b)
+		s.sendStatus(st)
 		return
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -287,12 +286,15 @@ func (s *Stage) publishStatus(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, st := range s.Statuses() {
-			b, err := json.Marshal(st)
-			if err != nil {
-				continue
-			}
-			_ = s.opts.NC.Publish(bus.StatusSubject(st.ID), b)
+			s.sendStatus(st)
 		}
+	}
+}
+
+// sendStatus publishes a camera's status on patchline.status.<camera>.
+func (s *Stage) sendStatus(st Status) {
+	if b, err := json.Marshal(st); err == nil {
+		_ = s.opts.NC.Publish(bus.StatusSubject(st.ID), b)
 	}
 }
 
