@@ -38,9 +38,7 @@ func DescribeHandler(nc *nats.Conn, defaultTimeout time.Duration) http.Handler {
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusRequestEntityTooLarge)
-				_ = json.NewEncoder(w).Encode(errorReply(nil, ReasonBadRequest, fmt.Sprintf("request body over %d bytes", mbe.Limit)))
+				writeReplyStatus(w, http.StatusRequestEntityTooLarge, errorReply(nil, ReasonBadRequest, fmt.Sprintf("request body over %d bytes", mbe.Limit)))
 				return
 			}
 			writeReply(w, errorReply(nil, ReasonBadRequest, "reading request body: "+err.Error()))
@@ -106,10 +104,14 @@ func Describe(ctx context.Context, nc *nats.Conn, req Request, defaultTimeout ti
 }
 
 func writeReply(w http.ResponseWriter, rep *Reply) {
-	status := HTTPStatus(rep.Reason)
 	if rep.Reason == ReasonOverloaded {
 		w.Header().Set("Retry-After", "1")
 	}
+	writeReplyStatus(w, HTTPStatus(rep.Reason), rep)
+}
+
+// writeReplyStatus writes rep as JSON with status.
+func writeReplyStatus(w http.ResponseWriter, status int, rep *Reply) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(rep)
