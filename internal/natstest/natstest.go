@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -76,21 +77,8 @@ func StartCluster(t testing.TB, n int) []string {
 		}
 		urls = append(urls, srv.ClientURL())
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for !anyLeader(servers) {
-		if time.Now().After(deadline) {
-			t.Fatal("no JetStream meta leader within 20s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitFor(t, "a JetStream meta leader", 20*time.Second, func() bool {
+		return slices.ContainsFunc(servers, (*server.Server).JetStreamIsLeader)
+	})
 	return urls
-}
-
-func anyLeader(servers []*server.Server) bool {
-	for _, s := range servers {
-		if s.JetStreamIsLeader() {
-			return true
-		}
-	}
-	return false
 }
