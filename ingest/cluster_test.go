@@ -43,27 +43,22 @@ func TestRegistryReadsItsWritesInACluster(t *testing.T) {
 	}
 	srv := httptest.NewServer(r.Handler(1 << 20))
 	defer srv.Close()
-	do := func(method, path, body string) int {
-		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+	call := func(method, path, body string) int {
+		code, _, _ := do(t, method, srv.URL+path, "", "application/json", "", strings.NewReader(body))
+		return code
 	}
 	for i := range 60 {
 		id := fmt.Sprintf("cam%d", i)
-		if code := do("POST", "/v1/cameras", fmt.Sprintf(`{"id":%q,"url":"synthetic://?seed=%d"}`, id, i)); code != http.StatusCreated {
+		if code := call("POST", "/v1/cameras", fmt.Sprintf(`{"id":%q,"url":"synthetic://?seed=%d"}`, id, i)); code != http.StatusCreated {
 			t.Fatalf("attach %s: %d", id, code)
 		}
-		if code := do("GET", "/v1/cameras/"+id, ""); code != http.StatusOK {
+		if code := call("GET", "/v1/cameras/"+id, ""); code != http.StatusOK {
 			t.Fatalf("get %s right after attaching it: %d", id, code)
 		}
-		if code := do("DELETE", "/v1/cameras/"+id, ""); code != http.StatusNoContent {
+		if code := call("DELETE", "/v1/cameras/"+id, ""); code != http.StatusNoContent {
 			t.Fatalf("detach %s right after attaching it: %d", id, code)
 		}
-		if code := do("GET", "/v1/cameras/"+id, ""); code != http.StatusNotFound {
+		if code := call("GET", "/v1/cameras/"+id, ""); code != http.StatusNotFound {
 			t.Fatalf("get %s right after detaching it: %d", id, code)
 		}
 	}
