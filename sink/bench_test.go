@@ -1,12 +1,10 @@
 package sink
 
 import (
-	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
@@ -27,13 +25,9 @@ func BenchmarkWebhookDelivery(b *testing.B) {
 			stream.MaxBytes = 1 << 30 // the test stream's 1 MiB would drop annotations before their delivery
 			cfg := config.Sink{Stream: stream, Webhooks: []config.Webhook{{URL: hook.URL, Delivery: delivery, QueueSize: 100000}}}
 			startSink(b, url, cfg)
-			a := annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1",
-				CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}}
 			b.ResetTimer()
 			for i := range b.N {
-				a.Seq = uint64(i + 1)
-				body, _ := json.Marshal(a)
-				if err := nc.Publish(bus.AnalyzedSubject("cam1"), body); err != nil {
+				if err := nc.Publish(bus.AnalyzedSubject("cam1"), analysis("cam1", i+1)); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -258,9 +258,7 @@ func TestStreamStoresWhatItMissed(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 	for seq := 1; seq <= 5; seq++ {
-		b, _ := json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: uint64(seq),
-			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
-		if err := nc.Publish(bus.AnalyzedSubject("cam1"), b); err != nil {
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), analysis("cam1", seq)); err != nil {
 			t.Fatal(err)
 		}
 	}

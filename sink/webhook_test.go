@@ -206,9 +206,7 @@ func TestWebhookQueueDropsOldest(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 	for seq := 1; seq <= 6; seq++ {
-		b, _ := json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: uint64(seq),
-			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
-		if err := nc.Publish(bus.AnalyzedSubject("cam1"), b); err != nil {
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), analysis("cam1", seq)); err != nil {
 			t.Fatal(err)
 		}
 		if seq == 1 { // the first is in flight before the others queue up
@@ -236,12 +234,18 @@ func TestWebhookQueueDropsOldest(t *testing.T) {
 
 // publishAnalyzed publishes analysis annotations seq from..to of camera on
 // the public subject, as the sink does (so they go to the stream).
+// analysis is a minimal analysis annotation of camera, frame seq, as JSON.
+func analysis(camera string, seq int) []byte {
+	b, _ := json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: camera, Seq: uint64(seq),
+		CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
+	return b
+}
+
 func publishAnalyzed(t testing.TB, nc *nats.Conn, camera string, from, to int) (ids []string) {
 	t.Helper()
 	for seq := from; seq <= to; seq++ {
 		m := nats.NewMsg(bus.AnnotationSubject(camera))
-		m.Data, _ = json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: camera, Seq: uint64(seq),
-			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
+		m.Data = analysis(camera, seq)
 		id := frame.MsgID(camera, uint64(seq))
 		m.Header.Set(nats.MsgIdHdr, id)
 		if err := nc.PublishMsg(m); err != nil {
@@ -275,9 +279,7 @@ func TestWebhookHeadersTimeoutAttempts(t *testing.T) {
 		{URL: slow.URL, Timeout: 200 * time.Millisecond, Attempts: 2},
 	}})
 	for seq := 1; seq <= 2; seq++ {
-		b, _ := json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: uint64(seq),
-			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
-		if err := nc.Publish(bus.AnalyzedSubject("cam1"), b); err != nil {
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), analysis("cam1", seq)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -389,8 +391,7 @@ func TestWebhookDeliveryIsASpan(t *testing.T) {
 		hook := newHookServer(t, func(string, int) int { return http.StatusOK })
 		startSink(t, url, config.Sink{Stream: stream, Webhooks: []config.Webhook{{URL: hook.URL}}})
 		m := nats.NewMsg(bus.AnalyzedSubject("cam1"))
-		m.Data, _ = json.Marshal(annotation.Annotation{Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: 1,
-			CapturedAt: time.Now().UTC(), LatencyMs: map[string]float64{}})
+		m.Data = analysis("cam1", 1)
 		traceID := fmt.Sprintf("%032x", 0xfeed00+i)
 		m.Header.Set("traceparent", "00-"+traceID+"-00000000000000aa-01")
 		if err := nc.PublishMsg(m); err != nil {
