@@ -224,7 +224,7 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 			fails = 0
 			continue
 		}
-		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+		if vanished(ctx, cons, err) {
 			if c, rerr := reopen(); rerr == nil {
 				w.log.Warn("webhook consumer made again", "err", err)
 				cons = c
@@ -239,6 +239,22 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// vanished reports whether the fetch error err says that cons is no more:
+// deleted under a fetch waiting on it, or found missing when a fetch had
+// no one to answer it (the consumer went between two fetches).
+func vanished(ctx context.Context, cons jetstream.Consumer, err error) bool {
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+		return true
+	}
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return false
+	}
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, ierr := cons.Info(ictx)
+	return errors.Is(ierr, jetstream.ErrConsumerNotFound)
 }
 
 // handle delivers one annotation of the stream if the webhook wants it,

@@ -378,6 +378,47 @@ func TestDurableWebhookConsumerDeleted(t *testing.T) {
 	hook.waitFor(t, want...)
 }
 
+// TestDurableWebhookConsumerGoneBetweenFetches: a consumer deleted while
+// no fetch waits on it (the next fetch finds no one to answer, rather
+// than being told "consumer deleted") is made again too.
+func TestDurableWebhookConsumerGoneBetweenFetches(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	hook := newHookServer(t, func(string, int) int { return http.StatusOK })
+	st, err := NewStage(nc, config.Sink{Stream: testStream, Webhooks: []config.Webhook{{URL: hook.URL}}}, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := EnsureStream(ctx, nc, testStream, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := st.hooks[0]
+	cons, err := st.hookConsumer(ctx, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := w.consumer(testStream).Durable
+	if err := js.DeleteConsumer(ctx, testStream.Name, name); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.runDurable(ctx, ctx, cons, func() (jetstream.Consumer, error) { return st.hookConsumer(ctx, w) })
+	}()
+	defer func() { cancel(); <-done }()
+	testenv.WaitFor(t, "the consumer made again", 10*time.Second, func() bool {
+		_, err := js.Consumer(ctx, testStream.Name, name)
+		return err == nil
+	})
+}
+
 // TestWebhookDeliveryIsASpan: in both deliveries, a webhook delivery is a
 // span in the trace of the frame its annotation came from.
 func TestWebhookDeliveryIsASpan(t *testing.T) {
