@@ -56,6 +56,9 @@ type worker struct {
 	cam    *Camera
 	cancel context.CancelFunc
 	done   chan struct{}
+	// stopping says its stop is under way (under s.mu): it is no longer
+	// reported, and no new worker starts for the camera until it is over.
+	stopping bool
 }
 
 // NewStage returns a decode stage; Run starts it.
@@ -154,12 +157,17 @@ func (s *Stage) watch(ctx context.Context, kv jetstream.KeyValue) error {
 			}
 			s.mu.Unlock()
 			if e == nil || !initial {
-				select {
-				case s.changed <- struct{}{}:
-				default:
-				}
+				s.poke()
 			}
 		}
+	}
+}
+
+// poke asks the lease loop for a round now.
+func (s *Stage) poke() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -186,12 +194,24 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 	s.mu.Lock()
 	cur := s.workers[id]
 	f, failed := s.failed[id]
+	restart := cur != nil && string(cur.spec) != string(spec) && !cur.stopping
+	if restart {
+		cur.stopping = true
+	}
 	s.mu.Unlock()
-	if cur != nil && string(cur.spec) == string(spec) || failed && string(f.spec) == string(spec) {
+	if restart {
+		// Stop it in the background: a read may block up to the stall
+		// timeout, which must not hold up the lease round (the other
+		// cameras' renewals). The round after it has stopped starts it
+		// with the new spec.
+		go func() {
+			s.stop(id)
+			s.poke()
+		}()
 		return
 	}
-	if cur != nil {
-		s.stop(id)
+	if cur != nil || failed && string(f.spec) == string(spec) {
+		return // unchanged, or its stop is under way
 	}
 	var c config.Camera
 	if err := json.Unmarshal(spec, &c); err != nil {
@@ -225,17 +245,28 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 	}()
 }
 
+// stop stops the worker of a camera and waits for it (a read under way
+// may take up to the stall timeout to give up).
 func (s *Stage) stop(id string) {
 	s.mu.Lock()
 	w := s.workers[id]
-	delete(s.workers, id)
 	delete(s.failed, id)
+	if w != nil {
+		w.stopping = true
+	}
 	s.mu.Unlock()
 	if w == nil {
 		return
 	}
 	w.cancel()
 	<-w.done
+	// Only now is it forgotten: until it has stopped, no new worker may
+	// start for the camera.
+	s.mu.Lock()
+	if s.workers[id] == w {
+		delete(s.workers, id)
+	}
+	s.mu.Unlock()
 	telemetry.CameraUp.DeleteLabelValues(id)
 }
 
@@ -271,7 +302,9 @@ func (s *Stage) Statuses() []Status {
 		out = append(out, f.st)
 	}
 	for _, w := range s.workers {
-		out = append(out, w.cam.Status())
+		if !w.stopping {
+			out = append(out, w.cam.Status())
+		}
 	}
 	return out
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/rtsptest"
 	"github.com/patchline/patchline/internal/testenv"
 )
 
@@ -149,7 +150,7 @@ func TestCameraThatCannotStart(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 	var logs testenv.Buffer
-	st := NewStage(Options{NC: natstest.Connect(t, url), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: time.Second},
+	st := NewStage(Options{NC: natstest.Connect(t, url), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: 3 * time.Second},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	done := make(chan error, 1)
 	go func() { done <- st.Run(ctx) }()
@@ -172,4 +173,73 @@ func TestCameraThatCannotStart(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestSlowStopKeepsTheOtherCameras: a camera whose stop takes longer than
+// the lease TTL (its read blocked on a frozen stream, up to the stall
+// timeout) holds up neither the replica's lease rounds nor its other
+// cameras, whose leases are renewed meanwhile: for a new spec and for a
+// detach alike.
+func TestSlowStopKeepsTheOtherCameras(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reg, err := ingest.OpenRegistry(ctx, nc, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := rtsptest.Start(t)
+	rtsptest.Publish(t, ctx, rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 2}), srv.URL("live"))
+	put := func(c config.Camera) {
+		t.Helper()
+		if err := reg.Put(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(config.Camera{ID: "syn", URL: "synthetic://?fps=10", FPS: 2})
+	put(config.Camera{ID: "live", URL: srv.URL("live"), FPS: 2})
+
+	var logs testenv.Buffer
+	st := NewStage(Options{NC: natstest.Connect(t, url), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: time.Second, StallTimeout: 4 * time.Second}})
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	status := func(id string) (Status, bool) {
+		for _, s := range st.Statuses() {
+			if s.ID == id {
+				return s, true
+			}
+		}
+		return Status{}, false
+	}
+	streaming := func(id string) bool { s, ok := status(id); return ok && s.State == StateStreaming }
+	testenv.WaitFor(t, "both cameras streaming", 20*time.Second, func() bool { return streaming("syn") && streaming("live") })
+	syn, _ := status("syn")
+
+	// A new spec while the stream is frozen: the old worker's stop waits
+	// for its blocked read, four lease TTLs.
+	srv.Freeze("live", true)
+	time.Sleep(300 * time.Millisecond)
+	put(config.Camera{ID: "live", URL: srv.URL("live"), FPS: 3})
+	time.Sleep(5 * time.Second)
+	srv.Freeze("live", false)
+	testenv.WaitFor(t, "live streaming again", 20*time.Second, func() bool { return streaming("live") })
+
+	// A detach while it is frozen.
+	srv.Freeze("live", true)
+	time.Sleep(300 * time.Millisecond)
+	if err := reg.Detach(ctx, "live"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "live stopped", 15*time.Second, func() bool { _, ok := status("live"); return !ok })
+
+	if now, _ := status("syn"); now.State != StateStreaming || !now.Since.Equal(syn.Since) {
+		t.Errorf("syn: %+v, want streaming since %v, never stopped", now, syn.Since)
+	}
+	if strings.Contains(logs.String(), "lease lost") {
+		t.Errorf("a lease was lost while a camera stopped slowly:\n%s", logs.String())
+	}
 }

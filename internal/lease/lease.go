@@ -45,9 +45,18 @@ type Set struct {
 	id   string
 	revs map[string]uint64 // key → revision of our lease
 	// opTimeout bounds each bucket operation on its own (a third of the
-	// TTL), not a round as a whole: a Drop that takes long (a camera
-	// stopping mid-read) must not time out the renewals after it.
+	// TTL), not a round as a whole.
 	opTimeout time.Duration
+	// dropping holds the keys whose Drop runs in the background, each
+	// with a channel closed when it returns. A Drop may take long (a
+	// camera stopping mid-read waits up to its stall timeout, as long as
+	// a TTL by default): the rounds go on renewing the other leases, and
+	// this key's own until its Drop is over, so no one else works on it
+	// meanwhile.
+	dropping map[string]chan struct{}
+	// dropped wakes Run when a background Drop returns, to give its
+	// lease back at once.
+	dropped chan struct{}
 }
 
 // Open opens (creating or updating) the lease bucket, whose entries live
@@ -59,7 +68,10 @@ func Open(ctx context.Context, nc *nats.Conn, bucket, description string, ttl ti
 	if err != nil {
 		return nil, err
 	}
-	return &Set{kv: kv, id: replicaID(), revs: map[string]uint64{}, opTimeout: max(ttl/3, time.Second)}, nil
+	return &Set{
+		kv: kv, id: replicaID(), revs: map[string]uint64{}, opTimeout: max(ttl/3, time.Second),
+		dropping: map[string]chan struct{}{}, dropped: make(chan struct{}, 1),
+	}, nil
 }
 
 // op is the context of one bucket operation.
@@ -160,20 +172,35 @@ type Work struct {
 	Hold func(key string)
 	// Drop is called when a key stops being this replica's: before its
 	// lease is given back (so two replicas never work on it at once), or
-	// after the lease was lost.
+	// after the lease was lost. It runs on a goroutine of its own, which
+	// a round waits for up to an operation's time limit; Hold is not
+	// called for the key until it has returned.
 	Drop func(key string)
 	Log  *slog.Logger
 }
 
 // Balance is one round: it renews the leases held (dropping keys that
 // went and leases lost), gives one key back while this replica holds more
-// than its share, and takes free keys while it holds fewer.
+// than its share, and takes free keys while it holds fewer. Keys whose
+// Drop started in an earlier round and has returned are given back first.
 func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 	replicas, err := s.heartbeat(ctx)
 	if err != nil {
 		w.Log.Warn("lease heartbeat failed", "err", err)
 		return // NATS unreachable: keep what runs, renew next round
 	}
+	for key, done := range s.dropping {
+		select {
+		case <-done:
+			delete(s.dropping, key)
+			s.release(ctx, key)
+		default:
+		}
+	}
+	var started []chan struct{}
+	defer func() { s.await(started) }()
+	drop := func(key string) { started = append(started, s.drop(key, w.Drop)) }
+
 	want := map[string]bool{}
 	for _, k := range keys {
 		want[k] = true
@@ -183,9 +210,9 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 
 	var held []string
 	for _, key := range s.Held() {
-		if !want[key] { // gone
-			w.Drop(key)
-			s.release(ctx, key)
+		_, busy := s.dropping[key]
+		if !want[key] && !busy { // gone
+			drop(key)
 			continue
 		}
 		if err := s.renew(ctx, key); err != nil {
@@ -193,13 +220,20 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 				return // stopping: Run drops what is held
 			}
 			if bus.Transient(ctx, err) {
-				held = append(held, key) // try again next round
+				if !busy {
+					held = append(held, key) // try again next round
+				}
 				continue
 			}
-			w.Log.Warn("lease lost; dropping its camera", "camera", key, "err", err)
 			delete(s.revs, key)
-			w.Drop(key)
+			if !busy {
+				w.Log.Warn("lease lost; dropping its camera", "camera", key, "err", err)
+				drop(key)
+			}
 			continue
+		}
+		if busy || !want[key] {
+			continue // its Drop is under way: the lease is kept, not worked on
 		}
 		w.Hold(key)
 		held = append(held, key)
@@ -207,8 +241,7 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 	if len(held) > share && replicas > 1 { // one per round, so the others can follow
 		key := held[len(held)-1]
 		w.Log.Info("giving a camera to another replica", "camera", key, "replicas", replicas, "share", share)
-		w.Drop(key)
-		s.release(ctx, key)
+		drop(key)
 		return
 	}
 	// Start the search at a different place in every replica, so that
@@ -224,6 +257,9 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		if _, ok := s.revs[key]; ok {
 			continue
 		}
+		if _, busy := s.dropping[key]; busy {
+			continue
+		}
 		got, err := s.acquire(ctx, key)
 		if err != nil {
 			w.Log.Warn("camera lease", "camera", key, "err", err)
@@ -232,6 +268,51 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		if got {
 			w.Hold(key)
 			held = append(held, key)
+		}
+	}
+}
+
+// drop runs Drop(key) on a goroutine of its own, and returns the channel
+// closed when it returns. The lease (if still ours) is given back by the
+// first round after that.
+func (s *Set) drop(key string, drop func(string)) chan struct{} {
+	done := make(chan struct{})
+	s.dropping[key] = done
+	go func() {
+		defer func() {
+			close(done)
+			select {
+			case s.dropped <- struct{}{}:
+			default:
+			}
+		}()
+		drop(key)
+	}()
+	return done
+}
+
+// await waits for the Drops a round started, up to an operation's time
+// limit, and gives back the leases of those that returned. The others go
+// on in the background.
+func (s *Set) await(started []chan struct{}) {
+	if len(started) == 0 {
+		return
+	}
+	t := time.NewTimer(s.opTimeout)
+	defer t.Stop()
+	for _, done := range started {
+		select {
+		case <-done:
+		case <-t.C:
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opTimeout)
+	defer cancel()
+	for key, done := range s.dropping {
+		if slices.Contains(started, done) {
+			delete(s.dropping, key)
+			s.release(ctx, key)
 		}
 	}
 }
@@ -245,15 +326,22 @@ func (s *Set) Run(ctx context.Context, interval time.Duration, changed <-chan st
 	for {
 		select {
 		case <-ctx.Done():
-			for _, key := range s.Held() {
-				w.Drop(key)
+			for _, done := range s.dropping {
+				<-done
 			}
+			for _, key := range s.Held() {
+				if _, dropped := s.dropping[key]; !dropped {
+					w.Drop(key)
+				}
+			}
+			clear(s.dropping)
 			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			s.Leave(lctx)
 			cancel()
 			return
 		case <-t.C:
 		case <-changed:
+		case <-s.dropped:
 		}
 		s.Balance(ctx, keys(), w)
 	}

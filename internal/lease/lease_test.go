@@ -2,24 +2,49 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/testenv"
 )
 
-// holder records what Balance tells a replica to work on.
-type holder map[string]bool
-
-func (h holder) work() Work {
-	return Work{Hold: func(k string) { h[k] = true }, Drop: func(k string) { delete(h, k) }, Log: natstest.Discard()}
+// holder records what Balance tells a replica to work on. A Drop runs
+// on a goroutine of its own, beside the Holds of other keys.
+type holder struct {
+	mu sync.Mutex
+	m  map[string]bool
 }
 
-func (h holder) keys() []string { return slices.Sorted(maps.Keys(h)) }
+func newHolder() *holder { return &holder{m: map[string]bool{}} }
+
+func (h *holder) set(k string, on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if on {
+		h.m[k] = true
+	} else {
+		delete(h.m, k)
+	}
+}
+
+func (h *holder) has(k string) bool { h.mu.Lock(); defer h.mu.Unlock(); return h.m[k] }
+
+func (h *holder) keys() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Sorted(maps.Keys(h.m))
+}
+
+func (h *holder) work() Work {
+	return Work{Hold: func(k string) { h.set(k, true) }, Drop: func(k string) { h.set(k, false) }, Log: natstest.Discard()}
+}
 
 // TestBalance shares keys among replicas round by round: equal shares,
 // each key held once, keys that go are dropped, a replica that leaves
@@ -35,7 +60,7 @@ func TestBalance(t *testing.T) {
 		return s
 	}
 	a, b := open(), open()
-	ha, hb := holder{}, holder{}
+	ha, hb := newHolder(), newHolder()
 	keys := []string{"k1", "k2", "k3", "k4"}
 	rounds := func(n int, keys []string) {
 		for range n {
@@ -46,8 +71,8 @@ func TestBalance(t *testing.T) {
 	checkSplit := func(keys []string) {
 		t.Helper()
 		for _, k := range keys {
-			if ha[k] == hb[k] {
-				t.Errorf("key %s: held by a %v, by b %v; want exactly one (a %v, b %v)", k, ha[k], hb[k], ha.keys(), hb.keys())
+			if ha.has(k) == hb.has(k) {
+				t.Errorf("key %s: held by a %v, by b %v; want exactly one (a %v, b %v)", k, ha.has(k), hb.has(k), ha.keys(), hb.keys())
 			}
 		}
 		if !slices.Equal(ha.keys(), a.Held()) || !slices.Equal(hb.keys(), b.Held()) {
@@ -57,13 +82,13 @@ func TestBalance(t *testing.T) {
 
 	rounds(1, keys) // a sees one replica and takes all; b sees two and takes none yet
 	rounds(3, keys)
-	if len(ha) != 2 || len(hb) != 2 {
+	if len(ha.keys()) != 2 || len(hb.keys()) != 2 {
 		t.Fatalf("after 4 rounds a holds %v, b %v; want 2 each", ha.keys(), hb.keys())
 	}
 	checkSplit(keys)
 
 	rounds(1, keys[:3]) // k4 went
-	if ha["k4"] || hb["k4"] {
+	if ha.has("k4") || hb.has("k4") {
 		t.Errorf("k4 went but is still held (a %v, b %v)", ha.keys(), hb.keys())
 	}
 	checkSplit(keys[:3])
@@ -77,7 +102,7 @@ func TestBalance(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Balance(ctx, keys, ha.work())
-	if ha[lost] {
+	if ha.has(lost) {
 		t.Errorf("a still works on %s after losing its lease", lost)
 	}
 	if err := a.kv.Delete(ctx, KeyPrefix+lost); err != nil {
@@ -85,36 +110,39 @@ func TestBalance(t *testing.T) {
 	}
 
 	b.Leave(ctx) // b stops: a takes everything at its next round
-	clear(hb)
+	hb = newHolder()
 	a.Balance(ctx, keys, ha.work())
 	if got := ha.keys(); !slices.Equal(got, keys) {
 		t.Errorf("after b left, a holds %v, want %v", got, keys)
 	}
 }
 
-// TestSlowDropKeepsTheOthers: a key whose Drop takes longer than a round
-// (a camera stopping while its read is blocked) does not cost the replica
-// its other keys: each bucket operation has its own time limit, so the
-// renewals after the slow Drop still go through.
+// TestSlowDropKeepsTheOthers: a key whose Drop takes longer than the
+// TTL (a camera stopping while its read is blocked) does not cost the
+// replica its other keys, whose leases the rounds go on renewing; the
+// slow key's own lease is kept until its Drop returns (no one else may
+// work on it before), then given back at once.
 func TestSlowDropKeepsTheOthers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	nc := natstest.Connect(t, natstest.Start(t))
-	s, err := Open(ctx, nc, "slow_leases", "test", 3*time.Second, 1) // rounds and operations of 1 s
+	const ttl = 3 * time.Second
+	s, err := Open(ctx, nc, "slow_leases", "test", ttl, 1) // rounds and operations of 1 s
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	keys := []string{"k1", "k2", "k3", "k4"}
-	held, dropped := holder{}, []string{}
+	held, dropped := newHolder(), []string{}
+	release := make(chan struct{})
 	w := Work{
-		Hold: func(k string) { mu.Lock(); held[k] = true; mu.Unlock() },
+		Hold: func(k string) { held.set(k, true) },
 		Drop: func(k string) {
 			if k == "k1" {
-				time.Sleep(2500 * time.Millisecond) // longer than a round
+				<-release
 			}
+			held.set(k, false)
 			mu.Lock()
-			delete(held, k)
 			dropped = append(dropped, k)
 			mu.Unlock()
 		},
@@ -132,8 +160,18 @@ func TestSlowDropKeepsTheOthers(t *testing.T) {
 	keys = keys[1:] // k1 goes: its Drop is slow
 	mu.Unlock()
 	changed <- struct{}{}
-	testenv.WaitFor(t, "k1 dropped", 10*time.Second, func() bool { _, d := state(); return slices.Contains(d, "k1") })
-	time.Sleep(2 * time.Second) // two more rounds
+	time.Sleep(2 * ttl) // k1's Drop is under way for twice the TTL
+	if h, d := state(); len(d) != 0 || !slices.Equal(h, []string{"k1", "k2", "k3", "k4"}) {
+		t.Errorf("while k1's drop is under way: holding %v, dropped %v; want k1 k2 k3 k4 held and none dropped", h, d)
+	}
+	if e, err := s.kv.Get(ctx, KeyPrefix+"k1"); err != nil || string(e.Value()) != s.ID() {
+		t.Errorf("k1's lease while its drop is under way: %v %v; want it still ours", e, err)
+	}
+	close(release)
+	testenv.WaitFor(t, "k1's lease given back", 5*time.Second, func() bool {
+		_, err := s.kv.Get(ctx, KeyPrefix+"k1")
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
 	if h, d := state(); !slices.Equal(d, []string{"k1"}) || !slices.Equal(h, []string{"k2", "k3", "k4"}) {
 		t.Errorf("after k1's slow drop: holding %v, dropped %v; want k2 k3 k4 held and only k1 dropped", h, d)
 	}
