@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -243,15 +244,35 @@ func (s *Stage) hookConsumers(ctx context.Context) ([]jetstream.Consumer, error)
 	return out, nil
 }
 
-// hookConsumer creates or updates the durable consumer of w.
+// hookConsumer creates or updates the durable consumer of w. Where a
+// consumer starts is fixed when it is made: at the annotations that come
+// after, or, made again while this replica runs (it vanished), after the
+// last one w finished with, so that none stored meanwhile is skipped.
 func (s *Stage) hookConsumer(ctx context.Context, w *webhook) (cons jetstream.Consumer, err error) {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	cfg := w.consumer(s.cfg.Stream)
+	stream := s.cfg.Stream.Name
 	err = bus.SetupRetry(ctx, js, func() (err error) {
-		cons, err = js.CreateOrUpdateConsumer(ctx, s.cfg.Stream.Name, cfg)
+		cons, err = js.Consumer(ctx, stream, cfg.Durable)
+		if err == nil {
+			cur := cons.CachedInfo().Config
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = cur.DeliverPolicy, cur.OptStartSeq, cur.OptStartTime
+			cons, err = js.UpdateConsumer(ctx, stream, cfg)
+			return err
+		}
+		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return err
+		}
+		if done := w.done.Load(); done > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, done+1
+		}
+		cons, err = js.CreateConsumer(ctx, stream, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) { // another replica made it first
+			cons, err = js.Consumer(ctx, stream, cfg.Durable)
+		}
 		return err
 	})
 	if err != nil {

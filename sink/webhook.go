@@ -88,6 +88,9 @@ type webhook struct {
 
 	maxAge    time.Duration // durable: the stream's max age (0: none)
 	lagWarned atomic.Bool   // durable: warned that the lag nears maxAge, since last caught up
+	// done is the stream sequence of the last annotation this replica
+	// finished with (durable): a consumer made again starts after it.
+	done atomic.Uint64
 }
 
 func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) *webhook {
@@ -269,6 +272,11 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 	if md, err := m.Metadata(); err == nil {
 		webhookBacklog.WithLabelValues(w.name).Set(float64(md.NumPending))
 		stored, caughtUp = md.Timestamp, md.NumPending == 0
+		defer func() {
+			if ctx.Err() == nil && hard.Err() == nil { // not handed back
+				w.done.Store(md.Sequence.Stream)
+			}
+		}()
 	}
 	w.lag(stored)
 	defer func() {

@@ -380,7 +380,9 @@ func TestDurableWebhookConsumerDeleted(t *testing.T) {
 
 // TestDurableWebhookConsumerGoneBetweenFetches: a consumer deleted while
 // no fetch waits on it (the next fetch finds no one to answer, rather
-// than being told "consumer deleted") is made again too.
+// than being told "consumer deleted") is made again too, and starts after
+// the last annotation the webhook finished with: none stored while it was
+// gone is skipped.
 func TestDurableWebhookConsumerGoneBetweenFetches(t *testing.T) {
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
@@ -389,8 +391,7 @@ func TestDurableWebhookConsumerGoneBetweenFetches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	if err := EnsureStream(ctx, nc, testStream, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -399,6 +400,22 @@ func TestDurableWebhookConsumerGoneBetweenFetches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	run := func() (stop func()) {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.runDurable(rctx, rctx, cons, func() (jetstream.Consumer, error) { return st.hookConsumer(rctx, w) })
+		}()
+		stop = func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return stop
+	}
+	stop := run()
+	want := publishAnalyzed(t, nc, "cam1", 1, 1)
+	hook.waitFor(t, want...)
+	stop()
+
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -407,16 +424,13 @@ func TestDurableWebhookConsumerGoneBetweenFetches(t *testing.T) {
 	if err := js.DeleteConsumer(ctx, testStream.Name, name); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		w.runDurable(ctx, ctx, cons, func() (jetstream.Consumer, error) { return st.hookConsumer(ctx, w) })
-	}()
-	defer func() { cancel(); <-done }()
-	testenv.WaitFor(t, "the consumer made again", 10*time.Second, func() bool {
-		_, err := js.Consumer(ctx, testStream.Name, name)
-		return err == nil
+	want = append(want, publishAnalyzed(t, nc, "cam1", 2, 3)...)
+	testenv.WaitFor(t, "3 annotations stored", 5*time.Second, func() bool {
+		info, err := js.Stream(ctx, testStream.Name)
+		return err == nil && info.CachedInfo().State.Msgs == 3
 	})
+	run()
+	hook.waitFor(t, want...)
 }
 
 // TestWebhookDeliveryIsASpan: in both deliveries, a webhook delivery is a
