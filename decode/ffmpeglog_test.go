@@ -66,6 +66,9 @@ func TestFFmpegLines(t *testing.T) {
 	var buf testenv.Buffer
 	SetFFmpegLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	defer SetFFmpegLogger(slog.New(slog.DiscardHandler))
+	ffmpegSeen.Lock()
+	clear(ffmpegSeen.n) // what real streams of earlier tests logged
+	ffmpegSeen.Unlock()
 	for i := range 5 {
 		ffmpegLine(avLogError, fmt.Sprintf("[h264 @ 0x55d0c1a0bc00] error while decoding MB %d 7, bytestream -5\n", 30+i))
 	}

@@ -27,7 +27,7 @@ func TestAutoTriggersSharedByReplicas(t *testing.T) {
 	cfg := testGenerate()
 	cfg.Auto = true
 	cfg.Triggers = config.Triggers{OnAnomaly: true} // no cooldown: every scored frame is an anomaly
-	cfg.LeaseTTL = time.Second
+	cfg.LeaseTTL = 3 * time.Second                  // b's cameras move within ~4 s; one slow renewal does not move a camera
 
 	type replica struct {
 		st *Stage

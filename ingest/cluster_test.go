@@ -178,9 +178,6 @@ func TestStatusIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	r.mu.Lock()
-	r.statusTTL = 500 * time.Millisecond
-	r.mu.Unlock()
 	if err := r.Attach(ctx, config.Camera{ID: "door", URL: "synthetic://"}); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +203,11 @@ func TestStatusIsBounded(t *testing.T) {
 	if v, _ := r.Get(ctx, "door"); !strings.Contains(string(v.Status), "streaming") {
 		t.Errorf("door's status %s", v.Status)
 	}
-	// Door's decode is silent from now on: past the TTL it has no status.
+	// Door's decode is silent from now on: past the TTL (shortened now
+	// that its status was read) it has no status.
+	r.mu.Lock()
+	r.statusTTL = 500 * time.Millisecond
+	r.mu.Unlock()
 	testenv.WaitFor(t, "door's status gone after the TTL", 5*time.Second, func() bool {
 		v, _ := r.Get(ctx, "door")
 		return string(v.Status) == "null"

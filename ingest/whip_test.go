@@ -263,7 +263,20 @@ func TestWHIPBadInput(t *testing.T) {
 		{"fps not a number", "/whip/cam1?fps=NaN", "application/sdp", good, 400, "fps"},
 	}
 	// Warm up pion's and net/http's process-wide goroutines, then watch for leaks.
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(), goleak.Cleanup(func(int) { http.DefaultClient.CloseIdleConnections() }))
+	// Teardown (pion's, NATS subscriptions') may take a while under -race:
+	// give it seconds, not goleak's default retries of under a second.
+	ignore := goleak.IgnoreCurrent()
+	defer func() {
+		var leaked error
+		testenv.Poll(5*time.Second, func() bool {
+			http.DefaultClient.CloseIdleConnections()
+			leaked = goleak.Find(ignore)
+			return leaked == nil
+		})
+		if leaked != nil {
+			t.Error(leaked)
+		}
+	}()
 	for _, c := range cases {
 		code, body, _ := do(t, "POST", e.base+c.path, "", c.ctype, "", strings.NewReader(c.body))
 		if code != c.code || !strings.Contains(body, c.want) {
