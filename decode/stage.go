@@ -261,13 +261,13 @@ func (s *Stage) stop(id string) {
 	w.cancel()
 	<-w.done
 	// Only now is it forgotten: until it has stopped, no new worker may
-	// start for the camera.
+	// start for the camera (and none has set the gauge since).
 	s.mu.Lock()
 	if s.workers[id] == w {
 		delete(s.workers, id)
+		telemetry.CameraUp.DeleteLabelValues(id)
 	}
 	s.mu.Unlock()
-	telemetry.CameraUp.DeleteLabelValues(id)
 }
 
 // stopAll stops every worker and waits for them.

@@ -3,6 +3,7 @@ package decode
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,10 +13,12 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/ingest"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/lease"
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/rtsptest"
 	"github.com/patchline/patchline/internal/testenv"
@@ -203,7 +206,7 @@ func TestSlowStopKeepsTheOtherCameras(t *testing.T) {
 
 	var logs testenv.Buffer
 	st := NewStage(Options{NC: natstest.Connect(t, url), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
-		Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: time.Second, StallTimeout: 4 * time.Second}})
+		Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: 2 * time.Second, StallTimeout: 5 * time.Second}})
 	done := make(chan error, 1)
 	go func() { done <- st.Run(ctx) }()
 	defer func() { cancel(); <-done }()
@@ -220,11 +223,11 @@ func TestSlowStopKeepsTheOtherCameras(t *testing.T) {
 	syn, _ := status("syn")
 
 	// A new spec while the stream is frozen: the old worker's stop waits
-	// for its blocked read, four lease TTLs.
+	// for its blocked read, over two lease TTLs.
 	srv.Freeze("live", true)
 	time.Sleep(300 * time.Millisecond)
 	put(config.Camera{ID: "live", URL: srv.URL("live"), FPS: 3})
-	time.Sleep(5 * time.Second)
+	time.Sleep(6 * time.Second)
 	srv.Freeze("live", false)
 	testenv.WaitFor(t, "live streaming again", 20*time.Second, func() bool { return streaming("live") })
 
@@ -234,7 +237,19 @@ func TestSlowStopKeepsTheOtherCameras(t *testing.T) {
 	if err := reg.Detach(ctx, "live"); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, "live stopped", 15*time.Second, func() bool { _, ok := status("live"); return !ok })
+	// Its lease is given back once its stop is over.
+	leases, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := leases.KeyValue(ctx, bus.LeasesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "live stopped and its lease given back", 15*time.Second, func() bool {
+		_, err := kv.Get(ctx, lease.KeyPrefix+"live")
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
 
 	if now, _ := status("syn"); now.State != StateStreaming || !now.Since.Equal(syn.Since) {
 		t.Errorf("syn: %+v, want streaming since %v, never stopped", now, syn.Since)

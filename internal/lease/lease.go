@@ -47,6 +47,7 @@ type Set struct {
 	// opTimeout bounds each bucket operation on its own (a third of the
 	// TTL), not a round as a whole.
 	opTimeout time.Duration
+	ttl       time.Duration
 	// dropping holds the keys whose Drop runs in the background, each
 	// with a channel closed when it returns. A Drop may take long (a
 	// camera stopping mid-read waits up to its stall timeout, as long as
@@ -69,7 +70,7 @@ func Open(ctx context.Context, nc *nats.Conn, bucket, description string, ttl ti
 		return nil, err
 	}
 	return &Set{
-		kv: kv, id: replicaID(), revs: map[string]uint64{}, opTimeout: max(ttl/3, time.Second),
+		kv: kv, id: replicaID(), revs: map[string]uint64{}, opTimeout: max(ttl/3, time.Second), ttl: ttl,
 		dropping: map[string]chan struct{}{}, dropped: make(chan struct{}, 1),
 	}, nil
 }
@@ -173,8 +174,8 @@ type Work struct {
 	// Drop is called when a key stops being this replica's: before its
 	// lease is given back (so two replicas never work on it at once), or
 	// after the lease was lost. It runs on a goroutine of its own, which
-	// a round waits for up to an operation's time limit; Hold is not
-	// called for the key until it has returned.
+	// a round waits for up to a tenth of the TTL; Hold is not called for
+	// the key until it has returned.
 	Drop func(key string)
 	Log  *slog.Logger
 }
@@ -291,14 +292,15 @@ func (s *Set) drop(key string, drop func(string)) chan struct{} {
 	return done
 }
 
-// await waits for the Drops a round started, up to an operation's time
-// limit, and gives back the leases of those that returned. The others go
-// on in the background.
+// await waits for the Drops a round started, up to a tenth of the TTL
+// (the next round must still renew the other leases in time), and gives
+// back the leases of those that returned. The others go on in the
+// background; Run's next round gives theirs back.
 func (s *Set) await(started []chan struct{}) {
 	if len(started) == 0 {
 		return
 	}
-	t := time.NewTimer(s.opTimeout)
+	t := time.NewTimer(s.ttl / 10)
 	defer t.Stop()
 	for _, done := range started {
 		select {
