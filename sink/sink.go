@@ -246,24 +246,25 @@ func (s *Stage) hookConsumers(ctx context.Context) ([]jetstream.Consumer, error)
 
 // hookConsumer creates or updates the durable consumer of w. Where a
 // consumer starts is fixed when it is made: at the annotations that come
-// after, or, made again while this replica runs (it vanished), after the
-// last one w finished with, so that none stored meanwhile is skipped.
+// after, or, made again while the sink runs (it vanished), after the last
+// one known done with (w.done), so that none stored meanwhile is skipped.
 func (s *Stage) hookConsumer(ctx context.Context, w *webhook) (cons jetstream.Consumer, err error) {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	cfg := w.consumer(s.cfg.Stream)
 	stream := s.cfg.Stream.Name
 	err = bus.SetupRetry(ctx, js, func() (err error) {
+		cfg := w.consumer(s.cfg.Stream)
 		cons, err = js.Consumer(ctx, stream, cfg.Durable)
 		if err == nil {
 			cur := cons.CachedInfo().Config
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = cur.DeliverPolicy, cur.OptStartSeq, cur.OptStartTime
-			cons, err = js.UpdateConsumer(ctx, stream, cfg)
-			return err
-		}
-		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			if cons, err = js.UpdateConsumer(ctx, stream, cfg); !errors.Is(err, jetstream.ErrConsumerDoesNotExist) {
+				return err
+			}
+			cfg = w.consumer(s.cfg.Stream) // deleted meanwhile: make it
+		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return err
 		}
 		if done := w.done.Load(); done > 0 {
@@ -276,8 +277,9 @@ func (s *Stage) hookConsumer(ctx context.Context, w *webhook) (cons jetstream.Co
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: durable consumer %s on stream %s: %w", w.name, cfg.Durable, s.cfg.Stream.Name, err)
+		return nil, fmt.Errorf("%s: durable consumer %s on stream %s: %w", w.name, w.consumer(s.cfg.Stream).Durable, stream, err)
 	}
+	w.handled(cons.CachedInfo().AckFloor.Stream)
 	return cons, nil
 }
 

@@ -88,8 +88,9 @@ type webhook struct {
 
 	maxAge    time.Duration // durable: the stream's max age (0: none)
 	lagWarned atomic.Bool   // durable: warned that the lag nears maxAge, since last caught up
-	// done is the stream sequence of the last annotation this replica
-	// finished with (durable): a consumer made again starts after it.
+	// done is the stream sequence up to which annotations are known done
+	// with (durable): settled here, or the consumer's ack floor when last
+	// read. A consumer made again starts after it.
 	done atomic.Uint64
 }
 
@@ -215,16 +216,24 @@ func (w *webhook) consumer(st config.Stream) jetstream.ConsumerConfig {
 // made again with reopen.
 func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer, reopen func() (jetstream.Consumer, error)) {
 	var fails uint64
+	floorRead := time.Now()
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		got := 0
 		if err == nil {
 			for m := range batch.Messages() {
 				w.handle(ctx, hard, m)
+				got++
 			}
 			err = batch.Error()
 		}
 		if err == nil || errors.Is(err, nats.ErrTimeout) {
 			fails = 0
+			if got == 0 && time.Since(floorRead) > floorEvery {
+				// Idle here: another replica may be the one delivering.
+				floorRead = time.Now()
+				w.readFloor(ctx, cons)
+			}
 			continue
 		}
 		if vanished(ctx, cons, err) {
@@ -241,6 +250,19 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// floorEvery is how often an idle durable webhook reads its consumer's
+// ack floor (what the other replicas delivered).
+const floorEvery = 5 * time.Second
+
+// readFloor records the consumer's ack floor as done with.
+func (w *webhook) readFloor(ctx context.Context, cons jetstream.Consumer) {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if info, err := cons.Info(ictx); err == nil {
+		w.handled(info.AckFloor.Stream)
 	}
 }
 
@@ -268,15 +290,16 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 	w.inFlight.Store(true)
 	defer w.inFlight.Store(false)
 	var stored time.Time // when the stream took the annotation
+	var seq uint64       // its stream sequence
 	caughtUp := false
 	if md, err := m.Metadata(); err == nil {
 		webhookBacklog.WithLabelValues(w.name).Set(float64(md.NumPending))
-		stored, caughtUp = md.Timestamp, md.NumPending == 0
-		defer func() {
-			if ctx.Err() == nil && hard.Err() == nil { // not handed back
-				w.done.Store(md.Sequence.Stream)
-			}
-		}()
+		stored, caughtUp, seq = md.Timestamp, md.NumPending == 0, md.Sequence.Stream
+	}
+	settle := func(settle func() error) {
+		if settle() == nil {
+			w.handled(seq)
+		}
 	}
 	w.lag(stored)
 	defer func() {
@@ -287,7 +310,7 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 	}()
 	var a annotation.Annotation
 	if err := json.Unmarshal(m.Data(), &a); err != nil || !w.wants(&a) {
-		_ = m.Ack()
+		settle(m.Ack)
 		return
 	}
 	if ctx.Err() != nil {
@@ -313,14 +336,26 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 	close(delivered)
 	switch {
 	case err == nil:
-		_ = m.Ack()
+		settle(m.Ack)
 	case hard.Err() != nil:
 		_ = m.Nak()
 		return
 	default:
-		_ = m.Term()
+		settle(m.Term)
 	}
 	w.count(err)
+}
+
+// handled records that the annotation at stream sequence seq is done with
+// (acknowledged or terminated), here or, seen in the consumer's ack
+// floor, by another replica.
+func (w *webhook) handled(seq uint64) {
+	for {
+		cur := w.done.Load()
+		if seq <= cur || w.done.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
 }
 
 // lag records how far behind a durable webhook is: the age of the

@@ -414,6 +414,7 @@ func TestDurableWebhookConsumerGoneBetweenFetches(t *testing.T) {
 	stop := run()
 	want := publishAnalyzed(t, nc, "cam1", 1, 1)
 	hook.waitFor(t, want...)
+	testenv.WaitFor(t, "the delivery acknowledged", 5*time.Second, func() bool { return w.done.Load() == 1 })
 	stop()
 
 	js, err := jetstream.New(nc)
