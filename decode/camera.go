@@ -448,7 +448,7 @@ var errStalled = errors.New("stalled")
 // source ends (true), reconnecting with backoff forever. It takes source
 // images from free and hands the ones to process to work; the worker's
 // errors come back on errc.
-func (c *Camera) readLoop(ctx context.Context, free <-chan *rawFrame, work chan<- *rawFrame, errc <-chan error) bool {
+func (c *Camera) readLoop(ctx context.Context, free chan *rawFrame, work chan<- *rawFrame, errc <-chan error) bool {
 	failures := 0
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		if c.relay != nil && !c.relay.waitPublisher(ctx, func() { c.setState(StateOffline, nil) }) {
@@ -471,6 +471,7 @@ func (c *Camera) readLoop(ctx context.Context, free <-chan *rawFrame, work chan<
 			if errors.Is(err, io.EOF) {
 				return true
 			}
+			shrink(free)
 		}
 		if ctx.Err() != nil {
 			return false
@@ -490,6 +491,23 @@ func (c *Camera) readLoop(ctx context.Context, free <-chan *rawFrame, work chan<
 		}
 	}
 	return false
+}
+
+// shrink frees the source images' memory while no source is open, once the
+// worker has handed them all back: a camera offline or retrying (a WHIP
+// camera whose publisher left, a dead RTSP host) would otherwise keep
+// three frames of its last resolution (18 MB at 1080p) for as long.
+func shrink(free chan *rawFrame) {
+	held := make([]*rawFrame, 0, rawFrames)
+	for range rawFrames {
+		rf := <-free
+		_ = rf.img.Close()
+		rf.img = gocv.NewMat()
+		held = append(held, rf)
+	}
+	for _, rf := range held {
+		free <- rf
+	}
 }
 
 // mats are the worker's reusable OpenCV images.

@@ -663,3 +663,32 @@ func TestSampler(t *testing.T) {
 		}
 	}
 }
+
+// TestShrink: between sources the reader's images give their memory back,
+// waiting for the one the worker still holds.
+func TestShrink(t *testing.T) {
+	free := make(chan *rawFrame, rawFrames)
+	var frames []*rawFrame
+	for range rawFrames {
+		rf := &rawFrame{img: gocv.NewMatWithSize(1080, 1920, gocv.MatTypeCV8UC3)}
+		frames = append(frames, rf)
+	}
+	free <- frames[0]
+	free <- frames[1]
+	go func() { // the worker hands the third back later
+		time.Sleep(50 * time.Millisecond)
+		free <- frames[2]
+	}()
+	shrink(free)
+	for i, rf := range frames {
+		if !rf.img.Empty() {
+			t.Errorf("image %d still %dx%d", i, rf.img.Cols(), rf.img.Rows())
+		}
+	}
+	if len(free) != rawFrames {
+		t.Errorf("%d images back in free, want %d", len(free), rawFrames)
+	}
+	for range rawFrames {
+		_ = (<-free).img.Close()
+	}
+}

@@ -198,7 +198,20 @@ async function unpublish() {
 
 $('#publish').addEventListener('click', publish);
 $('#unpublish').addEventListener('click', unpublish);
-$('#publish-id').value = 'browser-' + Math.random().toString(36).slice(2, 7);
+// One camera id per browser, kept across page loads: a WHIP camera stays
+// registered (offline) after its publisher goes, so a new id at every
+// load would leave a camera behind each time.
+$('#publish-id').value = (() => {
+  const key = 'patchline.publish-id';
+  let id = null;
+  try {
+    id = localStorage.getItem(key);
+    if (!id) localStorage.setItem(key, (id = 'browser-' + Math.random().toString(36).slice(2, 7)));
+  } catch {
+    id = id || 'browser-' + Math.random().toString(36).slice(2, 7); // storage off
+  }
+  return id;
+})();
 
 // ---- live view ----
 
