@@ -123,44 +123,31 @@ func (s *Stage) Run(ctx context.Context) error {
 // watch keeps s.specs in step with the registry until ctx is done or the
 // watcher ends.
 func (s *Stage) watch(ctx context.Context, kv jetstream.KeyValue) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
 	seen := map[string]bool{}
 	initial := true
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watcher closed")
-			}
-			s.mu.Lock()
-			switch {
-			case e == nil: // end of initial values: drop cameras that vanished meanwhile
-				if initial {
-					for id := range s.specs {
-						if !seen[id] {
-							delete(s.specs, id)
-						}
+	return bus.WatchKV(ctx, kv, func(e jetstream.KeyValueEntry) {
+		s.mu.Lock()
+		switch {
+		case e == nil: // end of initial values: drop cameras that vanished meanwhile
+			if initial {
+				for id := range s.specs {
+					if !seen[id] {
+						delete(s.specs, id)
 					}
-					initial = false
 				}
-			case e.Operation() != jetstream.KeyValuePut:
-				delete(s.specs, e.Key())
-			default:
-				seen[e.Key()] = true
-				s.specs[e.Key()] = e.Value()
+				initial = false
 			}
-			s.mu.Unlock()
-			if e == nil || !initial {
-				s.poke()
-			}
+		case e.Operation() != jetstream.KeyValuePut:
+			delete(s.specs, e.Key())
+		default:
+			seen[e.Key()] = true
+			s.specs[e.Key()] = e.Value()
 		}
-	}
+		s.mu.Unlock()
+		if e == nil || !initial {
+			s.poke()
+		}
+	})
 }
 
 // poke asks the lease loop for a round now.

@@ -195,6 +195,13 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	if len(conns) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			forgetDetached(ctx, conns[0], cfg.NATS.Replicas, log)
+		}()
+	}
 	errc := make(chan error, len(stages)+1)
 	for _, st := range stages {
 		wg.Add(1)
@@ -278,7 +285,10 @@ func serveHTTP(addr string, mux *http.ServeMux, conns []*nats.Conn, log *slog.Lo
 	if err != nil {
 		return nil, "", fmt.Errorf("http: listen %s (set http.addr or --http): %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Idle keep-alive connections close after two minutes rather than
+	// when the client goes (a scraper or browser that vanished without a
+	// FIN). No ReadTimeout: the console's live view keeps its request open.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)

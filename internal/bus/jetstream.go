@@ -110,3 +110,26 @@ func EnsureKV(ctx context.Context, nc *nats.Conn, cfg jetstream.KeyValueConfig) 
 	}
 	return kv, nil
 }
+
+// WatchKV watches every key of kv (opts: jetstream.UpdatesOnly…) and calls
+// f with each update, nil marking the end of the initial values, until
+// ctx ends (nil) or the watcher does (an error: NATS restarted, watch
+// again).
+func WatchKV(ctx context.Context, kv jetstream.KeyValue, f func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) error {
+	w, err := kv.WatchAll(ctx, opts...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watcher closed")
+			}
+			f(e)
+		}
+	}
+}

@@ -36,3 +36,13 @@ var (
 		Name: "patchline_camera_up", Help: "1 while a camera is streaming.",
 	}, []string{"camera"})
 )
+
+// ForgetCamera deletes every series of a camera (one detached), in every
+// stage of this process.
+func ForgetCamera(id string) {
+	l := prometheus.Labels{"camera": id}
+	FramesIn.DeletePartialMatch(l)
+	FramesOut.DeletePartialMatch(l)
+	FramesDropped.DeletePartialMatch(l)
+	CameraUp.DeleteLabelValues(id)
+}

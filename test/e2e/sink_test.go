@@ -97,9 +97,10 @@ func TestAnnotationsReachWebhookAndStream(t *testing.T) {
 	}
 	resp.Body.Close()
 	// Its worker has stopped once decode forgets its gauge (an attach
-	// before that, with the same spec, would find it still running).
-	testenv.WaitFor(t, "syn's worker stopped", 20*time.Second, func() bool {
-		return !strings.Contains(get(t, "http://"+info.HTTPAddr+"/metrics"), `patchline_camera_up{camera="syn"}`)
+	// before that, with the same spec, would find it still running), and
+	// every stage forgets its series.
+	testenv.WaitFor(t, "syn's worker stopped and its series gone", 20*time.Second, func() bool {
+		return !strings.Contains(get(t, "http://"+info.HTTPAddr+"/metrics"), `camera="syn"`)
 	})
 	attach(t, info.HTTPAddr, cam)
 	// Deliveries of the first block may still come: the new block's

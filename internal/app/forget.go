@@ -1,0 +1,41 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/patchline/patchline/ingest"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/telemetry"
+)
+
+// forgetDetached deletes the metric series of each camera detached from
+// the registry while the process runs: without it every process would
+// keep the series of every camera ever attached. Best effort, until ctx
+// ends: it waits for the bucket, and watches again after a NATS restart
+// (a detach during the gap keeps its series).
+func forgetDetached(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger) {
+	for {
+		kv, err := ingest.CamerasBucket(ctx, nc, replicas, false)
+		if err == nil {
+			err = bus.WatchKV(ctx, kv, func(e jetstream.KeyValueEntry) {
+				if e != nil && e.Operation() != jetstream.KeyValuePut {
+					telemetry.ForgetCamera(e.Key())
+				}
+			}, jetstream.UpdatesOnly())
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Debug("camera metrics: registry watch ended, again in 5 s", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
