@@ -305,7 +305,9 @@ func (s *Stage) Run(ctx context.Context) error {
 			return nil
 		case now := <-t.C:
 			s.sched.expire(now)
-			s.win.expire(now)
+			if gone := s.win.expire(now); len(gone) > 0 {
+				s.forget(gone)
+			}
 			running, queued := s.sched.stats()
 			metricRunning.Set(float64(running))
 			metricQueued.Set(float64(queued))
@@ -388,6 +390,17 @@ func (s *Stage) owns(camera string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.owned[camera]
+}
+
+// forget drops the trigger state of cameras whose window expired (silent
+// for window_ttl): one that comes back starts afresh, and cameras gone for
+// good do not pile up.
+func (s *Stage) forget(cameras []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range cameras {
+		delete(s.cams, c)
+	}
 }
 
 func (s *Stage) state(camera string) *camState {

@@ -407,14 +407,21 @@ func TestWindowAndObjectTTL(t *testing.T) {
 	cfg := testGenerate()
 	cfg.WindowTTL = time.Second
 	cfg.ObjectTTL = 90 * time.Minute
-	nc := startStage(t, cfg, openTiny(t), nil)
+	cfg.Auto, cfg.Triggers = true, config.Triggers{OnChange: true} // scenes are followed: per-camera state
+	nc, stage := startStageWith(t, cfg, openTiny(t), nil)
 	waitFor(t, "window", func() bool {
 		publishFrames(t, nc, "cam1", 1, 4) // fresh for each try
 		return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Error == ""
 	})
+	publishAnalysis(t, nc, "cam1", 4, []string{"red circle"})
+	camState := func() bool { stage.mu.Lock(); defer stage.mu.Unlock(); return stage.cams["cam1"] != nil }
+	waitFor(t, "cam1's scene followed", camState)
 	time.Sleep(2 * time.Second)
 	if r := request(t, nc, `{"camera":"cam1","kind":"frame"}`); r.Reason != ReasonUnknownCamera {
 		t.Errorf("2 s after the last frame, with window_ttl 1s: %+v, want %s", r, ReasonUnknownCamera)
+	}
+	if camState() {
+		t.Error("cam1's trigger state kept after its window expired")
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -95,16 +95,18 @@ func (ws *windows) cameras(now time.Time) []string {
 	return out
 }
 
-// expire forgets cameras silent for longer than ttl.
-func (ws *windows) expire(now time.Time) {
+// expire forgets cameras silent for longer than ttl, and returns them.
+func (ws *windows) expire(now time.Time) (gone []string) {
 	if ws.ttl <= 0 {
-		return
+		return nil
 	}
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	for id, w := range ws.cams {
 		if now.Sub(w.lastSeen) > ws.ttl {
 			delete(ws.cams, id)
+			gone = append(gone, id)
 		}
 	}
+	return gone
 }
