@@ -5,7 +5,7 @@
 package sink
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
+	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
@@ -39,9 +40,10 @@ type Stage struct {
 	replicas int
 	log      *slog.Logger
 
-	mu    sync.Mutex
-	file  *os.File
-	jsonl *bufio.Writer
+	mu       sync.Mutex
+	jsonl    *lumberjack.Logger // nil: no file
+	lines    bytes.Buffer       // whole lines not yet written (a write never splits one across files)
+	jsonlErr uint64             // failed writes, for thinning the log
 
 	hooks  []*webhook
 	storer *bus.Storer // nil without the stream
@@ -73,7 +75,8 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 		if err != nil {
 			return nil, fmt.Errorf("sink: jsonl output: %w", err)
 		}
-		s.file, s.jsonl = f, bufio.NewWriterSize(f, 64<<10)
+		_ = f.Close() // writable: the rotating writer opens it at the first write
+		s.jsonl = &lumberjack.Logger{Filename: cfg.JSONL, MaxSize: cfg.JSONLMaxMB, MaxBackups: cfg.JSONLKeep}
 	}
 	return s, nil
 }
@@ -283,15 +286,36 @@ func (s *Stage) hookConsumer(ctx context.Context, w *webhook) (cons jetstream.Co
 	return cons, nil
 }
 
+// jsonlBuffer is how much of the JSON Lines output waits in memory before
+// a write (and at most a second).
+const jsonlBuffer = 64 << 10
+
 func (s *Stage) writeLine(b []byte) {
 	if s.jsonl == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, _ = s.jsonl.Write(b)
-	if err := s.jsonl.WriteByte('\n'); err != nil {
-		s.log.Warn("jsonl write", "err", err)
+	s.lines.Write(b)
+	s.lines.WriteByte('\n')
+	if s.lines.Len() >= jsonlBuffer {
+		s.writeLines()
+	}
+}
+
+// writeLines writes the buffered lines in one write, which the rotating
+// writer puts whole into one file. A failed write drops them (logged the
+// 1st, 2nd, 4th… time): a full disk must not grow the sink's memory.
+func (s *Stage) writeLines() {
+	if s.lines.Len() == 0 {
+		return
+	}
+	_, err := s.jsonl.Write(s.lines.Bytes())
+	s.lines.Reset()
+	if err != nil {
+		if s.jsonlErr++; s.jsonlErr&(s.jsonlErr-1) == 0 {
+			s.log.Warn("jsonl output: write failed, lines dropped", "file", s.cfg.JSONL, "err", err, "failures", s.jsonlErr)
+		}
 	}
 }
 
@@ -301,17 +325,15 @@ func (s *Stage) flush() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.jsonl.Flush(); err != nil {
-		s.log.Warn("jsonl flush", "err", err)
-	}
+	s.writeLines()
 }
 
 func (s *Stage) close() error {
-	if s.file == nil {
+	if s.jsonl == nil {
 		return nil
 	}
 	s.flush()
-	return s.file.Close()
+	return s.jsonl.Close()
 }
 
 // EnsureStream creates the annotation stream st, or updates it to st's

@@ -2,12 +2,14 @@ package sink
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -284,5 +286,43 @@ func TestStreamStoresWhatItMissed(t *testing.T) {
 	}
 	if n := len(live); n != 5 {
 		t.Errorf("live subscribers got %d annotations, want 5 (once each)", n)
+	}
+}
+
+// TestJSONLRotates: past jsonl_max_mb the file is renamed and a new one
+// started, jsonl_keep rotated files are kept, and no line is split across
+// two files.
+func TestJSONLRotates(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.jsonl")
+	st, err := NewStage(nil, config.Sink{JSONL: path, JSONLMaxMB: 1, JSONLKeep: 1}, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte(`{"camera":"cam1","pad":"` + strings.Repeat("x", 1000) + `"}`)
+	for range 3500 { // ~3.4 MB: three rotations
+		st.writeLine(line)
+	}
+	if err := st.close(); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	testenv.WaitFor(t, "one rotated file kept beside the current one", 5*time.Second, func() bool {
+		files, _ = filepath.Glob(filepath.Join(dir, "out*.jsonl"))
+		return len(files) == 2
+	})
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 1<<20 {
+			t.Errorf("%s: %d bytes, over jsonl_max_mb", f, len(b))
+		}
+		for i, l := range bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) {
+			if !bytes.Equal(l, line) {
+				t.Fatalf("%s line %d is not a whole line (%d bytes)", f, i+1, len(l))
+			}
+		}
 	}
 }

@@ -144,9 +144,14 @@ type Analyze struct {
 
 // Sink configures annotation outputs.
 type Sink struct {
-	JSONL    string    `yaml:"jsonl"` // append annotations to this file; empty = off
-	Stream   Stream    `yaml:"stream"`
-	Webhooks []Webhook `yaml:"webhooks"`
+	JSONL string `yaml:"jsonl"` // append annotations to this file; empty = off
+	// The file is rotated past JSONLMaxMB (renamed with a timestamp,
+	// name-2026-11-29T22-50-00.000.jsonl) and JSONLKeep rotated files are
+	// kept (0: all).
+	JSONLMaxMB int       `yaml:"jsonl_max_mb"` // default 100
+	JSONLKeep  int       `yaml:"jsonl_keep"`   // default 5
+	Stream     Stream    `yaml:"stream"`
+	Webhooks   []Webhook `yaml:"webhooks"`
 }
 
 // Webhook POSTs each matching annotation (its JSON, as published) to URL,
@@ -262,7 +267,7 @@ func Default() Config {
 			MaxBatchWait: 20 * time.Millisecond,
 			QueueSize:    32,
 		},
-		Sink: Sink{Stream: Stream{
+		Sink: Sink{JSONLMaxMB: 100, JSONLKeep: 5, Stream: Stream{
 			Name: DefaultStream, MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, DuplicateWindow: 2 * time.Minute,
 		}, Webhooks: []Webhook{}},
 		Generate:  defaultGenerate(),

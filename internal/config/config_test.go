@@ -85,7 +85,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown key far from any",
 			yaml: "sink:\n  kafka: x\n",
-			want: []string{`pipeline.yaml:2: sink.kafka: unknown key (known keys: jsonl, stream, webhooks)`},
+			want: []string{`pipeline.yaml:2: sink.kafka: unknown key (known keys: jsonl, jsonl_keep, jsonl_max_mb, stream, webhooks)`},
 		},
 		{
 			name: "duplicate key",
@@ -227,6 +227,14 @@ func TestErrors(t *testing.T) {
 				"pipeline.yaml:2: decode.queue_size: 100000000000000 out of range 1..100000",
 				"pipeline.yaml:6: sink.webhooks[0].min_score: NaN out of range 0..1",
 				"pipeline.yaml:8: sink.webhooks[1].url: the same URL as sink.webhooks[0], and both durable",
+			},
+		},
+		{
+			name: "jsonl rotation",
+			yaml: "sink:\n  jsonl: /tmp/a.jsonl\n  jsonl_max_mb: 0\n  jsonl_keep: -1\n",
+			want: []string{
+				"pipeline.yaml:3: sink.jsonl_max_mb: 0 out of range 1..1048576 (MB)",
+				"pipeline.yaml:4: sink.jsonl_keep: -1 out of range 0..10000 (0: keep all)",
 			},
 		},
 		{

@@ -52,6 +52,12 @@ func (c *Config) problems() []error {
 	c.Decode.check(ck)
 	c.Analyze.check(ck)
 	c.Sink.Stream.check(ck)
+	if c.Sink.JSONLMaxMB < 1 || c.Sink.JSONLMaxMB > 1<<20 {
+		ck.add("sink.jsonl_max_mb", "%d out of range 1..1048576 (MB)", c.Sink.JSONLMaxMB)
+	}
+	if c.Sink.JSONLKeep < 0 || c.Sink.JSONLKeep > 10000 {
+		ck.add("sink.jsonl_keep", "%d out of range 0..10000 (0: keep all)", c.Sink.JSONLKeep)
+	}
 	durable := map[string]int{} // URL → the first durable webhook with it
 	for i, w := range c.Sink.Webhooks {
 		path := fmt.Sprintf("sink.webhooks[%d]", i)
