@@ -91,7 +91,7 @@ func BenchmarkGrab(b *testing.B) {
 // of `patchline run`), at Go's default GOGC and at bus.GCPercent (what the
 // patchline binary sets). The server's side of the copy runs concurrently.
 func BenchmarkPublish(b *testing.B) {
-	e, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: b.TempDir()}, natstest.Discard())
+	e, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: b.TempDir()}, "", natstest.Discard())
 	if err != nil {
 		b.Fatal(err)
 	}

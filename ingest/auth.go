@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -107,4 +108,57 @@ func sameOrigin(origin string, r *http.Request) bool {
 		return false
 	}
 	return strings.EqualFold(u.Host, r.Host)
+}
+
+// Guard protects a server without a token (token empty) from web pages in
+// a browser that can reach it, since a browser will send requests to
+// 127.0.0.1 on a page's behalf:
+//   - a request naming the server by a host name other than localhost or
+//     one of allowedHosts gets 421: a page whose name was pointed at this
+//     machine (DNS rebinding) would otherwise be same-origin with it;
+//   - a request from a page of another origin that may change state (not
+//     GET, HEAD or OPTIONS) gets 403 (CSRF), except under /whip/, whose
+//     CORS policy (whip.allowed_origins) decides.
+//
+// IP addresses are always accepted: a rebinding page has a name. With a
+// token, requests pass: a page cannot send it.
+func Guard(token string, allowedHosts []string, next http.Handler) http.Handler {
+	if token != "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host := hostName(r.Host); !allowedHost(host, allowedHosts) {
+			writeJSON(w, http.StatusMisdirectedRequest, apiError{fmt.Sprintf(
+				"host %q is not served: without http.token only IP addresses, localhost and http.allowed_hosts may name this server", host)})
+			return
+		}
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			origin := r.Header.Get("Origin")
+			if origin != "" && !sameOrigin(origin, r) && !strings.HasPrefix(r.URL.Path, "/whip/") {
+				writeJSON(w, http.StatusForbidden, apiError{fmt.Sprintf("a page of origin %s may not change this server without http.token", origin)})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// hostName is the host of a Host header, without port or brackets.
+func hostName(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.Trim(hostport, "[]")
+}
+
+// allowedHost reports whether a request may name the server host: empty
+// (HTTP/1.0), an IP address, localhost (or a name under it), or listed.
+func allowedHost(host string, allowed []string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" || net.ParseIP(host) != nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, host) })
 }

@@ -114,7 +114,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var inProcess []nats.Option // stages reach an embedded server through memory
 	if info.NATSURL == "" {
-		emb, err := bus.StartEmbedded(cfg.NATS.Embedded, log)
+		emb, err := bus.StartEmbedded(cfg.NATS.Embedded, cfg.NATS.Token, log)
 		if err != nil {
 			return err
 		}
@@ -219,7 +219,9 @@ func Run(ctx context.Context, o Options) error {
 		addr = cfg.HTTP.Addr
 	}
 	if addr != "off" {
-		srv, bound, err := serveHTTP(addr, mux, conns, log)
+		srv, bound, err := serveHTTP(addr, mux, func(h http.Handler) http.Handler {
+			return ingest.Guard(cfg.HTTP.Token, cfg.HTTP.AllowedHosts, h)
+		}, conns, log)
 		if err != nil {
 			cancel()
 			wg.Wait()
@@ -269,7 +271,7 @@ func openModel(cfg config.Config) (*analyze.Model, error) {
 
 // serveHTTP serves the API (if mounted), /metrics, /healthz and /readyz.
 // /readyz is 200 only while every NATS connection of this process is up.
-func serveHTTP(addr string, mux *http.ServeMux, conns []*nats.Conn, log *slog.Logger) (*http.Server, string, error) {
+func serveHTTP(addr string, mux *http.ServeMux, guard func(http.Handler) http.Handler, conns []*nats.Conn, log *slog.Logger) (*http.Server, string, error) {
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -288,7 +290,7 @@ func serveHTTP(addr string, mux *http.ServeMux, conns []*nats.Conn, log *slog.Lo
 	// Idle keep-alive connections close after two minutes rather than
 	// when the client goes (a scraper or browser that vanished without a
 	// FIN). No ReadTimeout: the console's live view keeps its request open.
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: guard(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)

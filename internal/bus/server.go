@@ -23,16 +23,19 @@ type Embedded struct {
 }
 
 // StartEmbedded starts a nats-server listening on cfg.Host:cfg.Port (port -1
-// picks a free one) with JetStream storing under cfg.StoreDir.
-func StartEmbedded(cfg config.Embedded, log *slog.Logger) (*Embedded, error) {
+// picks a free one) with JetStream storing under cfg.StoreDir. A token
+// (nats.token) is then required of every client; without one, any process
+// that reaches the port may use it.
+func StartEmbedded(cfg config.Embedded, token string, log *slog.Logger) (*Embedded, error) {
 	opts := &server.Options{
-		ServerName: "patchline-embedded",
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		MaxPayload: MaxPayload,
-		NoSigs:     true,
+		ServerName:    "patchline-embedded",
+		Host:          cfg.Host,
+		Port:          cfg.Port,
+		JetStream:     true,
+		StoreDir:      cfg.StoreDir,
+		MaxPayload:    MaxPayload,
+		NoSigs:        true,
+		Authorization: token,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

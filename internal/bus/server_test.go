@@ -18,7 +18,7 @@ import (
 // loopback address at the same port.
 func TestEmbeddedHost(t *testing.T) {
 	port := testenv.FreePort(t, "127.0.0.2")
-	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.2", Port: port, StoreDir: t.TempDir()}, discard())
+	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.2", Port: port, StoreDir: t.TempDir()}, "", discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestEmbeddedPortTaken(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: port, StoreDir: t.TempDir()}, discard())
+	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: port, StoreDir: t.TempDir()}, "", discard())
 	if err == nil {
 		e.Shutdown()
 		t.Fatalf("started on a port in use")
@@ -55,4 +55,27 @@ func TestEmbeddedPortTaken(t *testing.T) {
 	if !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), fmt.Sprint(port)) {
 		t.Errorf("error %q does not name the port and why", err)
 	}
+}
+
+// TestEmbeddedToken: with nats.token the embedded server refuses clients
+// without it, over TCP and in-process alike, and serves those with it.
+func TestEmbeddedToken(t *testing.T) {
+	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}, "s3cret", discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	if nc, err := nats.Connect(e.URL(), nats.Timeout(2*time.Second), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("a client without the token connected")
+	}
+	if nc, err := nats.Connect(e.URL(), nats.Timeout(2*time.Second), nats.MaxReconnects(0), nats.Token("guess"), e.InProcess()); err == nil {
+		nc.Close()
+		t.Error("an in-process client with a wrong token connected")
+	}
+	nc, err := Connect(config.NATS{Token: "s3cret"}, e.URL(), "test", discard(), e.InProcess())
+	if err != nil {
+		t.Fatalf("with the token: %v", err)
+	}
+	nc.Close()
 }

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/patchline/patchline/internal/config"
@@ -21,6 +22,20 @@ const defaultAPI = "http://127.0.0.1:8080"
 // tokenEnv holds the API's bearer token (http.token) for attach, detach and
 // cameras; it is also the variable that sets http.token.
 const tokenEnv = "PATCHLINE_HTTP_TOKEN"
+
+// natsTokenEnv holds the NATS token (nats.token) for watch and describe;
+// it is also the variable that sets nats.token.
+const natsTokenEnv = "PATCHLINE_NATS_TOKEN"
+
+// natsOptions are the options of a command's NATS connection named name:
+// the token in $PATCHLINE_NATS_TOKEN, when set.
+func natsOptions(name string, more ...nats.Option) []nats.Option {
+	opts := append([]nats.Option{nats.Name(name)}, more...)
+	if tok := os.Getenv(natsTokenEnv); tok != "" {
+		opts = append(opts, nats.Token(tok))
+	}
+	return opts
+}
 
 // The timeout covers the registry waiting out a JetStream leader election
 // (ingest.unavailableWait).

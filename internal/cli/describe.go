@@ -53,7 +53,7 @@ func newDescribeCmd() *cobra.Command {
 			if err != nil || d <= 0 {
 				return fmt.Errorf("--timeout %q: want a positive duration such as 10s", timeout)
 			}
-			nc, err := nats.Connect(natsURL, nats.Name("patchline-describe"))
+			nc, err := nats.Connect(natsURL, natsOptions("patchline-describe")...)
 			if err != nil {
 				return fmt.Errorf("connect %s: %w (is patchline running? see --nats)", natsURL, err)
 			}
@@ -82,7 +82,7 @@ func newDescribeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL")
+	f.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL (with the token in $"+natsTokenEnv+" when set)")
 	f.StringVar(&timeout, "timeout", "10s", "how long the request may take (its deadline)")
 	f.BoolVar(&frameKind, "frame", false, "ask for a generated frame with its anomaly heatmap instead of a caption")
 	f.StringVar(&out, "out", "", "with --frame: write the generated PNG (read back from the Object Store) to this file")

@@ -87,3 +87,42 @@ func TestWatchSinceReplaysTheStream(t *testing.T) {
 		t.Errorf("missing stream: %v", err)
 	}
 }
+
+// watch sends $PATCHLINE_NATS_TOKEN: a server with nats.token refuses it
+// without, and serves it with.
+func TestWatchSendsTheNATSToken(t *testing.T) {
+	e, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}, "s3cret", natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	run := func(ctx context.Context, out *testenv.Buffer) error {
+		root := newRoot()
+		root.SetOut(out)
+		root.SetErr(out)
+		root.SetArgs([]string{"watch", "--json", "--nats", e.URL()})
+		return root.ExecuteContext(ctx)
+	}
+	t.Setenv(natsTokenEnv, "")
+	if err := run(context.Background(), &testenv.Buffer{}); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("without the token: %v, want an authorization error", err)
+	}
+	t.Setenv(natsTokenEnv, "s3cret")
+	var out testenv.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, &out) }()
+	nc, err := bus.Connect(config.NATS{Token: "s3cret"}, e.URL(), "test", natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	testenv.WaitFor(t, "the annotation printed", 10*time.Second, func() bool {
+		_ = nc.Publish(bus.AnnotationSubject("cam1"), []byte(`{"camera":"cam1","seq":1}`))
+		return strings.Contains(out.String(), `"seq":1}`)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -58,6 +58,11 @@ type HTTP struct {
 	Token    string `yaml:"token"`     // bearer token required on /v1/ and /whip/; empty = no auth (use ${VAR})
 	MaxBody  int64  `yaml:"max_body"`  // request body limit of /v1/ and /whip/ in bytes; default 65536
 	TraceURL string `yaml:"trace_url"` // console link for a trace id: {trace_id} is replaced; empty = no link
+	// AllowedHosts are the host names (beside IP addresses and localhost)
+	// that requests may name this server by while Token is empty: a web
+	// page cannot reach it through a name it points at this machine (DNS
+	// rebinding). With a token, any host name is served.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // WHIP configures WebRTC ingest: POST /whip/<camera> with an SDP offer.
@@ -244,7 +249,7 @@ func Default() Config {
 			Port:     4222,
 			StoreDir: DefaultStoreDir(),
 		}, Replicas: 1},
-		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBody: 64 << 10},
+		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBody: 64 << 10, AllowedHosts: []string{}},
 		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second, PublicIPs: []string{}, ICEServers: []ICEServer{}},
 		Cameras: []Camera{{ID: "synthetic", URL: "synthetic://?seed=1", FPS: 5}},
 		Decode: Decode{

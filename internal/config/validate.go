@@ -272,6 +272,11 @@ func (h HTTP) check(ck *checker) {
 	if h.MaxBody < 1<<10 || h.MaxBody > MaxBodyLimit {
 		ck.add("http.max_body", "%d out of range %d..%d bytes", h.MaxBody, 1<<10, MaxBodyLimit)
 	}
+	for i, host := range h.AllowedHosts {
+		if host == "" || strings.ContainsAny(host, ":/ \t*") {
+			ck.add(fmt.Sprintf("http.allowed_hosts[%d]", i), "%q: want a host name, no scheme, port or wildcard", host)
+		}
+	}
 	if h.TraceURL != "" {
 		u, err := url.Parse(h.TraceURL)
 		switch {

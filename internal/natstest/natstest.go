@@ -21,7 +21,7 @@ import (
 // Start runs a server for the test and returns its client URL.
 func Start(t testing.TB) string {
 	t.Helper()
-	e, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}, Discard())
+	e, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}, "", Discard())
 	if err != nil {
 		t.Fatalf("embedded nats: %v", err)
 	}

@@ -111,7 +111,7 @@ func run(nFrames int) error {
 	}
 	fmt.Printf("clip %s, %d cores\n", clip, runtime.NumCPU())
 
-	emb, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: os.TempDir() + "/patchline-bench-js"}, log)
+	emb, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: os.TempDir() + "/patchline-bench-js"}, "", log)
 	if err != nil {
 		return err
 	}

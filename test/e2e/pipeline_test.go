@@ -209,3 +209,39 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestBrowserGuard: without http.token, the running server refuses a
+// request naming it by an unknown host name (DNS rebinding) and a state
+// change from another origin's page (CSRF), and serves its own console's.
+func TestBrowserGuard(t *testing.T) {
+	info := startPipeline(t, testConfig(t))
+	do := func(method, path, host, origin string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+info.HTTPAddr+path, strings.NewReader(`{"id":"x","url":"synthetic://"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if host != "" {
+			req.Host = host
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := do("GET", "/v1/cameras", "attacker.example:8080", ""); code != http.StatusMisdirectedRequest {
+		t.Errorf("GET by a foreign host name: %d, want 421", code)
+	}
+	if code := do("POST", "/v1/cameras", "", "http://attacker.example"); code != http.StatusForbidden {
+		t.Errorf("attach from another origin: %d, want 403", code)
+	}
+	if code := do("POST", "/v1/cameras", "", "http://"+info.HTTPAddr); code != http.StatusCreated {
+		t.Errorf("attach from the console's origin: %d, want 201", code)
+	}
+}
