@@ -16,6 +16,7 @@ import (
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/media"
 	"github.com/patchline/patchline/internal/synth"
 )
 
@@ -201,21 +202,14 @@ func parseURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// redact hides the password in a URL; unparseable input is hidden entirely
-// if it might hold credentials.
+// redact hides the credentials in a URL (media.RedactURL: userinfo and
+// secret-looking query values); an unparseable one without userinfo is
+// quoted as it is, to show the typo.
 func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if strings.Contains(raw, "@") {
-			return "<unparseable url>"
-		}
+	if _, err := url.Parse(raw); err != nil && !strings.Contains(raw, "@") {
 		return raw
 	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		return u.String()
-	}
-	return raw
+	return media.RedactURL(raw)
 }
 
 func (n NATS) check(ck *checker) {

@@ -3,6 +3,7 @@ package media
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -19,13 +20,44 @@ func RedactURL(raw string) string {
 		}
 		return "<unparseable url>"
 	}
-	if u.User == nil {
+	query, masked := redactQuery(u.RawQuery)
+	if u.User == nil && !masked {
 		return raw
 	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	} else {
-		u.User = url.User("xxxxx")
+	u.RawQuery = query
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx")
+		}
 	}
 	return u.String()
+}
+
+// secretKeys are parts of query parameter names whose values are hidden:
+// cameras and NVRs take credentials there too (?user=admin&password=…,
+// ?token=…).
+var secretKeys = []string{"pass", "pwd", "token", "secret", "key", "auth", "sig", "credential"}
+
+// redactQuery hides the values of a raw query's secret-looking parameters,
+// keeping the rest as it is, and reports whether it hid any.
+func redactQuery(raw string) (string, bool) {
+	if raw == "" {
+		return raw, false
+	}
+	parts := strings.Split(raw, "&")
+	masked := false
+	for i, p := range parts {
+		name, _, hasValue := strings.Cut(p, "=")
+		key, err := url.QueryUnescape(name)
+		if err != nil {
+			key = name
+		}
+		key = strings.ToLower(key)
+		if hasValue && slices.ContainsFunc(secretKeys, func(s string) bool { return strings.Contains(key, s) }) {
+			parts[i], masked = name+"=xxxxx", true
+		}
+	}
+	return strings.Join(parts, "&"), masked
 }
