@@ -109,8 +109,14 @@ func OpenSource(raw string, o SourceOptions) (Source, error) {
 	case KindSynthetic:
 		return openSynthetic(raw)
 	case KindFile:
-		if _, err := os.Stat(p); err != nil {
+		fi, err := os.Stat(p)
+		if err != nil {
 			return nil, fmt.Errorf("decode: file source: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			// A FIFO or a device would block FFmpeg's read for ever, and
+			// with it every open that waits for its turn (withCaptureOptions).
+			return nil, fmt.Errorf("decode: file source %s is not a regular file (%s)", p, fi.Mode().Type())
 		}
 		return openCV(p, media.RedactURL(raw), KindFile, o)
 	case KindWHIP:
