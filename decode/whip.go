@@ -251,7 +251,9 @@ func rtpSDP(port int, codec string) string {
 	if codec == "h264" {
 		s += "a=fmtp:96 packetization-mode=1\r\n"
 	}
-	return s
+	// FFmpeg's socket listens on every address: only the relay's packets
+	// (from loopback) count, not RTP another host sprays at the port.
+	return s + "a=source-filter: incl IN IP4 * 127.0.0.1\r\n"
 }
 
 // freeRTPPort finds an even loopback UDP port whose successor (RTCP) is
