@@ -55,14 +55,28 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) *Server {
 }
 
 // Assets serves the pages (index.html, console.js, console.css); they hold
-// no data, so they need no token.
+// no data, so they need no token. They may run only their own script, talk
+// only to this server, and not be framed by another site (clickjacking);
+// previews are data: JPEGs, the published camera a MediaStream.
 func Assets() http.Handler {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
-	return http.FileServerFS(sub)
+	files := http.FileServerFS(sub)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		files.ServeHTTP(w, r)
+	})
 }
+
+// contentSecurityPolicy is the console pages' Content-Security-Policy.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
+	"media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // API serves what the pages read, under the API's auth:
 //

@@ -121,7 +121,8 @@ func TestLiveRelaysPreviewsAndAnnotations(t *testing.T) {
 	}
 }
 
-// The pages are embedded and served.
+// The pages are embedded and served, with headers that keep other sites'
+// scripts out of them and them out of other sites' frames.
 func TestAssets(t *testing.T) {
 	srv := httptest.NewServer(Assets())
 	defer srv.Close()
@@ -134,6 +135,10 @@ func TestAssets(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
 			t.Errorf("%s: %s, want it to contain %q", path, resp.Status, want)
+		}
+		h := resp.Header
+		if !strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") || h.Get("X-Content-Type-Options") != "nosniff" || h.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("%s: security headers %v", path, h)
 		}
 	}
 }
