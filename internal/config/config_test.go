@@ -527,7 +527,7 @@ func TestCheckCameraURL(t *testing.T) {
 	t.Parallel()
 	for _, ok := range []string{
 		"rtsp://cam.local/s1", "RTSP://u:p@10.0.0.1:554/s", "rtsps://cam/s",
-		"file:///data/a.mp4", "synthetic://", "synthetic://?seed=1",
+		"file:///data/a.mp4", "synthetic://", "synthetic://?seed=1", "rtsp://nvr/s?channel=1&subtype=0",
 		"/data/a.mp4", "clips/b.mkv", "weird:name.mp4", "whip://",
 	} {
 		if err := CheckCameraURL(ok); err != nil {
@@ -551,6 +551,10 @@ func TestCheckCameraURL(t *testing.T) {
 		"synthetic://?objects=99":             "objects",
 		"clips/a\x00.mp4":                     "NUL",
 		"whip://cam1":                         "something after whip://",
+		// FFmpeg's transport options: ?http tunnels through HTTP requests
+		// to wherever the URL points.
+		"rtsp://169.254.169.254:80/latest/meta-data/?http": "?http is an FFmpeg transport option",
+		"rtsp://cam/s?channel=1&udp":                       "?udp is an FFmpeg transport option",
 	} {
 		err := CheckCameraURL(bad)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -135,6 +135,9 @@ func CheckCameraURL(raw string) error {
 		if u.Hostname() == "" {
 			return fmt.Errorf("%s url %q has no host", scheme, redact(raw))
 		}
+		if opt := ffmpegTransportOption(raw); opt != "" {
+			return fmt.Errorf("%s url %q: ?%s is an FFmpeg transport option, and patchline chooses the transport (RTSP over TCP); remove it", scheme, redact(raw), opt)
+		}
 	case "file":
 		if rest == "" || rest == "/" {
 			return fmt.Errorf("file url %q has no path", redact(raw))
@@ -200,6 +203,25 @@ func parseURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("bad url %q: %v", redact(raw), err)
 	}
 	return u, nil
+}
+
+// ffmpegTransportOption returns the first option of an RTSP URL's query
+// that FFmpeg reads as a transport (after the last '?', '&'-separated, as
+// FFmpeg parses them): ?http or ?https would make it tunnel through HTTP
+// requests to the host and path given (a GET and a POST anywhere the
+// server reaches), ?udp or ?multicast would leave TCP. "" if none.
+func ffmpegTransportOption(raw string) string {
+	i := strings.LastIndexByte(raw, '?')
+	if i < 0 {
+		return ""
+	}
+	for _, opt := range strings.Split(raw[i+1:], "&") {
+		switch opt {
+		case "http", "https", "udp", "multicast", "tcp":
+			return opt
+		}
+	}
+	return ""
 }
 
 // redact hides the credentials in a URL (media.RedactURL: userinfo and
