@@ -140,11 +140,6 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"camera: `+strings.ReplaceAll(err.Error(), `"`, `'`)+`"}`, http.StatusBadRequest)
 		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
-		return
-	}
 	v := &viewer{wake: make(chan struct{}, 1)}
 	var subs []*nats.Subscription
 	defer func() {
@@ -170,9 +165,24 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte(": patchline live " + cam + "\n\n"))
-	fl.Flush()
+	// Each batch must be taken within liveWriteTimeout: a viewer that
+	// stopped reading (a frozen tab, a dead peer) is cut off rather than
+	// holding its connection and subscriptions for as long as TCP waits.
+	rc := http.NewResponseController(w)
+	send := func(b []byte) bool {
+		if err := rc.SetWriteDeadline(time.Now().Add(liveWriteTimeout)); err != nil {
+			return false // no deadlines, no streaming
+		}
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send([]byte(": patchline live " + cam + "\n\n")) {
+		return
+	}
 	for {
+		var batch []byte
 		select {
 		case <-s.ctx.Done():
 			return
@@ -180,34 +190,34 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-t.C:
 			ping()
-			if _, err := w.Write([]byte(": keepalive\n\n")); err != nil {
-				return
-			}
-			fl.Flush()
+			batch = []byte(": keepalive\n\n")
 		case <-v.wake:
 			p, anns := v.take()
 			for _, a := range anns {
-				writeEvent(w, "annotation", a)
+				batch = appendEvent(batch, "annotation", a)
 			}
 			if p != nil {
 				b, _ := json.Marshal(previewEvent{
 					Seq: p.Header.Get(frame.HdrSeq), PTSUs: p.Header.Get(frame.HdrPTS),
 					SourceSize: p.Header.Get(frame.HdrSourceSize), JPEG: base64.StdEncoding.EncodeToString(p.Data),
 				})
-				writeEvent(w, "frame", b)
+				batch = appendEvent(batch, "frame", b)
 			}
-			fl.Flush()
+		}
+		if !send(batch) {
+			return
 		}
 	}
 }
 
-// writeEvent writes one Server-Sent Event; data may span lines.
-func writeEvent(w http.ResponseWriter, name string, data []byte) {
-	var b strings.Builder
-	b.WriteString("event: " + name + "\n")
+// liveWriteTimeout is how long a live viewer may take to receive one batch.
+var liveWriteTimeout = 10 * time.Second
+
+// appendEvent appends one Server-Sent Event to b; data may span lines.
+func appendEvent(b []byte, name string, data []byte) []byte {
+	b = append(b, "event: "+name+"\n"...)
 	for line := range strings.SplitSeq(string(data), "\n") {
-		b.WriteString("data: " + line + "\n")
+		b = append(b, "data: "+line+"\n"...)
 	}
-	b.WriteString("\n")
-	_, _ = w.Write([]byte(b.String()))
+	return append(b, '\n')
 }

@@ -3,9 +3,11 @@ package console
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // The live stream asks decode for previews (watch pings on NATS) and relays
@@ -141,4 +144,32 @@ func TestAssets(t *testing.T) {
 			t.Errorf("%s: security headers %v", path, h)
 		}
 	}
+}
+
+// TestLiveCutsOffAStuckViewer: a viewer that stops reading is cut off
+// after liveWriteTimeout, and its subscriptions go.
+func TestLiveCutsOffAStuckViewer(t *testing.T) {
+	defer func(d time.Duration) { liveWriteTimeout = d }(liveWriteTimeout)
+	liveWriteTimeout = 300 * time.Millisecond
+	nc := natstest.Connect(t, natstest.Start(t))
+	srv := httptest.NewServer(New(context.Background(), nc, Options{}).API())
+	defer srv.Close()
+	before := nc.NumSubscriptions()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := conn.Write([]byte("GET /v1/live/cam1 HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the viewer subscribed", 5*time.Second, func() bool { return nc.NumSubscriptions() == before+2 })
+	preview := make([]byte, 512<<10)
+	_, _ = rand.Read(preview)
+	testenv.WaitFor(t, "the stuck viewer cut off", 20*time.Second, func() bool {
+		_ = nc.Publish(bus.PreviewSubject("cam1"), preview) // never read: buffers fill, the write times out
+		return nc.NumSubscriptions() == before
+	})
 }
