@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
 // RequireToken lets a request through only with "Authorization: Bearer
@@ -161,4 +162,17 @@ func allowedHost(host string, allowed []string) bool {
 		return true
 	}
 	return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, host) })
+}
+
+// ReadDeadline gives each request d to send its body (and the server to
+// drain what a handler left unread), but for paths under except (the live
+// view, which keeps its request open): the server has no ReadTimeout, so a
+// client dripping a body would otherwise hold a connection for ever.
+func ReadDeadline(d time.Duration, except string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, except) {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -1,9 +1,12 @@
 package ingest
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // TestGuard: without a token, a page in a browser cannot drive the server:
@@ -40,6 +43,41 @@ func TestGuard(t *testing.T) {
 		Guard(c.token, []string{"nvr.lan"}, ok).ServeHTTP(w, r)
 		if w.Code != c.want {
 			t.Errorf("token %q: %s %s%s from %q: %d %s, want %d", c.token, c.method, c.host, c.path, c.origin, w.Code, w.Body, c.want)
+		}
+	}
+}
+
+// TestReadDeadline: a client dripping a body is cut off at the deadline,
+// even where the handler never reads it (a 401); the live view is exempt.
+func TestReadDeadline(t *testing.T) {
+	srv := httptest.NewServer(ReadDeadline(300*time.Millisecond, "/v1/live/", RequireToken("s3cret", http.NotFoundHandler())))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("POST /v1/cameras HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	closed := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, conn) // the 401, then EOF when the server closes
+		close(closed)
+	}()
+	for {
+		select {
+		case <-closed:
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("connection closed after %s", d)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+			if time.Since(start) > 10*time.Second {
+				t.Fatal("a client dripping its body kept the connection 10 s")
+			}
+			_, _ = conn.Write([]byte(" ")) // one byte at a time
 		}
 	}
 }
