@@ -76,6 +76,7 @@ type Registry struct {
 	badStatus uint64
 	sub       *nats.Subscription
 	onDetach  []func(id string)
+	stop      context.CancelFunc // ends the marker purge
 }
 
 // cameraStatus is the last status decode published for a camera.
@@ -112,6 +113,14 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("ingest: subscribe status: %w", err)
 	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		_ = r.sub.Unsubscribe()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	pctx, stop := context.WithCancel(context.Background())
+	r.stop = stop
+	go r.purgeMarkersEvery(pctx, js, 10*time.Minute)
 	return r, nil
 }
 
@@ -175,10 +184,13 @@ func leaderReads(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyV
 	return js.KeyValue(ctx, cfg.Bucket)
 }
 
-// Close stops collecting status.
+// Close stops collecting status and purging old detach markers.
 func (r *Registry) Close() {
 	if r.sub != nil {
 		_ = r.sub.Unsubscribe()
+	}
+	if r.stop != nil {
+		r.stop()
 	}
 }
 
