@@ -54,6 +54,12 @@ function banner(msg) {
   $('#banner').textContent = msg || '';
 }
 
+// fixed1 shows a number with one decimal; anything else (a malformed
+// status or annotation from whoever can publish on the bus) as blank.
+function fixed1(v) {
+  return typeof v === 'number' && Number.isFinite(v) ? v.toFixed(1) : '';
+}
+
 function cell(tr, text, cls) {
   const td = document.createElement('td');
   td.textContent = text;
@@ -95,7 +101,7 @@ function renderCameras() {
     cell(tr, c.id);
     cell(tr, c.url);
     cell(tr, st.state || 'starting', 'state-' + (st.state || 'none'));
-    cell(tr, st.fps !== undefined ? st.fps.toFixed(1) : '');
+    cell(tr, fixed1(st.fps));
     cell(tr, st.frames_out ?? '');
     cell(tr, st.frames_dropped ?? '');
     cell(tr, st.reconnects ?? '');
@@ -265,17 +271,23 @@ function onEvent(block) {
     else if (line.startsWith('data: ')) data.push(line.slice(6));
   }
   if (!data.length) return;
-  const obj = JSON.parse(data.join('\n'));
+  let obj;
+  try {
+    obj = JSON.parse(data.join('\n'));
+  } catch {
+    return; // not ours: skip it, keep the stream
+  }
+  if (!obj || typeof obj !== 'object') return;
   if (name === 'annotation') onAnnotation(obj);
-  else if (name === 'frame') onFrame(obj);
+  else if (name === 'frame' && typeof obj.jpeg === 'string') onFrame(obj);
 }
 
 function onAnnotation(a) {
   a.receivedAt = performance.now();
-  if (a.detections || a.labels) state.detections = a;
-  if (a.caption && a.caption.text) state.caption = a.caption.text;
-  if (a.anomaly && a.anomaly.patch_scores) state.anomaly = a.anomaly;
-  if (a.latency_ms) {
+  if (Array.isArray(a.detections) || Array.isArray(a.labels)) state.detections = a;
+  if (a.caption && typeof a.caption.text === 'string') state.caption = a.caption.text;
+  if (a.anomaly && Array.isArray(a.anomaly.patch_scores)) state.anomaly = a.anomaly;
+  if (a.latency_ms && typeof a.latency_ms === 'object') {
     state.latency.unshift(a);
     state.latency.length = Math.min(state.latency.length, 12);
     renderLatency();
@@ -311,6 +323,28 @@ function draw() {
   }
   g.drawImage(img, 0, 0);
   let boxes = 0;
+  try {
+    boxes = drawOverlays(c, g);
+  } catch {
+    // a malformed annotation: the frame goes without its overlay
+  }
+  $('#caption').textContent = state.caption;
+  state.framesDrawn++;
+  state.boxesDrawn += boxes;
+  state.lastBoxes = boxes;
+  const now = performance.now();
+  state.frameTimes.push(now);
+  while (state.frameTimes.length && now - state.frameTimes[0] > 3000) state.frameTimes.shift();
+  if (state.frameTimes.length > 1) {
+    const fps = (state.frameTimes.length - 1) / ((now - state.frameTimes[0]) / 1000);
+    $('#live-fps').textContent = fps.toFixed(1) + ' fps, ' + boxes + ' boxes';
+  }
+}
+
+// drawOverlays draws the latest annotation's boxes and labels and the
+// anomaly heatmap over the frame on c, and returns how many boxes.
+function drawOverlays(c, g) {
+  let boxes = 0;
   const a = state.detections;
   if (a && performance.now() - a.receivedAt < 2000 && a.source_width > 0) {
     const sx = c.width / a.source_width;
@@ -318,6 +352,7 @@ function draw() {
     g.font = '14px system-ui, sans-serif';
     g.textBaseline = 'top';
     for (const d of a.detections || []) {
+      if (!d || !Array.isArray(d.box) || d.box.length !== 4) continue;
       const [x1, y1, x2, y2] = d.box;
       const col = boxColor(d.class_id);
       g.lineWidth = 2;
@@ -348,17 +383,7 @@ function draw() {
       g.fillRect((i % an.grid_w) * cw, Math.floor(i / an.grid_w) * ch, cw, ch);
     });
   }
-  $('#caption').textContent = state.caption;
-  state.framesDrawn++;
-  state.boxesDrawn += boxes;
-  state.lastBoxes = boxes;
-  const now = performance.now();
-  state.frameTimes.push(now);
-  while (state.frameTimes.length && now - state.frameTimes[0] > 3000) state.frameTimes.shift();
-  if (state.frameTimes.length > 1) {
-    const fps = (state.frameTimes.length - 1) / ((now - state.frameTimes[0]) / 1000);
-    $('#live-fps').textContent = fps.toFixed(1) + ' fps, ' + boxes + ' boxes';
-  }
+  return boxes;
 }
 
 const stages = ['decode', 'tokenize', 'queue', 'batch', 'inference', 'sink', 'total'];
@@ -370,8 +395,7 @@ function renderLatency() {
     const tr = document.createElement('tr');
     cell(tr, a.seq);
     for (const s of stages) {
-      const v = a.latency_ms[s];
-      cell(tr, v === undefined ? '' : v.toFixed(1));
+      cell(tr, fixed1(a.latency_ms[s]));
     }
     const td = cell(tr, '');
     if (state.config.trace_url && a.trace_id) {

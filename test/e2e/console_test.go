@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
 
+	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/rtsptest"
 	"github.com/patchline/patchline/internal/testenv"
@@ -110,12 +112,41 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 		t.Errorf("camera %s: %s %dx%d, want streaming 640x360", cam, st, w, h)
 	}
 
-	// The live view's rate, measured by the page's own drawing.
+	// The live view's rate, measured by the page's own drawing, while
+	// whoever can publish on the bus sends malformed annotations and
+	// statuses for the camera: the page skips them and goes on.
+	junk := natstest.Connect(t, info.NATSURL)
+	stopJunk := make(chan struct{})
+	junkDone := make(chan struct{})
+	go func() {
+		defer close(junkDone)
+		send := func(subject, data string) {
+			m := nats.NewMsg(subject)
+			m.Header.Set(junkHeader, "1")
+			m.Data = []byte(data)
+			_ = junk.PublishMsg(m)
+		}
+		for {
+			send(bus.AnnotationSubject(cam), "not json")
+			send(bus.AnnotationSubject(cam), `{"camera":"`+cam+`","seq":1,"source_width":640,"source_height":360,"detections":[{"box":"x"},null],"labels":"y","latency_ms":{"total":"slow"}}`)
+			send(bus.StatusSubject(cam), `{"state":"streaming","fps":"x"}`)
+			select {
+			case <-stopJunk:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 	f0, t0 := s.FramesDrawn, time.Now()
 	time.Sleep(4 * time.Second)
 	s = stats()
+	close(stopJunk)
+	<-junkDone
 	if fps := float64(s.FramesDrawn-f0) / time.Since(t0).Seconds(); fps < 5 {
 		t.Errorf("live view drew %.1f fps, want ≥ 5", fps)
+	}
+	if s.Banner != "" {
+		t.Errorf("the page shows %q after malformed annotations and statuses", s.Banner)
 	}
 	_, anns, _ := rec.snapshot()
 	persons := 0
