@@ -128,6 +128,10 @@ func Guard(token string, allowedHosts []string, next http.Handler) http.Handler 
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r) // probes by service name; they tell nothing
+			return
+		}
 		if host := hostName(r.Host); !allowedHost(host, allowedHosts) {
 			writeJSON(w, http.StatusMisdirectedRequest, apiError{fmt.Sprintf(
 				"host %q is not served: without http.token only IP addresses, localhost and http.allowed_hosts may name this server", host)})
@@ -137,13 +141,24 @@ func Guard(token string, allowedHosts []string, next http.Handler) http.Handler 
 		case http.MethodGet, http.MethodHead, http.MethodOptions:
 		default:
 			origin := r.Header.Get("Origin")
-			if origin != "" && !sameOrigin(origin, r) && !strings.HasPrefix(r.URL.Path, "/whip/") {
+			if origin != "" && !sameOrigin(origin, r) && !allowedOrigin(origin, allowedHosts) && !strings.HasPrefix(r.URL.Path, "/whip/") {
 				writeJSON(w, http.StatusForbidden, apiError{fmt.Sprintf("a page of origin %s may not change this server without http.token", origin)})
 				return
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// allowedOrigin reports whether origin's host is one of allowed: the
+// console's own page behind a reverse proxy that sends another Host.
+func allowedOrigin(origin string, allowed []string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Hostname() == "" {
+		return false
+	}
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, host) })
 }
 
 // hostName is the host of a Host header, without port or brackets.
@@ -164,13 +179,17 @@ func allowedHost(host string, allowed []string) bool {
 	return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, host) })
 }
 
-// ReadDeadline gives each request d to send its body (and the server to
-// drain what a handler left unread), but for paths under except (the live
-// view, which keeps its request open): the server has no ReadTimeout, so a
-// client dripping a body would otherwise hold a connection for ever.
-func ReadDeadline(d time.Duration, except string, next http.Handler) http.Handler {
+// ReadDeadline gives a request with a body d to send it (and the server to
+// drain what a handler left unread): the server has no ReadTimeout (the
+// live view keeps its request open), so a client dripping a body would
+// otherwise hold a connection for ever. net/http clears the deadline once
+// the body has been read to its end, when it starts watching the
+// connection for the client leaving. A request without a body gets none:
+// that watch starts before the handler, and a deadline passing there
+// would cancel a request still at work (the live view).
+func ReadDeadline(d time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, except) {
+		if r.Body != nil && r.Body != http.NoBody {
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
 		}
 		next.ServeHTTP(w, r)

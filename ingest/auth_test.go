@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,6 +27,10 @@ func TestGuard(t *testing.T) {
 		{"", "GET", "nvr.lan:8080", "/", "", http.StatusTeapot}, // in allowed_hosts
 		{"", "GET", "NVR.LAN.", "/", "", http.StatusTeapot},
 		{"", "GET", "evil.example:8080", "/v1/cameras", "", http.StatusMisdirectedRequest},
+		{"", "GET", "ingest:8080", "/healthz", "", http.StatusTeapot}, // probes by service name
+		{"", "GET", "ingest:8080", "/readyz", "", http.StatusTeapot},
+		{"", "GET", "ingest:8080", "/metrics", "", http.StatusMisdirectedRequest},
+		{"", "POST", "127.0.0.1:8080", "/v1/cameras", "https://nvr.lan", http.StatusTeapot}, // behind a proxy that sends its own Host
 		{"", "GET", "evil.example:8080", "/v1/live/cam1", "http://evil.example:8080", http.StatusMisdirectedRequest},
 		{"", "POST", "127.0.0.1:8080", "/v1/cameras", "http://evil.example", http.StatusForbidden},
 		{"", "DELETE", "127.0.0.1:8080", "/v1/cameras/door", "null", http.StatusForbidden},
@@ -48,9 +53,9 @@ func TestGuard(t *testing.T) {
 }
 
 // TestReadDeadline: a client dripping a body is cut off at the deadline,
-// even where the handler never reads it (a 401); the live view is exempt.
+// even where the handler never reads it (a 401).
 func TestReadDeadline(t *testing.T) {
-	srv := httptest.NewServer(ReadDeadline(300*time.Millisecond, "/v1/live/", RequireToken("s3cret", http.NotFoundHandler())))
+	srv := httptest.NewServer(ReadDeadline(300*time.Millisecond, RequireToken("s3cret", http.NotFoundHandler())))
 	defer srv.Close()
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -78,6 +83,37 @@ func TestReadDeadline(t *testing.T) {
 				t.Fatal("a client dripping its body kept the connection 10 s")
 			}
 			_, _ = conn.Write([]byte(" ")) // one byte at a time
+		}
+	}
+}
+
+// TestReadDeadlineEndsWithTheBody: a request whose body was read may wait
+// past the deadline for its answer (a describe), and so may one without a
+// body (the live view): a deadline on the connection's watch for the
+// client leaving would cancel it.
+func TestReadDeadlineEndsWithTheBody(t *testing.T) {
+	srv := httptest.NewServer(ReadDeadline(300*time.Millisecond, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-time.After(time.Second): // the answer takes longer than the deadline
+			_, _ = w.Write([]byte("answered"))
+		case <-r.Context().Done():
+			// the server's watch for the client leaving timed out
+		}
+	})))
+	defer srv.Close()
+	for _, body := range []string{`{"camera":"cam1"}`, ""} {
+		resp, err := http.Post(srv.URL, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "answered" {
+			t.Errorf("body %q: answer %q (%s), want answered", body, b, resp.Status)
 		}
 	}
 }

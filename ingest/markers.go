@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,15 +29,27 @@ func purgeMarkers(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 	}
 	var old []jetstream.KeyValueEntry
 	limit := time.Now().Add(-olderThan)
-	for e := range w.Updates() {
-		if e == nil {
-			break
+	err = func() error {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case e, ok := <-w.Updates():
+				switch {
+				case !ok:
+					return errors.New("watcher closed")
+				case e == nil:
+					return nil // all current values seen
+				case e.Operation() != jetstream.KeyValuePut && e.Created().Before(limit):
+					old = append(old, e)
+				}
+			}
 		}
-		if e.Operation() != jetstream.KeyValuePut && e.Created().Before(limit) {
-			old = append(old, e)
-		}
+	}()
+	if err != nil {
+		return 0, err
 	}
-	_ = w.Stop()
 	if len(old) == 0 {
 		return 0, nil
 	}

@@ -220,7 +220,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if addr != "off" {
 		srv, bound, err := serveHTTP(addr, mux, func(h http.Handler) http.Handler {
-			return ingest.Guard(cfg.HTTP.Token, cfg.HTTP.AllowedHosts, ingest.ReadDeadline(30*time.Second, "/v1/live/", h))
+			return ingest.Guard(cfg.HTTP.Token, cfg.HTTP.AllowedHosts, ingest.ReadDeadline(30*time.Second, h))
 		}, conns, log)
 		if err != nil {
 			cancel()

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -18,14 +19,28 @@ import (
 // keep the series of every camera ever attached. Best effort, until ctx
 // ends: it waits for the bucket, and watches again after a NATS restart
 // (a detach during the gap keeps its series).
+// forgetAgain is when a detached camera's series are forgotten a second
+// time, after what was under way for it has drained.
+const forgetAgain = time.Minute
+
 func forgetDetached(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger) {
 	for {
 		kv, err := ingest.CamerasBucket(ctx, nc, replicas, false)
 		if err == nil {
 			err = bus.WatchKV(ctx, kv, func(e jetstream.KeyValueEntry) {
-				if e != nil && e.Operation() != jetstream.KeyValuePut {
-					telemetry.ForgetCamera(e.Key())
+				if e == nil || e.Operation() == jetstream.KeyValuePut {
+					return
 				}
+				id := e.Key()
+				telemetry.ForgetCamera(id)
+				// Frames still on their way (a worker stopping, a queue
+				// emptying) bring some series back: forget them again
+				// later, unless the camera was attached again meanwhile.
+				time.AfterFunc(forgetAgain, func() {
+					if _, err := kv.Get(ctx, id); errors.Is(err, jetstream.ErrKeyNotFound) {
+						telemetry.ForgetCamera(id)
+					}
+				})
 			}, jetstream.UpdatesOnly())
 		}
 		if ctx.Err() != nil {
