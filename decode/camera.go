@@ -175,7 +175,7 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	size := cfg.Width * cfg.Height * 3
 	c.pool.New = func() any { b := make([]byte, size); return &b }
 	c.open = func() (Source, error) {
-		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout})
+		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout, FileRoots: cfg.FileRoots})
 	}
 	if kind, _, _ := ParseSourceURL(spec.URL); kind == KindWHIP {
 		c.relay = newRelay(opts.NC, spec.ID, cfg.StallTimeout, c.log)

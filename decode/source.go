@@ -51,6 +51,8 @@ type SourceOptions struct {
 	Loop bool
 	// StallTimeout bounds how long a network read may wait for data.
 	StallTimeout time.Duration
+	// FileRoots, if any, are the only directories files may be read from.
+	FileRoots []string
 }
 
 // ParseSourceURL classifies a camera URL: rtsp:// and rtsps:// are network
@@ -118,12 +120,40 @@ func OpenSource(raw string, o SourceOptions) (Source, error) {
 			// with it every open that waits for its turn (withCaptureOptions).
 			return nil, fmt.Errorf("decode: file source %s is not a regular file (%s)", p, fi.Mode().Type())
 		}
+		if err := underRoots(p, o.FileRoots); err != nil {
+			return nil, err
+		}
 		return openCV(p, media.RedactURL(raw), KindFile, o)
 	case KindWHIP:
 		return nil, errors.New("decode: a whip:// camera is opened by its camera worker, which receives its RTP from NATS")
 	default:
 		return openCV(raw, media.RedactURL(raw), KindRTSP, o)
 	}
+}
+
+// underRoots checks that the file p, symbolic links resolved, lies in one
+// of roots (any, when there are none).
+func underRoots(p string, roots []string) error {
+	if len(roots) == 0 {
+		return nil
+	}
+	real, err := filepath.Abs(p)
+	if err == nil {
+		real, err = filepath.EvalSymlinks(real)
+	}
+	if err != nil {
+		return fmt.Errorf("decode: file source: %w", err)
+	}
+	for _, root := range roots {
+		r, err := filepath.EvalSymlinks(root)
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(r, real); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("decode: file source %s is not under decode.file_roots %v", p, roots)
 }
 
 // ffmpegOptionsEnv is read by OpenCV's FFmpeg backend at every open.

@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -33,5 +34,35 @@ func TestFileSourceMustBeARegularFile(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: the open blocks", p)
 		}
+	}
+}
+
+// TestFileRoots: with decode.file_roots a file camera must lie in one of
+// them, symbolic links resolved (a link inside pointing out is refused).
+func TestFileRoots(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	in := filepath.Join(root, "a.mp4")
+	out := filepath.Join(outside, "b.mp4")
+	for _, f := range []string{in, out} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := filepath.Join(root, "link.mp4")
+	if err := os.Symlink(out, link); err != nil {
+		t.Fatal(err)
+	}
+	roots := []string{root}
+	for p, ok := range map[string]bool{in: true, out: false, link: false, filepath.Join(root, "..", filepath.Base(outside), "b.mp4"): false} {
+		if err := underRoots(p, roots); (err == nil) != ok {
+			t.Errorf("underRoots(%s) = %v, want allowed %v", p, err, ok)
+		}
+		if err := underRoots(p, nil); err != nil {
+			t.Errorf("without roots, %s: %v", p, err)
+		}
+	}
+	_, err := OpenSource("file://"+out, SourceOptions{FileRoots: roots})
+	if err == nil || !strings.Contains(err.Error(), "not under decode.file_roots") {
+		t.Errorf("OpenSource outside the roots: %v", err)
 	}
 }

@@ -130,6 +130,10 @@ type Decode struct {
 	// last renewal (every third of it): when a replica dies, the others
 	// take its cameras within this. Default 10s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// FileRoots, if set, are the only directories file cameras may read
+	// from (symbolic links resolved): an API user cannot then show any
+	// video the service can read. Empty = any path.
+	FileRoots []string `yaml:"file_roots"`
 }
 
 // Analyze configures model inference.
@@ -253,6 +257,7 @@ func Default() Config {
 		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second, PublicIPs: []string{}, ICEServers: []ICEServer{}},
 		Cameras: []Camera{{ID: "synthetic", URL: "synthetic://?seed=1", FPS: 5}},
 		Decode: Decode{
+			FileRoots:    []string{},
 			Width:        96,
 			Height:       96,
 			PatchSize:    8,

@@ -230,6 +230,11 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "file roots",
+			yaml: "decode:\n  file_roots: [/srv/clips, clips]\n",
+			want: []string{`pipeline.yaml:2: decode.file_roots[1]: "clips": want an absolute directory`},
+		},
+		{
 			name: "jsonl rotation",
 			yaml: "sink:\n  jsonl: /tmp/a.jsonl\n  jsonl_max_mb: 0\n  jsonl_keep: -1\n",
 			want: []string{

@@ -354,6 +354,11 @@ func CheckOrigin(o string) error {
 }
 
 func (d Decode) check(ck *checker) {
+	for i, root := range d.FileRoots {
+		if !path.IsAbs(root) {
+			ck.add(fmt.Sprintf("decode.file_roots[%d]", i), "%q: want an absolute directory", root)
+		}
+	}
 	if d.PatchSize <= 0 || d.PatchSize > frame.MaxSide {
 		ck.add("decode.patch_size", "%d out of range 1..%d", d.PatchSize, frame.MaxSide)
 	}
