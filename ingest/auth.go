@@ -154,11 +154,7 @@ func Guard(token string, allowedHosts []string, next http.Handler) http.Handler 
 // console's own page behind a reverse proxy that sends another Host.
 func allowedOrigin(origin string, allowed []string) bool {
 	u, err := url.Parse(origin)
-	if err != nil || u.Hostname() == "" {
-		return false
-	}
-	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
-	return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, host) })
+	return err == nil && u.Hostname() != "" && listed(u.Hostname(), allowed)
 }
 
 // hostName is the host of a Host header, without port or brackets.
@@ -176,6 +172,13 @@ func allowedHost(host string, allowed []string) bool {
 	if host == "" || net.ParseIP(host) != nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}
+	return listed(host, allowed)
+}
+
+// listed reports whether host (a trailing dot and case aside) is one of
+// http.allowed_hosts.
+func listed(host string, allowed []string) bool {
+	host = strings.TrimSuffix(host, ".")
 	return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, host) })
 }
 

@@ -173,11 +173,7 @@ func TestValidateCamera(t *testing.T) {
 func TestStatusIsBounded(t *testing.T) {
 	ctx := context.Background()
 	nc := natstest.Connect(t, natstest.Start(t))
-	r, err := OpenRegistry(ctx, nc, 1, natstest.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openRegistry(t, nc)
 	if err := r.Attach(ctx, config.Camera{ID: "door", URL: "synthetic://"}); err != nil {
 		t.Fatal(err)
 	}

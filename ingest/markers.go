@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -23,30 +22,21 @@ const markerAge = time.Hour
 // before a marker goes: a camera attached again meanwhile keeps its spec.
 // It returns how many it removed.
 func purgeMarkers(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, olderThan time.Duration) (int, error) {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return 0, err
-	}
 	var old []jetstream.KeyValueEntry
 	limit := time.Now().Add(-olderThan)
-	err = func() error {
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case e, ok := <-w.Updates():
-				switch {
-				case !ok:
-					return errors.New("watcher closed")
-				case e == nil:
-					return nil // all current values seen
-				case e.Operation() != jetstream.KeyValuePut && e.Created().Before(limit):
-					old = append(old, e)
-				}
-			}
+	replay, replayed := context.WithCancel(ctx)
+	defer replayed()
+	err := bus.WatchKV(replay, kv, func(e jetstream.KeyValueEntry) {
+		switch {
+		case e == nil:
+			replayed() // all current values seen
+		case e.Operation() != jetstream.KeyValuePut && e.Created().Before(limit):
+			old = append(old, e)
 		}
-	}()
+	})
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -19,11 +19,7 @@ import (
 func TestPurgeMarkers(t *testing.T) {
 	ctx := context.Background()
 	nc := natstest.Connect(t, natstest.Start(t))
-	r, err := OpenRegistry(ctx, nc, 1, natstest.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openRegistry(t, nc)
 	for _, id := range []string{"gone1", "gone2", "back", "kept"} {
 		if err := r.Attach(ctx, config.Camera{ID: id, URL: "synthetic://"}); err != nil {
 			t.Fatal(err)

@@ -11,7 +11,21 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/patchline/patchline/internal/natstest"
 )
+
+// openRegistry opens a registry of one replica on nc, closed when the test
+// ends.
+func openRegistry(t testing.TB, nc *nats.Conn) *Registry {
+	t.Helper()
+	r, err := OpenRegistry(context.Background(), nc, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
 
 func TestRetryWaitsOutAnUnavailableBucket(t *testing.T) {
 	t.Parallel()

@@ -39,10 +39,7 @@ type whipEnv struct {
 func startWHIP(t *testing.T, token string, cfg config.WHIP) *whipEnv {
 	t.Helper()
 	nc := natstest.Connect(t, natstest.Start(t))
-	reg, err := OpenRegistry(context.Background(), nc, 1, natstest.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := openRegistry(t, nc)
 	w, err := NewWHIP(reg, nc, cfg, natstest.Discard())
 	if err != nil {
 		t.Fatal(err)

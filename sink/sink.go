@@ -256,9 +256,9 @@ func (s *Stage) hookConsumer(ctx context.Context, w *webhook) (cons jetstream.Co
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	stream := s.cfg.Stream.Name
+	stream, want := s.cfg.Stream.Name, w.consumer(s.cfg.Stream)
 	err = bus.SetupRetry(ctx, js, func() (err error) {
-		cfg := w.consumer(s.cfg.Stream)
+		cfg := want
 		cons, err = js.Consumer(ctx, stream, cfg.Durable)
 		if err == nil {
 			cur := cons.CachedInfo().Config
@@ -266,7 +266,7 @@ func (s *Stage) hookConsumer(ctx context.Context, w *webhook) (cons jetstream.Co
 			if cons, err = js.UpdateConsumer(ctx, stream, cfg); !errors.Is(err, jetstream.ErrConsumerDoesNotExist) {
 				return err
 			}
-			cfg = w.consumer(s.cfg.Stream) // deleted meanwhile: make it
+			cfg = want // deleted meanwhile: make it
 		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return err
 		}
@@ -280,7 +280,7 @@ func (s *Stage) hookConsumer(ctx context.Context, w *webhook) (cons jetstream.Co
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: durable consumer %s on stream %s: %w", w.name, w.consumer(s.cfg.Stream).Durable, stream, err)
+		return nil, fmt.Errorf("%s: durable consumer %s on stream %s: %w", w.name, want.Durable, stream, err)
 	}
 	w.handled(cons.CachedInfo().AckFloor.Stream)
 	return cons, nil

@@ -96,12 +96,13 @@ type webhook struct {
 
 func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) *webhook {
 	cfg = cfg.WithDefaults()
+	name := hookName(cfg.URL)
 	return &webhook{
-		cfg: cfg, durable: durable, name: hookName(cfg.URL), q: queue.NewRing[delivery](cfg.QueueSize),
+		cfg: cfg, durable: durable, name: name, q: queue.NewRing[delivery](cfg.QueueSize),
 		// A redirect would turn the POST into a GET: answer it as it is (a
 		// failure, not retried) and let the configuration name the URL.
 		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		log:    log.With("webhook", hookName(cfg.URL)),
+		log:    log.With("webhook", name),
 	}
 }
 

@@ -190,14 +190,7 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		w.Log.Warn("lease heartbeat failed", "err", err)
 		return // NATS unreachable: keep what runs, renew next round
 	}
-	for key, done := range s.dropping {
-		select {
-		case <-done:
-			delete(s.dropping, key)
-			s.release(ctx, key)
-		default:
-		}
-	}
+	s.giveBack(ctx)
 	var started []chan struct{}
 	defer func() { s.await(started) }()
 	drop := func(key string) { started = append(started, s.drop(key, w.Drop)) }
@@ -311,10 +304,17 @@ func (s *Set) await(started []chan struct{}) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opTimeout)
 	defer cancel()
+	s.giveBack(ctx)
+}
+
+// giveBack gives back the lease of every key whose Drop has returned.
+func (s *Set) giveBack(ctx context.Context) {
 	for key, done := range s.dropping {
-		if slices.Contains(started, done) {
+		select {
+		case <-done:
 			delete(s.dropping, key)
 			s.release(ctx, key)
+		default:
 		}
 	}
 }
