@@ -21,7 +21,7 @@ func run(t *testing.T, args ...string) (string, error) {
 
 func TestValidateShippedConfig(t *testing.T) {
 	out, err := run(t, "validate", "-c", "../../pipeline.yaml")
-	if err != nil || !strings.Contains(out, "ok (1 cameras, model models/scene-vit)") {
+	if err != nil || !strings.Contains(out, "ok (1 camera, model models/scene-vit)") {
 		t.Fatalf("validate pipeline.yaml: %v\n%s", err, out)
 	}
 }

@@ -151,7 +151,11 @@ func newValidateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d cameras, model %s)\n", cfgPath, len(cfg.Cameras), cfg.Analyze.Model)
+			cams := fmt.Sprintf("%d cameras", len(cfg.Cameras))
+			if len(cfg.Cameras) == 1 {
+				cams = "1 camera"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, model %s)\n", cfgPath, cams, cfg.Analyze.Model)
 			return nil
 		},
 	}

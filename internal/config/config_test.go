@@ -285,6 +285,17 @@ func TestErrors(t *testing.T) {
 			want: []string{"PATCHLINE_ANALYZE_BATCH_SIZE: analyze.batch_size: 1000 out of range 1..256"},
 		},
 		{
+			name: "env list item fails validation",
+			yaml: "http:\n  allowed_hosts: [a.lan, b.lan, c.lan]\n",
+			env:  []string{"PATCHLINE_HTTP_ALLOWED_HOSTS", "nvr.lan, nvr.lan:8080"},
+			want: []string{`PATCHLINE_HTTP_ALLOWED_HOSTS: http.allowed_hosts[1]: "nvr.lan:8080": want a host name`},
+		},
+		{
+			name: "env list not a list of strings",
+			env:  []string{"PATCHLINE_DECODE_FILE_ROOTS", "[/srv/a, {b: c}]"},
+			want: []string{`PATCHLINE_DECODE_FILE_ROOTS: decode.file_roots: want a list of strings such as [a, "b,c"], got "[/srv/a, {b: c}]"`},
+		},
+		{
 			name: "two documents",
 			yaml: "http: {}\n---\nnats: {}\n",
 			want: []string{"pipeline.yaml:2: want one YAML document"},
@@ -341,11 +352,16 @@ func TestEnvOverride(t *testing.T) {
 		"PATCHLINE_NATS_EMBEDDED_STORE_DIR", "/tmp/js",
 		"PATCHLINE_NATS_TOKEN", "${NOT_EXPANDED}",
 		"PATCHLINE_SINK_JSONL", "",
+		"PATCHLINE_HTTP_ALLOWED_HOSTS", " nvr.lan, ,cam.example.com ",
+		"PATCHLINE_DECODE_FILE_ROOTS", `["/srv/a,b", /srv/c]`,
+		"PATCHLINE_WHIP_PUBLIC_IPS", "",
 	))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Default()
+	want.HTTP.AllowedHosts = []string{"nvr.lan", "cam.example.com"}
+	want.Decode.FileRoots = []string{"/srv/a,b", "/srv/c"}
 	want.NATS.URL = "nats://bus:4222"
 	want.NATS.Token = "${NOT_EXPANDED}"
 	want.NATS.Embedded.StoreDir = "/tmp/js"
@@ -376,13 +392,15 @@ func TestEnvVars(t *testing.T) {
 		"PATCHLINE_DECODE_PATCH_SIZE":       "decode.patch_size",
 		"PATCHLINE_NATS_EMBEDDED_STORE_DIR": "nats.embedded.store_dir",
 		"PATCHLINE_NATS_REPLICAS":           "nats.replicas",
+		"PATCHLINE_HTTP_ALLOWED_HOSTS":      "http.allowed_hosts",
+		"PATCHLINE_WHIP_PUBLIC_IPS":         "whip.public_ips",
 	} {
 		if got := vars[name]; got != path {
 			t.Errorf("EnvVars()[%s] = %q, want %q", name, got, path)
 		}
 	}
 	for name, path := range vars {
-		if strings.HasPrefix(path, "cameras") {
+		if strings.HasPrefix(path, "cameras") || strings.Contains(path, "webhooks") || strings.Contains(path, "ice_servers") {
 			t.Errorf("%s overrides list field %s", name, path)
 		}
 	}

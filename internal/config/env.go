@@ -18,10 +18,12 @@ type envLeaf struct {
 	name  string // PATCHLINE_ANALYZE_BATCH_SIZE
 	path  string // analyze.batch_size
 	index []int  // field index path from Config
+	list  bool   // a list of strings: comma-separated, or a YAML flow list
 }
 
 // envLeaves lists the overridable fields of Config, derived from the yaml
-// tags: every scalar field outside a list. New fields get a variable for free.
+// tags: every scalar field and list of strings outside a list. New fields
+// get a variable for free.
 func envLeaves() []envLeaf {
 	return collectLeaves(reflect.TypeFor[Config](), nil, nil)
 }
@@ -41,8 +43,12 @@ func collectLeaves(t reflect.Type, keys []string, index []int) []envLeaf {
 			out = append(out, newLeaf(k, idx))
 		case f.Type.Kind() == reflect.Struct:
 			out = append(out, collectLeaves(f.Type, k, idx)...)
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.String:
+			leaf := newLeaf(k, idx)
+			leaf.list = true
+			out = append(out, leaf)
 		case f.Type.Kind() == reflect.Slice, f.Type.Kind() == reflect.Map:
-			// Lists (cameras) are set in the file only.
+			// Lists of records (cameras, webhooks) are set in the file only.
 		default:
 			out = append(out, newLeaf(k, idx))
 		}
@@ -71,13 +77,30 @@ func EnvVars() map[string]string {
 // applyEnv overrides fields of c from the PATCHLINE_* variables that lookup
 // finds. Values are read like unquoted YAML scalars ("8", "20ms", "true") and
 // used as they are: no ${VAR} expansion. A set but empty variable sets a
-// string field to "" and is an error for any other field.
+// string field to "" and a list to [], and is an error for any other field.
+// A list is "a,b" (spaces around items dropped) or, for items with commas,
+// a YAML flow list: ["a,b", c].
 func applyEnv(c *Config, lookup func(string) (string, bool), origins map[string]string) []error {
 	var errs []error
 	root := reflect.ValueOf(c).Elem()
 	for _, l := range envLeaves() {
 		s, ok := lookup(l.name)
 		if !ok {
+			continue
+		}
+		if l.list {
+			items, err := envList(s)
+			if err != nil {
+				errs = append(errs, &Error{Pos: l.name, Path: l.path, Err: err})
+				continue
+			}
+			root.FieldByIndex(l.index).Set(reflect.ValueOf(items))
+			// The file's items are gone: their problems are the variable's.
+			maps.DeleteFunc(origins, func(path, _ string) bool { return strings.HasPrefix(path, l.path+"[") })
+			origins[l.path] = l.name
+			for i := range items {
+				origins[fmt.Sprintf("%s[%d]", l.path, i)] = l.name
+			}
 			continue
 		}
 		n := &yaml.Node{Kind: yaml.ScalarNode, Value: s}
@@ -88,6 +111,29 @@ func applyEnv(c *Config, lookup func(string) (string, bool), origins map[string]
 		origins[l.path] = l.name
 	}
 	return errs
+}
+
+// envList parses a list variable's value: a YAML flow list when it starts
+// with '[', else comma-separated items, blank ones dropped.
+func envList(s string) ([]string, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "[") {
+		var items []string
+		if err := yaml.Unmarshal([]byte(s), &items); err != nil {
+			return nil, fmt.Errorf("want a list of strings such as [a, \"b,c\"], got %q", s)
+		}
+		if items == nil {
+			items = []string{}
+		}
+		return items, nil
+	}
+	items := []string{}
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items, nil
 }
 
 // StrayEnv returns a warning for each variable of environ ("NAME=value")
