@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -169,10 +170,17 @@ func hostName(hostport string) string {
 // (HTTP/1.0), an IP address, localhost (or a name under it), or listed.
 func allowedHost(host string, allowed []string) bool {
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "" || net.ParseIP(host) != nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if host == "" || isIP(host) || host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}
 	return listed(host, allowed)
+}
+
+// isIP reports whether host is an IP address, an IPv6 one with a zone
+// too (fe80::1%25eth0 in a URL, RFC 6874).
+func isIP(host string) bool {
+	_, err := netip.ParseAddr(strings.Replace(host, "%25", "%", 1))
+	return err == nil
 }
 
 // listed reports whether host (a trailing dot and case aside) is one of

@@ -23,6 +23,8 @@ func TestGuard(t *testing.T) {
 		{"", "GET", "127.0.0.1:8080", "/v1/cameras", "", http.StatusTeapot},
 		{"", "GET", "localhost:8080", "/", "", http.StatusTeapot},
 		{"", "GET", "[::1]:8080", "/metrics", "", http.StatusTeapot},
+		{"", "GET", "[fe80::1%25eth0]:8080", "/metrics", "", http.StatusTeapot}, // RFC 6874 zone
+		{"", "GET", "[fe80::1%eth0]", "/metrics", "", http.StatusTeapot},
 		{"", "GET", "192.168.1.20", "/", "", http.StatusTeapot},
 		{"", "GET", "nvr.lan:8080", "/", "", http.StatusTeapot}, // in allowed_hosts
 		{"", "GET", "NVR.LAN.", "/", "", http.StatusTeapot},
@@ -40,7 +42,8 @@ func TestGuard(t *testing.T) {
 		{"s3cret", "GET", "evil.example:8080", "/v1/cameras", "", http.StatusTeapot},
 		{"s3cret", "POST", "127.0.0.1:8080", "/v1/cameras", "http://evil.example", http.StatusTeapot},
 	} {
-		r := httptest.NewRequest(c.method, "http://"+c.host+c.path, nil)
+		r := httptest.NewRequest(c.method, c.path, nil)
+		r.Host = c.host
 		if c.origin != "" {
 			r.Header.Set("Origin", c.origin)
 		}
