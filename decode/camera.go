@@ -175,12 +175,12 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	size := cfg.Width * cfg.Height * 3
 	c.pool.New = func() any { b := make([]byte, size); return &b }
 	c.open = func() (Source, error) {
-		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout, FileRoots: cfg.FileRoots})
+		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout, FileRoots: cfg.FileRoots, Camera: spec.ID})
 	}
 	if kind, _, _ := ParseSourceURL(spec.URL); kind == KindWHIP {
 		c.relay = newRelay(opts.NC, spec.ID, cfg.StallTimeout, c.log)
 		c.open = func() (Source, error) {
-			return c.relay.open(c.redacted, SourceOptions{StallTimeout: cfg.StallTimeout})
+			return c.relay.open(c.redacted, SourceOptions{StallTimeout: cfg.StallTimeout, Camera: spec.ID})
 		}
 	}
 	c.preview = newPreviewer(opts.NC, spec.ID, cfg.PreviewFPS, cfg.PreviewWidth)

@@ -1,3 +1,5 @@
+#include <string>
+
 #include <opencv2/core.hpp>
 #include <opencv2/videoio.hpp>
 
@@ -5,16 +7,33 @@
 
 // OpenCV reports some failures by exception: each is a plain failure here.
 
-void* plCaptureOpen(const char* uri, char* why, int whylen) {
-    cv::VideoCapture* cap = new cv::VideoCapture();
+// A capture and the camera its FFmpeg log lines are attributed to.
+struct plCapture {
+    cv::VideoCapture vc;
+    std::string camera;
+};
+
+// plCameraScope names the camera whose capture this thread is in, for the
+// lines FFmpeg logs meanwhile (decode/ffmpeglog.c).
+struct plCameraScope {
+    explicit plCameraScope(const plCapture* c) { plLogCamera(c->camera.c_str()); }
+    ~plCameraScope() { plLogCamera(nullptr); }
+};
+
+void* plCaptureOpen(const char* uri, const char* camera, char* why, int whylen) {
+    plCapture* cap = new plCapture();
+    cap->camera = camera;
     // OpenCV sets up FFmpeg (and its log level) at its first open; the
     // callback goes in each time, after any that OpenCV may have set.
     plLogInstall();
     plLogCaptureBegin(why, whylen);
     bool ok = false;
-    try {
-        ok = cap->open(uri, cv::CAP_FFMPEG) && cap->isOpened();
-    } catch (...) {
+    {
+        plCameraScope scope(cap);
+        try {
+            ok = cap->vc.open(uri, cv::CAP_FFMPEG) && cap->vc.isOpened();
+        } catch (...) {
+        }
     }
     plLogCaptureEnd();
     plLogInstall();
@@ -25,30 +44,39 @@ void* plCaptureOpen(const char* uri, char* why, int whylen) {
     return nullptr;
 }
 
-int plCaptureGrab(void* cap) {
+int plCaptureGrab(void* p) {
+    plCapture* cap = static_cast<plCapture*>(p);
+    plCameraScope scope(cap);
     try {
-        return static_cast<cv::VideoCapture*>(cap)->grab() ? 1 : 0;
+        return cap->vc.grab() ? 1 : 0;
     } catch (...) {
         return 0;
     }
 }
 
-int plCaptureRetrieve(void* cap, void* mat) {
+int plCaptureRetrieve(void* p, void* mat) {
+    plCapture* cap = static_cast<plCapture*>(p);
+    plCameraScope scope(cap);
     try {
-        return static_cast<cv::VideoCapture*>(cap)->retrieve(*static_cast<cv::Mat*>(mat)) ? 1 : 0;
+        return cap->vc.retrieve(*static_cast<cv::Mat*>(mat)) ? 1 : 0;
     } catch (...) {
         return 0;
     }
 }
 
-double plCaptureGet(void* cap, int prop) {
+double plCaptureGet(void* p, int prop) {
     try {
-        return static_cast<cv::VideoCapture*>(cap)->get(prop);
+        return static_cast<plCapture*>(p)->vc.get(prop);
     } catch (...) {
         return 0;
     }
 }
 
-void plCaptureClose(void* cap) {
-    delete static_cast<cv::VideoCapture*>(cap);
+void plCaptureClose(void* p) {
+    plCapture* cap = static_cast<plCapture*>(p);
+    {
+        plCameraScope scope(cap);
+        cap->vc.release();
+    }
+    delete cap;
 }

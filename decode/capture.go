@@ -26,14 +26,16 @@ type capture struct{ p unsafe.Pointer }
 
 var errCaptureOpen = errors.New("OpenCV/FFmpeg could not open it")
 
-// openCapture opens uri with the FFmpeg backend. A failure is FFmpeg's
-// last error line of the open, when it logged one ("rtsp: method DESCRIBE
-// failed: 401 Unauthorized"), credentials hidden; else errCaptureOpen.
-func openCapture(uri string) (*capture, error) {
-	cs := C.CString(uri)
+// openCapture opens uri with the FFmpeg backend; what FFmpeg logs in its
+// calls names camera. A failure is FFmpeg's last error line of the open,
+// when it logged one ("rtsp: method DESCRIBE failed: 401 Unauthorized"),
+// credentials hidden; else errCaptureOpen.
+func openCapture(uri, camera string) (*capture, error) {
+	cs, ccam := C.CString(uri), C.CString(camera)
 	defer C.free(unsafe.Pointer(cs))
+	defer C.free(unsafe.Pointer(ccam))
 	var why [512]C.char
-	p := C.plCaptureOpen(cs, &why[0], C.int(len(why)))
+	p := C.plCaptureOpen(cs, ccam, &why[0], C.int(len(why)))
 	if p == nil {
 		if line := cleanFFmpegLine(C.GoString(&why[0])); line != "" {
 			return nil, errors.New(line)

@@ -8,8 +8,9 @@ extern "C" {
 #endif
 
 // plCaptureOpen opens uri; on failure it returns NULL with FFmpeg's last
-// error line of the open, if any, in why.
-void* plCaptureOpen(const char* uri, char* why, int whylen);
+// error line of the open, if any, in why. FFmpeg's log lines of the open,
+// grabs, retrieves and close name camera.
+void* plCaptureOpen(const char* uri, const char* camera, char* why, int whylen);
 int plCaptureGrab(void* cap);
 int plCaptureRetrieve(void* cap, void* mat);
 double plCaptureGet(void* cap, int prop);
@@ -19,6 +20,7 @@ void plCaptureClose(void* cap);
 void plLogInstall(void);
 void plLogCaptureBegin(char* why, int len);
 void plLogCaptureEnd(void);
+void plLogCamera(const char* camera);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,8 @@
 // FFmpeg's log, routed: error lines of an open under way on this thread
 // become the open's error; the others go to Go (decode/ffmpeglog.go)
-// instead of straight to stderr.
+// instead of straight to stderr, with the camera whose capture call is
+// under way on this thread. Lines of FFmpeg's own decoder threads (frame
+// threading) come from no camera's call and name none.
 
 #include <string.h>
 #include <libavutil/log.h>
@@ -10,6 +12,7 @@
 
 static __thread char* plWhy;
 static __thread int plWhyLen;
+static __thread const char* plCamera;
 
 static void plAvLog(void* avcl, int level, const char* fmt, va_list vl) {
     if (level > av_log_get_level()) {
@@ -24,7 +27,7 @@ static void plAvLog(void* avcl, int level, const char* fmt, va_list vl) {
         plWhy[plWhyLen - 1] = 0;
         return;
     }
-    plFFmpegLog(level, line);
+    plFFmpegLog(level, line, (char*)plCamera);
 }
 
 void plLogInstall(void) { av_log_set_callback(plAvLog); }
@@ -38,3 +41,5 @@ void plLogCaptureBegin(char* why, int len) {
 }
 
 void plLogCaptureEnd(void) { plWhy = NULL; }
+
+void plLogCamera(const char* camera) { plCamera = camera; }

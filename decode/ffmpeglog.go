@@ -40,19 +40,25 @@ var (
 func SetFFmpegLogger(log *slog.Logger) { ffmpegLogger.Store(log.With("component", "ffmpeg")) }
 
 //export plFFmpegLog
-func plFFmpegLog(level C.int, line *C.char) { ffmpegLine(int(level), C.GoString(line)) }
+func plFFmpegLog(level C.int, line, camera *C.char) {
+	var cam string
+	if camera != nil {
+		cam = C.GoString(camera)
+	}
+	ffmpegLine(int(level), C.GoString(line), cam)
+}
 
-// ffmpegLine logs one line of FFmpeg's: errors as warnings (a camera's
-// trouble, which its status also shows), warnings as info, the rest as
-// debug. A line repeated with other numbers (a corrupt stream's "error
-// while decoding MB 31 7") is logged the 1st, 2nd, 4th, 8th... time, with
-// the count.
-func ffmpegLine(level int, line string) {
+// ffmpegLine logs one line of FFmpeg's, from camera ("" when unknown):
+// errors as warnings (a camera's trouble, which its status also shows),
+// warnings as info, the rest as debug. A line repeated with other numbers
+// (a corrupt stream's "error while decoding MB 31 7") is logged the 1st,
+// 2nd, 4th, 8th... time for each camera, with the count.
+func ffmpegLine(level int, line, camera string) {
 	line = cleanFFmpegLine(line)
 	if line == "" {
 		return
 	}
-	key := ffmpegNumbers.ReplaceAllString(line, "#")
+	key := camera + "\x00" + ffmpegNumbers.ReplaceAllString(line, "#")
 	ffmpegSeen.Lock()
 	if len(ffmpegSeen.n) >= 1024 {
 		clear(ffmpegSeen.n)
@@ -73,6 +79,9 @@ func ffmpegLine(level int, line string) {
 	log := ffmpegLogger.Load()
 	if log == nil {
 		log = slog.Default().With("component", "ffmpeg")
+	}
+	if camera != "" {
+		log = log.With("camera", camera)
 	}
 	log.Log(context.Background(), lvl, line, "seen", n)
 }

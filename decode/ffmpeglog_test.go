@@ -70,14 +70,14 @@ func TestFFmpegLines(t *testing.T) {
 	clear(ffmpegSeen.n) // what real streams of earlier tests logged
 	ffmpegSeen.Unlock()
 	for i := range 5 {
-		ffmpegLine(avLogError, fmt.Sprintf("[h264 @ 0x55d0c1a0bc00] error while decoding MB %d 7, bytestream -5\n", 30+i))
+		ffmpegLine(avLogError, fmt.Sprintf("[h264 @ 0x55d0c1a0bc00] error while decoding MB %d 7, bytestream -5\n", 30+i), "")
 	}
-	ffmpegLine(avLogWarning, "[rtsp @ 0x5] reading rtsp://admin:pa55@10.0.0.9/stream failed\n")
+	ffmpegLine(avLogWarning, "[rtsp @ 0x5] reading rtsp://admin:pa55@10.0.0.9/stream failed\n", "door")
 	out := buf.String()
 	if n := strings.Count(out, "h264: error while decoding MB"); n != 3 {
 		t.Errorf("%d h264 lines logged, want 3 (the 1st, 2nd, 4th):\n%s", n, out)
 	}
-	for _, want := range []string{"level=WARN", "component=ffmpeg", "seen=4", "level=INFO", "rtsp://xxxxx@10.0.0.9/stream"} {
+	for _, want := range []string{"level=WARN", "component=ffmpeg", "seen=4", `level=INFO msg="rtsp: reading rtsp://xxxxx@10.0.0.9/stream failed" component=ffmpeg camera=door seen=1`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
@@ -85,6 +85,48 @@ func TestFFmpegLines(t *testing.T) {
 	if strings.Contains(out, "pa55") || strings.Contains(out, "0x55d0") {
 		t.Errorf("log shows a password or an address:\n%s", out)
 	}
+}
+
+// TestFFmpegLinesNameTheCamera: what FFmpeg logs while a camera's source
+// reads (here the mp4 demuxer's "partial file" of a truncated clip) names
+// the camera.
+func TestFFmpegLinesNameTheCamera(t *testing.T) {
+	dir := t.TempDir()
+	clip := rtsptest.MakeClip(t, dir, rtsptest.ClipOptions{Width: 160, Height: 120, Seconds: 3})
+	b, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(dir, "cut.mp4")
+	if err := os.WriteFile(cut, b[:len(b)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf testenv.Buffer
+	SetFFmpegLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer SetFFmpegLogger(slog.New(slog.DiscardHandler))
+	src, err := OpenSource(cut, SourceOptions{Camera: "porch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for range 100 {
+		if _, err := src.Grab(); err != nil {
+			break
+		}
+	}
+	out := buf.String()
+	if line := grepLine(out, "partial file"); !strings.Contains(line, "camera=porch") {
+		t.Errorf("the demuxer's line %q does not name the camera; log:\n%s", line, out)
+	}
+}
+
+func grepLine(s, sub string) string {
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			return line
+		}
+	}
+	return ""
 }
 
 // TestCaptureOptionTurns: an open that needs another capture-options value

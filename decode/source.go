@@ -53,6 +53,8 @@ type SourceOptions struct {
 	StallTimeout time.Duration
 	// FileRoots, if any, are the only directories files may be read from.
 	FileRoots []string
+	// Camera names the lines FFmpeg logs while reading this source.
+	Camera string
 }
 
 // ParseSourceURL classifies a camera URL: rtsp:// and rtsps:// are network
@@ -281,7 +283,7 @@ func (s *cvSource) open() error {
 		err error
 	)
 	withCaptureOptions(CaptureOptions(s.kind, s.o.StallTimeout), func() {
-		vc, err = openCapture(s.uri)
+		vc, err = openCapture(s.uri, s.o.Camera)
 	})
 	switch {
 	case errors.Is(err, errCaptureOpen): // FFmpeg did not say why
