@@ -38,6 +38,7 @@ test: deps vet
 bench: deps
 	go run ./test/bench
 	go test -run XXX -bench . -benchtime 2s ./internal/frame/ ./decode/ ./analyze/ ./generate/ ./internal/textgen/ ./sink/
+	go test -run XXX -bench Cameras -benchtime 1x ./test/e2e/
 
 # Retrain and re-export every model bundle, with the from-scratch baselines
 # their cards compare against (not part of CI; about 90 minutes on 2 cores).

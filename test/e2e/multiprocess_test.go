@@ -25,7 +25,7 @@ import (
 )
 
 // buildBinaries builds the real nats-server (from the module) and patchline.
-func buildBinaries(t *testing.T) (natsServer, patchline string) {
+func buildBinaries(t testing.TB) (natsServer, patchline string) {
 	t.Helper()
 	dir := t.TempDir()
 	natsServer, patchline = filepath.Join(dir, "nats-server"), filepath.Join(dir, "patchline")
@@ -41,7 +41,7 @@ func buildBinaries(t *testing.T) (natsServer, patchline string) {
 
 // startProc runs a process until the test ends (or stop is called); its
 // output goes to a log file printed when the test fails.
-func startProc(t *testing.T, name string, bin string, args ...string) (stop func()) {
+func startProc(t testing.TB, name string, bin string, args ...string) (stop func()) {
 	t.Helper()
 	_, stop = startProcEnv(t, name, nil, bin, args...)
 	return stop
@@ -49,7 +49,7 @@ func startProc(t *testing.T, name string, bin string, args ...string) (stop func
 
 // startProcEnv is startProc with env (KEY=VALUE) added to the environment;
 // it also returns the process.
-func startProcEnv(t *testing.T, name string, env []string, bin string, args ...string) (cmd *exec.Cmd, stop func()) {
+func startProcEnv(t testing.TB, name string, env []string, bin string, args ...string) (cmd *exec.Cmd, stop func()) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	logf, err := os.Create(logPath)
@@ -69,7 +69,7 @@ func startProcEnv(t *testing.T, name string, env []string, bin string, args ...s
 	return cmd, stop
 }
 
-func stopProc(t *testing.T, name string, cmd *exec.Cmd, logf *os.File, logPath string) {
+func stopProc(t testing.TB, name string, cmd *exec.Cmd, logf *os.File, logPath string) {
 	_ = cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -270,7 +270,7 @@ func TestRepeatedLogKey(t *testing.T) {
 	}
 }
 
-func waitTCP(t *testing.T, addr string) {
+func waitTCP(t testing.TB, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
