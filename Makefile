@@ -6,6 +6,11 @@ ORT_LIB := $(CURDIR)/.cache/onnxruntime/1.24.3/libonnxruntime.so.1
 export PATCHLINE_ORT_LIB ?= $(ORT_LIB)
 export CGO_ENABLED := 1
 
+# `patchline version` names the commit it was built from (git describe;
+# "dev" outside a git checkout).
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+GO_BUILD := go build -ldflags "-X github.com/patchline/patchline/internal/cli.Version=$(VERSION)"
+
 # Every package's unit tests run under the race detector (it does not see
 # into C, but it does see the Go around OpenCV and ONNX Runtime: about 1.5x
 # slower there). The end-to-end and model suites run without it: they are
@@ -19,7 +24,7 @@ deps:
 	@scripts/deps.sh
 
 build: deps
-	go build -o bin/patchline ./cmd/patchline
+	$(GO_BUILD) -o bin/patchline ./cmd/patchline
 
 run: build
 	bin/patchline run -c pipeline.yaml
@@ -31,7 +36,7 @@ tidy-check:
 	go mod tidy -diff
 
 test: deps vet
-	go build -o bin/patchline ./cmd/patchline
+	$(GO_BUILD) -o bin/patchline ./cmd/patchline
 	go test -race -count=1 -timeout 15m $(RACE_PKGS)
 	go test -count=1 -timeout 20m $(SLOW_PKGS)
 

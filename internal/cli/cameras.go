@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,6 +38,21 @@ func natsOptions(name string, more ...nats.Option) []nats.Option {
 	return opts
 }
 
+// natsConnect connects a command named name to url, with a hint in the
+// error for what usually went wrong: no server there, or its token.
+func natsConnect(url, name string, more ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, natsOptions(name, more...)...)
+	switch {
+	case errors.Is(err, nats.ErrAuthorization) && os.Getenv(natsTokenEnv) == "":
+		return nil, fmt.Errorf("connect %s: %w (set $%s to the server's nats.token)", url, err, natsTokenEnv)
+	case errors.Is(err, nats.ErrAuthorization):
+		return nil, fmt.Errorf("connect %s: %w ($%s is not the server's nats.token)", url, err, natsTokenEnv)
+	case err != nil:
+		return nil, fmt.Errorf("connect %s: %w (is patchline running? see --nats)", url, err)
+	}
+	return nc, nil
+}
+
 // The timeout covers the registry waiting out a JetStream leader election
 // (ingest.unavailableWait).
 var httpClient = &http.Client{Timeout: 30 * time.Second}
@@ -69,13 +85,30 @@ func apiCall(method, url string, body any, out any) error {
 		var e struct {
 			Error string `json:"error"`
 		}
+		msg := fmt.Sprintf("%s %s: %s", method, url, resp.Status)
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
+			msg = e.Error
 		}
-		return fmt.Errorf("%s %s: %s", method, url, resp.Status)
+		if resp.StatusCode == http.StatusUnauthorized {
+			if os.Getenv(tokenEnv) == "" {
+				msg += " (set $" + tokenEnv + " to the server's http.token)"
+			} else {
+				msg += " ($" + tokenEnv + " is not the server's http.token)"
+			}
+		}
+		return errors.New(msg)
 	}
-	if out != nil && len(data) > 0 {
-		return json.Unmarshal(data, out)
+	// Another server on the port answers anything with 200: only
+	// patchline's JSON (or a detach's 204) counts.
+	notOurs := fmt.Errorf("%s %s: %s with %q is not patchline's answer (is --api a patchline server?)", method, url, resp.Status, resp.Header.Get("Content-Type"))
+	if out == nil {
+		if resp.StatusCode != http.StatusNoContent {
+			return notOurs
+		}
+		return nil
+	}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || json.Unmarshal(data, out) != nil {
+		return notOurs
 	}
 	return nil
 }
@@ -92,6 +125,9 @@ func newAttachCmd() *cobra.Command {
 			var v cameraView
 			if err := apiCall(http.MethodPost, strings.TrimRight(api, "/")+"/v1/cameras", c, &v); err != nil {
 				return err
+			}
+			if v.ID != c.ID {
+				return fmt.Errorf("%s answered the attach of %s with camera %q: is --api a patchline server?", api, c.ID, v.ID)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "attached %s (%s)\n", v.ID, v.URL)
 			return nil

@@ -2,10 +2,17 @@ package cli
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/patchline/patchline/ingest"
+	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
 )
 
 func run(t *testing.T, args ...string) (string, error) {
@@ -55,6 +62,13 @@ func TestReplicasNeedACluster(t *testing.T) {
 	}
 }
 
+func TestUnknownStage(t *testing.T) {
+	_, err := run(t, "stage", "bogus")
+	if err == nil || !strings.Contains(err.Error(), `unknown stage "bogus": want one of ingest, decode, analyze, sink, generate`) {
+		t.Errorf("stage bogus: %v", err)
+	}
+}
+
 func TestEveryCommandHasHelp(t *testing.T) {
 	for _, c := range []string{"run", "stage", "attach", "detach", "cameras", "watch", "validate", "version"} {
 		out, err := run(t, c, "--help")
@@ -62,10 +76,66 @@ func TestEveryCommandHasHelp(t *testing.T) {
 			t.Errorf("%s --help: %v\n%s", c, err, out)
 		}
 	}
-	if _, err := run(t, "stage", "transcode"); err == nil || !strings.Contains(err.Error(), "invalid argument") {
-		t.Errorf("unknown stage: %v", err)
-	}
 	if _, err := run(t, "cameras", "--api", "http://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "is `patchline run` running?") {
 		t.Errorf("cameras without a pipeline: %v", err)
+	}
+}
+
+// TestAPIClientErrors: the camera commands say what to do about a 401, and
+// refuse an answer that is not patchline's (--api pointed at another
+// server that says 200 to anything).
+func TestAPIClientErrors(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<html>hello</html>"))
+	}))
+	defer other.Close()
+	locked := httptest.NewServer(ingest.RequireToken("s3cret", http.NotFoundHandler()))
+	defer locked.Close()
+
+	t.Setenv(tokenEnv, "")
+	for _, args := range [][]string{
+		{"attach", "cam1", "synthetic://", "--api", other.URL},
+		{"detach", "cam1", "--api", other.URL},
+		{"cameras", "--api", other.URL},
+	} {
+		if _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "is --api a patchline server?") {
+			t.Errorf("%v against another server: %v, want it refused", args, err)
+		}
+	}
+	if _, err := run(t, "cameras", "--api", locked.URL); err == nil || !strings.Contains(err.Error(), "(set $PATCHLINE_HTTP_TOKEN to the server's http.token)") {
+		t.Errorf("cameras without a token: %v", err)
+	}
+	t.Setenv(tokenEnv, "wrong")
+	if _, err := run(t, "cameras", "--api", locked.URL); err == nil || !strings.Contains(err.Error(), "($PATCHLINE_HTTP_TOKEN is not the server's http.token)") {
+		t.Errorf("cameras with a wrong token: %v", err)
+	}
+}
+
+// TestNATSTokenHint: watch and describe against a server that wants a
+// token name the variable that sends it.
+func TestNATSTokenHint(t *testing.T) {
+	e, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}, "s3cret", natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	for env, want := range map[string]string{
+		"":      "(set $PATCHLINE_NATS_TOKEN to the server's nats.token)",
+		"wrong": "($PATCHLINE_NATS_TOKEN is not the server's nats.token)",
+	} {
+		t.Setenv(natsTokenEnv, env)
+		for _, args := range [][]string{{"watch", "--nats", e.URL()}, {"describe", "cam1", "--nats", e.URL()}} {
+			if _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%v with $%s=%q: %v, want it to say %q", args, natsTokenEnv, env, err, want)
+			}
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := run(t, "version")
+	if err != nil || !strings.HasPrefix(out, "patchline ") || !strings.Contains(out, "OpenCV 4.") || !strings.Contains(out, "ONNX Runtime 1.24.3") {
+		t.Errorf("version: %v %q", err, out)
 	}
 }

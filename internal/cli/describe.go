@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/patchline/patchline/generate"
@@ -26,6 +25,9 @@ func newDescribeCmd() *cobra.Command {
 		Short: "Ask the generate stage for a caption of a camera's latest frames (or, with --frame, a generated frame)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if out != "" && !frameKind {
+				return fmt.Errorf("--out %s writes a generated frame: add --frame (a caption has no image)", out)
+			}
 			req := generate.Request{Camera: args[0], Kind: generate.KindCaption, Timeout: timeout}
 			if frameKind {
 				req.Kind = generate.KindFrame
@@ -53,9 +55,9 @@ func newDescribeCmd() *cobra.Command {
 			if err != nil || d <= 0 {
 				return fmt.Errorf("--timeout %q: want a positive duration such as 10s", timeout)
 			}
-			nc, err := nats.Connect(natsURL, natsOptions("patchline-describe")...)
+			nc, err := natsConnect(natsURL, "patchline-describe")
 			if err != nil {
-				return fmt.Errorf("connect %s: %w (is patchline running? see --nats)", natsURL, err)
+				return err
 			}
 			defer nc.Close()
 			rep := generate.Describe(cmd.Context(), nc, req, d)

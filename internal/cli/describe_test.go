@@ -98,6 +98,10 @@ func TestDescribe(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "reason unknown_camera") || !strings.Contains(err.Error(), `camera "nosuch"`) {
 		t.Errorf("unknown camera: %v", err)
 	}
+	_, err = run(t, "describe", "cam1", "--nats", url, "--out", "x.png")
+	if err == nil || !strings.Contains(err.Error(), "add --frame") {
+		t.Errorf("--out without --frame: %v", err)
+	}
 	_, err = run(t, "describe", "cam1", "--nats", url, "--top-p", "3")
 	if err == nil || !strings.Contains(err.Error(), "sampling.top_p") {
 		t.Errorf("bad top-p: %v", err)

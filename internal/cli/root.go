@@ -7,9 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"gocv.io/x/gocv"
+
+	"github.com/patchline/patchline/internal/ort"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
@@ -63,7 +68,34 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "patchline", Version)
+			fmt.Fprintln(cmd.OutOrStdout(), versionLine())
 		},
 	}
+}
+
+// versionLine is the version with what the binary was built from: the
+// commit (and whether the tree had changes), Go, and the OpenCV it links;
+// ONNX Runtime is the version it loads.
+func versionLine() string {
+	v := "patchline " + Version
+	var extra []string
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		vcs := map[string]string{}
+		for _, s := range bi.Settings {
+			vcs[s.Key] = s.Value
+		}
+		if rev := vcs["vcs.revision"]; rev != "" {
+			c := "commit " + rev[:min(12, len(rev))]
+			if t := vcs["vcs.time"]; t != "" {
+				c += " " + t
+			}
+			if vcs["vcs.modified"] == "true" {
+				c += " (modified)"
+			}
+			extra = append(extra, c)
+		}
+		extra = append(extra, bi.GoVersion)
+	}
+	extra = append(extra, "OpenCV "+gocv.OpenCVVersion(), "ONNX Runtime "+ort.Version)
+	return v + " (" + strings.Join(extra, ", ") + ")"
 }

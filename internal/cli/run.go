@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -40,9 +41,14 @@ func newRunCmd(g *globals) *cobra.Command {
 func newStageCmd(g *globals) *cobra.Command {
 	var cfgPath, natsURL, httpAddr string
 	cmd := &cobra.Command{
-		Use:       "stage <ingest|decode|analyze|sink|generate>",
-		Short:     "Run one stage against a NATS server; run more processes of a stage to scale it",
-		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
+		Use:   "stage <ingest|decode|analyze|sink|generate>",
+		Short: "Run one stage against a NATS server; run more processes of a stage to scale it",
+		Args: cobra.MatchAll(cobra.ExactArgs(1), func(_ *cobra.Command, args []string) error {
+			if !slices.Contains(app.AllStages, args[0]) {
+				return fmt.Errorf("unknown stage %q: want one of %s", args[0], strings.Join(app.AllStages, ", "))
+			}
+			return nil
+		}),
 		ValidArgs: app.AllStages,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, cfg, err := g.setup(cfgPath)

@@ -41,9 +41,9 @@ from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z
 					return err
 				}
 			}
-			nc, err := nats.Connect(natsURL, natsOptions("patchline-watch", nats.MaxReconnects(-1))...)
+			nc, err := natsConnect(natsURL, "patchline-watch", nats.MaxReconnects(-1))
 			if err != nil {
-				return fmt.Errorf("connect %s: %w", natsURL, err)
+				return err
 			}
 			defer nc.Close()
 			out := cmd.OutOrStdout()
@@ -129,6 +129,15 @@ func summarize(a annotation.Annotation) string {
 	}
 	for _, d := range a.Detections {
 		parts = append(parts, fmt.Sprintf("%s %.2f [%.0f,%.0f,%.0f,%.0f]", d.Label, d.Score, d.Box[0], d.Box[1], d.Box[2], d.Box[3]))
+	}
+	if p := a.Patches; p != nil {
+		parts = append(parts, fmt.Sprintf("%d×%d patch classes", p.Grid[0], p.Grid[1]))
+	}
+	if c := a.Caption; c != nil {
+		parts = append(parts, fmt.Sprintf("caption (%s): %q", c.Trigger, c.Text))
+	}
+	if an := a.Anomaly; an != nil {
+		parts = append(parts, fmt.Sprintf("anomaly (%s) %.3f > %.3f, frame %s/%s", an.Trigger, an.Score, an.Threshold, an.Bucket, an.Object))
 	}
 	if len(parts) == 0 {
 		parts = []string{"(nothing)"}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
@@ -124,5 +125,28 @@ func TestWatchSendsTheNATSToken(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSummarize: watch's text line says what each kind of annotation holds.
+func TestSummarize(t *testing.T) {
+	at := time.Date(2026, 11, 30, 9, 15, 0, 0, time.UTC)
+	for _, c := range []struct {
+		a    annotation.Annotation
+		want string
+	}{
+		{annotation.Annotation{Camera: "door", Seq: 7, CapturedAt: at, Labels: []annotation.Label{{Label: "walk", Score: 0.91}}},
+			"door #7 09:15:00.000  walk 0.91  total 0.0ms"},
+		{annotation.Annotation{Camera: "door", Seq: 8, CapturedAt: at, Detections: []annotation.Detection{{Label: "person", Score: 0.8, Box: [4]float64{1, 2, 30, 40}}}},
+			"person 0.80 [1,2,30,40]"},
+		{annotation.Annotation{Kind: "caption", Camera: "door", Seq: 9, CapturedAt: at, Caption: &annotation.Caption{Text: "a red circle moves left", Trigger: "change"}},
+			`caption (change): "a red circle moves left"`},
+		{annotation.Annotation{Kind: "anomaly", Camera: "door", Seq: 10, CapturedAt: at, Anomaly: &annotation.Anomaly{Score: 0.4213, Threshold: 0.2, Trigger: "anomaly", Bucket: "patchline_generated", Object: "door/10.png"}},
+			"anomaly (anomaly) 0.421 > 0.200, frame patchline_generated/door/10.png"},
+		{annotation.Annotation{Camera: "door", Seq: 11, CapturedAt: at}, "(nothing)"},
+	} {
+		if got := summarize(c.a); !strings.Contains(got, c.want) {
+			t.Errorf("summarize(%s #%d) = %q, want it to contain %q", c.a.Kind, c.a.Seq, got, c.want)
+		}
 	}
 }
