@@ -3,6 +3,7 @@ package generate
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/textgen"
@@ -55,8 +56,8 @@ func OpenModels(cfg config.Config) (*Models, error) {
 
 func checkDecode(model string, d config.Decode, w, h, p int) error {
 	if d.Width != w || d.Height != h || d.PatchSize != p {
-		return fmt.Errorf("%s takes %dx%d frames in %d-pixel patches, but decode makes %dx%d in %d-pixel patches (decode.width, decode.height, decode.patch_size)",
-			model, w, h, p, d.Width, d.Height, d.PatchSize)
+		return fmt.Errorf("%s takes %dx%d frames in %d-pixel patches, but decode makes %dx%d in %d-pixel patches (decode.width, decode.height, decode.patch_size; or set %s to \"\" to run without it)",
+			model, w, h, p, d.Width, d.Height, d.PatchSize, strings.Fields(model)[0])
 	}
 	return nil
 }

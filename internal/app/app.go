@@ -261,6 +261,24 @@ func collect(c <-chan error) []error {
 	return errs
 }
 
+// CheckModels opens the models cfg names (analyze.model, and generate's
+// when set) as the stages would, with ONNX Runtime, and closes them: a
+// missing bundle, a model whose shapes disagree with its descriptor or a
+// bundle that does not take the frames decode makes fails here as it
+// would at start. `patchline validate` runs it.
+func CheckModels(cfg config.Config) error {
+	model, err := openModel(cfg)
+	if err != nil {
+		return err
+	}
+	_ = model.Close()
+	gen, err := generate.OpenModels(cfg)
+	if err != nil {
+		return err
+	}
+	return gen.Close()
+}
+
 func openModel(cfg config.Config) (*analyze.Model, error) {
 	b, err := analyze.LoadBundle(cfg.Analyze.Model)
 	if err != nil {

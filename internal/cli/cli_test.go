@@ -27,9 +27,41 @@ func run(t *testing.T, args ...string) (string, error) {
 }
 
 func TestValidateShippedConfig(t *testing.T) {
-	out, err := run(t, "validate", "-c", "../../pipeline.yaml")
-	if err != nil || !strings.Contains(out, "ok (1 camera, model models/scene-vit)") {
+	t.Chdir("../..") // the models' paths are relative to the repository
+	out, err := run(t, "validate", "-c", "pipeline.yaml")
+	if err != nil || !strings.Contains(out, "ok (1 camera, model models/scene-vit; models open and match decode)") {
 		t.Fatalf("validate pipeline.yaml: %v\n%s", err, out)
+	}
+}
+
+// TestValidateOpensModels: validate fails where run would for the models:
+// a missing bundle, an analyze or generate model that does not take the
+// frames decode makes; --no-models checks the file alone.
+func TestValidateOpensModels(t *testing.T) {
+	t.Chdir("../..")
+	vit := "analyze: {model: models/vit-tiny}\ndecode: {width: 224, height: 224, patch_size: 16}\n"
+	for name, c := range map[string]struct{ yaml, want string }{
+		"no bundle":      {"analyze: {model: models/nosuch}\n", "bundle models/nosuch: not a directory"},
+		"analyze shape":  {"analyze: {model: models/vit-tiny}\n", "decode config does not match model bundle vit-tiny"},
+		"generate shape": {vit, `generate.framegen_model models/framegen takes 96x96 frames`},
+		"no generate":    {vit + "generate: {caption_model: \"\", framegen_model: \"\"}\n", ""},
+	} {
+		p := filepath.Join(t.TempDir(), "p.yaml")
+		if err := os.WriteFile(p, []byte(c.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := run(t, "validate", "-c", p)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: got %v, want it to contain %q", name, err, c.want)
+		}
+		if c.want != "" {
+			if _, err := run(t, "validate", "--no-models", "-c", p); err != nil {
+				t.Errorf("%s: validate --no-models: %v", name, err)
+			}
+		}
 	}
 }
 

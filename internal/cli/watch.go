@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/patchline/patchline/internal/annotation"
+	"github.com/patchline/patchline/internal/app"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 )
@@ -148,9 +149,10 @@ func summarize(a annotation.Annotation) string {
 
 func newValidateCmd() *cobra.Command {
 	var cfgPath string
+	var noModels bool
 	cmd := &cobra.Command{
 		Use:   "validate",
-		Short: "Check a pipeline configuration file",
+		Short: "Check a pipeline configuration file, and that its models open and take the frames decode makes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(cfgPath)
@@ -160,14 +162,22 @@ func newValidateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			models := "models not opened"
+			if !noModels {
+				if err := app.CheckModels(cfg); err != nil {
+					return err
+				}
+				models = "models open and match decode"
+			}
 			cams := fmt.Sprintf("%d cameras", len(cfg.Cameras))
 			if len(cfg.Cameras) == 1 {
 				cams = "1 camera"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, model %s)\n", cfgPath, cams, cfg.Analyze.Model)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, model %s; %s)\n", cfgPath, cams, cfg.Analyze.Model, models)
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "pipeline.yaml", "pipeline configuration file")
+	cmd.Flags().BoolVar(&noModels, "no-models", false, "check the file only, without opening the model bundles (a machine without them)")
 	return cmd
 }
