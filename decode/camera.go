@@ -142,8 +142,14 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	if err := frame.ValidCameraID(spec.ID); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	if _, _, err := ParseSourceURL(spec.URL); err != nil {
+	kind, path, err := ParseSourceURL(spec.URL)
+	if err != nil {
 		return nil, fmt.Errorf("decode: camera %s: %w", spec.ID, err)
+	}
+	if kind == KindFile {
+		if err := outsideRoots(path, opts.Decode.FileRoots); err != nil {
+			return nil, err
+		}
 	}
 	if opts.NC == nil {
 		return nil, errors.New("decode: Options.NC is nil")
@@ -177,7 +183,7 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	c.open = func() (Source, error) {
 		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout, FileRoots: cfg.FileRoots, Camera: spec.ID})
 	}
-	if kind, _, _ := ParseSourceURL(spec.URL); kind == KindWHIP {
+	if kind == KindWHIP {
 		c.relay = newRelay(opts.NC, spec.ID, cfg.StallTimeout, c.log)
 		c.open = func() (Source, error) {
 			return c.relay.open(c.redacted, SourceOptions{StallTimeout: cfg.StallTimeout, Camera: spec.ID})

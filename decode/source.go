@@ -147,15 +147,40 @@ func underRoots(p string, roots []string) error {
 		return fmt.Errorf("decode: file source: %w", err)
 	}
 	for _, root := range roots {
-		r, err := filepath.EvalSymlinks(root)
-		if err != nil {
-			continue
-		}
-		if rel, err := filepath.Rel(r, real); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		if r, err := filepath.EvalSymlinks(root); err == nil && within(real, r) {
 			return nil
 		}
 	}
 	return fmt.Errorf("decode: file source %s is not under decode.file_roots %v", p, roots)
+}
+
+// outsideRoots reports, without touching the file system, a file camera
+// path that no link could bring into roots: it is outside every root as
+// written and as the roots resolve. Such a camera fails at once instead of
+// being retried (underRoots, at each open, also catches links leading out).
+func outsideRoots(p string, roots []string) error {
+	if len(roots) == 0 {
+		return nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return nil // left to the open
+	}
+	for _, root := range roots {
+		if a, err := filepath.Abs(root); err == nil && within(abs, a) {
+			return nil
+		}
+		if r, err := filepath.EvalSymlinks(root); err == nil && within(abs, r) {
+			return nil
+		}
+	}
+	return fmt.Errorf("decode: file source %s is not under decode.file_roots %v", p, roots)
+}
+
+// within reports whether path lies in dir (both absolute and clean).
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // ffmpegOptionsEnv is read by OpenCV's FFmpeg backend at every open.

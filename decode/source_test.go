@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/patchline/patchline/internal/config"
 )
 
 // TestFileSourceMustBeARegularFile: a FIFO or a device as a file camera is
@@ -64,5 +66,13 @@ func TestFileRoots(t *testing.T) {
 	_, err := OpenSource("file://"+out, SourceOptions{FileRoots: roots})
 	if err == nil || !strings.Contains(err.Error(), "not under decode.file_roots") {
 		t.Errorf("OpenSource outside the roots: %v", err)
+	}
+	// A camera whose path is outside as written fails at once (state
+	// failed, not retried); a link inside is left to each open.
+	for p, ok := range map[string]bool{in: true, out: false, link: true, filepath.Join(root, "..", filepath.Base(outside), "b.mp4"): false} {
+		_, err := NewCamera(config.Camera{ID: "a", URL: p}, Options{Decode: config.Decode{FileRoots: roots}})
+		if refused := err != nil && strings.Contains(err.Error(), "not under decode.file_roots"); refused == ok {
+			t.Errorf("NewCamera(%s) = %v, want allowed %v", p, err, ok)
+		}
 	}
 }
