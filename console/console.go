@@ -34,7 +34,10 @@ type Options struct {
 	// TraceURL links a trace id to the trace backend ({trace_id} replaced).
 	TraceURL string
 	// Auth says the API wants a bearer token, so the page asks for one.
-	Auth   bool
+	Auth bool
+	// Known, when set, says whether a camera is attached: the live view of
+	// one that is not answers 404 instead of an empty stream.
+	Known  func(ctx context.Context, camera string) (bool, error)
 	Logger *slog.Logger
 }
 
@@ -139,6 +142,16 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	if err := frame.ValidCameraID(cam); err != nil {
 		http.Error(w, `{"error":"camera: `+strings.ReplaceAll(err.Error(), `"`, `'`)+`"}`, http.StatusBadRequest)
 		return
+	}
+	if s.opts.Known != nil {
+		switch ok, err := s.opts.Known(r.Context(), cam); {
+		case err != nil:
+			http.Error(w, `{"error":"camera registry: `+strings.ReplaceAll(err.Error(), `"`, `'`)+`"}`, http.StatusServiceUnavailable)
+			return
+		case !ok:
+			http.Error(w, `{"error":"camera not found: `+cam+`"}`, http.StatusNotFound)
+			return
+		}
 	}
 	v := &viewer{wake: make(chan struct{}, 1)}
 	var subs []*nats.Subscription

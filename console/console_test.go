@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -172,4 +173,28 @@ func TestLiveCutsOffAStuckViewer(t *testing.T) {
 		_ = nc.Publish(bus.PreviewSubject("cam1"), preview) // never read: buffers fill, the write times out
 		return nc.NumSubscriptions() == before
 	})
+}
+
+// TestLiveUnknownCamera: with Known set, the live view of a camera that is
+// not attached is a 404, and a registry that cannot answer a 503.
+func TestLiveUnknownCamera(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t))
+	known := func(_ context.Context, cam string) (bool, error) {
+		if cam == "broken" {
+			return false, errors.New("no quorum")
+		}
+		return cam == "door", nil
+	}
+	srv := httptest.NewServer(New(context.Background(), nc, Options{Known: known}).API())
+	defer srv.Close()
+	for cam, want := range map[string]int{"door": http.StatusOK, "nosuch": http.StatusNotFound, "broken": http.StatusServiceUnavailable} {
+		resp, err := http.Get(srv.URL + "/v1/live/" + cam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("live %s: %d, want %d", cam, resp.StatusCode, want)
+		}
+	}
 }

@@ -325,6 +325,15 @@ func (r *Registry) Get(ctx context.Context, id string) (CameraView, error) {
 	return r.view(e.Value())
 }
 
+// Known reports whether camera id is attached.
+func (r *Registry) Known(ctx context.Context, id string) (bool, error) {
+	_, err := r.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // List returns every camera, sorted by id.
 func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
 	var lister jetstream.KeyLister

@@ -244,4 +244,11 @@ func TestBrowserGuard(t *testing.T) {
 	if code := do("POST", "/v1/cameras", "", "http://"+info.HTTPAddr); code != http.StatusCreated {
 		t.Errorf("attach from the console's origin: %d, want 201", code)
 	}
+	// The live view streams attached cameras only.
+	if code := do("GET", "/v1/live/x", "", ""); code != http.StatusOK {
+		t.Errorf("live view of an attached camera: %d, want 200", code)
+	}
+	if code := do("GET", "/v1/live/nosuch", "", ""); code != http.StatusNotFound {
+		t.Errorf("live view of a camera never attached: %d, want 404", code)
+	}
 }
