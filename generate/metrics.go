@@ -8,11 +8,11 @@ import (
 // Metrics of the generate stage, on the default Prometheus registry.
 var (
 	metricStarted = promauto.NewCounterVec(prometheus.CounterOpts{
-		Name: "patchline_generate_started_total", Help: "Generations started (admitted to a budget slot), by kind (caption, frame).",
+		Name: "patchline_generate_started_total", Help: "Generations started (admitted to a budget slot, or an anomaly's frame, scored outside the budget), by kind (caption, frame).",
 	}, []string{"kind"})
 	metricRejected = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_generate_rejected_total",
-		Help: "Generations not done, by kind and reason (overloaded, deadline, unknown_camera, ...); each was answered with the reason, or was an automatic trigger skipped.",
+		Help: "Generations not done, by kind (caption, frame, or request: a request refused before its kind was known) and reason (overloaded, deadline, unknown_camera, ...); each was answered with the reason, or was an automatic trigger skipped.",
 	}, []string{"kind", "reason"})
 	metricHandedBack = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "patchline_generate_handed_back_total",

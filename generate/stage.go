@@ -1009,6 +1009,7 @@ func (s *Stage) scoreBatch(ctx context.Context, k, w, h, p int) {
 			continue
 		}
 		newest := frames[i][k]
+		metricStarted.WithLabelValues(KindFrame).Inc() // scored outside the budget, published as a frame
 		sctx, span := telemetry.Tracer().Start(frameContext(newest), "generate.anomaly", trace.WithTimestamp(start),
 			trace.WithAttributes(attribute.String("camera", cam), attribute.Int64("seq", int64(newest.Seq)), attribute.Float64("score", r.Score)))
 		if _, err := s.publishFrame(ctx, sctx, frames[i], r, TriggerAnomaly, took); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
@@ -456,6 +457,8 @@ func TestAnomalyTrigger(t *testing.T) {
 			cfg := testGenerate()
 			cfg.Auto = true
 			cfg.Triggers = config.Triggers{OnAnomaly: true}
+			started0 := testutil.ToFloat64(metricStarted.WithLabelValues(KindFrame))
+			done0 := testutil.ToFloat64(metricDone.WithLabelValues(KindFrame, TriggerAnomaly))
 			nc := startStage(t, cfg, fg, nil)
 			anns := collect(t, nc, bus.AnnotationsPrefix+"cam1")
 			generated := collect(t, nc, bus.GeneratedPrefix+"cam1")
@@ -484,6 +487,12 @@ func TestAnomalyTrigger(t *testing.T) {
 				t.Errorf("generated %+v", g)
 			}
 			readPNG(t, nc, g.Object)
+			// Each anomaly's frame counts as started, as other frames do.
+			started := testutil.ToFloat64(metricStarted.WithLabelValues(KindFrame)) - started0
+			done := testutil.ToFloat64(metricDone.WithLabelValues(KindFrame, TriggerAnomaly)) - done0
+			if done < 3 || started < done {
+				t.Errorf("%v anomaly frames done but %v frames started", done, started)
+			}
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,6 +72,10 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 		s.hooks = append(s.hooks, h)
 	}
 	if cfg.JSONL != "" {
+		// Its directory is made as the rotated files' would be.
+		if err := os.MkdirAll(filepath.Dir(cfg.JSONL), 0o755); err != nil {
+			return nil, fmt.Errorf("sink: jsonl output: %w", err)
+		}
 		f, err := os.OpenFile(cfg.JSONL, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("sink: jsonl output: %w", err)

@@ -61,7 +61,7 @@ func startSinkLog(t testing.TB, url string, cfg config.Sink, log *slog.Logger) (
 func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
-	jsonl := filepath.Join(t.TempDir(), "out.jsonl")
+	jsonl := filepath.Join(t.TempDir(), "not", "yet", "out.jsonl") // its directory is made
 	st, stop := startSink(t, url, config.Sink{JSONL: jsonl})
 
 	got := make(chan *nats.Msg, 10)

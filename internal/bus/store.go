@@ -61,6 +61,9 @@ func NewStorer(nc *nats.Conn, st config.Stream, log *slog.Logger) (*Storer, erro
 	if err != nil {
 		return nil, fmt.Errorf("annotation stream %s: %w", st.Name, err)
 	}
+	for _, reason := range []string{"queue_full", "gave_up", "shutdown"} {
+		storeDropped.WithLabelValues(reason) // shown at 0, so that an alert on it has a series
+	}
 	return &Storer{js: js, q: queue.NewRing[*stored](storeQueue), giveUp: st.DuplicateWindow / 2, log: log}, nil
 }
 

@@ -28,6 +28,9 @@ func TestStorerGivesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n := testutil.CollectAndCount(storeDropped); n != 3 {
+		t.Errorf("%d series of %s before any drop, want one per reason (3)", n, "patchline_stream_store_dropped_total")
+	}
 	for seq := range 3 {
 		m := nats.NewMsg(AnnotationSubject("cam1"))
 		m.Data = []byte(`{}`)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/patchline/patchline/ingest"
+	"github.com/patchline/patchline/internal/app"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
@@ -169,5 +170,22 @@ func TestVersion(t *testing.T) {
 	out, err := run(t, "version")
 	if err != nil || !strings.HasPrefix(out, "patchline ") || !strings.Contains(out, "OpenCV 4.") || !strings.Contains(out, "ONNX Runtime 1.24.3") {
 		t.Errorf("version: %v %q", err, out)
+	}
+}
+
+// TestPrintWhere: the start-up banner's commands are the binary as invoked.
+func TestPrintWhere(t *testing.T) {
+	var b bytes.Buffer
+	printWhere(&b, "bin/patchline", app.Info{NATSURL: "nats://127.0.0.1:4222", HTTPAddr: "127.0.0.1:8080", Embedded: true, Stages: []string{"ingest"}})
+	for _, want := range []string{
+		"NATS          nats://127.0.0.1:4222 (embedded)",
+		"web console   http://127.0.0.1:8080/",
+		"watch it:     bin/patchline watch --nats nats://127.0.0.1:4222\n",
+		"cameras:      bin/patchline cameras --api http://127.0.0.1:8080\n",
+		"describe:     bin/patchline describe <camera> --nats nats://127.0.0.1:4222\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, b.String())
+		}
 	}
 }

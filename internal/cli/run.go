@@ -28,7 +28,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			}
 			return app.Run(cmd.Context(), app.Options{
 				Config: cfg, Stages: app.AllStages, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log,
-				Ready: func(i app.Info) { printWhere(cmd.OutOrStdout(), i) },
+				Ready: func(i app.Info) { printWhere(cmd.OutOrStdout(), os.Args[0], i) },
 			})
 		},
 	}
@@ -89,7 +89,9 @@ func (g *globals) setup(cfgPath string) (*slog.Logger, config.Config, error) {
 	return log, cfg, err
 }
 
-func printWhere(w io.Writer, i app.Info) {
+// printWhere says where to look; the commands it suggests start with self,
+// the binary as it was invoked (bin/patchline under make run).
+func printWhere(w io.Writer, self string, i app.Info) {
 	nats := i.NATSURL
 	if i.Embedded {
 		nats += " (embedded)"
@@ -103,10 +105,10 @@ patchline is running (stages: %s)
   frames        %s<camera>   (patch tokens, binary)
   annotations   %s<camera>   (JSON)
 
-  watch it:     patchline watch --nats %s
-  cameras:      patchline cameras --api http://%s
-  attach RTSP:  patchline attach cam1 rtsp://user:pass@host/path --api http://%s
-  describe:     patchline describe <camera> --nats %s
+  watch it:     %[8]s watch --nats %[9]s
+  cameras:      %[8]s cameras --api http://%[3]s
+  attach RTSP:  %[8]s attach cam1 rtsp://user:pass@host/path --api http://%[3]s
+  describe:     %[8]s describe <camera> --nats %[9]s
 
-`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, i.NATSURL, i.HTTPAddr, i.HTTPAddr, i.NATSURL)
+`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, self, i.NATSURL)
 }

@@ -71,11 +71,19 @@ generate: {auto: false}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// analyze serves its metrics where its environment file says, the
+	// others (but ingest) serve none.
+	analyzeHTTP := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
 	for _, st := range []string{"ingest", "decode", "analyze", "sink", "generate"} {
+		stageHTTP := ""
+		if st == "analyze" {
+			stageHTTP = analyzeHTTP
+		}
 		cmd := unitExecStart(t, filepath.Join(root, "deploy/systemd/patchline-stage@.service"), map[string]string{
 			"/usr/local/bin/patchline":     plBin,
 			"%i":                           st,
 			"/etc/patchline/pipeline.yaml": cfgPath,
+			"${PATCHLINE_STAGE_HTTP}":      stageHTTP,
 		})
 		startProc(t, st, cmd[0], cmd[1:]...)
 	}
@@ -87,6 +95,9 @@ generate: {auto: false}
 	defer nc.Close()
 	rec1 := record(t, nc, "cam1")
 	rec1.waitAnnotations(t, 10, 90*time.Second)
+	if m := get(t, "http://"+analyzeHTTP+"/metrics"); !strings.Contains(m, `patchline_stage_latency_seconds_count{stage="inference"}`) {
+		t.Errorf("analyze's /metrics at PATCHLINE_STAGE_HTTP lacks its inference latency:\n%s", grepLines(m, "patchline_"))
+	}
 
 	// Every bucket and the annotation stream are kept by all three servers.
 	js, err := jetstream.New(nc)
