@@ -88,6 +88,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
+	ls.Cap = s.opts.Decode.MaxCameras
 	leaseDone := make(chan struct{})
 	go func() {
 		defer close(leaseDone)

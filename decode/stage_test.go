@@ -48,18 +48,19 @@ func TestStageReplicasShareCameras(t *testing.T) {
 		cancel context.CancelFunc
 		done   chan struct{}
 	}
-	start := func() *replica {
+	startCapped := func(maxCameras int, log *slog.Logger) *replica {
 		nc, err := nats.Connect(url)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &replica{st: NewStage(Options{NC: nc, Decode: config.Decode{LeaseTTL: time.Second}, Logger: natstest.Discard()}), nc: nc, done: make(chan struct{})}
+		r := &replica{st: NewStage(Options{NC: nc, Decode: config.Decode{LeaseTTL: time.Second, MaxCameras: maxCameras}, Logger: log}), nc: nc, done: make(chan struct{})}
 		rctx, cancel := context.WithCancel(ctx)
 		r.cancel = cancel
 		go func() { defer close(r.done); _ = r.st.Run(rctx) }()
 		t.Cleanup(func() { cancel(); <-r.done; nc.Close() })
 		return r
 	}
+	start := func() *replica { return startCapped(0, natstest.Discard()) }
 	cams := func(r *replica) []string {
 		var ids []string
 		for _, s := range r.st.Statuses() {
@@ -108,6 +109,20 @@ func TestStageReplicasShareCameras(t *testing.T) {
 	c.cancel() // leaves: gives its cameras back at once
 	<-c.done
 	waitSplit("after c left", []*replica{a}, 4)
+
+	// A replica with decode.max_cameras 1 takes one camera, the uncapped
+	// one the rest; alone, it decodes one and says the others wait.
+	var logs testenv.Buffer
+	d := startCapped(1, slog.New(slog.NewTextHandler(&logs, nil)))
+	waitSplit("beside a replica with max_cameras 1", []*replica{a, d}, 3, 1)
+	a.cancel()
+	<-a.done
+	testenv.WaitFor(t, "the capped replica's warning", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "more cameras than the replicas take") && strings.Contains(logs.String(), "waiting=3")
+	})
+	if got := cams(d); len(got) != 1 {
+		t.Errorf("alone, the replica with max_cameras 1 decodes %v", got)
+	}
 }
 
 // TestFramesMustFitMaxPayload: a decode size whose frames the server

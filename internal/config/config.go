@@ -130,6 +130,9 @@ type Decode struct {
 	// last renewal (every third of it): when a replica dies, the others
 	// take its cameras within this. Default 10s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// MaxCameras is the most cameras one decode replica (one `patchline
+	// run`) decodes; the rest wait for a replica with room. 0 = no limit.
+	MaxCameras int `yaml:"max_cameras"`
 	// FileRoots, if set, are the only directories file cameras may read
 	// from (symbolic links resolved): an API user cannot then show any
 	// video the service can read. Empty = any path.

@@ -391,6 +391,9 @@ func (d Decode) check(ck *checker) {
 	if d.LeaseTTL < time.Second || d.LeaseTTL > 10*time.Minute {
 		ck.add("decode.lease_ttl", "%s out of range 1s..10m", d.LeaseTTL)
 	}
+	if d.MaxCameras < 0 {
+		ck.add("decode.max_cameras", "%d is negative (0 = no limit)", d.MaxCameras)
+	}
 }
 
 // checkSide checks a model input side against the patch size.

@@ -5,11 +5,12 @@
 // Each replica holds a key while it owns its lease: an entry <key prefix>
 // <key> in a KV bucket whose entries expire after the lease TTL, created
 // when free and renewed (compare-and-set on its revision) every round.
-// Every replica announces itself (replica.<id>, also renewed), so each can
-// aim for its share, ceil(keys / replicas): it takes free keys while it has
-// fewer and gives one back per round while it has more. A replica that
-// dies stops renewing; within a TTL its keys are free and the others take
-// them. One that stops gives them back at once (Leave).
+// Every replica announces itself (replica.<id>, also renewed, holding its
+// cap), so each can aim for its share, ceil(keys / replicas), or what the
+// replicas' caps let: it takes free keys while it has fewer and gives one
+// back per round while it has more. A replica that dies stops renewing;
+// within a TTL its keys are free and the others take them. One that stops
+// gives them back at once (Leave).
 package lease
 
 import (
@@ -23,6 +24,8 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +61,11 @@ type Set struct {
 	// dropped wakes Run when a background Drop returns, to give its
 	// lease back at once.
 	dropped chan struct{}
+	// Cap is the most keys this replica takes (decode.max_cameras); 0, none.
+	Cap int
+	// short counts the rounds that found keys no replica has room for, to
+	// thin the warning.
+	short uint64
 }
 
 // Open opens (creating or updating) the lease bucket, whose entries live
@@ -101,22 +109,71 @@ func replicaID() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 }
 
-// heartbeat says this replica is alive and returns how many are.
-func (s *Set) heartbeat(ctx context.Context) (int, error) {
+// heartbeat says this replica is alive, with its cap, and returns the caps
+// of the replicas alive (0: none), its own among them.
+func (s *Set) heartbeat(ctx context.Context) ([]int, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if _, err := s.kv.Put(ctx, ReplicaPrefix+s.id, nil); err != nil {
-		return 0, err
+	var val []byte
+	if s.Cap > 0 {
+		val = strconv.AppendInt(nil, int64(s.Cap), 10)
+	}
+	if _, err := s.kv.Put(ctx, ReplicaPrefix+s.id, val); err != nil {
+		return nil, err
 	}
 	keys, err := s.kv.ListKeysFiltered(ctx, ReplicaPrefix+">")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
-	for range keys.Keys() {
-		n++
+	caps := []int{s.Cap}
+	for key := range keys.Keys() {
+		if key == ReplicaPrefix+s.id {
+			continue
+		}
+		c := 0
+		if e, err := s.kv.Get(ctx, key); err == nil {
+			c, _ = strconv.Atoi(string(e.Value())) // empty (no cap, or an older version): 0
+		}
+		caps = append(caps, max(c, 0))
 	}
-	return max(n, 1), nil
+	return caps, nil
+}
+
+// fairShare is how many of n keys a replica with cap own (0: none) aims
+// to hold when the replicas alive have caps caps: the keys spread as
+// evenly as the caps let, at the lowest level L with Σ min(cap, L) ≥ n,
+// the capped replicas' remainder going to the others. Without caps it is
+// ceil(n / replicas). When the caps hold fewer than n, each aims for its
+// cap and the rest wait.
+func fairShare(n int, caps []int, own int) int {
+	fill := func(level int) int {
+		sum := 0
+		for _, c := range caps {
+			if c == 0 || c > level {
+				c = level
+			}
+			sum += c
+		}
+		return sum
+	}
+	level := sort.Search(n, func(l int) bool { return fill(l) >= n })
+	if own > 0 {
+		return min(own, level)
+	}
+	return level
+}
+
+// capacity is how many keys the replicas with caps caps hold at most; -1
+// when one has no cap.
+func capacity(caps []int) int {
+	sum := 0
+	for _, c := range caps {
+		if c == 0 {
+			return -1
+		}
+		sum += c
+	}
+	return sum
 }
 
 // acquire takes the lease of key if it is free.
@@ -185,11 +242,12 @@ type Work struct {
 // than its share, and takes free keys while it holds fewer. Keys whose
 // Drop started in an earlier round and has returned are given back first.
 func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
-	replicas, err := s.heartbeat(ctx)
+	caps, err := s.heartbeat(ctx)
 	if err != nil {
 		w.Log.Warn("lease heartbeat failed", "err", err)
 		return // NATS unreachable: keep what runs, renew next round
 	}
+	replicas := len(caps)
 	s.giveBack(ctx)
 	var started []chan struct{}
 	defer func() { s.await(started) }()
@@ -200,7 +258,15 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		want[k] = true
 	}
 	keys = slices.Sorted(maps.Keys(want))
-	share := (len(keys) + replicas - 1) / replicas
+	share := fairShare(len(keys), caps, s.Cap)
+	if c := capacity(caps); c >= 0 && len(keys) > c {
+		if s.short++; s.short&(s.short-1) == 0 {
+			w.Log.Warn("more cameras than the replicas take: the rest wait for a replica with room (decode.max_cameras)",
+				"cameras", len(keys), "replicas", replicas, "capacity", c, "waiting", len(keys)-c, "rounds", s.short)
+		}
+	} else {
+		s.short = 0
+	}
 
 	var held []string
 	for _, key := range s.Held() {
@@ -232,7 +298,7 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		w.Hold(key)
 		held = append(held, key)
 	}
-	if len(held) > share && replicas > 1 { // one per round, so the others can follow
+	if len(held) > share { // one per round, so the others can follow
 		key := held[len(held)-1]
 		w.Log.Info("giving a camera to another replica", "camera", key, "replicas", replicas, "share", share)
 		drop(key)

@@ -117,6 +117,77 @@ func TestBalance(t *testing.T) {
 	}
 }
 
+func TestFairShare(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		caps []int
+		own  int
+		want int
+	}{
+		{4, []int{0, 0}, 0, 2},
+		{5, []int{0, 0}, 0, 3},
+		{0, []int{0}, 0, 0},
+		{5, []int{0}, 0, 5},
+		{10, []int{1, 0}, 1, 1}, // the capped one takes its cap...
+		{10, []int{1, 0}, 0, 9}, // ...the other the rest
+		{10, []int{2, 4, 0}, 0, 4},
+		{10, []int{2, 4, 0}, 4, 4},
+		{3, []int{1, 1}, 1, 1}, // more keys than the caps hold: each its cap
+		{3, []int{5}, 5, 3},
+	} {
+		if got := fairShare(c.n, c.caps, c.own); got != c.want {
+			t.Errorf("fairShare(%d, %v, %d) = %d, want %d", c.n, c.caps, c.own, got, c.want)
+		}
+	}
+}
+
+// TestCap: a replica with a cap holds at most that many keys, and the
+// others hold the rest; keys beyond every replica's cap wait, and are
+// taken when a replica with room comes.
+func TestCap(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	open := func(capacity int) *Set {
+		s, err := Open(ctx, nc, "cap_leases", "test", time.Minute, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Cap = capacity
+		return s
+	}
+	a, b := open(1), open(2)
+	ha, hb := newHolder(), newHolder()
+	keys := []string{"k1", "k2", "k3", "k4"}
+	for range 4 {
+		a.Balance(ctx, keys, ha.work())
+		b.Balance(ctx, keys, hb.work())
+	}
+	if len(ha.keys()) != 1 || len(hb.keys()) != 2 {
+		t.Fatalf("caps 1 and 2 over 4 keys: a holds %v, b %v", ha.keys(), hb.keys())
+	}
+	c, hc := open(0), newHolder()
+	for range 3 {
+		a.Balance(ctx, keys, ha.work())
+		b.Balance(ctx, keys, hb.work())
+		c.Balance(ctx, keys, hc.work())
+	}
+	if len(ha.keys()) != 1 || len(hb.keys()) != 2 || len(hc.keys()) != 1 {
+		t.Errorf("with an uncapped third: a holds %v, b %v, c %v; want 1, 2, 1", ha.keys(), hb.keys(), hc.keys())
+	}
+	for _, k := range keys {
+		if n := btoi(ha.has(k)) + btoi(hb.has(k)) + btoi(hc.has(k)); n != 1 {
+			t.Errorf("key %s held %d times", k, n)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // TestSlowDropKeepsTheOthers: a key whose Drop takes longer than the
 // TTL (a camera stopping while its read is blocked) does not cost the
 // replica its other keys, whose leases the rounds go on renewing; the
