@@ -7,9 +7,10 @@ export PATCHLINE_ORT_LIB ?= $(ORT_LIB)
 export CGO_ENABLED := 1
 
 # `patchline version` names the commit it was built from (git describe;
-# "dev" outside a git checkout).
-VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
-GO_BUILD := go build -ldflags "-X github.com/patchline/patchline/internal/cli.Version=$(VERSION)"
+# "dev" outside a git checkout). Only [A-Za-z0-9._+-] of it reach the
+# shell: a tag name may hold ` or $( ).
+VERSION := $(or $(shell git describe --always --dirty 2>/dev/null | tr -cd 'A-Za-z0-9._+-'),dev)
+GO_BUILD := go build -ldflags '-X github.com/patchline/patchline/internal/cli.Version=$(VERSION)'
 
 # Every package's unit tests run under the race detector (it does not see
 # into C, but it does see the Go around OpenCV and ONNX Runtime: about 1.5x

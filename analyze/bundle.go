@@ -211,7 +211,11 @@ func LoadBundle(dir string) (*Bundle, error) {
 			return loadHF(dir, absDir)
 		}
 		if st, serr := os.Stat(absDir); serr != nil || !st.IsDir() {
-			return nil, fmt.Errorf("bundle %s: not a directory (analyze.model names a bundle directory)", dir)
+			where := ""
+			if wd, err := os.Getwd(); err == nil && !filepath.IsAbs(dir) {
+				where = ", relative to the working directory " + wd
+			}
+			return nil, fmt.Errorf("bundle %s: not a directory (analyze.model names a bundle directory%s)", dir, where)
 		}
 		return nil, fmt.Errorf("bundle %s: neither %s nor %s (Hugging Face layout) is there", dir, BundleFile, HFConfigFile)
 	}

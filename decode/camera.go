@@ -146,9 +146,11 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode: camera %s: %w", spec.ID, err)
 	}
-	if kind == KindFile {
-		if err := outsideRoots(path, opts.Decode.FileRoots); err != nil {
-			return nil, err
+	if roots := opts.Decode.FileRoots; kind == KindFile && len(roots) > 0 {
+		// A file that is there, and outside, fails at once; a missing one
+		// is retried by the opens (it may appear), which check again.
+		if real, err := resolveFile(path); err == nil && !inRoots(real, roots) {
+			return nil, errOutsideRoots(path, roots)
 		}
 	}
 	if opts.NC == nil {

@@ -122,10 +122,11 @@ func OpenSource(raw string, o SourceOptions) (Source, error) {
 			// with it every open that waits for its turn (withCaptureOptions).
 			return nil, fmt.Errorf("decode: file source %s is not a regular file (%s)", p, fi.Mode().Type())
 		}
-		if err := underRoots(p, o.FileRoots); err != nil {
+		open, err := underRoots(p, o.FileRoots)
+		if err != nil {
 			return nil, err
 		}
-		return openCV(p, media.RedactURL(raw), KindFile, o)
+		return openCV(open, media.RedactURL(raw), KindFile, o)
 	case KindWHIP:
 		return nil, errors.New("decode: a whip:// camera is opened by its camera worker, which receives its RTP from NATS")
 	default:
@@ -133,48 +134,47 @@ func OpenSource(raw string, o SourceOptions) (Source, error) {
 	}
 }
 
-// underRoots checks that the file p, symbolic links resolved, lies in one
-// of roots (any, when there are none).
-func underRoots(p string, roots []string) error {
+// underRoots checks that the file p, every symbolic link resolved, lies
+// in one of roots (any, when there are none), and returns the path to open:
+// the resolved one with roots, so that what is opened is what was checked.
+func underRoots(p string, roots []string) (string, error) {
 	if len(roots) == 0 {
-		return nil
+		return p, nil
 	}
-	real, err := filepath.Abs(p)
-	if err == nil {
-		real, err = filepath.EvalSymlinks(real)
-	}
+	real, err := resolveFile(p)
 	if err != nil {
-		return fmt.Errorf("decode: file source: %w", err)
+		return "", fmt.Errorf("decode: file source: %w", err)
 	}
-	for _, root := range roots {
-		if r, err := filepath.EvalSymlinks(root); err == nil && within(real, r) {
-			return nil
-		}
+	if !inRoots(real, roots) {
+		return "", errOutsideRoots(p, roots)
 	}
+	return real, nil
+}
+
+func errOutsideRoots(p string, roots []string) error {
 	return fmt.Errorf("decode: file source %s is not under decode.file_roots %v", p, roots)
 }
 
-// outsideRoots reports, without touching the file system, a file camera
-// path that no link could bring into roots: it is outside every root as
-// written and as the roots resolve. Such a camera fails at once instead of
-// being retried (underRoots, at each open, also catches links leading out).
-func outsideRoots(p string, roots []string) error {
-	if len(roots) == 0 {
-		return nil
-	}
-	abs, err := filepath.Abs(p)
+// resolveFile returns p with every symbolic link resolved, as the kernel
+// resolves it (a ".." after a link leaves the link's target, so p is not
+// cleaned first), made absolute.
+func resolveFile(p string) (string, error) {
+	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
-		return nil // left to the open
+		return "", err
 	}
+	return filepath.Abs(real)
+}
+
+// inRoots reports whether the resolved path real lies in one of roots,
+// themselves resolved.
+func inRoots(real string, roots []string) bool {
 	for _, root := range roots {
-		if a, err := filepath.Abs(root); err == nil && within(abs, a) {
-			return nil
-		}
-		if r, err := filepath.EvalSymlinks(root); err == nil && within(abs, r) {
-			return nil
+		if r, err := resolveFile(root); err == nil && within(real, r) {
+			return true
 		}
 	}
-	return fmt.Errorf("decode: file source %s is not under decode.file_roots %v", p, roots)
+	return false
 }
 
 // within reports whether path lies in dir (both absolute and clean).

@@ -40,39 +40,64 @@ func TestFileSourceMustBeARegularFile(t *testing.T) {
 }
 
 // TestFileRoots: with decode.file_roots a file camera must lie in one of
-// them, symbolic links resolved (a link inside pointing out is refused).
+// them, symbolic links resolved as the kernel resolves them: a link inside
+// pointing out is refused, a path through a link to a root is allowed,
+// and a ".." after a link leaves the link's target, not the root.
 func TestFileRoots(t *testing.T) {
-	root, outside := t.TempDir(), t.TempDir()
+	root, outside, elsewhere := t.TempDir(), t.TempDir(), t.TempDir()
 	in := filepath.Join(root, "a.mp4")
 	out := filepath.Join(outside, "b.mp4")
-	for _, f := range []string{in, out} {
+	for _, f := range []string{in, out, filepath.Join(root, "b.mp4")} {
 		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	link := filepath.Join(root, "link.mp4")
-	if err := os.Symlink(out, link); err != nil {
+	symlink := func(target, name string) string {
+		if err := os.Symlink(target, name); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	link := symlink(out, filepath.Join(root, "link.mp4"))
+	alias := symlink(root, filepath.Join(elsewhere, "alias"))                         // another name for the root
+	archive := symlink(filepath.Join(outside, "sub"), filepath.Join(root, "archive")) // a directory outside
+	if err := os.Mkdir(filepath.Join(outside, "sub"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	roots := []string{root}
-	for p, ok := range map[string]bool{in: true, out: false, link: false, filepath.Join(root, "..", filepath.Base(outside), "b.mp4"): false} {
-		if err := underRoots(p, roots); (err == nil) != ok {
-			t.Errorf("underRoots(%s) = %v, want allowed %v", p, err, ok)
+	for p, ok := range map[string]bool{
+		in:   true,
+		out:  false,
+		link: false,
+		filepath.Join(root, "..", filepath.Base(outside), "b.mp4"): false,
+		filepath.Join(alias, "a.mp4"):                              true,
+		archive + "/../b.mp4":                                      false, // outside/b.mp4 to the kernel, root/b.mp4 once cleaned
+	} {
+		open, err := underRoots(p, roots)
+		if (err == nil) != ok {
+			t.Errorf("underRoots(%s) = %q, %v; want allowed %v", p, open, err, ok)
 		}
-		if err := underRoots(p, nil); err != nil {
-			t.Errorf("without roots, %s: %v", p, err)
+		if ok {
+			if b, err := os.ReadFile(open); err != nil || string(b) != "x" {
+				t.Errorf("underRoots(%s) = %q, which reads %q, %v", p, open, b, err)
+			}
+		}
+		if got, err := underRoots(p, nil); err != nil || got != p {
+			t.Errorf("without roots, %s: %q, %v", p, got, err)
+		}
+		// A camera whose file is outside fails at once (state failed,
+		// not retried).
+		_, err = NewCamera(config.Camera{ID: "a", URL: p}, Options{Decode: config.Decode{FileRoots: roots}})
+		if refused := err != nil && strings.Contains(err.Error(), "not under decode.file_roots"); refused == ok {
+			t.Errorf("NewCamera(%s) = %v, want allowed %v", p, err, ok)
 		}
 	}
 	_, err := OpenSource("file://"+out, SourceOptions{FileRoots: roots})
 	if err == nil || !strings.Contains(err.Error(), "not under decode.file_roots") {
 		t.Errorf("OpenSource outside the roots: %v", err)
 	}
-	// A camera whose path is outside as written fails at once (state
-	// failed, not retried); a link inside is left to each open.
-	for p, ok := range map[string]bool{in: true, out: false, link: true, filepath.Join(root, "..", filepath.Base(outside), "b.mp4"): false} {
-		_, err := NewCamera(config.Camera{ID: "a", URL: p}, Options{Decode: config.Decode{FileRoots: roots}})
-		if refused := err != nil && strings.Contains(err.Error(), "not under decode.file_roots"); refused == ok {
-			t.Errorf("NewCamera(%s) = %v, want allowed %v", p, err, ok)
-		}
+	// A file not there yet is left to the opens, which retry.
+	if _, err := NewCamera(config.Camera{ID: "a", URL: filepath.Join(outside, "later.mp4")}, Options{Decode: config.Decode{FileRoots: roots}}); err != nil && strings.Contains(err.Error(), "file_roots") {
+		t.Errorf("NewCamera of a missing file: %v", err)
 	}
 }

@@ -107,8 +107,11 @@ func apiCall(method, url string, body any, out any) error {
 		}
 		return nil
 	}
-	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || json.Unmarshal(data, out) != nil {
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		return notOurs
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: reading the answer: %w", method, url, err)
 	}
 	return nil
 }

@@ -73,9 +73,9 @@ func newVersionCmd() *cobra.Command {
 	}
 }
 
-// versionLine is the version with what the binary was built from: the
-// commit (and whether the tree had changes), Go, and the OpenCV it links;
-// ONNX Runtime is the version it loads.
+// versionLine is the version with what the binary was built from (the
+// commit, and whether the tree had changes; Go), the OpenCV it links, and
+// the ONNX Runtime it would load (or why it cannot).
 func versionLine() string {
 	v := "patchline " + Version
 	var extra []string
@@ -96,6 +96,19 @@ func versionLine() string {
 		}
 		extra = append(extra, bi.GoVersion)
 	}
-	extra = append(extra, "OpenCV "+gocv.OpenCVVersion(), "ONNX Runtime "+ort.Version)
+	extra = append(extra, "OpenCV "+gocv.OpenCVVersion(), ortVersion())
 	return v + " (" + strings.Join(extra, ", ") + ")"
+}
+
+// ortVersion loads ONNX Runtime as the stages do ($PATCHLINE_ORT_LIB, else
+// the copy in .cache) and names its version and file, or says why not.
+func ortVersion() string {
+	lib, err := ort.ResolveLibrary("")
+	if err == nil {
+		err = ort.Init(lib)
+	}
+	if err != nil {
+		return fmt.Sprintf("ONNX Runtime %s not loaded: %v", ort.Version, err)
+	}
+	return fmt.Sprintf("ONNX Runtime %s from %s", ort.RuntimeVersion(), lib)
 }

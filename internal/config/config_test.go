@@ -292,8 +292,24 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name: "env list not a list of strings",
-			env:  []string{"PATCHLINE_DECODE_FILE_ROOTS", "[/srv/a, {b: c}]"},
-			want: []string{`PATCHLINE_DECODE_FILE_ROOTS: decode.file_roots: want a list of strings such as [a, "b,c"], got "[/srv/a, {b: c}]"`},
+			env:  []string{"PATCHLINE_DECODE_FILE_ROOTS", `["/srv/a", {"b": "c"}]`},
+			want: []string{`PATCHLINE_DECODE_FILE_ROOTS: decode.file_roots: want a JSON list of non-empty strings`},
+		},
+		{
+			name: "env list with text after it",
+			env:  []string{"PATCHLINE_DECODE_FILE_ROOTS", `["/srv/a"], /srv/b`},
+			want: []string{`PATCHLINE_DECODE_FILE_ROOTS: decode.file_roots: want a JSON list`},
+		},
+		{
+			name: "env list with an empty item",
+			env:  []string{"PATCHLINE_DECODE_FILE_ROOTS", `["/srv/a", null]`},
+			want: []string{`PATCHLINE_DECODE_FILE_ROOTS: decode.file_roots: want a JSON list of non-empty strings`},
+		},
+		{
+			name: "env list set but blank", // a template's empty line must not lift the roots
+			yaml: "decode:\n  file_roots: [/srv/media]\n",
+			env:  []string{"PATCHLINE_DECODE_FILE_ROOTS", " , "},
+			want: []string{`PATCHLINE_DECODE_FILE_ROOTS: decode.file_roots: set but empty (" , "): unset it to keep the file's list, or set [] for no items`},
 		},
 		{
 			name: "two documents",
@@ -353,8 +369,8 @@ func TestEnvOverride(t *testing.T) {
 		"PATCHLINE_NATS_TOKEN", "${NOT_EXPANDED}",
 		"PATCHLINE_SINK_JSONL", "",
 		"PATCHLINE_HTTP_ALLOWED_HOSTS", " nvr.lan, ,cam.example.com ",
-		"PATCHLINE_DECODE_FILE_ROOTS", `["/srv/a,b", /srv/c]`,
-		"PATCHLINE_WHIP_PUBLIC_IPS", "",
+		"PATCHLINE_DECODE_FILE_ROOTS", ` ["/srv/a,b", "/srv/c"]`,
+		"PATCHLINE_WHIP_PUBLIC_IPS", "[]",
 	))
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"reflect"
@@ -18,7 +19,7 @@ type envLeaf struct {
 	name  string // PATCHLINE_ANALYZE_BATCH_SIZE
 	path  string // analyze.batch_size
 	index []int  // field index path from Config
-	list  bool   // a list of strings: comma-separated, or a YAML flow list
+	list  bool   // a list of strings: comma-separated, or a JSON list
 }
 
 // envLeaves lists the overridable fields of Config, derived from the yaml
@@ -77,9 +78,9 @@ func EnvVars() map[string]string {
 // applyEnv overrides fields of c from the PATCHLINE_* variables that lookup
 // finds. Values are read like unquoted YAML scalars ("8", "20ms", "true") and
 // used as they are: no ${VAR} expansion. A set but empty variable sets a
-// string field to "" and a list to [], and is an error for any other field.
+// string field to "" and is an error for any other field.
 // A list is "a,b" (spaces around items dropped) or, for items with commas,
-// a YAML flow list: ["a,b", c].
+// a JSON list: ["a,b", "c"]; [] empties it.
 func applyEnv(c *Config, lookup func(string) (string, bool), origins map[string]string) []error {
 	var errs []error
 	root := reflect.ValueOf(c).Elem()
@@ -113,14 +114,17 @@ func applyEnv(c *Config, lookup func(string) (string, bool), origins map[string]
 	return errs
 }
 
-// envList parses a list variable's value: a YAML flow list when it starts
-// with '[', else comma-separated items, blank ones dropped.
-func envList(s string) ([]string, error) {
-	s = strings.TrimSpace(s)
+// envList parses a list variable's value: a JSON list of strings when it
+// starts with '[' (for items with commas), else comma-separated items,
+// blank ones dropped. A set but blank value is an error, not an empty list:
+// a template's PATCHLINE_DECODE_FILE_ROOTS= would otherwise lift the file's
+// roots. [] is the empty list.
+func envList(raw string) ([]string, error) {
+	s := strings.TrimSpace(raw)
 	if strings.HasPrefix(s, "[") {
 		var items []string
-		if err := yaml.Unmarshal([]byte(s), &items); err != nil {
-			return nil, fmt.Errorf("want a list of strings such as [a, \"b,c\"], got %q", s)
+		if err := json.Unmarshal([]byte(s), &items); err != nil || slices.Contains(items, "") {
+			return nil, fmt.Errorf(`want a JSON list of non-empty strings such as ["a", "b,c"], or a,b; got %q`, s)
 		}
 		if items == nil {
 			items = []string{}
@@ -132,6 +136,9 @@ func envList(s string) ([]string, error) {
 		if item = strings.TrimSpace(item); item != "" {
 			items = append(items, item)
 		}
+	}
+	if len(items) == 0 {
+		return nil, fmt.Errorf("set but empty (%q): unset it to keep the file's list, or set [] for no items", raw)
 	}
 	return items, nil
 }

@@ -79,6 +79,9 @@ func loadBundle(dir string) (*bundle, error) {
 	b := &bundle{dir: dir}
 	st, err := os.Stat(dir)
 	if err != nil {
+		if wd, werr := os.Getwd(); werr == nil && !filepath.IsAbs(dir) {
+			return nil, fmt.Errorf("caption bundle %s (relative to the working directory %s): %w", dir, wd, err)
+		}
 		return nil, fmt.Errorf("caption bundle %s: %w", dir, err)
 	}
 	if !st.IsDir() {
