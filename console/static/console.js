@@ -241,6 +241,11 @@ function watch(cam) {
     while (!ctl.signal.aborted) {
       try {
         const res = await fetch('/v1/live/' + encodeURIComponent(cam), { headers: authHeaders(), signal: ctl.signal });
+        if (res.status === 404) {
+          // Not attached (any more): nothing to wait for until it is picked again.
+          banner('live ' + cam + ': ' + (await errorOf(res)));
+          return;
+        }
         if (!res.ok) throw new Error(await errorOf(res));
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = '';

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,4 +184,22 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, info.HTTPAddr, cfg.HTTP.Token, cam, "offline", 15*time.Second)
+
+	// The live view of a camera that is not attached: the server answers
+	// 404, and the page says so once and stops asking.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		window.liveAsks = 0;
+		const f = window.fetch;
+		window.fetch = (u, o) => { if (String(u).includes('/v1/live/nosuch')) window.liveAsks++; return f(u, o); };
+		watch('nosuch');
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the page's banner for an unattached camera", 10*time.Second, func() bool {
+		return strings.Contains(stats().Banner, "camera not found: nosuch")
+	})
+	time.Sleep(2500 * time.Millisecond) // a retry would come after 1 s
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.liveAsks`)); err != nil || n != 1 {
+		t.Errorf("the page asked for the live view of an unattached camera %d times (%v), want once", n, err)
+	}
 }
