@@ -66,6 +66,8 @@ type Set struct {
 	// short counts the rounds that found keys no replica has room for, to
 	// thin the warning.
 	short uint64
+	// caps are the replicas' caps the last heartbeat saw.
+	caps []int
 }
 
 // Open opens (creating or updating) the lease bucket, whose entries live
@@ -191,17 +193,42 @@ func (s *Set) acquire(ctx context.Context, key string) (bool, error) {
 	return true, nil
 }
 
-// renew extends the lease of key; an error means it is no longer ours (or
-// NATS did not answer).
-func (s *Set) renew(ctx context.Context, key string) error {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	rev, err := s.kv.Update(ctx, KeyPrefix+key, []byte(s.id), s.revs[key])
-	if err != nil {
-		return err
+// renewers is how many lease renewals a round has in flight at once. Each
+// is a KV round trip: hundreds of cameras renewed one after another took
+// longer than a TTL on a loaded server, and the leases expired.
+const renewers = 16
+
+// renewAll extends the leases of keys, renewers at a time, and returns
+// each one's error: one means the lease is no longer ours (or NATS did not
+// answer).
+func (s *Set) renewAll(ctx context.Context, keys []string) map[string]error {
+	type result struct {
+		key string
+		rev uint64
+		err error
 	}
-	s.revs[key] = rev
-	return nil
+	results := make(chan result, len(keys))
+	slots := make(chan struct{}, renewers)
+	for _, key := range keys {
+		rev := s.revs[key]
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots }()
+			octx, cancel := s.op(ctx)
+			defer cancel()
+			next, err := s.kv.Update(octx, KeyPrefix+key, []byte(s.id), rev)
+			results <- result{key, next, err}
+		}()
+	}
+	errs := make(map[string]error, len(keys))
+	for range keys {
+		r := <-results
+		if r.err == nil {
+			s.revs[r.key] = r.rev
+		}
+		errs[r.key] = r.err
+	}
+	return errs
 }
 
 // release gives the lease of key back, if it is still ours.
@@ -243,7 +270,14 @@ type Work struct {
 // Drop started in an earlier round and has returned are given back first.
 func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 	caps, err := s.heartbeat(ctx)
-	if err != nil {
+	switch {
+	case err == nil:
+		s.caps = caps
+	case errors.Is(err, context.DeadlineExceeded) && s.caps != nil && ctx.Err() == nil:
+		// A slow answer, not NATS gone: renew anyway, or the leases expire.
+		w.Log.Warn("lease heartbeat slow; renewing with the last view of the replicas", "err", err)
+		caps = s.caps
+	default:
 		w.Log.Warn("lease heartbeat failed", "err", err)
 		return // NATS unreachable: keep what runs, renew next round
 	}
@@ -268,17 +302,22 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		s.short = 0
 	}
 
-	var held []string
+	var renew []string
 	for _, key := range s.Held() {
-		_, busy := s.dropping[key]
-		if !want[key] && !busy { // gone
+		if _, busy := s.dropping[key]; !want[key] && !busy { // gone
 			drop(key)
 			continue
 		}
-		if err := s.renew(ctx, key); err != nil {
-			if ctx.Err() != nil {
-				return // stopping: Run drops what is held
-			}
+		renew = append(renew, key)
+	}
+	errs := s.renewAll(ctx, renew)
+	if ctx.Err() != nil {
+		return // stopping: Run drops what is held
+	}
+	var held []string
+	for _, key := range renew {
+		_, busy := s.dropping[key]
+		if err := errs[key]; err != nil {
 			if bus.Transient(ctx, err) {
 				if !busy {
 					held = append(held, key) // try again next round
