@@ -46,9 +46,15 @@ const (
 
 // Options are what every camera worker shares.
 type Options struct {
-	NC     *nats.Conn
-	Decode config.Decode
-	Logger *slog.Logger
+	NC *nats.Conn
+	// Control, when set, carries the stage's control traffic (the camera
+	// registry, leases, seq blocks, statuses, watch pings) apart from the
+	// frames on NC: under load the server stalls a connection that
+	// publishes frames faster than it routes them, and a lease renewal
+	// waiting behind frames lets the lease expire. Nil: NC.
+	Control *nats.Conn
+	Decode  config.Decode
+	Logger  *slog.Logger
 	// NoPacing processes file and synthetic sources as fast as decode
 	// allows instead of in real time (batch jobs, benchmarks).
 	NoPacing bool

@@ -66,6 +66,14 @@ func NewStage(opts Options) *Stage {
 	return &Stage{opts: opts, log: opts.Logger, specs: map[string][]byte{}, workers: map[string]*worker{}, failed: map[string]failure{}, changed: make(chan struct{}, 1)}
 }
 
+// control is the connection of the stage's control traffic (Options.Control).
+func (s *Stage) control() *nats.Conn {
+	if s.opts.Control != nil {
+		return s.opts.Control
+	}
+	return s.opts.NC
+}
+
 // Run watches the camera registry until ctx is done, then stops every worker.
 func (s *Stage) Run(ctx context.Context) error {
 	if s.log != nil {
@@ -74,17 +82,18 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err := checkPayload(s.opts.NC, s.opts.Decode); err != nil {
 		return err
 	}
-	kv, err := ingest.CamerasBucket(ctx, s.opts.NC, s.opts.Replicas, false)
+	ctl := s.control()
+	kv, err := ingest.CamerasBucket(ctx, ctl, s.opts.Replicas, false)
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
 	if s.opts.Seqs == nil {
-		if s.opts.Seqs, err = OpenSeqStore(ctx, s.opts.NC, s.opts.Replicas); err != nil {
+		if s.opts.Seqs, err = OpenSeqStore(ctx, ctl, s.opts.Replicas); err != nil {
 			return err
 		}
 	}
 	ttl := withDefaults(s.opts.Decode).LeaseTTL
-	ls, err := lease.Open(ctx, s.opts.NC, bus.LeasesBucket, "patchline decode: cam.<camera> -> decoding replica, replica.<id> -> alive", ttl, s.opts.Replicas)
+	ls, err := lease.Open(ctx, ctl, bus.LeasesBucket, "patchline decode: cam.<camera> -> decoding replica, replica.<id> -> alive", ttl, s.opts.Replicas)
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
@@ -99,12 +108,13 @@ func (s *Stage) Run(ctx context.Context) error {
 	}()
 	defer func() { <-leaseDone }() // it stops the workers and gives the leases back
 	go s.publishStatus(ctx)
-	watch, err := s.opts.NC.Subscribe(bus.WatchPrefix+"*", s.onWatch)
+	watch, err := ctl.Subscribe(bus.WatchPrefix+"*", s.onWatch)
 	if err != nil {
 		return fmt.Errorf("decode: subscribe %s*: %w", bus.WatchPrefix, err)
 	}
 	defer func() { _ = watch.Unsubscribe() }()
-	s.SetReady(s.opts.NC)
+	_ = s.opts.NC.FlushTimeout(time.Second)
+	s.SetReady(ctl)
 	for {
 		if err := s.watch(ctx, kv); err != nil && ctx.Err() == nil {
 			// The watcher ends when NATS restarts; watch again (its initial
@@ -248,6 +258,7 @@ func (s *Stage) stop(id string) {
 	}
 	w.cancel()
 	<-w.done
+	scheduleTrim() // what its decoder freed goes back to the system
 	// Only now is it forgotten: until it has stopped, no new worker may
 	// start for the camera (and none has set the gauge since).
 	s.mu.Lock()
@@ -315,7 +326,7 @@ func (s *Stage) publishStatus(ctx context.Context) {
 // sendStatus publishes a camera's status on patchline.status.<camera>.
 func (s *Stage) sendStatus(st Status) {
 	if b, err := json.Marshal(st); err == nil {
-		_ = s.opts.NC.Publish(bus.StatusSubject(st.ID), b)
+		_ = s.control().Publish(bus.StatusSubject(st.ID), b)
 	}
 }
 

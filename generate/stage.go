@@ -103,7 +103,11 @@ type Heatmap struct {
 
 // Options wire a Stage.
 type Options struct {
-	NC       *nats.Conn
+	NC *nats.Conn
+	// Control, when set, carries the leases of the automatic triggers apart
+	// from NC, which receives every camera's frames: a renewal must not
+	// wait behind them. Nil: NC.
+	Control  *nats.Conn
 	Config   config.Generate
 	Captions *textgen.Captioner // nil: caption requests answer "unavailable"
 	Framegen *Framegen          // nil: frame requests answer "unavailable", no anomaly scoring
@@ -123,6 +127,7 @@ type Options struct {
 // runs the triggers of the cameras it holds.
 type Stage struct {
 	nc       *nats.Conn
+	ctl      *nats.Conn // leases (Options.Control); nil: nc
 	cfg      config.Generate
 	replicas int
 	cap      *textgen.Captioner
@@ -180,7 +185,7 @@ type camState struct {
 func NewStage(o Options) *Stage {
 	host, _ := os.Hostname()
 	s := &Stage{
-		nc: o.NC, cfg: o.Config, cap: o.Captions, fg: o.Framegen,
+		nc: o.NC, ctl: o.Control, cfg: o.Config, cap: o.Captions, fg: o.Framegen,
 		log:      o.Logger,
 		replicas: o.Replicas, stream: o.Stream,
 		replica: host + "/" + strconv.Itoa(os.Getpid()),
@@ -236,7 +241,11 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	var leases *lease.Set
 	if s.cfg.Auto {
-		leases, err = lease.Open(ctx, s.nc, bus.GenerateLeasesBucket,
+		ctl := s.ctl
+		if ctl == nil {
+			ctl = s.nc
+		}
+		leases, err = lease.Open(ctx, ctl, bus.GenerateLeasesBucket,
 			"patchline generate: cam.<camera> -> replica running its automatic triggers, replica.<id> -> alive", s.cfg.LeaseTTL, s.replicas)
 		if err != nil {
 			return fmt.Errorf("generate: %w", err)

@@ -173,7 +173,13 @@ func Run(ctx context.Context, o Options) error {
 			mux.Handle("GET /v1/live/{camera}", conAPI)
 			mux.Handle("/", console.Assets())
 		case Decode:
-			stages = append(stages, decode.NewStage(decode.Options{NC: nc, Decode: cfg.Decode, Replicas: cfg.NATS.Replicas, Logger: stageLog}))
+			// Leases, registry and statuses on a connection of their own:
+			// frames must not hold them up (decode.Options.Control).
+			ctl, err := connect(name + "-control")
+			if err != nil {
+				return err
+			}
+			stages = append(stages, decode.NewStage(decode.Options{NC: nc, Control: ctl, Decode: cfg.Decode, Replicas: cfg.NATS.Replicas, Logger: stageLog}))
 		case Analyze:
 			stages = append(stages, analyze.NewStage(nc, model, cfg.Analyze, stageLog))
 		case Sink:
@@ -183,7 +189,11 @@ func Run(ctx context.Context, o Options) error {
 			}
 			stages = append(stages, st)
 		case Generate:
-			stages = append(stages, generate.NewStage(generate.Options{NC: nc, Config: cfg.Generate, Replicas: cfg.NATS.Replicas, Stream: cfg.Sink.Stream, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog}))
+			ctl, err := connect(name + "-control")
+			if err != nil {
+				return err
+			}
+			stages = append(stages, generate.NewStage(generate.Options{NC: nc, Control: ctl, Config: cfg.Generate, Replicas: cfg.NATS.Replicas, Stream: cfg.Sink.Stream, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog}))
 		}
 		if (name == Ingest || name == Generate) && !describe {
 			// POST /v1/cameras/{id}/describe asks any generate replica over NATS.
