@@ -89,9 +89,11 @@ type cameraStatus struct {
 const maxStatusBytes = 16 << 10
 
 // statusTTL forgets the status of a camera no decode has reported on for
-// this long (decode publishes every second): one detached through another
-// ingest replica, or whose decode is gone. The API then shows no status.
-const statusTTL = 2 * time.Minute
+// this long (decode publishes every second, on a connection apart from
+// frames): one detached through another ingest replica, one whose decode
+// is gone or whose lease is moving, one waiting for a replica with room.
+// The API then shows no status rather than a stale "streaming".
+const statusTTL = 15 * time.Second
 
 // OnDetach calls f with the id of every camera detached from now on (the
 // WHIP endpoint closes the camera's WebRTC session).
