@@ -217,6 +217,13 @@ func (s *Set) renewAll(ctx context.Context, keys []string) map[string]error {
 			octx, cancel := s.op(ctx)
 			defer cancel()
 			next, err := s.kv.Update(octx, KeyPrefix+key, []byte(s.id), rev)
+			if err != nil && !bus.Transient(ctx, err) {
+				// A renewal that timed out here may have been stored
+				// there: the entry is still ours, at a newer revision.
+				if e, gerr := s.kv.Get(octx, KeyPrefix+key); gerr == nil && string(e.Value()) == s.id {
+					next, err = e.Revision(), nil
+				}
+			}
 			results <- result{key, next, err}
 		}()
 	}

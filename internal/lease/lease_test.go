@@ -93,6 +93,18 @@ func TestBalance(t *testing.T) {
 	}
 	checkSplit(keys[:3])
 
+	// A renewal stored whose answer was lost (it timed out here) leaves the
+	// entry ours at a revision a does not know: a keeps the key.
+	kept := a.Held()[0]
+	if _, err := a.kv.Update(ctx, KeyPrefix+kept, []byte(a.id), a.revs[kept]); err != nil {
+		t.Fatal(err)
+	}
+	a.Balance(ctx, keys[:3], ha.work())
+	if !ha.has(kept) {
+		t.Errorf("a dropped %s after a renewal whose answer it did not see", kept)
+	}
+	checkSplit(keys[:3])
+
 	// A lease taken away (expired, then taken by a third replica) is dropped.
 	lost := a.Held()[0]
 	if err := a.kv.Delete(ctx, KeyPrefix+lost); err != nil {
