@@ -964,7 +964,14 @@ func (s *Stage) scoreLoop(ctx context.Context) {
 	}
 }
 
-// scoreBatch scores the newest frame of every camera pending.
+// maxScoreBatch is the most cameras framegen scores in one run. ONNX
+// Runtime's arena keeps what the largest batch needed: scoring 300 cameras
+// at once held ~1 GB after they had all gone. Smaller runs also take each
+// camera's newest frame closer to when it is scored.
+const maxScoreBatch = 8
+
+// scoreBatch scores the newest frame of every camera pending, at most
+// maxScoreBatch cameras a run.
 func (s *Stage) scoreBatch(ctx context.Context, k, w, h, p int) {
 	s.scoring.Lock()
 	defer s.scoring.Unlock()
@@ -976,6 +983,16 @@ func (s *Stage) scoreBatch(ctx context.Context, k, w, h, p int) {
 	clear(s.pending)
 	s.mu.Unlock()
 	slices.Sort(cams)
+	for chunk := range slices.Chunk(cams, maxScoreBatch) {
+		if ctx.Err() != nil {
+			return
+		}
+		s.scoreCameras(ctx, chunk, k, w, h, p)
+	}
+}
+
+// scoreCameras scores the newest frame of each of cams not scored yet.
+func (s *Stage) scoreCameras(ctx context.Context, cams []string, k, w, h, p int) {
 	now := time.Now()
 	var (
 		ins    []FramegenInput

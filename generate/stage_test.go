@@ -497,6 +497,38 @@ func TestAnomalyTrigger(t *testing.T) {
 	}
 }
 
+// TestAnomalyScoresManyCameras: more cameras than one framegen run takes
+// (maxScoreBatch) are all scored, in several runs.
+func TestAnomalyScoresManyCameras(t *testing.T) {
+	fg, err := OpenFramegen(copyBundle(t, func(m map[string]any) { m["patchline"].(map[string]any)["anomaly_threshold"] = 0 }), ModelOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fg.Close()
+	cfg := testGenerate()
+	cfg.Auto = true
+	cfg.Triggers = config.Triggers{OnAnomaly: true}
+	nc := startStage(t, cfg, fg, nil)
+	generated := collect(t, nc, bus.GeneratedPrefix+"*")
+	const n = 2*maxScoreBatch + 3
+	seen := func() map[string]bool {
+		cams := map[string]bool{}
+		for _, m := range generated() {
+			cams[strings.TrimPrefix(m.Subject, bus.GeneratedPrefix)] = true
+		}
+		return cams
+	}
+	seq := 0
+	waitFor(t, fmt.Sprintf("generated frames of all %d cameras", n), func() bool {
+		seq++ // frames go on: those before the leases were taken are not scored
+		for c := range n {
+			publishFrames(t, nc, fmt.Sprintf("cam%d", c), seq, 1)
+		}
+		time.Sleep(30 * time.Millisecond)
+		return len(seen()) == n
+	})
+}
+
 // TestDescribeHTTP serves the describe route over a real stage.
 func TestDescribeHTTP(t *testing.T) {
 	fg := openTiny(t)
