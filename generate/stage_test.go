@@ -441,6 +441,21 @@ func TestWindowAndObjectTTL(t *testing.T) {
 	}
 }
 
+// startAnomalyStage runs a stage that scores every frame (on_anomaly)
+// with the tiny framegen bundle at the given anomaly threshold.
+func startAnomalyStage(t *testing.T, threshold float64) *nats.Conn {
+	t.Helper()
+	fg, err := OpenFramegen(copyBundle(t, func(m map[string]any) { m["patchline"].(map[string]any)["anomaly_threshold"] = threshold }), ModelOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fg.Close() })
+	cfg := testGenerate()
+	cfg.Auto = true
+	cfg.Triggers = config.Triggers{OnAnomaly: true}
+	return startStage(t, cfg, fg, nil)
+}
+
 // TestAnomalyTrigger: with on_anomaly, every frame is scored; threshold 0
 // publishes anomalies with their PNG, a huge threshold publishes nothing.
 func TestAnomalyTrigger(t *testing.T) {
@@ -449,17 +464,9 @@ func TestAnomalyTrigger(t *testing.T) {
 		anomalies bool
 	}{{0, true}, {1e9, false}} {
 		t.Run(fmt.Sprint(c.threshold), func(t *testing.T) {
-			fg, err := OpenFramegen(copyBundle(t, func(m map[string]any) { m["patchline"].(map[string]any)["anomaly_threshold"] = c.threshold }), ModelOptions{Threads: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fg.Close()
-			cfg := testGenerate()
-			cfg.Auto = true
-			cfg.Triggers = config.Triggers{OnAnomaly: true}
 			started0 := testutil.ToFloat64(metricStarted.WithLabelValues(KindFrame))
 			done0 := testutil.ToFloat64(metricDone.WithLabelValues(KindFrame, TriggerAnomaly))
-			nc := startStage(t, cfg, fg, nil)
+			nc := startAnomalyStage(t, c.threshold)
 			anns := collect(t, nc, bus.AnnotationsPrefix+"cam1")
 			generated := collect(t, nc, bus.GeneratedPrefix+"cam1")
 			for i := 1; i <= 12; i++ {
@@ -500,15 +507,7 @@ func TestAnomalyTrigger(t *testing.T) {
 // TestAnomalyScoresManyCameras: more cameras than one framegen run takes
 // (maxScoreBatch) are all scored, in several runs.
 func TestAnomalyScoresManyCameras(t *testing.T) {
-	fg, err := OpenFramegen(copyBundle(t, func(m map[string]any) { m["patchline"].(map[string]any)["anomaly_threshold"] = 0 }), ModelOptions{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fg.Close()
-	cfg := testGenerate()
-	cfg.Auto = true
-	cfg.Triggers = config.Triggers{OnAnomaly: true}
-	nc := startStage(t, cfg, fg, nil)
+	nc := startAnomalyStage(t, 0)
 	generated := collect(t, nc, bus.GeneratedPrefix+"*")
 	const n = 2*maxScoreBatch + 3
 	seen := func() map[string]bool {
