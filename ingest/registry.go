@@ -346,17 +346,34 @@ func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list cameras: %w", err)
 	}
-	out := []CameraView{}
+	// One KV read per camera, listGets at a time: hundreds of cameras read
+	// one after another made the list slow on a loaded server.
+	var (
+		mu    sync.Mutex
+		out   = []CameraView{}
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, listGets)
+	)
 	for k := range lister.Keys() {
-		v, err := r.Get(ctx, k)
-		if err != nil {
-			continue // deleted meanwhile
-		}
-		out = append(out, v)
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			v, err := r.Get(ctx, k)
+			if err != nil {
+				return // deleted meanwhile
+			}
+			mu.Lock()
+			out = append(out, v)
+			mu.Unlock()
+		})
 	}
+	wg.Wait()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
+
+// listGets is how many camera reads List has in flight at once.
+const listGets = 16
 
 func (r *Registry) view(spec []byte) (CameraView, error) {
 	var c config.Camera

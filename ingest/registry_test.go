@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
 )
 
@@ -67,5 +69,32 @@ func TestUnavailableIs503(t *testing.T) {
 	writeErr(w, fmt.Errorf("attach cam1: %w: %w", ErrUnavailable, jetstream.ErrNoStreamResponse))
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("got %d, Retry-After %q; want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"))
+	}
+}
+
+// TestListManyCameras: List returns every camera once, sorted by id, with
+// more cameras than it reads at once.
+func TestListManyCameras(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := openRegistry(t, natstest.Connect(t, natstest.Start(t)))
+	var want []string
+	for i := range 3*listGets + 5 {
+		id := fmt.Sprintf("cam%03d", i)
+		want = append(want, id)
+		if err := r.Attach(ctx, config.Camera{ID: id, URL: "synthetic://?seed=1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cams, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range cams {
+		got = append(got, c.ID)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("List gave %v, want %v", got, want)
 	}
 }
