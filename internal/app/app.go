@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -258,9 +259,12 @@ func Run(ctx context.Context, o Options) error {
 		o.Ready(info)
 	}
 	<-ctx.Done()
+	log.Info("stopping", "stages", strings.Join(o.Stages, ","))
 	wg.Wait()
 	close(errc)
-	return errors.Join(collect(errc)...)
+	errs := collect(errc)
+	log.Info("stopped", "stages", strings.Join(o.Stages, ","), "errors", len(errs))
+	return errors.Join(errs...)
 }
 
 func collect(c <-chan error) []error {

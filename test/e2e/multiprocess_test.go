@@ -70,17 +70,22 @@ func startProcEnv(t testing.TB, name string, env []string, bin string, args ...s
 }
 
 func stopProc(t testing.TB, name string, cmd *exec.Cmd, logf *os.File, logPath string) {
-	_ = cmd.Process.Signal(os.Interrupt)
+	// Still running when asked to stop, and stopped in time: it says so.
+	graceful := cmd.Process.Signal(os.Interrupt) == nil
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second):
+		graceful = false
 		_ = cmd.Process.Kill()
 		<-done
 	}
 	logf.Close()
 	b, _ := os.ReadFile(logPath)
+	if graceful && strings.HasPrefix(filepath.Base(cmd.Path), "patchline") && !strings.Contains(string(b), "msg=stopped") {
+		t.Errorf("%s stopped on SIGINT without logging that it did", name)
+	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if k := repeatedLogKey(line); k != "" {
 			t.Errorf("%s logs %q twice in: %s", name, k, line)
