@@ -315,6 +315,13 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 			w.handled(seq)
 		}
 	}
+	if seq > 0 && seq <= w.done.Load() {
+		// Known done with, yet handed out again: a consumer made again
+		// right after it was deleted can start before its start sequence
+		// (the server still clearing the old one; seen ~1 run in 40).
+		_ = m.Ack()
+		return
+	}
 	w.lag(stored)
 	defer func() {
 		if caughtUp {
