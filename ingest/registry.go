@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
@@ -349,25 +350,22 @@ func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
 	// One KV read per camera, listGets at a time: hundreds of cameras read
 	// one after another made the list slow on a loaded server.
 	var (
-		mu    sync.Mutex
-		out   = []CameraView{}
-		wg    sync.WaitGroup
-		slots = make(chan struct{}, listGets)
+		mu  sync.Mutex
+		out = []CameraView{}
+		g   errgroup.Group
 	)
+	g.SetLimit(listGets)
 	for k := range lister.Keys() {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			v, err := r.Get(ctx, k)
-			if err != nil {
-				return // deleted meanwhile
+		g.Go(func() error {
+			if v, err := r.Get(ctx, k); err == nil { // else deleted meanwhile
+				mu.Lock()
+				out = append(out, v)
+				mu.Unlock()
 			}
-			mu.Lock()
-			out = append(out, v)
-			mu.Unlock()
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/patchline/patchline/internal/bus"
 )
@@ -202,40 +203,34 @@ const renewers = 16
 // each one's error: one means the lease is no longer ours (or NATS did not
 // answer).
 func (s *Set) renewAll(ctx context.Context, keys []string) map[string]error {
-	type result struct {
-		key string
-		rev uint64
-		err error
-	}
-	results := make(chan result, len(keys))
-	slots := make(chan struct{}, renewers)
-	for _, key := range keys {
+	revs, errs := make([]uint64, len(keys)), make([]error, len(keys))
+	var g errgroup.Group
+	g.SetLimit(renewers)
+	for i, key := range keys {
 		rev := s.revs[key]
-		slots <- struct{}{}
-		go func() {
-			defer func() { <-slots }()
+		g.Go(func() error {
 			octx, cancel := s.op(ctx)
 			defer cancel()
-			next, err := s.kv.Update(octx, KeyPrefix+key, []byte(s.id), rev)
-			if err != nil && !bus.Transient(ctx, err) {
+			revs[i], errs[i] = s.kv.Update(octx, KeyPrefix+key, []byte(s.id), rev)
+			if errs[i] != nil && !bus.Transient(ctx, errs[i]) {
 				// A renewal that timed out here may have been stored
 				// there: the entry is still ours, at a newer revision.
-				if e, gerr := s.kv.Get(octx, KeyPrefix+key); gerr == nil && string(e.Value()) == s.id {
-					next, err = e.Revision(), nil
+				if e, err := s.kv.Get(octx, KeyPrefix+key); err == nil && string(e.Value()) == s.id {
+					revs[i], errs[i] = e.Revision(), nil
 				}
 			}
-			results <- result{key, next, err}
-		}()
+			return nil
+		})
 	}
-	errs := make(map[string]error, len(keys))
-	for range keys {
-		r := <-results
-		if r.err == nil {
-			s.revs[r.key] = r.rev
+	_ = g.Wait()
+	out := make(map[string]error, len(keys))
+	for i, key := range keys {
+		if errs[i] == nil {
+			s.revs[key] = revs[i]
 		}
-		errs[r.key] = r.err
+		out[key] = errs[i]
 	}
-	return errs
+	return out
 }
 
 // release gives the lease of key back, if it is still ours.
