@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -63,15 +64,8 @@ type worker struct {
 
 // NewStage returns a decode stage; Run starts it.
 func NewStage(opts Options) *Stage {
+	opts.Control = cmp.Or(opts.Control, opts.NC)
 	return &Stage{opts: opts, log: opts.Logger, specs: map[string][]byte{}, workers: map[string]*worker{}, failed: map[string]failure{}, changed: make(chan struct{}, 1)}
-}
-
-// control is the connection of the stage's control traffic (Options.Control).
-func (s *Stage) control() *nats.Conn {
-	if s.opts.Control != nil {
-		return s.opts.Control
-	}
-	return s.opts.NC
 }
 
 // Run watches the camera registry until ctx is done, then stops every worker.
@@ -82,7 +76,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err := checkPayload(s.opts.NC, s.opts.Decode); err != nil {
 		return err
 	}
-	ctl := s.control()
+	ctl := s.opts.Control
 	kv, err := ingest.CamerasBucket(ctx, ctl, s.opts.Replicas, false)
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)
@@ -326,7 +320,7 @@ func (s *Stage) publishStatus(ctx context.Context) {
 // sendStatus publishes a camera's status on patchline.status.<camera>.
 func (s *Stage) sendStatus(st Status) {
 	if b, err := json.Marshal(st); err == nil {
-		_ = s.control().Publish(bus.StatusSubject(st.ID), b)
+		_ = s.opts.Control.Publish(bus.StatusSubject(st.ID), b)
 	}
 }
 

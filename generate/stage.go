@@ -11,6 +11,7 @@ package generate
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -127,7 +128,7 @@ type Options struct {
 // runs the triggers of the cameras it holds.
 type Stage struct {
 	nc       *nats.Conn
-	ctl      *nats.Conn // leases (Options.Control); nil: nc
+	ctl      *nats.Conn // leases (Options.Control, else NC)
 	cfg      config.Generate
 	replicas int
 	cap      *textgen.Captioner
@@ -185,7 +186,7 @@ type camState struct {
 func NewStage(o Options) *Stage {
 	host, _ := os.Hostname()
 	s := &Stage{
-		nc: o.NC, ctl: o.Control, cfg: o.Config, cap: o.Captions, fg: o.Framegen,
+		nc: o.NC, ctl: cmp.Or(o.Control, o.NC), cfg: o.Config, cap: o.Captions, fg: o.Framegen,
 		log:      o.Logger,
 		replicas: o.Replicas, stream: o.Stream,
 		replica: host + "/" + strconv.Itoa(os.Getpid()),
@@ -241,11 +242,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	var leases *lease.Set
 	if s.cfg.Auto {
-		ctl := s.ctl
-		if ctl == nil {
-			ctl = s.nc
-		}
-		leases, err = lease.Open(ctx, ctl, bus.GenerateLeasesBucket,
+		leases, err = lease.Open(ctx, s.ctl, bus.GenerateLeasesBucket,
 			"patchline generate: cam.<camera> -> replica running its automatic triggers, replica.<id> -> alive", s.cfg.LeaseTTL, s.replicas)
 		if err != nil {
 			return fmt.Errorf("generate: %w", err)

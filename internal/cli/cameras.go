@@ -28,20 +28,15 @@ const tokenEnv = "PATCHLINE_HTTP_TOKEN"
 // it is also the variable that sets nats.token.
 const natsTokenEnv = "PATCHLINE_NATS_TOKEN"
 
-// natsOptions are the options of a command's NATS connection named name:
-// the token in $PATCHLINE_NATS_TOKEN, when set.
-func natsOptions(name string, more ...nats.Option) []nats.Option {
+// natsConnect connects a command named name to url, sending the token in
+// $PATCHLINE_NATS_TOKEN when set, with a hint in the error for what
+// usually went wrong: no server there, or its token.
+func natsConnect(url, name string, more ...nats.Option) (*nats.Conn, error) {
 	opts := append([]nats.Option{nats.Name(name)}, more...)
 	if tok := os.Getenv(natsTokenEnv); tok != "" {
 		opts = append(opts, nats.Token(tok))
 	}
-	return opts
-}
-
-// natsConnect connects a command named name to url, with a hint in the
-// error for what usually went wrong: no server there, or its token.
-func natsConnect(url, name string, more ...nats.Option) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, natsOptions(name, more...)...)
+	nc, err := nats.Connect(url, opts...)
 	switch {
 	case errors.Is(err, nats.ErrAuthorization) && os.Getenv(natsTokenEnv) == "":
 		return nil, fmt.Errorf("connect %s: %w (set $%s to the server's nats.token)", url, err, natsTokenEnv)
