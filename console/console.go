@@ -95,6 +95,14 @@ func (s *Server) API() http.Handler {
 	return mux
 }
 
+// writeError answers {"error": msg}, as the camera API does, escaped by
+// encoding/json (the messages quote what the request held).
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
 // previewEvent is a JPEG preview as the page gets it.
 type previewEvent struct {
 	Seq        string `json:"seq"`
@@ -140,16 +148,16 @@ func (v *viewer) take() (*nats.Msg, [][]byte) {
 func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	cam := r.PathValue("camera")
 	if err := frame.ValidCameraID(cam); err != nil {
-		http.Error(w, `{"error":"camera: `+strings.ReplaceAll(err.Error(), `"`, `'`)+`"}`, http.StatusBadRequest)
+		writeError(w, http.StatusBadRequest, "camera: "+err.Error())
 		return
 	}
 	if s.opts.Known != nil {
 		switch ok, err := s.opts.Known(r.Context(), cam); {
 		case err != nil:
-			http.Error(w, `{"error":"camera registry: `+strings.ReplaceAll(err.Error(), `"`, `'`)+`"}`, http.StatusServiceUnavailable)
+			writeError(w, http.StatusServiceUnavailable, "camera registry: "+err.Error())
 			return
 		case !ok:
-			http.Error(w, `{"error":"camera not found: `+cam+`"}`, http.StatusNotFound)
+			writeError(w, http.StatusNotFound, "camera not found: "+cam)
 			return
 		}
 	}
