@@ -1,8 +1,11 @@
 package bus
 
 import (
+	"math"
 	"os"
 	"runtime/debug"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 )
 
 // GCPercent is the garbage collector's target that TuneGC sets: the heap
@@ -19,10 +22,38 @@ import (
 // 173 MB at GOGC=100.
 const GCPercent = 400
 
+// MemoryLimitRatio is the share of the process's cgroup memory limit (a
+// container's, or systemd's MemoryMax) that TuneGC gives the Go runtime as
+// its soft limit (GOMEMLIMIT). The rest is for what Go does not manage and
+// a cgroup counts all the same: ONNX Runtime's models and arenas, FFmpeg's
+// decoders, OpenCV's images (~165 MiB with the shipped models, and ~20 MiB
+// more per 720p camera). Near the limit Go collects sooner instead of
+// letting GOGC=400's headroom run the process into the OOM killer.
+const MemoryLimitRatio = 0.75
+
 // TuneGC sets GCPercent unless the GOGC environment variable says
-// otherwise (Go reads GOGC itself). patchline's binary and bench call it.
+// otherwise (Go reads GOGC itself), and a soft memory limit of
+// MemoryLimitRatio of the cgroup's, if it has one, unless GOMEMLIMIT is set
+// or AUTOMEMLIMIT says otherwise (a ratio, or "off"). patchline's binary
+// and bench call it first thing; MemoryLimit reports the outcome.
 func TuneGC() {
+	tuneGC(memlimit.FromCgroup)
+}
+
+func tuneGC(provider memlimit.Provider) {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(GCPercent)
 	}
+	// An error (no cgroup filesystem, an unreadable limit, a bad
+	// AUTOMEMLIMIT) leaves Go's own default, no limit; MemoryLimit says so.
+	_, _ = memlimit.Set(memlimit.WithRatio(MemoryLimitRatio), memlimit.WithProvider(provider))
+}
+
+// MemoryLimit is the Go runtime's soft memory limit in bytes, 0 when it
+// has none.
+func MemoryLimit() int64 {
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		return l
+	}
+	return 0
 }

@@ -1,0 +1,62 @@
+package bus
+
+import (
+	"math"
+	"runtime/debug"
+	"testing"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+)
+
+// restoreGC puts back the runtime's collector settings after a test.
+func restoreGC(t *testing.T) {
+	pct, lim := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+	debug.SetGCPercent(pct)
+	t.Cleanup(func() { debug.SetGCPercent(pct); debug.SetMemoryLimit(lim) })
+}
+
+func TestTuneGCMemoryLimit(t *testing.T) {
+	const cgroup = 4 << 30
+	for _, tc := range []struct {
+		name     string
+		env      map[string]string
+		provider memlimit.Provider
+		want     int64
+	}{
+		{"cgroup limit", nil, memlimit.Limit(cgroup), cgroup * MemoryLimitRatio},
+		{"no cgroup limit", nil, func() (uint64, error) { return 0, memlimit.ErrNoLimit }, 0},
+		{"GOMEMLIMIT wins", map[string]string{"GOMEMLIMIT": "1GiB"}, memlimit.Limit(cgroup), 0},
+		{"AUTOMEMLIMIT ratio", map[string]string{"AUTOMEMLIMIT": "0.5"}, memlimit.Limit(cgroup), cgroup / 2},
+		{"AUTOMEMLIMIT off", map[string]string{"AUTOMEMLIMIT": "off"}, memlimit.Limit(cgroup), 0},
+		{"bad AUTOMEMLIMIT", map[string]string{"AUTOMEMLIMIT": "lots"}, memlimit.Limit(cgroup), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			restoreGC(t)
+			debug.SetMemoryLimit(math.MaxInt64) // as a process starts without GOMEMLIMIT
+			t.Setenv("GOMEMLIMIT", "")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			tuneGC(tc.provider)
+			if got := MemoryLimit(); got != tc.want {
+				t.Errorf("memory limit %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTuneGCPercent(t *testing.T) {
+	restoreGC(t)
+	t.Setenv("AUTOMEMLIMIT", "off")
+	debug.SetGCPercent(100)
+	tuneGC(memlimit.Limit(1 << 30))
+	if got := debug.SetGCPercent(-1); got != GCPercent {
+		t.Errorf("GOGC unset: GC percent %d, want %d", got, GCPercent)
+	}
+	t.Setenv("GOGC", "100")
+	debug.SetGCPercent(100)
+	tuneGC(memlimit.Limit(1 << 30))
+	if got := debug.SetGCPercent(-1); got != 100 {
+		t.Errorf("GOGC=100: GC percent %d, want 100 (left to Go)", got)
+	}
+}
