@@ -6,10 +6,12 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -26,6 +28,9 @@ import (
 //go:embed static
 var static embed.FS
 
+// DefaultMaxViewers is Options.MaxViewers when it is 0 (http.max_viewers).
+const DefaultMaxViewers = 32
+
 // maxQueuedAnnotations bounds what waits for a slow viewer; the oldest go.
 const maxQueuedAnnotations = 64
 
@@ -35,6 +40,10 @@ type Options struct {
 	TraceURL string
 	// Auth says the API wants a bearer token, so the page asks for one.
 	Auth bool
+	// MaxViewers bounds the live views streamed at once (each holds two
+	// subscriptions and encodes every preview for its viewer): one more is
+	// refused with 503 and Retry-After. 0 means DefaultMaxViewers.
+	MaxViewers int
 	// Known, when set, says whether a camera is attached: the live view of
 	// one that is not answers 404 instead of an empty stream.
 	Known  func(ctx context.Context, camera string) (bool, error)
@@ -44,9 +53,10 @@ type Options struct {
 // Server serves the console. Live streams end when ctx (the server's
 // lifetime) or the request ends.
 type Server struct {
-	ctx  context.Context
-	nc   *nats.Conn
-	opts Options
+	ctx     context.Context
+	nc      *nats.Conn
+	opts    Options
+	viewers chan struct{} // one token per live view streaming
 }
 
 // New returns the console of the pipeline reached through nc.
@@ -54,7 +64,8 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{ctx: ctx, nc: nc, opts: opts}
+	opts.MaxViewers = cmp.Or(opts.MaxViewers, DefaultMaxViewers)
+	return &Server{ctx: ctx, nc: nc, opts: opts, viewers: make(chan struct{}, opts.MaxViewers)}
 }
 
 // Assets serves the pages (index.html, console.js, console.css); they hold
@@ -160,6 +171,14 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "camera not found: "+cam)
 			return
 		}
+	}
+	select {
+	case s.viewers <- struct{}{}:
+		defer func() { <-s.viewers }()
+	default:
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many live viewers: %d streaming (http.max_viewers)", s.opts.MaxViewers))
+		return
 	}
 	v := &viewer{wake: make(chan struct{}, 1)}
 	var subs []*nats.Subscription

@@ -198,3 +198,39 @@ func TestLiveUnknownCamera(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveMaxViewers: one live view more than MaxViewers is refused with
+// 503 and Retry-After, naming the setting; when a view ends its place is
+// free again.
+func TestLiveMaxViewers(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t))
+	srv := httptest.NewServer(New(context.Background(), nc, Options{MaxViewers: 2}).API())
+	defer srv.Close()
+	open := func() *http.Response {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/v1/live/cam1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	a, b := open(), open()
+	defer b.Body.Close()
+	for _, r := range []*http.Response{a, b} {
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("viewer within the limit: %s", r.Status)
+		}
+	}
+	c := open()
+	body, _ := io.ReadAll(c.Body)
+	c.Body.Close()
+	if c.StatusCode != http.StatusServiceUnavailable || c.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "http.max_viewers") {
+		t.Errorf("third viewer of 2: %s, Retry-After %q, %s; want 503 naming http.max_viewers", c.Status, c.Header.Get("Retry-After"), body)
+	}
+	a.Body.Close() // the server notices when it next writes (keepalive) or the request ends
+	testenv.WaitFor(t, "a place free again", 10*time.Second, func() bool {
+		r := open()
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	})
+}

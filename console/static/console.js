@@ -239,6 +239,7 @@ function watch(cam) {
   state.live = ctl;
   (async () => {
     while (!ctl.signal.aborted) {
+      let wait = 1000;
       try {
         const res = await fetch('/v1/live/' + encodeURIComponent(cam), { headers: authHeaders(), signal: ctl.signal });
         if (res.status === 404) {
@@ -246,7 +247,11 @@ function watch(cam) {
           banner('live ' + cam + ': ' + (await errorOf(res)));
           return;
         }
-        if (!res.ok) throw new Error(await errorOf(res));
+        if (!res.ok) {
+          // 503 when the server streams http.max_viewers already: ask again when it says.
+          wait = 1000 * Math.min(Math.max(Number(res.headers.get('Retry-After')) || 1, 1), 60);
+          throw new Error(await errorOf(res));
+        }
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = '';
         for (;;) {
@@ -263,7 +268,7 @@ function watch(cam) {
         if (ctl.signal.aborted) return;
         banner('live ' + cam + ': ' + e.message);
       }
-      await sleep(1000);
+      await sleep(wait);
     }
   })();
 }

@@ -176,7 +176,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 			defer whip.Close()
 			mux.Handle("/whip/", whip.Handler(cfg.HTTP.Token, cfg.HTTP.MaxBody))
-			con := console.New(ctx, nc, console.Options{TraceURL: cfg.HTTP.TraceURL, Auth: cfg.HTTP.Token != "", Known: reg.Known, Logger: stageLog})
+			con := console.New(ctx, nc, console.Options{TraceURL: cfg.HTTP.TraceURL, Auth: cfg.HTTP.Token != "", MaxViewers: cfg.HTTP.MaxViewers, Known: reg.Known, Logger: stageLog})
 			conAPI := ingest.RequireToken(cfg.HTTP.Token, con.API())
 			mux.Handle("GET /v1/console", conAPI)
 			mux.Handle("GET /v1/live/{camera}", conAPI)

@@ -58,6 +58,9 @@ type HTTP struct {
 	Token    string `yaml:"token"`     // bearer token required on /v1/ and /whip/; empty = no auth (use ${VAR})
 	MaxBody  int64  `yaml:"max_body"`  // request body limit of /v1/ and /whip/ in bytes; default 65536
 	TraceURL string `yaml:"trace_url"` // console link for a trace id: {trace_id} is replaced; empty = no link
+	// MaxViewers is how many live views (GET /v1/live/<camera>) the server
+	// streams at once; one more is refused with 503.
+	MaxViewers int `yaml:"max_viewers"`
 	// AllowedHosts are the host names (beside IP addresses and localhost)
 	// that requests may name this server by while Token is empty: a web
 	// page cannot reach it through a name it points at this machine (DNS
@@ -256,7 +259,7 @@ func Default() Config {
 			Port:     4222,
 			StoreDir: DefaultStoreDir(),
 		}, Replicas: 1},
-		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBody: 64 << 10, AllowedHosts: []string{}},
+		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBody: 64 << 10, MaxViewers: 32, AllowedHosts: []string{}},
 		WHIP:    WHIP{AllowedOrigins: []string{}, KeyframeInterval: 2 * time.Second, PublicIPs: []string{}, ICEServers: []ICEServer{}},
 		Cameras: []Camera{{ID: "synthetic", URL: "synthetic://?seed=1", FPS: 5}},
 		Decode: Decode{

@@ -48,13 +48,14 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name: "whip and http security keys",
-			yaml: "http:\n  token: a b\n  max_body: 10\n  trace_url: http://jaeger/trace\nwhip:\n  allowed_origins: [https://ok.example, https://x.example/path, '*']\n  keyframe_interval: 1ms\n",
+			yaml: "http:\n  token: a b\n  max_body: 10\n  trace_url: http://jaeger/trace\n  max_viewers: 0\nwhip:\n  allowed_origins: [https://ok.example, https://x.example/path, '*']\n  keyframe_interval: 1ms\n",
 			want: []string{
 				"pipeline.yaml:2: http.token: contains white space",
 				"pipeline.yaml:3: http.max_body: 10 out of range 1024..67108864 bytes",
 				`pipeline.yaml:4: http.trace_url: "http://jaeger/trace" has no {trace_id} placeholder`,
+				"pipeline.yaml:5: http.max_viewers: 0 out of range 1..4096",
 				`whip.allowed_origins[1]: "https://x.example/path" is not an origin`,
-				"pipeline.yaml:7: whip.keyframe_interval: 1ms is below 100ms",
+				"pipeline.yaml:8: whip.keyframe_interval: 1ms is below 100ms",
 			},
 		},
 		{

@@ -288,6 +288,9 @@ func (h HTTP) check(ck *checker) {
 	if h.MaxBody < 1<<10 || h.MaxBody > MaxBodyLimit {
 		ck.add("http.max_body", "%d out of range %d..%d bytes", h.MaxBody, 1<<10, MaxBodyLimit)
 	}
+	if h.MaxViewers < 1 || h.MaxViewers > 4096 {
+		ck.add("http.max_viewers", "%d out of range 1..4096", h.MaxViewers)
+	}
 	for i, host := range h.AllowedHosts {
 		if host == "" || strings.ContainsAny(host, ":/ \t*") {
 			ck.add(fmt.Sprintf("http.allowed_hosts[%d]", i), "%q: want a host name, no scheme, port or wildcard", host)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,6 +59,7 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 	cfg.Analyze.Model = filepath.Join(repoRoot(t), "models", "deimv2-atto")
 	cfg.Decode.Width, cfg.Decode.Height, cfg.Decode.PatchSize = 320, 320, 16
 	cfg.Analyze.BatchSize = 2
+	cfg.HTTP.MaxViewers = 2
 	info := startPipeline(t, cfg)
 	const cam = "browser1"
 	rec := record(t, natstest.Connect(t, info.NATSURL), cam)
@@ -201,5 +203,44 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond) // a retry would come after 1 s
 	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.liveAsks`)); err != nil || n != 1 {
 		t.Errorf("the page asked for the live view of an unattached camera %d times (%v), want once", n, err)
+	}
+
+	// With http.max_viewers (2) views streaming already, the page's is
+	// refused: it shows why and asks again when Retry-After says (10 s),
+	// not every second.
+	var held []*http.Response
+	defer func() {
+		for _, r := range held {
+			r.Body.Close()
+		}
+	}()
+	testenv.WaitFor(t, "two live views held", 10*time.Second, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+info.HTTPAddr+"/v1/live/"+cam, nil)
+		req.Header.Set("Authorization", "Bearer "+cfg.HTTP.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return false
+		}
+		held = append(held, resp)
+		return len(held) == 2
+	})
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		window.liveAsks = 0;
+		const f = window.fetch;
+		window.fetch = (u, o) => { if (String(u).includes('/v1/live/`+cam+`')) window.liveAsks++; return f(u, o); };
+		watch('`+cam+`');
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the page's banner for a refused live view", 10*time.Second, func() bool {
+		return strings.Contains(stats().Banner, "too many live viewers")
+	})
+	time.Sleep(2500 * time.Millisecond)
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.liveAsks`)); err != nil || n != 1 {
+		t.Errorf("the page asked %d times within 2.5 s for a live view refused with Retry-After: 10 (%v), want once", n, err)
 	}
 }
