@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -187,22 +189,34 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 	}
 	waitState(t, info.HTTPAddr, cfg.HTTP.Token, cam, "offline", 15*time.Second)
 
+	// watchOnce has the page watch c, waits for its banner to say want, and
+	// returns how often it asked for c's live view within 2.5 s (a retry
+	// without a reason to wait would come after 1 s).
+	watchOnce := func(c, want string) int {
+		t.Helper()
+		js := fmt.Sprintf(`(() => {
+			window.liveAsks = 0;
+			const f = window.fetch;
+			window.fetch = (u, o) => { if (String(u).endsWith('/v1/live/' + %[1]s)) window.liveAsks++; return f(u, o); };
+			watch(%[1]s);
+		})()`, jsString(c))
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, "the page's banner: "+want, 10*time.Second, func() bool {
+			return strings.Contains(stats().Banner, want)
+		})
+		time.Sleep(2500 * time.Millisecond)
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.liveAsks`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
 	// The live view of a camera that is not attached: the server answers
 	// 404, and the page says so once and stops asking.
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
-		window.liveAsks = 0;
-		const f = window.fetch;
-		window.fetch = (u, o) => { if (String(u).includes('/v1/live/nosuch')) window.liveAsks++; return f(u, o); };
-		watch('nosuch');
-	})()`)); err != nil {
-		t.Fatal(err)
-	}
-	testenv.WaitFor(t, "the page's banner for an unattached camera", 10*time.Second, func() bool {
-		return strings.Contains(stats().Banner, "camera not found: nosuch")
-	})
-	time.Sleep(2500 * time.Millisecond) // a retry would come after 1 s
-	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.liveAsks`)); err != nil || n != 1 {
-		t.Errorf("the page asked for the live view of an unattached camera %d times (%v), want once", n, err)
+	if n := watchOnce("nosuch", "camera not found: nosuch"); n != 1 {
+		t.Errorf("the page asked for the live view of an unattached camera %d times, want once", n)
 	}
 
 	// With http.max_viewers (2) views streaming already, the page's is
@@ -228,19 +242,13 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 		held = append(held, resp)
 		return len(held) == 2
 	})
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
-		window.liveAsks = 0;
-		const f = window.fetch;
-		window.fetch = (u, o) => { if (String(u).includes('/v1/live/`+cam+`')) window.liveAsks++; return f(u, o); };
-		watch('`+cam+`');
-	})()`)); err != nil {
-		t.Fatal(err)
+	if n := watchOnce(cam, "too many live viewers"); n != 1 {
+		t.Errorf("the page asked %d times within 2.5 s for a live view refused with Retry-After: 10, want once", n)
 	}
-	testenv.WaitFor(t, "the page's banner for a refused live view", 10*time.Second, func() bool {
-		return strings.Contains(stats().Banner, "too many live viewers")
-	})
-	time.Sleep(2500 * time.Millisecond)
-	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.liveAsks`)); err != nil || n != 1 {
-		t.Errorf("the page asked %d times within 2.5 s for a live view refused with Retry-After: 10 (%v), want once", n, err)
-	}
+}
+
+// jsString is s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
