@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -81,12 +79,7 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("unknown stage %q (want one of %v)", s, AllStages)
 		}
 	}
-	memLimit := "none"
-	if l := bus.MemoryLimit(); l > 0 {
-		memLimit = fmt.Sprintf("%d MiB", l>>20)
-	}
-	log.Info("starting", "stages", strings.Join(o.Stages, ","), "gomaxprocs", runtime.GOMAXPROCS(0),
-		"gogc", debug.SetGCPercent(-1), "memory_limit", memLimit)
+	log.Info("starting", append([]any{"stages", strings.Join(o.Stages, ",")}, bus.RuntimeSettings()...)...)
 	if o.NATSURL == "" && cfg.NATS.URL == "" && cfg.NATS.Replicas > 1 {
 		return fmt.Errorf("nats.replicas is %d, but the embedded server is a single node: set nats.url (or --nats) to a JetStream cluster, or replicas to 1", cfg.NATS.Replicas)
 	}

@@ -1,9 +1,12 @@
 package bus
 
 import (
+	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 )
@@ -52,8 +55,26 @@ func tuneGC(provider memlimit.Provider) {
 // MemoryLimit is the Go runtime's soft memory limit in bytes, 0 when it
 // has none.
 func MemoryLimit() int64 {
-	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 { // a negative limit only reads it
 		return l
 	}
 	return 0
+}
+
+// gcPercent is the garbage collector's current target (GOGC), read without
+// changing it (debug.SetGCPercent(-1) would turn the collector off).
+func gcPercent() int64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64())
+}
+
+// RuntimeSettings are the runtime's settings TuneGC and the environment
+// chose, as slog key-value pairs for the first log line.
+func RuntimeSettings() []any {
+	limit := "none"
+	if l := MemoryLimit(); l > 0 {
+		limit = fmt.Sprintf("%d MiB", l>>20)
+	}
+	return []any{"gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gcPercent(), "memory_limit", limit}
 }

@@ -1,8 +1,10 @@
 package bus
 
 import (
+	"fmt"
 	"math"
 	"runtime/debug"
+	"strings"
 	"testing"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
@@ -50,13 +52,30 @@ func TestTuneGCPercent(t *testing.T) {
 	t.Setenv("AUTOMEMLIMIT", "off")
 	debug.SetGCPercent(100)
 	tuneGC(memlimit.Limit(1 << 30))
-	if got := debug.SetGCPercent(-1); got != GCPercent {
+	if got := gcPercent(); got != GCPercent {
 		t.Errorf("GOGC unset: GC percent %d, want %d", got, GCPercent)
 	}
 	t.Setenv("GOGC", "100")
 	debug.SetGCPercent(100)
 	tuneGC(memlimit.Limit(1 << 30))
-	if got := debug.SetGCPercent(-1); got != 100 {
+	if got := gcPercent(); got != 100 {
 		t.Errorf("GOGC=100: GC percent %d, want 100 (left to Go)", got)
+	}
+}
+
+// RuntimeSettings reports the settings and changes none: reading GOGC
+// through debug.SetGCPercent(-1) would turn the collector off.
+func TestRuntimeSettingsReadsOnly(t *testing.T) {
+	restoreGC(t)
+	debug.SetGCPercent(250)
+	debug.SetMemoryLimit(3 << 30)
+	for range 2 {
+		got := fmt.Sprint(RuntimeSettings())
+		if !strings.Contains(got, "gogc 250") || !strings.Contains(got, "memory_limit 3072 MiB") {
+			t.Errorf("RuntimeSettings() = %s, want gogc 250 and memory_limit 3072 MiB", got)
+		}
+	}
+	if pct := debug.SetGCPercent(100); pct != 250 {
+		t.Errorf("GC percent %d after RuntimeSettings, want 250 untouched", pct)
 	}
 }

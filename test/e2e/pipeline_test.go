@@ -79,6 +79,11 @@ func TestRTSPCameraEndToEnd(t *testing.T) {
 	if !strings.Contains(metrics, `patchline_malformed_messages_total{stage="analyze",subject="patchline.frames.*"} 3`) {
 		t.Errorf("malformed frames not counted:\n%s", grepLines(metrics, "malformed"))
 	}
+	// Starting the pipeline reads the runtime's settings for its first log
+	// line and changes none: the collector still runs.
+	if m := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\d+)$`).FindStringSubmatch(metrics); m == nil {
+		t.Errorf("the garbage collector is off (GOGC not a small number):\n%s", grepLines(metrics, "go_gc_gogc"))
+	}
 }
 
 // A camera that cannot connect is retried forever with its error in status,
