@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/patchline/patchline/internal/annotation"
@@ -404,7 +405,9 @@ func (w *webhook) deliver(ctx context.Context, d delivery, attempts int) (err er
 	if d.trace != nil {
 		parent = d.trace
 	}
-	_, span := telemetry.Tracer().Start(parent, "webhook", trace.WithAttributes(attribute.String("webhook", w.name), attribute.String("id", d.id)))
+	sctx, span := telemetry.Tracer().Start(parent, "webhook", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("webhook", w.name), attribute.String("id", d.id)))
+	d.trace = sctx // the request's traceparent: the endpoint may join the frame's trace
 	attempt := 0
 	defer func() {
 		span.SetAttributes(attribute.Int("attempts", attempt))
@@ -457,11 +460,19 @@ func (w *webhook) post(ctx context.Context, d delivery) (retry bool, wait time.D
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "patchline")
 	req.Header.Set(HdrWebhookID, d.id)
+	if d.trace != nil {
+		propagation.TraceContext{}.Inject(d.trace, propagation.HeaderCarrier(req.Header))
+	}
 	if w.cfg.Secret != "" {
 		req.Header.Set(HdrWebhookSignature, Sign(w.cfg.Secret, d.body))
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
+		// Its error quotes the URL, whose path and query may be the
+		// secret (Slack's, Discord's): name the hook as the metrics do.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			ue.URL = w.name
+		}
 		return true, 0, err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -454,6 +456,12 @@ func TestWebhookDeliveryIsASpan(t *testing.T) {
 			t.Fatal(err)
 		}
 		hook.waitFor(t, "cam1:1")
+		hook.mu.Lock()
+		tp := hook.hdrs["cam1:1"].Get("traceparent")
+		hook.mu.Unlock()
+		if !strings.HasPrefix(tp, "00-"+traceID+"-") {
+			t.Errorf("the request's traceparent %q is not in trace %s", tp, traceID)
+		}
 		testenv.WaitFor(t, "a webhook span in trace "+traceID, 5*time.Second, func() bool {
 			for _, s := range rec.Ended() {
 				if s.Name() == "webhook" && s.SpanContext().TraceID().String() == traceID {
@@ -463,6 +471,72 @@ func TestWebhookDeliveryIsASpan(t *testing.T) {
 			return false
 		})
 	}
+}
+
+// TestWebhookErrorsHideTheURL: a delivery that fails before any answer
+// (here, nothing listens) is logged and ends its span with the error, which
+// names the hook as the metrics do, not by a path or query that may be its
+// secret.
+func TestWebhookErrorsHideTheURL(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	defer otel.SetTracerProvider(prev)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String() + "/hook/SECRETPATH?token=tok3n"
+	l.Close()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))
+	url := natstest.Start(t)
+	startSinkLog(t, url, config.Sink{Webhooks: []config.Webhook{{URL: dead, Attempts: 1}}}, log)
+	m := nats.NewMsg(bus.AnalyzedSubject("cam1"))
+	m.Data = analysis("cam1", 1)
+	m.Header.Set("traceparent", "00-0000000000000000000000000000beef-00000000000000aa-01")
+	if err := natstest.Connect(t, url).PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	var status string
+	testenv.WaitFor(t, "the failed delivery's span", 10*time.Second, func() bool {
+		for _, s := range rec.Ended() {
+			if s.Name() == "webhook" {
+				status = s.Status().Description
+				return true
+			}
+		}
+		return false
+	})
+	testenv.WaitFor(t, "the failure logged", 5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), "webhook delivery failed")
+	})
+	mu.Lock()
+	logged := logs.String()
+	mu.Unlock()
+	for what, text := range map[string]string{"span status": status, "log": logged} {
+		if strings.Contains(text, "SECRETPATH") || strings.Contains(text, "tok3n") {
+			t.Errorf("the %s quotes the webhook's path or query: %s", what, text)
+		}
+		if !strings.Contains(text, hookName(dead)) {
+			t.Errorf("the %s does not name the hook %s: %s", what, hookName(dead), text)
+		}
+	}
+}
+
+// lockedWriter serialises writes to w (a log read while the sink writes).
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // TestDurableNeedsStream: a durable webhook without the stream is an error.
