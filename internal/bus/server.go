@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/media"
 )
 
 // MaxPayload is the largest message the embedded server accepts. Frames carry
@@ -115,11 +117,11 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 	if errors.Is(err, nats.ErrNoServers) {
 		// Nothing answered (not started yet, restarting): connect in the
 		// background and let the stage wait for it.
-		log.Warn("nats not reachable yet; retrying", "component", name, "url", url, "err", err)
+		log.Warn("nats not reachable yet; retrying", "component", name, "url", RedactURLs(url), "err", err)
 		nc, err = nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true))...)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nats: connect %s: %w", url, err)
+		return nil, fmt.Errorf("nats: connect %s: %w", RedactURLs(url), err)
 	}
 	return nc, nil
 }
@@ -149,3 +151,13 @@ func (l *natsLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(f
 // syscalls and one copy less per message, which frames (tens to hundreds
 // of KB, hundreds a second) notice.
 func (e *Embedded) InProcess() nats.Option { return nats.InProcessServer(e.srv) }
+
+// RedactURLs is a NATS server list (comma-separated URLs) fit for a log: a
+// password, or a token given as the user, becomes "xxxxx".
+func RedactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, u := range parts {
+		parts[i] = media.RedactURL(strings.TrimSpace(u))
+	}
+	return strings.Join(parts, ",")
+}

@@ -64,7 +64,7 @@ func newStageCmd(g *globals) *cobra.Command {
 			return app.Run(cmd.Context(), app.Options{
 				Config: cfg, Stages: args, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log,
 				Ready: func(i app.Info) {
-					log.Info("stage ready", "stage", args[0], "nats", i.NATSURL, "http", i.HTTPAddr)
+					log.Info("stage ready", "stage", args[0], "nats", bus.RedactURLs(i.NATSURL), "http", i.HTTPAddr)
 				},
 			})
 		},
@@ -92,7 +92,7 @@ func (g *globals) setup(cfgPath string) (*slog.Logger, config.Config, error) {
 // printWhere says where to look; the commands it suggests start with self,
 // the binary as it was invoked (bin/patchline under make run).
 func printWhere(w io.Writer, self string, i app.Info) {
-	nats := i.NATSURL
+	nats := bus.RedactURLs(i.NATSURL) // the credentials stay in the config
 	if i.Embedded {
 		nats += " (embedded)"
 	}
@@ -110,5 +110,5 @@ patchline is running (stages: %s)
   attach RTSP:  %[8]s attach cam1 rtsp://user:pass@host/path --api http://%[3]s
   describe:     %[8]s describe <camera> --nats %[9]s
 
-`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, self, i.NATSURL)
+`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, self, bus.RedactURLs(i.NATSURL))
 }
