@@ -21,6 +21,7 @@ import (
 	"github.com/patchline/patchline/internal/lease"
 	"github.com/patchline/patchline/internal/media"
 	"github.com/patchline/patchline/internal/telemetry"
+	"github.com/patchline/patchline/internal/tick"
 )
 
 // statusEvery is how often each camera's status is published.
@@ -303,18 +304,12 @@ func (s *Stage) Statuses() []Status {
 }
 
 func (s *Stage) publishStatus(ctx context.Context) {
-	t := time.NewTicker(statusEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, statusEvery, func() bool {
 		for _, st := range s.Statuses() {
 			s.sendStatus(st)
 		}
-	}
+		return true
+	})
 }
 
 // sendStatus publishes a camera's status on patchline.status.<camera>.

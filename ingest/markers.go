@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/tick"
 )
 
 // markerAge is how long a detached camera's delete marker stays in the
@@ -60,22 +61,16 @@ func purgeMarkers(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 
 // purgeMarkersEvery runs purgeMarkers every interval until ctx ends.
 func (r *Registry) purgeMarkersEvery(ctx context.Context, js jetstream.JetStream, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, time.Minute)
-			n, err := purgeMarkers(pctx, js, r.kv, markerAge)
-			cancel()
-			switch {
-			case err != nil && ctx.Err() == nil:
-				r.log.Warn("camera registry: removing old detach markers", "err", err)
-			case n > 0:
-				r.log.Debug("camera registry: removed old detach markers", "n", n)
-			}
+	tick.Every(ctx, interval, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		n, err := purgeMarkers(pctx, js, r.kv, markerAge)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.Warn("camera registry: removing old detach markers", "err", err)
+		case n > 0:
+			r.log.Debug("camera registry: removed old detach markers", "n", n)
 		}
-	}
+		return true
+	})
 }

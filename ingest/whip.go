@@ -42,6 +42,11 @@ const (
 	iceDisconnected = 3 * time.Second
 	iceFailed       = 4 * time.Second
 	iceKeepalive    = time.Second
+	// staleAfter: a session that has received no video for this long (or
+	// none since it began this long ago) gives way to a new POST for its
+	// camera, so that a publisher that crashed and reconnects is not
+	// refused until ICE notices.
+	staleAfter = 2 * time.Second
 )
 
 // WHIP is the WebRTC ingest endpoint (WHIP, RFC 9725). A publisher POSTs an
@@ -77,8 +82,12 @@ type whipSession struct {
 	ssrc   atomic.Uint32
 	pt     atomic.Uint32
 	last   atomic.Int64 // unix ns of the last PLI sent
-	done   chan struct{}
-	once   sync.Once
+	// begun and media (unix ns of the last video packet, 0 before the
+	// first) say whether the session is stale.
+	begun time.Time
+	media atomic.Int64
+	done  chan struct{}
+	once  sync.Once
 }
 
 // NewWHIP returns the WHIP endpoint of reg, publishing RTP on nc. Close
@@ -196,7 +205,12 @@ func (w *WHIP) handlePublish(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 
-	// Reserve the camera: one publisher at a time.
+	// Reserve the camera: one publisher at a time. A session that sends
+	// nothing any more (its publisher crashed and is reconnecting) gives
+	// way at once instead of when ICE gives up on it.
+	if old := w.session(cam); old != nil && old.stale(time.Now()) {
+		w.end(old, "replaced by a new publisher")
+	}
 	w.mu.Lock()
 	_, busy := w.sessions[cam]
 	if !busy && !w.closed {
@@ -209,7 +223,9 @@ func (w *WHIP) handlePublish(rw http.ResponseWriter, req *http.Request) {
 		writeJSON(rw, http.StatusServiceUnavailable, apiError{"shutting down"})
 		return
 	case busy:
-		writeJSON(rw, http.StatusConflict, apiError{fmt.Sprintf("camera %s already has a WHIP publisher (DELETE its session first)", cam)})
+		rw.Header().Set("Retry-After", strconv.Itoa(int(staleAfter/time.Second)))
+		writeJSON(rw, http.StatusConflict, apiError{fmt.Sprintf(
+			"camera %s is receiving from another WHIP publisher (it gives way %s after its last packet, or at a DELETE of its session)", cam, staleAfter)})
 		return
 	}
 	defer func() { // drop the reservation unless a session took it
@@ -258,12 +274,27 @@ func (w *WHIP) handleStop(rw http.ResponseWriter, req *http.Request) {
 	rw.WriteHeader(http.StatusOK)
 }
 
+// session is cam's session, nil if none (or one being set up).
+func (w *WHIP) session(cam string) *whipSession {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sessions[cam]
+}
+
+// stale reports whether s has received no video for staleAfter (or none
+// since it began that long ago).
+func (s *whipSession) stale(now time.Time) bool {
+	last := s.begun
+	if ns := s.media.Load(); ns != 0 {
+		last = time.Unix(0, ns)
+	}
+	return now.Sub(last) >= staleAfter
+}
+
 // stop ends the session of cam (if id is not empty, only that session) and
 // reports whether there was one.
 func (w *WHIP) stop(cam, id, why string) bool {
-	w.mu.Lock()
-	s := w.sessions[cam]
-	w.mu.Unlock()
+	s := w.session(cam)
 	if s == nil || (id != "" && s.id != id) {
 		return false
 	}
@@ -310,6 +341,19 @@ func (w *WHIP) newAPI() (*webrtc.API, error) {
 	}
 	for _, c := range codecs {
 		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, err
+		}
+	}
+	// Audio is accepted and thrown away: publishers that offer it (browsers
+	// with a microphone, OBS) often put it first, and a rejected first
+	// section is the BUNDLE tag, which fails the whole connection.
+	for _, c := range []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeG722, ClockRate: 8000}, PayloadType: 9},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMA, ClockRate: 8000}, PayloadType: 8},
+	} {
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
 			return nil, err
 		}
 	}
@@ -375,9 +419,22 @@ func (w *WHIP) newSession(cam string, offer []byte) (*whipSession, string, error
 	if err != nil {
 		return nil, "", fmt.Errorf("whip: peer connection: %w", err)
 	}
-	s := &whipSession{id: newSessionID(), camera: cam, pc: pc, done: make(chan struct{})}
+	s := &whipSession{id: newSessionID(), camera: cam, pc: pc, begun: time.Now(), done: make(chan struct{})}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
-		if tr.Kind() != webrtc.RTPCodecTypeVideo || !w.track(s) {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			if w.track(s) {
+				go func() { // read, so that its buffers and interceptors keep moving
+					defer w.wg.Done()
+					discard(tr)
+				}()
+				go func() {
+					defer w.wg.Done()
+					drainRTCP(rcv)
+				}()
+			}
+			return
+		}
+		if !w.track(s) {
 			return
 		}
 		go func() {
@@ -493,9 +550,20 @@ func (w *WHIP) forward(s *whipSession, tr *webrtc.TrackRemote) {
 		if n < 12 || uint32(buf[1]&0x7f) != s.pt.Load() {
 			continue // not a media packet of the negotiated codec
 		}
+		s.media.Store(time.Now().UnixNano())
 		// PublishMsg copies the payload: buf can be reused.
 		if err := w.nc.PublishMsg(&nats.Msg{Subject: subject, Data: buf[:n], Header: hdr}); err != nil {
 			w.log.Debug("whip: publish rtp", "camera", s.camera, "err", err)
+		}
+	}
+}
+
+// discard reads a track (audio) until it ends, keeping nothing.
+func discard(tr *webrtc.TrackRemote) {
+	buf := make([]byte, 1600)
+	for {
+		if _, _, err := tr.Read(buf); err != nil {
+			return
 		}
 	}
 }

@@ -170,8 +170,9 @@ func TestWHIPPublishForwardsRTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, body, _ := do(t, "POST", e.base+"/whip/cam1", "", "application/sdp", "", strings.NewReader(offer)); code != http.StatusConflict || !strings.Contains(body, "already has a WHIP publisher") {
-		t.Errorf("second publisher: %d %s, want 409", code, body)
+	if code, body, h := do(t, "POST", e.base+"/whip/cam1", "", "application/sdp", "", strings.NewReader(offer)); code != http.StatusConflict ||
+		!strings.Contains(body, "receiving from another WHIP publisher") || h.Get("Retry-After") != "2" {
+		t.Errorf("second publisher while the first streams: %d %s (Retry-After %q), want 409, Retry-After 2", code, body, h.Get("Retry-After"))
 	}
 
 	code, err := p.Stop()
@@ -200,6 +201,61 @@ func TestWHIPPublishForwardsRTP(t *testing.T) {
 		t.Fatalf("detach: %d %s", code, body)
 	}
 	waitFor(t, "detach ends the session", 5*time.Second, func() bool { _, byes, _ := rtp.get(); return byes == 2 && e.whip.Sessions() == 0 })
+}
+
+// TestWHIPStaleSessionGivesWay: a session that never sends (its publisher
+// crashed, and reconnects) holds its camera against a new POST for
+// staleAfter only, not until ICE gives up on it.
+func TestWHIPStaleSessionGivesWay(t *testing.T) {
+	e := startWHIP(t, "", config.WHIP{})
+	clip := whiptest.MakeClip(t, t.TempDir(), whiptest.H264, 320, 240, 10, 2)
+	dead, err := whiptest.Offer(webrtc.MimeTypeH264) // its peer is closed: it never connects
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := whiptest.Post(e.base+"/whip/cam1", "", dead); err != nil {
+		t.Fatal(err)
+	}
+	begun := time.Now()
+	code, body, _ := do(t, "POST", e.base+"/whip/cam1", "", "application/sdp", "", strings.NewReader(dead))
+	switch {
+	case code == http.StatusCreated: // the machine took staleAfter to answer: that was stale already
+		begun = time.Now()
+	case code != http.StatusConflict && time.Since(begun) < staleAfter:
+		t.Fatalf("a new POST within %s of the first session: %d %s, want 409", staleAfter, code, body)
+	}
+	time.Sleep(time.Until(begun.Add(staleAfter)))
+	rtp := watchRTP(t, e.nc, "cam1")
+	p, err := whiptest.Publish(e.base+"/whip/cam1", whiptest.Options{Codec: whiptest.H264, File: clip, FPS: 10})
+	if err != nil {
+		t.Fatalf("a new publisher %s after a session that never sent: %v, want it to take the camera", time.Since(begun).Round(time.Millisecond), err)
+	}
+	defer p.Close()
+	waitFor(t, "RTP from the new publisher", 15*time.Second, func() bool { n, _, _ := rtp.get(); return n >= 20 })
+	if n := e.whip.Sessions(); n != 1 {
+		t.Errorf("%d sessions, want 1", n)
+	}
+}
+
+// TestWHIPAudioBeforeVideo: a publisher that offers audio first (browsers
+// with a microphone, OBS) connects; its video is forwarded and its audio,
+// read and thrown away, is not.
+func TestWHIPAudioBeforeVideo(t *testing.T) {
+	e := startWHIP(t, "", config.WHIP{})
+	clip := whiptest.MakeClip(t, t.TempDir(), whiptest.H264, 320, 240, 10, 2)
+	rtp := watchRTP(t, e.nc, "cam1")
+	p, err := whiptest.Publish(e.base+"/whip/cam1", whiptest.Options{Codec: whiptest.H264, File: clip, FPS: 10, Audio: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	waitFor(t, "50 RTP packets on "+bus.RTPSubject("cam1"), 15*time.Second, func() bool { n, _, _ := rtp.get(); return n >= 50 })
+	if _, _, codecs := rtp.get(); len(codecs) != 1 || codecs["h264"] == 0 {
+		t.Errorf("codec headers %v, want only h264", codecs)
+	}
+	if err := p.Err(); err != nil {
+		t.Errorf("publisher: %v", err)
+	}
 }
 
 // A camera of another kind cannot be published to.

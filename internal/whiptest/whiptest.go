@@ -25,6 +25,8 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+
+	"github.com/patchline/patchline/internal/tick"
 )
 
 // Codecs a publisher can send.
@@ -72,6 +74,9 @@ type Options struct {
 	// no peer-to-peer traffic through.
 	ICEServers []webrtc.ICEServer
 	RelayOnly  bool
+	// Audio adds an Opus track (silence) before the video, as browsers
+	// with a microphone and OBS offer it.
+	Audio bool
 }
 
 // Publisher is a connected WHIP publisher.
@@ -212,7 +217,7 @@ func Publish(endpoint string, o Options) (*Publisher, error) {
 	if mime == "" {
 		return nil, fmt.Errorf("whiptest: unknown codec %q", o.Codec)
 	}
-	api, err := newAPI([]string{mime}, false)
+	api, err := newAPI([]string{mime}, o.Audio)
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +228,16 @@ func Publish(endpoint string, o Options) (*Publisher, error) {
 	pc, err := api.NewPeerConnection(pcfg)
 	if err != nil {
 		return nil, err
+	}
+	var audio *webrtc.TrackLocalStaticSample
+	if o.Audio {
+		if audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus}, "audio", "whiptest"); err == nil {
+			_, err = pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		}
+		if err != nil {
+			pc.Close()
+			return nil, err
+		}
 	}
 	track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: mime}, "video", "whiptest")
 	if err != nil {
@@ -261,6 +276,13 @@ func Publish(endpoint string, o Options) (*Publisher, error) {
 			p.err.Store(err)
 		}
 	}()
+	if audio != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			sendSilence(ctx, audio)
+		}()
+	}
 	return p, nil
 }
 
@@ -322,6 +344,13 @@ func (p *Publisher) send(ctx context.Context, track *webrtc.TrackLocalStaticSamp
 		}
 	}
 	return ctx.Err()
+}
+
+// sendSilence sends 20 ms Opus frames of silence until ctx is done.
+func sendSilence(ctx context.Context, track *webrtc.TrackLocalStaticSample) {
+	tick.Every(ctx, 20*time.Millisecond, func() bool {
+		return track.WriteSample(media.Sample{Data: []byte{0xf8, 0xff, 0xfe}, Duration: 20 * time.Millisecond}) == nil
+	})
 }
 
 func (p *Publisher) sendH264(f io.Reader, track *webrtc.TrackLocalStaticSample, frameDur time.Duration, wait func() error) error {

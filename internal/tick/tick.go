@@ -1,0 +1,24 @@
+// Package tick runs periodic work.
+package tick
+
+import (
+	"context"
+	"time"
+)
+
+// Every calls f every interval, the first time one interval from now,
+// until ctx is done or f returns false.
+func Every(ctx context.Context, interval time.Duration, f func() bool) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !f() {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,18 @@
+package tick
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestEvery(t *testing.T) {
+	n := 0
+	Every(context.Background(), time.Millisecond, func() bool { n++; return n < 3 })
+	if n != 3 {
+		t.Errorf("f ran %d times, want 3 (until it returned false)", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	Every(ctx, time.Millisecond, func() bool { t.Error("f ran after ctx was done"); return true })
+}
