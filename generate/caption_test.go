@@ -80,8 +80,8 @@ func TestCaptionRequest(t *testing.T) {
 	if pub.Caption == nil || pub.Caption.Text != a.Caption.Text || pub.TraceID != a.TraceID {
 		t.Errorf("published %s, replied %+v", m.Data, a)
 	}
-	if id := m.Header.Get(nats.MsgIdHdr); id != "cam1:4:caption" {
-		t.Errorf("Nats-Msg-Id %q", id)
+	if id := m.Header.Get(nats.MsgIdHdr); !strings.HasPrefix(id, "cam1:4:caption:request:") {
+		t.Errorf("Nats-Msg-Id %q, want cam1:4:caption:request:<unique>", id)
 	}
 }
 

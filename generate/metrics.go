@@ -35,6 +35,10 @@ var (
 	metricQueued = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "patchline_generate_queued", Help: "Requests waiting for a generation slot (at most generate.queue_size).",
 	})
+	metricSuppressed = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "patchline_generate_anomalies_suppressed_total",
+		Help: "Frames scored over the anomaly threshold but not published: within their camera's cooldown, and not escalating past the anomaly that began it.",
+	})
 	metricScore = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name: "patchline_generate_anomaly_score", Help: "Framegen anomaly scores of scored frames.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),

@@ -131,3 +131,29 @@ func checkAnomalies(t *testing.T, nc *nats.Conn, cams []string, replicas int) ma
 	t.Logf("cameras per replica: %v", fmt.Sprint(camsBy))
 	return camsBy
 }
+
+// TestRequestsReachTheReplicaWithTheModel: of two replicas, one without a
+// framegen model (configured apart, or mid rolling change), every frame
+// request is served by the one with it: the other hands requests back
+// instead of answering unavailable.
+func TestRequestsReachTheReplicaWithTheModel(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	for _, st := range []*Stage{
+		runStage(t, url, testGenerate(), openTiny(t), nil),
+		runStage(t, url, testGenerate(), nil, nil), // no framegen
+	} {
+		select {
+		case <-st.Ready():
+		case <-time.After(10 * time.Second):
+			t.Fatal("replica not ready")
+		}
+	}
+	publishFrames(t, nc, "cam1", 1, 6)
+	waitFor(t, "the window", func() bool { return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Error == "" })
+	for i := range 20 {
+		if r := request(t, nc, `{"camera":"cam1","kind":"frame"}`); r.Error != "" {
+			t.Fatalf("request %d: %s (%s), want it served by the replica with the model", i, r.Error, r.Reason)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -169,6 +170,8 @@ type Stage struct {
 // group instead of answering, at most maxHandBacks times per request: with
 // two replicas the request reaches the other one with probability
 // 1 − 2⁻¹⁶. A lone replica answers after the last hand-back, as before.
+// A replica without the model a request needs (replicas configured apart,
+// or in a rolling change) hands it back the same way, at any age.
 const (
 	hdrHandBacks = "Patchline-Generate-Handbacks"
 	maxHandBacks = 16
@@ -180,6 +183,8 @@ type camState struct {
 	haveScene bool
 	last      map[string]time.Time // trigger → last automatic output
 	scored    uint64               // last seq scored by framegen
+	// anomalyPeak is the score of the last anomaly published (see anomalyDue).
+	anomalyPeak float64
 }
 
 // NewStage builds the stage; Run starts it. The caller owns the models.
@@ -432,6 +437,26 @@ func (s *Stage) due(camera, trigger string, every time.Duration, now time.Time) 
 	return true
 }
 
+// anomalyEscalation: within an anomaly's cooldown, a score this many times
+// the highest published in it is a new anomaly all the same (a scene cut
+// after a person walked in), not a repeat of the first.
+const anomalyEscalation = 1.5
+
+// anomalyDue reports whether an anomaly scored score on camera is
+// published: the camera's cooldown since the last one has passed, or the
+// score escalates past it (anomalyEscalation).
+func (s *Stage) anomalyDue(camera string, score float64, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state(camera)
+	last, ok := st.last[TriggerAnomaly]
+	if ok && now.Sub(last) < s.cfg.TriggersFor(camera).Cooldown && score < anomalyEscalation*st.anomalyPeak {
+		return false
+	}
+	st.last[TriggerAnomaly], st.anomalyPeak = now, score
+	return true
+}
+
 // onAnnotation watches analysis annotations for scene changes: the set of
 // labels/objects differs from the camera's previous annotation.
 func (s *Stage) onAnnotation(m *nats.Msg) {
@@ -564,7 +589,9 @@ func (s *Stage) onRequest(m *nats.Msg) {
 // too new to know the camera's frames (see maxHandBacks) and reports
 // whether it did.
 func (s *Stage) handBack(m *nats.Msg, reason string, now time.Time) bool {
-	if reason != ReasonUnknownCamera && reason != ReasonNotEnoughFrames || now.Sub(s.subscribed) >= s.cfg.WindowTTL {
+	switch {
+	case reason == ReasonUnavailable: // this replica lacks the model; another may have it
+	case reason != ReasonUnknownCamera && reason != ReasonNotEnoughFrames || now.Sub(s.subscribed) >= s.cfg.WindowTTL:
 		return false
 	}
 	hops, _ := strconv.Atoi(m.Header.Get(hdrHandBacks))
@@ -894,13 +921,13 @@ func (s *Stage) publishFrame(ctx, sctx context.Context, frames []*frame.Frame, r
 	}
 	m := nats.NewMsg(bus.GeneratedSubject(g.Camera))
 	m.Data = b
-	m.Header.Set(nats.MsgIdHdr, frame.MsgID(g.Camera, g.Seq)+":generated")
+	m.Header.Set(nats.MsgIdHdr, outputID(g.Camera, g.Seq, "generated", trigger))
 	bus.InjectTrace(sctx, m.Header)
 	if err := s.nc.PublishMsg(m); err != nil {
 		return nil, fmt.Errorf("publish %s: %w", m.Subject, err)
 	}
 	metricDone.WithLabelValues(KindFrame, trigger).Inc()
-	if g.Anomaly {
+	if g.Anomaly && trigger != TriggerRequest { // a request's score goes to its requester; anomaly events are the scorer's
 		a := annotation.Annotation{
 			Schema: annotation.Schema, Kind: annotation.KindAnomaly,
 			Camera: actual.Camera, Seq: actual.Seq, PTSMs: frame.Millis(actual.PTS), CapturedAt: actual.CapturedAt.UTC(),
@@ -918,17 +945,40 @@ func (s *Stage) publishFrame(ctx, sctx context.Context, frames []*frame.Frame, r
 	return g, nil
 }
 
+// outputID is the Nats-Msg-Id of a generated output (the annotation
+// stream's dedupe key, webhooks' X-Patchline-Id):
+// <camera>:<seq>:<kind>:<trigger>, and for a request a random suffix. Two
+// replicas that trigger the same output publish it once; outputs that
+// differ only in what triggered them (a change caption and an anomaly
+// caption of one frame), or requests for the same newest frame, all keep.
+func outputID(camera string, seq uint64, kind, trigger string) string {
+	id := frame.MsgID(camera, seq) + ":" + kind + ":" + trigger
+	if trigger == TriggerRequest {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		id += ":" + hex.EncodeToString(b[:])
+	}
+	return id
+}
+
 // publishAnnotation publishes a caption or anomaly annotation on the public
-// subject, with Nats-Msg-Id <camera>:<seq>:<kind>.
+// subject, with Nats-Msg-Id outputID.
 func (s *Stage) publishAnnotation(ctx context.Context, a annotation.Annotation) {
 	b, err := json.Marshal(a)
 	if err != nil {
 		s.log.Error("encode annotation", "err", err)
 		return
 	}
+	trigger := ""
+	switch {
+	case a.Caption != nil:
+		trigger = a.Caption.Trigger
+	case a.Anomaly != nil:
+		trigger = a.Anomaly.Trigger
+	}
 	m := nats.NewMsg(bus.AnnotationSubject(a.Camera))
 	m.Data = b
-	m.Header.Set(nats.MsgIdHdr, frame.MsgID(a.Camera, a.Seq)+":"+a.Kind)
+	m.Header.Set(nats.MsgIdHdr, outputID(a.Camera, a.Seq, a.Kind, trigger))
 	bus.InjectTrace(ctx, m.Header)
 	if err := s.nc.PublishMsg(m); err != nil {
 		s.log.Warn("publish annotation", "camera", a.Camera, "kind", a.Kind, "err", err)
@@ -1028,7 +1078,11 @@ func (s *Stage) scoreCameras(ctx context.Context, cams []string, k, w, h, p int)
 	for i, r := range res {
 		metricScore.Observe(r.Score)
 		cam := frames[i][k].Camera
-		if r.Score <= s.fg.Threshold() || !s.due(cam, TriggerAnomaly, 0, time.Now()) {
+		if r.Score <= s.fg.Threshold() {
+			continue
+		}
+		if !s.anomalyDue(cam, r.Score, time.Now()) {
+			metricSuppressed.Inc()
 			continue
 		}
 		newest := frames[i][k]

@@ -191,9 +191,11 @@ func readPNG(t testing.TB, nc *nats.Conn, o ObjectRef) {
 }
 
 // TestFrameRequestStoresPNG asks for a generated frame over NATS and checks
-// the reply, the PNG in the Object Store, the patchline.generated message
-// against schema/generated.v1.json, and (threshold 0 makes every frame an
-// anomaly) the anomaly annotation against schema/annotation.v1.json.
+// the reply, the PNG in the Object Store, the patchline.generated messages
+// against schema/generated.v1.json, each with an id of its own; and that,
+// though threshold 0 makes every frame an anomaly, a request publishes no
+// anomaly annotation: its score is its requester's, anomaly events the
+// scorer's (with its cooldown).
 func TestFrameRequestStoresPNG(t *testing.T) {
 	fg, err := OpenFramegen(copyBundle(t, func(c map[string]any) { c["patchline"].(map[string]any)["anomaly_threshold"] = 0 }), ModelOptions{Threads: 1})
 	if err != nil {
@@ -231,28 +233,24 @@ func TestFrameRequestStoresPNG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asch, err := schema.CompileAnnotation()
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "generated message and anomaly annotation", func() bool { return len(generated()) >= 2 && len(anns()) >= 2 })
+	waitFor(t, "generated messages", func() bool { return len(generated()) >= 2 })
+	ids := map[string]bool{}
 	for _, m := range generated() {
 		if err := schema.ValidateAnnotation(gsch, m.Data); err != nil {
 			t.Errorf("generated message %s: %v", m.Data, err)
 		}
-		if id := m.Header.Get(nats.MsgIdHdr); !strings.HasSuffix(id, ":generated") {
-			t.Errorf("Nats-Msg-Id %q", id)
+		id := m.Header.Get(nats.MsgIdHdr)
+		if !strings.HasPrefix(id, "cam1:6:generated:request:") || ids[id] {
+			t.Errorf("Nats-Msg-Id %q: want cam1:6:generated:request:<unique>", id)
 		}
+		ids[id] = true
 	}
-	for _, m := range anns() {
-		if err := schema.ValidateAnnotation(asch, m.Data); err != nil {
-			t.Errorf("anomaly annotation %s: %v", m.Data, err)
-		}
-		var a annotation.Annotation
-		_ = json.Unmarshal(m.Data, &a)
-		if a.Kind != annotation.KindAnomaly || a.Anomaly == nil || a.Anomaly.Object == "" || a.Task != "framegen" {
-			t.Errorf("annotation %s", m.Data)
-		}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(anns()); n != 0 {
+		t.Errorf("frame requests published %d anomaly annotations, want none", n)
 	}
 }
 
@@ -493,6 +491,21 @@ func TestAnomalyTrigger(t *testing.T) {
 			if g.Trigger != TriggerAnomaly || !g.Anomaly {
 				t.Errorf("generated %+v", g)
 			}
+			asch, err := schema.CompileAnnotation()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range anns() {
+				if err := schema.ValidateAnnotation(asch, m.Data); err != nil {
+					t.Errorf("anomaly annotation %s: %v", m.Data, err)
+				}
+				var a annotation.Annotation
+				_ = json.Unmarshal(m.Data, &a)
+				if a.Kind != annotation.KindAnomaly || a.Anomaly == nil || a.Anomaly.Object == "" || a.Task != "framegen" ||
+					m.Header.Get(nats.MsgIdHdr) != fmt.Sprintf("cam1:%d:anomaly:anomaly", a.Seq) {
+					t.Errorf("annotation %s, Nats-Msg-Id %q", m.Data, m.Header.Get(nats.MsgIdHdr))
+				}
+			}
 			readPNG(t, nc, g.Object)
 			// Each anomaly's frame counts as started, as other frames do.
 			started := testutil.ToFloat64(metricStarted.WithLabelValues(KindFrame)) - started0
@@ -592,5 +605,48 @@ func TestSceneKey(t *testing.T) {
 	l := annotation.Annotation{Labels: []annotation.Label{{Label: "cat", Score: 0.9}, {Label: "dog", Score: 0.1}}}
 	if SceneKey(l) != "cat×1" {
 		t.Errorf("labels key %q", SceneKey(l))
+	}
+}
+
+// TestAnomalyCooldownEscalation: within a camera's cooldown an anomaly is
+// published only if it scores anomalyEscalation times the one that began
+// it (and then begins a cooldown of its own); after the cooldown, any.
+func TestAnomalyCooldownEscalation(t *testing.T) {
+	cfg := testGenerate()
+	cfg.Triggers = config.Triggers{OnAnomaly: true, Cooldown: 2 * time.Second}
+	s := NewStage(Options{Config: cfg, Logger: natstest.Discard()})
+	t0 := time.Now()
+	for _, c := range []struct {
+		after time.Duration
+		score float64
+		want  bool
+	}{
+		{0, 0.5, true},
+		{100 * time.Millisecond, 0.6, false}, // a repeat of the first
+		{200 * time.Millisecond, 1.8, true},  // a scene cut after a person walked in
+		{300 * time.Millisecond, 2.5, false}, // under 1.5 × 1.8
+		{2300 * time.Millisecond, 0.4, true}, // the cooldown since 1.8 passed
+		{2400 * time.Millisecond, 0.59, false},
+	} {
+		if got := s.anomalyDue("cam1", c.score, t0.Add(c.after)); got != c.want {
+			t.Errorf("score %v at +%v: published %v, want %v", c.score, c.after, got, c.want)
+		}
+	}
+	if !s.anomalyDue("cam2", 0.1, t0) {
+		t.Error("another camera's first anomaly held back by cam1's cooldown")
+	}
+}
+
+// TestOutputID: automatic outputs have one id per camera, frame, kind and
+// trigger (two replicas publishing one are stored once); requests' differ.
+func TestOutputID(t *testing.T) {
+	if a, b := outputID("cam1", 7, "caption", TriggerChange), outputID("cam1", 7, "caption", TriggerChange); a != b || a != "cam1:7:caption:change" {
+		t.Errorf("automatic ids %q, %q, want cam1:7:caption:change twice", a, b)
+	}
+	if outputID("cam1", 7, "caption", TriggerChange) == outputID("cam1", 7, "caption", TriggerAnomaly) {
+		t.Error("a change caption and an anomaly caption of one frame share an id")
+	}
+	if a, b := outputID("cam1", 7, "caption", TriggerRequest), outputID("cam1", 7, "caption", TriggerRequest); a == b {
+		t.Errorf("two requests' captions of one frame share id %q", a)
 	}
 }

@@ -37,7 +37,7 @@ import (
 
 // Webhook headers.
 const (
-	HdrWebhookID        = "X-Patchline-Id"        // the annotation's Nats-Msg-Id: camera:seq[:kind]
+	HdrWebhookID        = "X-Patchline-Id"        // the annotation's Nats-Msg-Id: camera:seq[:kind:trigger[:nonce]]
 	HdrWebhookSignature = "X-Patchline-Signature" // sha256=<hex HMAC-SHA256(secret, body)>
 )
 
