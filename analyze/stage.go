@@ -45,6 +45,9 @@ type item struct {
 	f       *frame.Frame
 	ctx     context.Context // carries the frame's remote span context
 	arrived time.Time
+	// taken is when the batcher took the frame from the queue: its
+	// queue_wait ends and its batch wait (for the batch to fill) begins.
+	taken time.Time
 }
 
 // NewStage wires a model to NATS. The caller owns the model.
@@ -101,9 +104,9 @@ func (s *Stage) Run(ctx context.Context) error {
 
 // inferred is one batch after inference, on its way to publishing.
 type inferred struct {
-	items                []*item // the frames the model ran on, in batch order
-	results              []Result
-	dequeued, start, end time.Time
+	items      []*item // the frames the model ran on, in batch order
+	results    []Result
+	start, end time.Time
 }
 
 func (s *Stage) onFrame(m *nats.Msg) {
@@ -135,11 +138,13 @@ func (s *Stage) nextBatch(ctx context.Context) ([]*item, error) {
 	if err != nil {
 		return nil, err
 	}
+	first.taken = time.Now()
 	batch := []*item{first}
 	timer := time.NewTimer(s.cfg.MaxBatchWait)
 	defer timer.Stop()
 	for len(batch) < s.cfg.BatchSize {
 		if it, ok := s.ring.TryPop(); ok {
+			it.taken = time.Now()
 			batch = append(batch, it)
 			continue
 		}
@@ -161,7 +166,6 @@ func (s *Stage) nextBatch(ctx context.Context) ([]*item, error) {
 // infer runs the model on the frames of batch it accepts; ok is false when
 // none is left to publish.
 func (s *Stage) infer(batch []*item) (r inferred, ok bool) {
-	dequeued := time.Now()
 	frames := make([]*frame.Frame, 0, len(batch))
 	kept := batch[:0]
 	for _, it := range batch {
@@ -188,12 +192,12 @@ func (s *Stage) infer(batch []*item) (r inferred, ok bool) {
 		}
 		return r, false
 	}
-	return inferred{items: kept, results: results, dequeued: dequeued, start: start, end: end}, true
+	return inferred{items: kept, results: results, start: start, end: end}, true
 }
 
 // publishBatch traces and publishes one annotation per frame of r.
 func (s *Stage) publishBatch(r inferred) {
-	dequeued, start, end, results := r.dequeued, r.start, r.end, r.results
+	start, end, results := r.start, r.end, r.results
 	tracer := telemetry.Tracer()
 	for i, it := range r.items {
 		f := it.f
@@ -203,9 +207,10 @@ func (s *Stage) publishBatch(r inferred) {
 		}
 		ctx, span := tracer.Start(it.ctx, "analyze", trace.WithTimestamp(queuedFrom),
 			trace.WithAttributes(attribute.String("camera", f.Camera), attribute.Int64("seq", int64(f.Seq)), attribute.String("model", s.model.Name())))
+		taken := it.taken
 		_, qs := tracer.Start(ctx, "queue_wait", trace.WithTimestamp(queuedFrom))
-		qs.End(trace.WithTimestamp(dequeued))
-		_, bs := tracer.Start(ctx, "batch", trace.WithTimestamp(dequeued), trace.WithAttributes(attribute.Int("batch_size", len(r.items))))
+		qs.End(trace.WithTimestamp(taken))
+		_, bs := tracer.Start(ctx, "batch", trace.WithTimestamp(taken), trace.WithAttributes(attribute.Int("batch_size", len(r.items))))
 		bs.End(trace.WithTimestamp(start))
 		_, is := tracer.Start(ctx, "inference", trace.WithTimestamp(start), trace.WithAttributes(attribute.Int("batch_size", len(r.items))))
 		is.End(trace.WithTimestamp(end))
@@ -215,11 +220,11 @@ func (s *Stage) publishBatch(r inferred) {
 		for k, v := range f.Latency {
 			lat[k] = v
 		}
-		lat["queue"] = frame.Millis(dequeued.Sub(queuedFrom))
-		lat["batch"] = frame.Millis(start.Sub(dequeued))
+		lat["queue"] = frame.Millis(taken.Sub(queuedFrom))
+		lat["batch"] = frame.Millis(start.Sub(taken))
 		lat["inference"] = frame.Millis(end.Sub(start))
-		telemetry.StageLatency.WithLabelValues("queue").Observe(dequeued.Sub(queuedFrom).Seconds())
-		telemetry.StageLatency.WithLabelValues("batch").Observe(start.Sub(dequeued).Seconds())
+		telemetry.StageLatency.WithLabelValues("queue").Observe(taken.Sub(queuedFrom).Seconds())
+		telemetry.StageLatency.WithLabelValues("batch").Observe(start.Sub(taken).Seconds())
 
 		a := annotation.Annotation{
 			Schema: annotation.Schema, Kind: annotation.KindAnalysis,

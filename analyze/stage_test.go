@@ -71,7 +71,7 @@ func publishAs(t *testing.T, nc *nats.Conn, f *frame.Frame, camera string, seq u
 
 // TestStageBatchesAcrossCameras: frames of four cameras arriving together
 // run as one batch of batch_size 4; a lone frame runs after max_batch_wait
-// as a batch of 1.
+// as a batch of 1, which its latency shows as batch wait, not queue wait.
 func TestStageBatchesAcrossCameras(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	prev := otel.GetTracerProvider()
@@ -124,8 +124,10 @@ func TestStageBatchesAcrossCameras(t *testing.T) {
 		t.Errorf("the lone frame ran in a batch of %d, want 1", batchOf["cam1:2"])
 	}
 	for _, a := range anns() {
-		if a.Camera == "cam1" && a.Seq == 2 && a.LatencyMs["queue"] < 250 {
-			t.Errorf("the lone frame waited %v ms, want max_batch_wait (300 ms)", a.LatencyMs["queue"])
+		// Its wait for the batch to fill is batch time, not queue time.
+		if a.Camera == "cam1" && a.Seq == 2 && (a.LatencyMs["batch"] < 250 || a.LatencyMs["queue"] >= 250) {
+			t.Errorf("the lone frame waited %v ms for its batch after %v ms in the queue, want max_batch_wait (300 ms) as batch",
+				a.LatencyMs["batch"], a.LatencyMs["queue"])
 		}
 	}
 }
