@@ -108,6 +108,7 @@ type Camera struct {
 	outTimes  [64]time.Time // publish times, ring, for the fps estimate
 	outN      int
 	seq       uint64 // touched by the worker only
+	natsDown  bool   // frames are being dropped for want of NATS (worker only)
 
 	seqs      *SeqStore     // nil: no reservations
 	seqEnd    atomic.Uint64 // end of the reserved seq block
@@ -254,7 +255,9 @@ func (c *Camera) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.st
-	st.FPS = c.fpsLocked(time.Now())
+	if st.State == StateStreaming { // the rate of frames now, not of the last 5 s of a stream that ended
+		st.FPS = c.fpsLocked(time.Now())
+	}
 	return st
 }
 
@@ -486,6 +489,10 @@ func (c *Camera) readLoop(ctx context.Context, free chan *rawFrame, work chan<- 
 				return true
 			}
 			shrink(free)
+			if c.relay != nil && c.relay.left() {
+				failures = 0 // not a failure: offline until the next publisher
+				continue
+			}
 		}
 		if ctx.Err() != nil {
 			return false
@@ -717,6 +724,27 @@ func (c *Camera) publish(it *item) {
 	pctx, psp := tr.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.destination.name", c.subject)))
 
+	// While NATS is away the client would buffer frames, to deliver them
+	// late in a burst or lose them past its buffer, uncounted: a live
+	// frame that cannot go now is dropped here, counted.
+	if !c.nc.IsConnected() {
+		psp.SetStatus(codes.Error, "nats not connected")
+		telemetry.FramesDropped.WithLabelValues(stageName, c.spec.ID, "nats_down").Inc()
+		c.mu.Lock()
+		c.st.FramesDropped++
+		c.mu.Unlock()
+		if !c.natsDown {
+			c.natsDown = true
+			c.log.Warn("nats not connected: dropping frames until it is back", "seq", f.Seq)
+		}
+		psp.End()
+		root.End()
+		return
+	}
+	if c.natsDown {
+		c.natsDown = false
+		c.log.Info("nats back: publishing frames again", "seq", f.Seq)
+	}
 	f.PublishedAt = time.Now()
 	msg := f.Encode(c.subject)
 	bus.InjectTrace(pctx, msg.Header)

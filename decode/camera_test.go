@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -24,6 +25,7 @@ import (
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/rtsptest"
 	"github.com/patchline/patchline/internal/synth"
+	"github.com/patchline/patchline/internal/telemetry"
 	"github.com/patchline/patchline/internal/testenv"
 )
 
@@ -690,5 +692,72 @@ func TestShrink(t *testing.T) {
 	}
 	for range rawFrames {
 		_ = (<-free).img.Close()
+	}
+}
+
+// TestFramesWhileNATSIsDown: frames made while the camera's NATS
+// connection is down are dropped and counted (reason nats_down), not
+// buffered by the client to arrive late in a burst; once the server is
+// back, fresh frames flow again.
+func TestFramesWhileNATSIsDown(t *testing.T) {
+	emb := config.Embedded{Host: "127.0.0.1", Port: testenv.FreePort(t, "127.0.0.1"), StoreDir: t.TempDir()}
+	start := func() *bus.Embedded {
+		e, err := bus.StartEmbedded(emb, "", natstest.Discard())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	srv := start()
+	defer func() { srv.Shutdown() }()
+	connect := func(name string) *nats.Conn {
+		nc, err := bus.Connect(config.NATS{}, srv.URL(), name, natstest.Discard())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	pub, sub := connect("camera"), connect("test")
+	r := runCamera(t, pub, config.Camera{ID: "cam1", URL: "synthetic://?seed=3", FPS: 20}, config.Decode{Width: 96, Height: 96, PatchSize: 8, QueueSize: 4})
+	var (
+		mu        sync.Mutex
+		published []time.Time
+	)
+	if _, err := sub.Subscribe(bus.FrameSubject("cam1"), func(m *nats.Msg) {
+		if f, err := frame.Decode(m.Header, m.Data); err == nil {
+			mu.Lock()
+			published = append(published, f.PublishedAt)
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	received := func() []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(published)
+	}
+	testenv.WaitFor(t, "frames", 20*time.Second, func() bool { return len(received()) >= 5 })
+
+	dropped := func() float64 { return testutil.ToFloat64(telemetry.FramesDropped.WithLabelValues(stageName, "cam1", "nats_down")) }
+	before, stBefore := dropped(), r.cam.Status().FramesDropped
+	srv.Shutdown()
+	down := time.Now()
+	testenv.WaitFor(t, "frames dropped while NATS is down", 10*time.Second, func() bool { return dropped() >= before+10 })
+	if st := r.cam.Status(); st.FramesDropped < stBefore+10 {
+		t.Errorf("status counts %d frames dropped, want the nats_down drops among them", st.FramesDropped)
+	}
+	srv = start()
+	up := time.Now()
+	n := len(received())
+	testenv.WaitFor(t, "fresh frames after the server came back", 20*time.Second, func() bool { return len(received()) >= n+5 })
+	for _, at := range received() {
+		if at.After(down.Add(500*time.Millisecond)) && at.Before(up) {
+			t.Errorf("a frame published at %s, while NATS was down (%s to %s), arrived late", at.Format(time.StampMilli), down.Format(time.StampMilli), up.Format(time.StampMilli))
+		}
+	}
+	if !strings.Contains(r.log.String(), "nats not connected: dropping frames") || !strings.Contains(r.log.String(), "nats back") {
+		t.Errorf("log does not say frames were dropped and then flowed again:\n%s", r.log.String())
 	}
 }

@@ -159,6 +159,14 @@ func (r *rtpRelay) live() string {
 	return r.codec
 }
 
+// left reports whether the publisher said it left (ingest's bye: a DELETE,
+// its connection closed or failed, a newer publisher) and none sent since.
+func (r *rtpRelay) left() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.codec == ""
+}
+
 // waitPublisher blocks until a publisher is live (true) or ctx is done
 // (false), calling offline first if there is none yet.
 func (r *rtpRelay) waitPublisher(ctx context.Context, offline func()) bool {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +127,15 @@ func TestWHIPPublishersEndToEnd(t *testing.T) {
 				t.Fatalf("DELETE: %d %v", code, err)
 			}
 			waitState(t, info.HTTPAddr, "", cam, "offline", 15*time.Second)
+			body := get(t, "http://"+info.HTTPAddr+"/v1/cameras/"+cam)
+			var v struct {
+				Status struct {
+					FPS float64 `json:"fps"`
+				} `json:"status"`
+			}
+			if err := json.Unmarshal([]byte(body), &v); err != nil || strings.Contains(body, "read from whip://") || v.Status.FPS != 0 {
+				t.Errorf("offline after DELETE: %s (%v); want no failure recorded, fps 0", body, err)
+			}
 			frames, _, _ := rec.snapshot()
 			time.Sleep(time.Second)
 			if after, _, _ := rec.snapshot(); len(after) != len(frames) {
