@@ -3,16 +3,20 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // TracerName is the instrumentation scope of every patchline span.
@@ -25,12 +29,20 @@ func Tracer() trace.Tracer { return otel.Tracer(TracerName) }
 // sampling is decided at the root (ratio) and followed by every child;
 // the standard OTEL_TRACES_SAMPLER (and OTEL_TRACES_SAMPLER_ARG), when
 // set, replaces that.
-// Spans are exported with OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (protocol from
-// OTEL_EXPORTER_OTLP_PROTOCOL: grpc, or http/protobuf by default); the
-// exporters read the other standard OTEL_* variables themselves.
+// OTEL_SDK_DISABLED=true installs a no-op provider: no span is recorded or
+// exported (the W3C trace context of incoming messages is still passed on).
+// Otherwise spans go to the exporters that OTEL_TRACES_EXPORTER lists (see
+// spanExporters); the exporters read the other standard OTEL_* variables
+// themselves.
 // The returned function flushes and shuts the provider down.
 func SetupTracing(ctx context.Context, service string, ratio float64) (func(context.Context) error, error) {
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	if off, err := sdkDisabled(); err != nil {
+		return nil, err
+	} else if off {
+		otel.SetTracerProvider(noop.NewTracerProvider())
+		return func(context.Context) error { return nil }, nil
+	}
 	if v := os.Getenv("OTEL_SERVICE_NAME"); v != "" {
 		service = v
 	}
@@ -42,27 +54,96 @@ func SetupTracing(ctx context.Context, service string, ratio float64) (func(cont
 	if os.Getenv("OTEL_TRACES_SAMPLER") == "" { // else the SDK reads it
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
 	}
-	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
-		var exp sdktrace.SpanExporter
-		proto := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-		if proto == "" {
-			proto = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
-		}
-		switch proto {
-		case "grpc":
-			exp, err = otlptracegrpc.New(ctx)
-		case "", "http/protobuf":
-			exp, err = otlptracehttp.New(ctx)
-		default:
-			return nil, fmt.Errorf("telemetry: OTEL_EXPORTER_OTLP_PROTOCOL %q is not grpc or http/protobuf", proto)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("telemetry: OTLP exporter: %w", err)
-		}
+	exps, err := spanExporters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, exp := range exps {
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.TraceContext{})
 	return tp.Shutdown, nil
+}
+
+// consoleOut is where the console exporter writes (a test's buffer in tests).
+var consoleOut io.Writer = os.Stdout
+
+// sdkDisabled reads OTEL_SDK_DISABLED: true or false (any case), or unset.
+func sdkDisabled() (bool, error) {
+	v := os.Getenv("OTEL_SDK_DISABLED")
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true":
+		return true, nil
+	case "", "false":
+		return false, nil
+	default:
+		return false, fmt.Errorf("telemetry: OTEL_SDK_DISABLED %q: want true or false", v)
+	}
+}
+
+// spanExporters returns the exporters that OTEL_TRACES_EXPORTER lists
+// (comma-separated): otlp (protocol from OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+// or OTEL_EXPORTER_OTLP_PROTOCOL: grpc, or http/protobuf by default),
+// console (one JSON object a span on standard output) or none. Unset, it is
+// otlp when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+// is set and none otherwise, so a process with no collector configured does
+// not keep trying the OTLP default, localhost:4318.
+func spanExporters(ctx context.Context) ([]sdktrace.SpanExporter, error) {
+	list := os.Getenv("OTEL_TRACES_EXPORTER")
+	if strings.TrimSpace(list) == "" {
+		if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+			return nil, nil
+		}
+		list = "otlp"
+	}
+	var exps []sdktrace.SpanExporter
+	for name := range strings.SplitSeq(list, ",") {
+		var (
+			exp sdktrace.SpanExporter
+			err error
+		)
+		switch name = strings.TrimSpace(name); name {
+		case "none":
+			continue
+		case "otlp":
+			exp, err = otlpExporter(ctx)
+		case "console":
+			exp, err = stdouttrace.New(stdouttrace.WithWriter(consoleOut))
+		default:
+			err = fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER %q: want otlp, console or none", name)
+		}
+		if err != nil {
+			for _, e := range exps {
+				_ = e.Shutdown(ctx)
+			}
+			return nil, err
+		}
+		exps = append(exps, exp)
+	}
+	return exps, nil
+}
+
+// otlpExporter is the OTLP span exporter of the protocol OTEL_* asks for.
+func otlpExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
+	proto := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if proto == "" {
+		proto = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	}
+	var (
+		exp sdktrace.SpanExporter
+		err error
+	)
+	switch proto {
+	case "grpc":
+		exp, err = otlptracegrpc.New(ctx)
+	case "", "http/protobuf":
+		exp, err = otlptracehttp.New(ctx)
+	default:
+		return nil, fmt.Errorf("telemetry: OTEL_EXPORTER_OTLP_PROTOCOL %q is not grpc or http/protobuf", proto)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: OTLP exporter: %w", err)
+	}
+	return exp, nil
 }

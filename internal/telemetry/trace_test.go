@@ -1,11 +1,16 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/patchline/patchline/internal/otlptest"
 )
 
 // sampledShare starts n root spans and returns the share sampled.
@@ -56,5 +61,77 @@ func TestSampling(t *testing.T) {
 			sp.End()
 		}
 		_ = shutdown(context.Background())
+	}
+}
+
+// exportOne sets tracing up as the environment says, ends one span and
+// shuts down (which flushes).
+func exportOne(t *testing.T) error {
+	t.Helper()
+	ctx := context.Background()
+	shutdown, err := SetupTracing(ctx, "test", 1)
+	if err != nil {
+		return err
+	}
+	_, sp := Tracer().Start(ctx, "exported")
+	sp.End()
+	return shutdown(ctx)
+}
+
+// TestExporters: OTEL_TRACES_EXPORTER and OTEL_SDK_DISABLED decide whether
+// spans leave the process, whatever OTEL_EXPORTER_OTLP_ENDPOINT says.
+func TestExporters(t *testing.T) {
+	prev := otel.GetTracerProvider()
+	defer otel.SetTracerProvider(prev)
+	for _, c := range []struct {
+		env          []string // name, value, …
+		otlp, stdout int      // spans each should get
+	}{
+		{nil, 1, 0}, // an endpoint alone means otlp
+		{[]string{"OTEL_TRACES_EXPORTER", "otlp"}, 1, 0},
+		{[]string{"OTEL_TRACES_EXPORTER", "none"}, 0, 0},
+		{[]string{"OTEL_TRACES_EXPORTER", "console"}, 0, 1},
+		{[]string{"OTEL_TRACES_EXPORTER", "otlp, console"}, 1, 1},
+		{[]string{"OTEL_SDK_DISABLED", "TRUE"}, 0, 0},
+		{[]string{"OTEL_SDK_DISABLED", "true", "OTEL_TRACES_EXPORTER", "console"}, 0, 0},
+		{[]string{"OTEL_SDK_DISABLED", "false"}, 1, 0},
+	} {
+		t.Run(strings.Join(c.env, "="), func(t *testing.T) {
+			recv := otlptest.Start(t)
+			recv.Use(t)
+			for i := 0; i < len(c.env); i += 2 {
+				t.Setenv(c.env[i], c.env[i+1])
+			}
+			var out bytes.Buffer
+			consoleOut = &out
+			defer func() { consoleOut = os.Stdout }()
+			if err := exportOne(t); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(recv.Spans()); got != c.otlp {
+				t.Errorf("the OTLP receiver got %d spans, want %d", got, c.otlp)
+			}
+			if got := strings.Count(out.String(), `"Name":"exported"`); got != c.stdout {
+				t.Errorf("standard output got %d spans, want %d:\n%s", got, c.stdout, out.String())
+			}
+		})
+	}
+}
+
+// TestTracingSettingErrors: a value patchline cannot honour stops it at
+// start, with the variable and what it accepts.
+func TestTracingSettingErrors(t *testing.T) {
+	for _, c := range []struct{ name, value, want string }{
+		{"OTEL_TRACES_EXPORTER", "zipkin", `OTEL_TRACES_EXPORTER "zipkin": want otlp, console or none`},
+		{"OTEL_TRACES_EXPORTER", "otlp,jaeger", `OTEL_TRACES_EXPORTER "jaeger": want otlp, console or none`},
+		{"OTEL_SDK_DISABLED", "yes", `OTEL_SDK_DISABLED "yes": want true or false`},
+	} {
+		t.Run(c.name+"="+c.value, func(t *testing.T) {
+			t.Setenv(c.name, c.value)
+			_, err := SetupTracing(context.Background(), "test", 1)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %v, want one saying %s", err, c.want)
+			}
+		})
 	}
 }

@@ -2,61 +2,21 @@ package e2e
 
 import (
 	"context"
-	"encoding/hex"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
-
-	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/patchline/patchline/internal/app"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/otlptest"
 )
 
 // With the standard OTEL_EXPORTER_OTLP_ENDPOINT set, every frame's spans —
 // from capture to sink — reach an OTLP/HTTP receiver as one trace, and the
 // annotation names that trace; the spans' service is telemetry.service_name.
 func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
-	var mu sync.Mutex
-	spans := map[string]map[string]bool{} // trace id → span names
-	services := map[string]bool{}
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var req coltrace.ExportTraceServiceRequest
-		if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		for _, rs := range req.ResourceSpans {
-			for _, kv := range rs.GetResource().GetAttributes() {
-				if kv.Key == "service.name" {
-					services[kv.Value.GetStringValue()] = true
-				}
-			}
-			for _, ss := range rs.ScopeSpans {
-				for _, s := range ss.Spans {
-					id := hex.EncodeToString(s.TraceId)
-					if spans[id] == nil {
-						spans[id] = map[string]bool{}
-					}
-					spans[id][s.Name] = true
-				}
-			}
-		}
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		_, _ = w.Write(nil)
-	}))
-	defer recv.Close()
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL)
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+	recv := otlptest.Start(t)
+	recv.Use(t)
 
 	cfg := testConfig(t)
 	cfg.Cameras = []config.Camera{{ID: "traced", URL: "synthetic://?seed=3&fps=10", FPS: 10}}
@@ -82,8 +42,15 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 
 	_, anns, _ := rec.snapshot()
 	want := []string{"decode.frame", "capture", "tokenize", "publish", "analyze", "queue_wait", "batch", "inference", "sink"}
-	mu.Lock()
-	defer mu.Unlock()
+	spans := map[string]map[string]bool{} // trace id → span names
+	services := map[string]bool{}
+	for _, s := range recv.Spans() {
+		services[s.Resource["service.name"]] = true
+		if spans[s.TraceID] == nil {
+			spans[s.TraceID] = map[string]bool{}
+		}
+		spans[s.TraceID][s.Name] = true
+	}
 	complete := 0
 	for _, a := range anns {
 		names := spans[a.TraceID]
