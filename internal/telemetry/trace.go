@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/otel"
@@ -28,7 +29,7 @@ func Tracer() trace.Tracer { return otel.Tracer(TracerName) }
 // SetupTracing installs a global tracer provider. Each frame is one trace:
 // sampling is decided at the root (ratio) and followed by every child;
 // the standard OTEL_TRACES_SAMPLER (and OTEL_TRACES_SAMPLER_ARG), when
-// set, replaces that.
+// set, replaces that (see sampler).
 // OTEL_SDK_DISABLED=true installs a no-op provider: no span is recorded or
 // exported (the W3C trace context of incoming messages is still passed on).
 // Otherwise spans go to the exporters that OTEL_TRACES_EXPORTER lists (see
@@ -50,10 +51,11 @@ func SetupTracing(ctx context.Context, service string, ratio float64) (func(cont
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	if os.Getenv("OTEL_TRACES_SAMPLER") == "" { // else the SDK reads it
-		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
+	smp, err := sampler(ratio)
+	if err != nil {
+		return nil, err
 	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(smp)}
 	exps, err := spanExporters(ctx)
 	if err != nil {
 		return nil, err
@@ -64,6 +66,46 @@ func SetupTracing(ctx context.Context, service string, ratio float64) (func(cont
 	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	return tp.Shutdown, nil
+}
+
+// samplers are the OTEL_TRACES_SAMPLER values the SDK implements.
+const samplers = "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
+
+// sampler is telemetry.sample_ratio's sampler (parent-based: a trace is
+// kept whole or not at all) or, when OTEL_TRACES_SAMPLER is set, the one it
+// names, with OTEL_TRACES_SAMPLER_ARG the ratio of the two ratio samplers
+// (1 when unset; the others ignore it, as the specification says). A value
+// the SDK does not implement is an error rather than its fallback, always_on.
+func sampler(ratio float64) (sdktrace.Sampler, error) {
+	name := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER")))
+	if name == "" {
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio)), nil
+	}
+	if name == "traceidratio" || name == "parentbased_traceidratio" {
+		ratio = 1
+		if arg := strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER_ARG")); arg != "" {
+			v, err := strconv.ParseFloat(arg, 64)
+			if err != nil || !(v >= 0 && v <= 1) {
+				return nil, fmt.Errorf("telemetry: OTEL_TRACES_SAMPLER_ARG %q: want a ratio from 0 to 1 for OTEL_TRACES_SAMPLER %s", arg, name)
+			}
+			ratio = v
+		}
+	}
+	switch name {
+	case "always_on":
+		return sdktrace.AlwaysSample(), nil
+	case "always_off":
+		return sdktrace.NeverSample(), nil
+	case "traceidratio":
+		return sdktrace.TraceIDRatioBased(ratio), nil
+	case "parentbased_always_on":
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), nil
+	case "parentbased_always_off":
+		return sdktrace.ParentBased(sdktrace.NeverSample()), nil
+	case "parentbased_traceidratio":
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio)), nil
+	}
+	return nil, fmt.Errorf("telemetry: OTEL_TRACES_SAMPLER %q: want %s, or unset for telemetry.sample_ratio", name, samplers)
 }
 
 // consoleOut is where the console exporter writes (a test's buffer in tests).

@@ -37,6 +37,7 @@ func TestSampling(t *testing.T) {
 	}{
 		{1, 1, 1, ""}, {0, 0, 0, ""}, {0.25, 0.2, 0.3, ""},
 		{1, 0, 0, "always_off"}, {0, 1, 1, "always_on"}, {1, 0.05, 0.15, "parentbased_traceidratio"},
+		{0, 0.05, 0.15, "TraceIdRatio"}, {1, 0, 0, "parentbased_always_off"},
 	} {
 		t.Setenv("OTEL_TRACES_SAMPLER", c.sampler)
 		t.Setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
@@ -122,11 +123,19 @@ func TestExporters(t *testing.T) {
 // start, with the variable and what it accepts.
 func TestTracingSettingErrors(t *testing.T) {
 	for _, c := range []struct{ name, value, want string }{
+		{"OTEL_TRACES_SAMPLER_ARG", "ten percent", `OTEL_TRACES_SAMPLER_ARG "ten percent": want a ratio from 0 to 1 for OTEL_TRACES_SAMPLER parentbased_traceidratio`},
+		{"OTEL_TRACES_SAMPLER_ARG", "1.5", `OTEL_TRACES_SAMPLER_ARG "1.5": want a ratio from 0 to 1`},
+		{"OTEL_TRACES_SAMPLER_ARG", "NaN", `OTEL_TRACES_SAMPLER_ARG "NaN": want a ratio from 0 to 1`},
 		{"OTEL_TRACES_EXPORTER", "zipkin", `OTEL_TRACES_EXPORTER "zipkin": want otlp, console or none`},
 		{"OTEL_TRACES_EXPORTER", "otlp,jaeger", `OTEL_TRACES_EXPORTER "jaeger": want otlp, console or none`},
 		{"OTEL_SDK_DISABLED", "yes", `OTEL_SDK_DISABLED "yes": want true or false`},
+		{"OTEL_TRACES_SAMPLER", "bogus", `OTEL_TRACES_SAMPLER "bogus": want always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio, or unset for telemetry.sample_ratio`},
+		{"OTEL_TRACES_SAMPLER", "jaeger_remote", `OTEL_TRACES_SAMPLER "jaeger_remote": want always_on`},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
+			if c.name == "OTEL_TRACES_SAMPLER_ARG" {
+				t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+			}
 			t.Setenv(c.name, c.value)
 			_, err := SetupTracing(context.Background(), "test", 1)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
