@@ -56,6 +56,8 @@ type Options struct {
 	// HTTPAddr overrides http.addr; "off" serves nothing.
 	HTTPAddr string
 	Logger   *slog.Logger
+	// Version is the build's, reported as the traces' service.version.
+	Version string
 	// Ready, if set, is called once every stage has started: its NATS
 	// subscriptions are confirmed by the server (bus.Readiness) and HTTP
 	// serves, so whatever is published from then on reaches every stage.
@@ -83,7 +85,10 @@ func Run(ctx context.Context, o Options) error {
 	if o.NATSURL == "" && cfg.NATS.URL == "" && cfg.NATS.Replicas > 1 {
 		return fmt.Errorf("nats.replicas is %d, but the embedded server is a single node: set nats.url (or --nats) to a JetStream cluster, or replicas to 1", cfg.NATS.Replicas)
 	}
-	shutdownTracing, err := telemetry.SetupTracing(ctx, cfg.Telemetry.ServiceName, cfg.Telemetry.SampleRatio)
+	shutdownTracing, err := telemetry.SetupTracing(ctx, telemetry.Settings{
+		ServiceName: cfg.Telemetry.ServiceName, SampleRatio: cfg.Telemetry.SampleRatio,
+		Version: o.Version, Stages: o.Stages,
+	})
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return app.Run(cmd.Context(), app.Options{
-				Config: cfg, Stages: app.AllStages, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log,
+				Config: cfg, Stages: app.AllStages, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log, Version: Version,
 				Ready: func(i app.Info) { printWhere(cmd.OutOrStdout(), os.Args[0], i) },
 			})
 		},
@@ -62,7 +62,7 @@ func newStageCmd(g *globals) *cobra.Command {
 				httpAddr = "off"
 			}
 			return app.Run(cmd.Context(), app.Options{
-				Config: cfg, Stages: args, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log,
+				Config: cfg, Stages: args, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log, Version: Version,
 				Ready: func(i app.Info) {
 					log.Info("stage ready", "stage", args[0], "nats", bus.RedactURLs(i.NATSURL), "http", i.HTTPAddr)
 				},

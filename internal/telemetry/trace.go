@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
@@ -26,6 +28,14 @@ const TracerName = "github.com/patchline/patchline"
 // Tracer returns patchline's tracer from the global provider.
 func Tracer() trace.Tracer { return otel.Tracer(TracerName) }
 
+// Settings are what SetupTracing takes from the process and its config.
+type Settings struct {
+	ServiceName string   // telemetry.service_name
+	SampleRatio float64  // telemetry.sample_ratio
+	Version     string   // the build's version, service.version ("" leaves it out)
+	Stages      []string // the stages this process runs, patchline.stages
+}
+
 // SetupTracing installs a global tracer provider. Each frame is one trace:
 // sampling is decided at the root (ratio) and followed by every child;
 // the standard OTEL_TRACES_SAMPLER (and OTEL_TRACES_SAMPLER_ARG), when
@@ -36,7 +46,7 @@ func Tracer() trace.Tracer { return otel.Tracer(TracerName) }
 // spanExporters); the exporters read the other standard OTEL_* variables
 // themselves.
 // The returned function flushes and shuts the provider down.
-func SetupTracing(ctx context.Context, service string, ratio float64) (func(context.Context) error, error) {
+func SetupTracing(ctx context.Context, s Settings) (func(context.Context) error, error) {
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	if off, err := sdkDisabled(); err != nil {
 		return nil, err
@@ -44,14 +54,11 @@ func SetupTracing(ctx context.Context, service string, ratio float64) (func(cont
 		otel.SetTracerProvider(noop.NewTracerProvider())
 		return func(context.Context) error { return nil }, nil
 	}
-	if v := os.Getenv("OTEL_SERVICE_NAME"); v != "" {
-		service = v
-	}
-	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(service)))
+	res, err := newResource(ctx, s)
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: resource: %w", err)
+		return nil, err
 	}
-	smp, err := sampler(ratio)
+	smp, err := sampler(s.SampleRatio)
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +73,31 @@ func SetupTracing(ctx context.Context, service string, ratio float64) (func(cont
 	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	return tp.Shutdown, nil
+}
+
+// newResource describes this process: service.name (telemetry.service_name
+// unless the environment names one), service.version, a service.instance.id
+// of its own (a random UUID), host.name, process.pid, patchline.stages and
+// the SDK's telemetry.sdk.*. OTEL_RESOURCE_ATTRIBUTES and then
+// OTEL_SERVICE_NAME are read last, so they win over all of these.
+func newResource(ctx context.Context, s Settings) (*resource.Resource, error) {
+	attrs := []attribute.KeyValue{
+		semconv.ServiceName(s.ServiceName),
+		semconv.ServiceInstanceID(uuid.NewString()),
+		attribute.String("patchline.stages", strings.Join(s.Stages, ",")),
+	}
+	if s.Version != "" {
+		attrs = append(attrs, semconv.ServiceVersion(s.Version))
+	}
+	res, err := resource.New(ctx,
+		resource.WithTelemetrySDK(), resource.WithHost(), resource.WithProcessPID(),
+		resource.WithAttributes(attrs...),
+		resource.WithFromEnv(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: resource (OTEL_RESOURCE_ATTRIBUTES?): %w", err)
+	}
+	return res, nil
 }
 
 // samplers are the OTEL_TRACES_SAMPLER values the SDK implements.

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func TestSampling(t *testing.T) {
 	} {
 		t.Setenv("OTEL_TRACES_SAMPLER", c.sampler)
 		t.Setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
-		shutdown, err := SetupTracing(context.Background(), "test", c.ratio)
+		shutdown, err := SetupTracing(context.Background(), Settings{ServiceName: "test", SampleRatio: c.ratio})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,10 +68,10 @@ func TestSampling(t *testing.T) {
 
 // exportOne sets tracing up as the environment says, ends one span and
 // shuts down (which flushes).
-func exportOne(t *testing.T) error {
+func exportOne(t *testing.T, s Settings) error {
 	t.Helper()
 	ctx := context.Background()
-	shutdown, err := SetupTracing(ctx, "test", 1)
+	shutdown, err := SetupTracing(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -106,7 +107,7 @@ func TestExporters(t *testing.T) {
 			var out bytes.Buffer
 			consoleOut = &out
 			defer func() { consoleOut = os.Stdout }()
-			if err := exportOne(t); err != nil {
+			if err := exportOne(t, Settings{ServiceName: "test", SampleRatio: 1}); err != nil {
 				t.Fatal(err)
 			}
 			if got := len(recv.Spans()); got != c.otlp {
@@ -137,9 +138,69 @@ func TestTracingSettingErrors(t *testing.T) {
 				t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
 			}
 			t.Setenv(c.name, c.value)
-			_, err := SetupTracing(context.Background(), "test", 1)
+			_, err := SetupTracing(context.Background(), Settings{ServiceName: "test", SampleRatio: 1})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %v, want one saying %s", err, c.want)
+			}
+		})
+	}
+}
+
+// TestResource: spans say which process sent them (instance, host, pid,
+// stages, version), and the standard variables win over the config file's
+// service name: OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES, then
+// telemetry.service_name.
+func TestResource(t *testing.T) {
+	prev := otel.GetTracerProvider()
+	defer otel.SetTracerProvider(prev)
+	host, _ := os.Hostname()
+	settings := Settings{ServiceName: "from-file", SampleRatio: 1, Version: "v9.9.9", Stages: []string{"decode", "analyze"}}
+	resource := func(t *testing.T, env ...string) map[string]string {
+		t.Helper()
+		recv := otlptest.Start(t)
+		recv.Use(t)
+		for i := 0; i < len(env); i += 2 {
+			t.Setenv(env[i], env[i+1])
+		}
+		if err := exportOne(t, settings); err != nil {
+			t.Fatal(err)
+		}
+		spans := recv.Spans()
+		if len(spans) != 1 {
+			t.Fatalf("%d spans exported, want 1", len(spans))
+		}
+		return spans[0].Resource
+	}
+
+	first := resource(t)
+	for k, want := range map[string]string{
+		"service.name": "from-file", "service.version": "v9.9.9", "patchline.stages": "decode,analyze",
+		"host.name": host, "process.pid": fmt.Sprint(os.Getpid()),
+	} {
+		if first[k] != want {
+			t.Errorf("resource %s = %q, want %q", k, first[k], want)
+		}
+	}
+	if id := first["service.instance.id"]; len(id) < 16 {
+		t.Errorf("service.instance.id %q, want a random id", id)
+	} else if again := resource(t)["service.instance.id"]; again == id {
+		t.Errorf("two setups share service.instance.id %q", id)
+	}
+
+	for _, c := range []struct {
+		env     []string
+		key     string
+		want    string
+		because string
+	}{
+		{[]string{"OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,deployment.environment=test"}, "service.name", "from-attrs", "OTEL_RESOURCE_ATTRIBUTES beats the file"},
+		{[]string{"OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs", "OTEL_SERVICE_NAME", "from-env"}, "service.name", "from-env", "OTEL_SERVICE_NAME beats OTEL_RESOURCE_ATTRIBUTES"},
+		{[]string{"OTEL_SERVICE_NAME", "from-env"}, "service.name", "from-env", "OTEL_SERVICE_NAME beats the file"},
+		{[]string{"OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=pod-7"}, "service.instance.id", "pod-7", "OTEL_RESOURCE_ATTRIBUTES beats the generated id"},
+	} {
+		t.Run(strings.Join(c.env, "="), func(t *testing.T) {
+			if got := resource(t, c.env...)[c.key]; got != c.want {
+				t.Errorf("%s = %q, want %q: %s", c.key, got, c.want, c.because)
 			}
 		})
 	}

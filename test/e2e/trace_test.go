@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +16,8 @@ import (
 
 // With the standard OTEL_EXPORTER_OTLP_ENDPOINT set, every frame's spans —
 // from capture to sink — reach an OTLP/HTTP receiver as one trace, and the
-// annotation names that trace; the spans' service is telemetry.service_name.
+// annotation names that trace; the spans' service is telemetry.service_name,
+// and their resource names the one process and every stage it runs.
 func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 	recv := otlptest.Start(t)
 	recv.Use(t)
@@ -44,8 +48,10 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 	want := []string{"decode.frame", "capture", "tokenize", "publish", "analyze", "queue_wait", "batch", "inference", "sink"}
 	spans := map[string]map[string]bool{} // trace id → span names
 	services := map[string]bool{}
+	instances := map[string]string{} // service.instance.id → patchline.stages
 	for _, s := range recv.Spans() {
 		services[s.Resource["service.name"]] = true
+		instances[s.Resource["service.instance.id"]] = s.Resource["patchline.stages"]
 		if spans[s.TraceID] == nil {
 			spans[s.TraceID] = map[string]bool{}
 		}
@@ -68,6 +74,9 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 	}
 	if len(services) != 1 || !services["patchline-e2e"] {
 		t.Errorf("spans came from services %v, want only telemetry.service_name patchline-e2e", services)
+	}
+	if ids := slices.Collect(maps.Keys(instances)); len(ids) != 1 || ids[0] == "" || instances[ids[0]] != strings.Join(app.AllStages, ",") {
+		t.Errorf("spans came from instances %v, want one service.instance.id running every stage", instances)
 	}
 	if complete < len(anns)*9/10 || complete == 0 {
 		t.Errorf("%d of %d annotated frames have a complete exported trace %v", complete, len(anns), want)
