@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	shutdownTracing, err := telemetry.SetupTracing(ctx, telemetry.Settings{
 		ServiceName: cfg.Telemetry.ServiceName, SampleRatio: cfg.Telemetry.SampleRatio,
-		Version: o.Version, Stages: o.Stages,
+		Version: o.Version, Stages: o.Stages, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -34,6 +35,9 @@ type Settings struct {
 	SampleRatio float64  // telemetry.sample_ratio
 	Version     string   // the build's version, service.version ("" leaves it out)
 	Stages      []string // the stages this process runs, patchline.stages
+	// Logger gets OpenTelemetry's errors (see errorLog) and warnings;
+	// nil is slog.Default().
+	Logger *slog.Logger
 }
 
 // SetupTracing installs a global tracer provider. Each frame is one trace:
@@ -48,6 +52,7 @@ type Settings struct {
 // The returned function flushes and shuts the provider down.
 func SetupTracing(ctx context.Context, s Settings) (func(context.Context) error, error) {
 	otel.SetTextMapPropagator(propagation.TraceContext{})
+	otelErrors.use(logger(s.Logger))
 	if off, err := sdkDisabled(); err != nil {
 		return nil, err
 	} else if off {
@@ -70,9 +75,15 @@ func SetupTracing(ctx context.Context, s Settings) (func(context.Context) error,
 	for _, exp := range exps {
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
+	if os.Getenv("OTEL_TRACES_SAMPLER") == "" && os.Getenv("OTEL_TRACES_SAMPLER_ARG") != "" {
+		logger(s.Logger).Warn("telemetry: OTEL_TRACES_SAMPLER_ARG is ignored without OTEL_TRACES_SAMPLER; telemetry.sample_ratio applies", "ratio", s.SampleRatio)
+	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
-	return tp.Shutdown, nil
+	return func(ctx context.Context) error {
+		defer otelErrors.flush()
+		return tp.Shutdown(ctx)
+	}, nil
 }
 
 // newResource describes this process: service.name (telemetry.service_name
