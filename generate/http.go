@@ -56,6 +56,10 @@ func DescribeHandler(nc *nats.Conn, defaultTimeout time.Duration) http.Handler {
 				writeReply(w, errorReply(&Request{Camera: id}, ReasonBadRequest, "malformed request JSON: "+jsonError(err)))
 				return
 			}
+			if dec.More() {
+				writeReply(w, errorReply(&Request{Camera: id}, ReasonBadRequest, "malformed request JSON: more than one JSON value"))
+				return
+			}
 		}
 		if req.Camera != "" && req.Camera != id {
 			writeReply(w, errorReply(&req, ReasonBadRequest, fmt.Sprintf("camera %q in the body differs from %q in the path", req.Camera, id)))

@@ -21,14 +21,16 @@ func RequireToken(token string, next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + token)
+	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodOptions && r.Header.Get("Origin") != "" {
 			next.ServeHTTP(w, r)
 			return
 		}
 		got := r.Header.Get("Authorization")
-		if got == "" || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+		scheme, cred, _ := strings.Cut(got, " ")
+		// The scheme is case-insensitive (RFC 9110, 11.1): "bearer" too.
+		if got == "" || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimLeft(cred, " ")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="patchline"`)
 			msg := "missing bearer token (send Authorization: Bearer <http.token>)"
 			if got != "" {

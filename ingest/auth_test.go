@@ -120,3 +120,30 @@ func TestReadDeadlineEndsWithTheBody(t *testing.T) {
 		}
 	}
 }
+
+// TestRequireTokenScheme: the token must match exactly; the scheme "Bearer"
+// in any case (RFC 9110 makes auth schemes case-insensitive).
+func TestRequireTokenScheme(t *testing.T) {
+	h := RequireToken("s3cret", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	for auth, want := range map[string]int{
+		"Bearer s3cret":  http.StatusNoContent,
+		"bearer s3cret":  http.StatusNoContent,
+		"BEARER  s3cret": http.StatusNoContent,
+		"Bearer S3CRET":  http.StatusUnauthorized,
+		"Bearer s3cre":   http.StatusUnauthorized,
+		"Basic s3cret":   http.StatusUnauthorized,
+		"s3cret":         http.StatusUnauthorized,
+		"Bearer":         http.StatusUnauthorized,
+		"":               http.StatusUnauthorized,
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/v1/cameras", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("Authorization %q: %d, want %d", auth, rec.Code, want)
+		}
+	}
+}

@@ -51,9 +51,12 @@ func newDescribeCmd() *cobra.Command {
 			if sm != (generate.SamplingRequest{}) {
 				req.Sampling = &sm
 			}
-			d, err := time.ParseDuration(timeout)
-			if err != nil || d <= 0 {
-				return fmt.Errorf("--timeout %q: want a positive duration such as 10s", timeout)
+			d := generate.MaxTimeout // the stage answers within its own request_timeout
+			if timeout != "" {
+				var err error
+				if d, err = time.ParseDuration(timeout); err != nil || d <= 0 {
+					return fmt.Errorf("--timeout %q: want a positive duration such as 10s", timeout)
+				}
 			}
 			nc, err := natsConnect(natsURL, "patchline-describe")
 			if err != nil {
@@ -85,7 +88,7 @@ func newDescribeCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL (with the token in $"+natsTokenEnv+" when set)")
-	f.StringVar(&timeout, "timeout", "10s", "how long the request may take (its deadline)")
+	f.StringVar(&timeout, "timeout", "", "how long the request may take (its deadline; default generate.request_timeout)")
 	f.BoolVar(&frameKind, "frame", false, "ask for a generated frame with its anomaly heatmap instead of a caption")
 	f.StringVar(&out, "out", "", "with --frame: write the generated PNG (read back from the Object Store) to this file")
 	f.BoolVar(&asJSON, "json", false, "print the reply JSON")

@@ -2,12 +2,15 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/patchline/patchline/generate"
 	"github.com/patchline/patchline/internal/bus"
@@ -105,5 +108,39 @@ func TestDescribe(t *testing.T) {
 	_, err = run(t, "describe", "cam1", "--nats", url, "--top-p", "3")
 	if err == nil || !strings.Contains(err.Error(), "sampling.top_p") {
 		t.Errorf("bad top-p: %v", err)
+	}
+}
+
+// TestDescribeTimeoutDefault: without --timeout the request carries none,
+// so the stage's generate.request_timeout applies; with it, it does.
+func TestDescribeTimeoutDefault(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	got := make(chan generate.Request, 2)
+	sub, err := nc.Subscribe(bus.GenerateRequest, func(m *nats.Msg) {
+		var r generate.Request
+		_ = json.Unmarshal(m.Data, &r)
+		got <- r
+		b, _ := json.Marshal(generate.Reply{Camera: r.Camera, Error: "test", Reason: generate.ReasonUnavailable})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	_ = nc.Flush()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{nil, ""}, {[]string{"--timeout", "3s"}, "3s"}} {
+		_, _ = run(t, append([]string{"describe", "cam1", "--nats", url}, c.args...)...)
+		select {
+		case r := <-got:
+			if r.Timeout != c.want {
+				t.Errorf("describe %v sent timeout %q, want %q", c.args, r.Timeout, c.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("describe %v sent no request", c.args)
+		}
 	}
 }

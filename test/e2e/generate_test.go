@@ -210,6 +210,8 @@ func TestGenerateOnRequest(t *testing.T) {
 		{"nosuch", `{}`, http.StatusNotFound, generate.ReasonUnknownCamera},
 		{"cam1", `{"kind":"caption"`, http.StatusBadRequest, generate.ReasonBadRequest},
 		{"cam1", `{"kind":"sonnet"}`, http.StatusBadRequest, generate.ReasonBadRequest},
+		{"cam1", `{} garbage`, http.StatusBadRequest, generate.ReasonBadRequest},
+		{"cam1", `{}{}`, http.StatusBadRequest, generate.ReasonBadRequest},
 	} {
 		code, r := p.describeHTTP(t, c.id, c.body)
 		if code != c.status || r.Reason != c.reason || r.Error == "" {
