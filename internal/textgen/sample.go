@@ -7,10 +7,14 @@ import (
 )
 
 // sample picks a token id from one row of logits. Temperature 0 is greedy
-// (the highest logit; the lowest id on a tie). Otherwise the logits are
-// divided by the temperature, cut to the TopK most likely tokens, softmaxed,
-// cut to the smallest set whose probability reaches TopP, and one token is
-// drawn with rng. Ties are ordered by id, so a seed gives the same tokens.
+// (the highest logit; the lowest id on a tie), exactly the model's choice
+// (the one torch makes). Otherwise the tokens a caption cannot hold
+// ([PAD], [BOS], [UNK]: a trained model gives them next to no probability,
+// which a high temperature flattens into draws) are taken out, the logits
+// divided by the temperature, cut to the TopK most likely tokens,
+// softmaxed, cut to the smallest set whose probability reaches TopP, and
+// one token is drawn with rng. Ties are ordered by id, so a seed gives the
+// same tokens.
 func (c *Captioner) sample(logits []float32, s Sampling, rng *rand.Rand) int {
 	if s.Temperature == 0 {
 		return argmax(logits)
@@ -22,6 +26,13 @@ func (c *Captioner) sample(logits []float32, s Sampling, rng *rand.Rand) int {
 		c.order[i] = i
 		c.scores[i] = float64(logits[i]) / s.Temperature
 	}
+	never := 0
+	for _, id := range []int64{c.b.tok.PadID, c.b.tok.BOSID, c.b.tok.UNKID} {
+		if id >= 0 && int(id) < n && id != c.b.tok.EOSID && !math.IsInf(c.scores[id], -1) {
+			c.scores[id] = math.Inf(-1)
+			never++
+		}
+	}
 	sc := c.scores
 	slices.SortStableFunc(c.order, func(a, b int) int {
 		switch {
@@ -32,8 +43,8 @@ func (c *Captioner) sample(logits []float32, s Sampling, rng *rand.Rand) int {
 		}
 		return 0
 	})
-	keep := n
-	if s.TopK > 0 && s.TopK < n {
+	keep := max(n-never, 1) // the never-tokens sort last
+	if s.TopK > 0 && s.TopK < keep {
 		keep = s.TopK
 	}
 	order := c.order[:keep]

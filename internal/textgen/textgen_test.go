@@ -212,11 +212,12 @@ func TestSamplingSeeded(t *testing.T) {
 	if !differs {
 		t.Error("10 other seeds all gave the tokens of seed 42; sampling ignores the seed")
 	}
-	greedy := tokens(Sampling{})
-	// Top-k 1 and a tiny top-p leave only the most likely token: greedy.
-	for _, s := range []Sampling{{Temperature: 2, TopK: 1, Seed: 5}, {Temperature: 2, TopP: 1e-9, Seed: 5}} {
-		if got := tokens(s); !equal(got, greedy) {
-			t.Errorf("%+v: %v, want the greedy %v", s, got, greedy)
+	// Top-k 1 and a tiny top-p leave only the most likely token a caption
+	// can hold: no chance is left, whatever the seed.
+	one := tokens(Sampling{Temperature: 2, TopK: 1, Seed: 5})
+	for _, s := range []Sampling{{Temperature: 2, TopK: 1, Seed: 6}, {Temperature: 2, TopP: 1e-9, Seed: 5}, {Temperature: 0.5, TopP: 1e-9, Seed: 7}} {
+		if got := tokens(s); !equal(got, one) {
+			t.Errorf("%+v: %v, want %v (top-k 1, seed 5)", s, got, one)
 		}
 	}
 }
@@ -268,5 +269,27 @@ func TestCaptionBadInput(t *testing.T) {
 	}
 	if caps, err := c.Caption(ctx, nil, Sampling{}); err != nil || len(caps) != 0 {
 		t.Errorf("no inputs: %v, %v", caps, err)
+	}
+}
+
+// TestSamplingNeverDrawsSpecialTokens: however flat a high temperature
+// makes the distribution, a sampled caption holds no [PAD], [BOS] or
+// [UNK] (it may end with [EOS]).
+func TestSamplingNeverDrawsSpecialTokens(t *testing.T) {
+	c := openTiny(t)
+	in := randomInputs(c, 4, 3)
+	never := []int64{c.b.tok.PadID, c.b.tok.BOSID, c.b.tok.UNKID}
+	for seed := range int64(20) {
+		caps, err := c.Caption(context.Background(), in, Sampling{Temperature: 50, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cp := range caps {
+			for _, id := range cp.Tokens {
+				if slices.Contains(never, id) {
+					t.Fatalf("seed %d: caption tokens %v hold special token %d (pad/bos/unk %v)", seed, cp.Tokens, id, never)
+				}
+			}
+		}
 	}
 }
