@@ -80,6 +80,11 @@ type Status struct {
 	Reconnects    uint64    `json:"reconnects"`
 	Width         int       `json:"width"`
 	Height        int       `json:"height"`
+	// RTPPacketsMissed (whip:// cameras): packets the publisher's RTP
+	// sequence skipped on the way to the decoder, lost (a full socket
+	// buffer, the network) or late; what FFmpeg then logs as corrupt
+	// macroblocks.
+	RTPPacketsMissed uint64 `json:"rtp_packets_missed,omitempty"`
 }
 
 // Camera is the worker of one camera: Run reads, samples, tokenizes and
@@ -257,6 +262,9 @@ func (c *Camera) Status() Status {
 	st := c.st
 	if st.State == StateStreaming { // the rate of frames now, not of the last 5 s of a stream that ended
 		st.FPS = c.fpsLocked(time.Now())
+	}
+	if c.relay != nil {
+		st.RTPPacketsMissed = c.relay.packetsMissed()
 	}
 	return st
 }

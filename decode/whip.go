@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/telemetry"
 )
 
 // A whip:// camera has no address: its publisher's WebRTC peer lives in
@@ -65,7 +66,7 @@ type rtpRelay struct {
 	dst      *net.UDPConn // FFmpeg's port, nil when none
 	dstCodec string
 	ended    bool // a BYE went to dst: FFmpeg's stream is over
-	gaps     uint64
+	missed   uint64 // packets skipped by forward jumps of the RTP sequence number
 }
 
 func newRelay(nc *nats.Conn, camera string, stall time.Duration, log *slog.Logger) *rtpRelay {
@@ -121,7 +122,8 @@ func (r *rtpRelay) onMsg(m *nats.Msg) {
 	if r.haveSeq {
 		// A forward jump is loss; a step back is a retransmission.
 		if d := seq - r.seq; d > 1 && d < 0x8000 {
-			r.gaps++
+			r.missed += uint64(d - 1)
+			telemetry.RTPPacketsMissed.WithLabelValues(r.camera).Add(float64(d - 1))
 			ask = true
 		}
 		if d := seq - r.seq; d < 0x8000 {
@@ -157,6 +159,13 @@ func (r *rtpRelay) live() string {
 		return ""
 	}
 	return r.codec
+}
+
+// packetsMissed is how many RTP packets the relay has seen skipped.
+func (r *rtpRelay) packetsMissed() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.missed
 }
 
 // left reports whether the publisher said it left (ingest's bye: a DELETE,

@@ -44,6 +44,10 @@ var (
 	CameraUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "patchline_camera_up", Help: "1 while a camera is streaming.",
 	}, []string{"camera"})
+	RTPPacketsMissed = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "patchline_rtp_packets_missed_total",
+		Help: "RTP packets of a WHIP publisher that its sequence numbers skipped before decode (lost or late).",
+	}, []string{"camera"})
 )
 
 // ForgetCamera deletes every series of a camera (one detached), in every
@@ -54,4 +58,5 @@ func ForgetCamera(id string) {
 	FramesOut.DeletePartialMatch(l)
 	FramesDropped.DeletePartialMatch(l)
 	CameraUp.DeleteLabelValues(id)
+	RTPPacketsMissed.DeleteLabelValues(id)
 }
