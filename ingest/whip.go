@@ -303,12 +303,20 @@ func (w *WHIP) stop(cam, id, why string) bool {
 }
 
 // ensureCamera registers cam as a WHIP camera unless it is one already; a
-// camera of another kind under that id is a conflict.
+// camera of another kind under that id is a conflict, and so is an fps
+// other than the existing camera's (it is set when the camera is made).
 func (w *WHIP) ensureCamera(ctx context.Context, cam string, fps float64) (created bool, err error) {
 	v, err := w.reg.Get(ctx, cam)
 	if err == nil {
 		if v.URL != WHIPURL {
 			return false, fmt.Errorf("%w: camera %s has url %s; WHIP publishes to whip:// cameras only", ErrExists, cam, v.URL)
+		}
+		if fps > 0 && fps != v.FPS {
+			has := "the default fps"
+			if v.FPS > 0 {
+				has = fmt.Sprintf("fps %g", v.FPS)
+			}
+			return false, fmt.Errorf("%w: camera %s exists with %s; ?fps=%g applies to a camera a publish registers (leave it out, or detach the camera first)", ErrExists, cam, has, fps)
 		}
 		return false, nil
 	}

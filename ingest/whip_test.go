@@ -190,6 +190,10 @@ func TestWHIPPublishForwardsRTP(t *testing.T) {
 		t.Errorf("cameras after the publisher left: %+v, want cam1 kept (offline)", cams)
 	}
 
+	// The camera keeps the fps it was made with: another is refused, not ignored.
+	if code, body, _ := do(t, "POST", e.base+"/whip/cam1?fps=2", "", "application/sdp", "", strings.NewReader(offer)); code != http.StatusConflict || !strings.Contains(body, "exists with fps 5") {
+		t.Errorf("publishing with another fps: %d %s, want 409 naming fps 5", code, body)
+	}
 	p2, err := whiptest.Publish(e.base+"/whip/cam1", whiptest.Options{Codec: whiptest.VP8, File: clip, FPS: 10})
 	if err != nil {
 		t.Fatalf("publishing again: %v", err)

@@ -116,7 +116,7 @@ func newAttachCmd() *cobra.Command {
 	var c config.Camera
 	cmd := &cobra.Command{
 		Use:   "attach <camera-id> <url>",
-		Short: "Attach a camera at runtime (rtsp://…, a file path or file://…, synthetic://…)",
+		Short: "Attach a camera at runtime (rtsp://…, a file path or file://…, synthetic://…, whip:// for a WebRTC publisher to POST /whip/<camera-id>)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c.ID, c.URL = args[0], args[1]
