@@ -1047,8 +1047,8 @@ func (s *Stage) scoreCameras(ctx context.Context, cams []string, k, w, h, p int)
 	)
 	for _, cam := range cams {
 		fs, err := s.win.last(cam, k+1, now)
-		if err != nil || checkGrid("", fs[k], w, h, p) != nil {
-			continue
+		if err != nil {
+			continue // too few frames yet
 		}
 		s.mu.Lock()
 		st := s.state(cam)
@@ -1056,6 +1056,10 @@ func (s *Stage) scoreCameras(ctx context.Context, cams []string, k, w, h, p int)
 		st.scored = fs[k].Seq
 		s.mu.Unlock()
 		if !fresh {
+			continue
+		}
+		if checkGrid("", fs[k], w, h, p) != nil { // a camera decoded for another model size: counted, not scored
+			metricRejected.WithLabelValues(KindFrame, ReasonInputMismatch).Inc()
 			continue
 		}
 		in := FramegenInput{Context: make([][]byte, k), Actual: fs[k].Tokens}

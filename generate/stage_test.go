@@ -650,3 +650,28 @@ func TestOutputID(t *testing.T) {
 		t.Errorf("two requests' captions of one frame share id %q", a)
 	}
 }
+
+// TestScorerCountsMismatchedFrames: the anomaly scorer does not score a
+// camera whose frames are not framegen's input size, and counts each such
+// frame once as a rejected frame generation (input_mismatch).
+func TestScorerCountsMismatchedFrames(t *testing.T) {
+	nc := startAnomalyStage(t, 0)
+	generated := collect(t, nc, bus.GeneratedPrefix+"*")
+	before := testutil.ToFloat64(metricRejected.WithLabelValues(KindFrame, ReasonInputMismatch))
+	big := testFrame("big", 0, 0)
+	big.Width, big.Height, big.Patch = 192, 96, 8
+	big.Tokens = append(big.Tokens, big.Tokens...)
+	waitFor(t, "mismatched frames counted", func() bool {
+		big.Seq++ // frames go on: those before the lease was taken are not scored
+		if err := nc.PublishMsg(big.Encode(bus.FrameSubject("big"))); err != nil {
+			t.Fatal(err)
+		}
+		return testutil.ToFloat64(metricRejected.WithLabelValues(KindFrame, ReasonInputMismatch)) > before
+	})
+	if got := testutil.ToFloat64(metricRejected.WithLabelValues(KindFrame, ReasonInputMismatch)) - before; got > float64(big.Seq) {
+		t.Errorf("%v mismatches counted for %d frames", got, big.Seq)
+	}
+	if n := len(generated()); n != 0 {
+		t.Errorf("%d frames generated for a camera of another size", n)
+	}
+}
