@@ -147,6 +147,21 @@ func TestAssets(t *testing.T) {
 	}
 }
 
+// The page names its icon inline, as a data: URL the policy's img-src
+// allows, so a browser does not ask for /favicon.ico (a 404) at each load.
+func TestAssetsFavicon(t *testing.T) {
+	b, err := static.ReadFile("static/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `<link rel="icon" href="data:,">`) {
+		t.Errorf("index.html has no inline icon link")
+	}
+	if !strings.Contains(contentSecurityPolicy, "img-src 'self' data:") {
+		t.Errorf("the policy's img-src does not allow the data: icon: %s", contentSecurityPolicy)
+	}
+}
+
 // TestLiveCutsOffAStuckViewer: a viewer that stops reading is cut off
 // after liveWriteTimeout, and its subscriptions go.
 func TestLiveCutsOffAStuckViewer(t *testing.T) {
