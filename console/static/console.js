@@ -10,7 +10,11 @@ const state = {
   token: localStorage.getItem('patchline.token') || '',
   config: { trace_url: '', auth: false },
   cameras: [],
+  needToken: false, // the API answered 401: nothing is polled until a token is entered
   liveCam: '',
+  liveGen: 0, // counts watch() calls: a frame of an earlier view is not drawn
+  liveSince: 0, // the camera refresh under way when the view started
+  liveSeen: false, // a later refresh listed the watched camera
   live: null, // AbortController of the live stream
   detections: null, // latest annotation with detections or labels
   caption: '',
@@ -35,6 +39,7 @@ async function api(method, path, body, contentType) {
   if (body !== undefined) opts.body = contentType ? body : JSON.stringify(body);
   const res = await fetch(path, opts);
   if (res.status === 401) {
+    state.needToken = true;
     $('#token-box').hidden = false;
     throw new Error('unauthorized: enter the API token (http.token)');
   }
@@ -50,8 +55,15 @@ async function errorOf(res) {
   }
 }
 
-function banner(msg) {
-  $('#banner').textContent = msg || '';
+// The banner shows one message per source, so one clearing its own (the
+// camera refresh, every second) leaves the others': 'cameras' (the camera
+// list), 'live' (the live view: until it streams or another camera is
+// picked), 'action' (attach, detach, publish: until the next one).
+const banners = { cameras: '', live: '', action: '' };
+
+function banner(source, msg) {
+  banners[source] = msg || '';
+  $('#banner').textContent = Object.values(banners).filter(Boolean).join(' · ');
 }
 
 // fixed1 shows a number with one decimal; anything else (a malformed
@@ -78,15 +90,37 @@ function button(label, onClick) {
 
 // ---- cameras ----
 
+let refreshes = 0; // camera refreshes started
+let refreshShown = 0; // the latest one whose answer is shown
+
 async function refreshCameras() {
+  const n = ++refreshes;
   try {
     const res = await api('GET', '/v1/cameras');
     if (!res.ok) throw new Error(await errorOf(res));
-    state.cameras = await res.json();
+    const list = await res.json();
+    if (n < refreshShown) return; // a later refresh answered first
+    refreshShown = n;
+    state.cameras = Array.isArray(list) ? list : [];
     renderCameras();
-    banner('');
+    banner('cameras', '');
+    checkLiveCamera(n);
   } catch (e) {
-    banner(e.message);
+    if (n >= refreshShown) banner('cameras', e.message);
+  }
+}
+
+// checkLiveCamera stops the live view of a camera that refresh n no longer
+// lists, once one that started after the view did had listed it (so neither
+// a refresh from before an attach nor a camera never attached counts).
+function checkLiveCamera(n) {
+  const cam = state.liveCam;
+  if (!cam || n <= state.liveSince) return;
+  if (state.cameras.some((c) => c && c.id === cam)) {
+    state.liveSeen = true;
+  } else if (state.liveSeen) {
+    watch('');
+    banner('live', 'camera ' + cam + ' was detached');
   }
 }
 
@@ -113,14 +147,16 @@ function renderCameras() {
 }
 
 async function detach(id) {
+  banner('action', '');
   const res = await api('DELETE', '/v1/cameras/' + encodeURIComponent(id));
-  if (!res.ok && res.status !== 404) banner('detach ' + id + ': ' + (await errorOf(res)));
+  if (!res.ok && res.status !== 404) banner('action', 'detach ' + id + ': ' + (await errorOf(res)));
   if (state.liveCam === id) watch('');
   refreshCameras();
 }
 
 $('#attach').addEventListener('submit', async (ev) => {
   ev.preventDefault();
+  banner('action', '');
   const body = { id: $('#attach-id').value.trim(), url: $('#attach-url').value.trim() };
   const fps = parseFloat($('#attach-fps').value);
   if (fps > 0) body.fps = fps;
@@ -131,7 +167,7 @@ $('#attach').addEventListener('submit', async (ev) => {
     refreshCameras();
     watch(body.id);
   } catch (e) {
-    banner('attach: ' + e.message);
+    banner('action', 'attach: ' + e.message);
   }
 });
 
@@ -150,8 +186,9 @@ function gathered(pc) {
 
 async function publish() {
   const id = $('#publish-id').value.trim();
+  banner('action', '');
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
-    banner('publish: camera id is 1-64 letters, digits, - or _');
+    banner('action', 'publish: camera id is 1-64 letters, digits, - or _');
     return;
   }
   $('#publish').disabled = true;
@@ -181,7 +218,7 @@ async function publish() {
     if (stream) stream.getTracks().forEach((t) => t.stop());
     $('#publish').disabled = false;
     $('#publish-state').textContent = '';
-    banner('publish: ' + e.message);
+    banner('action', 'publish: ' + e.message);
   }
 }
 
@@ -221,17 +258,28 @@ $('#publish-id').value = (() => {
 
 // ---- live view ----
 
+function clearView() {
+  const c = $('#view');
+  c.getContext('2d').clearRect(0, 0, c.width, c.height);
+  $('#caption').textContent = '';
+  $('#live-fps').textContent = '';
+}
+
 function watch(cam) {
   if (state.live) state.live.abort();
   state.live = null;
   state.liveCam = cam;
+  state.liveGen++;
+  state.liveSince = refreshes;
+  state.liveSeen = false;
   state.detections = null;
   state.caption = '';
   state.anomaly = null;
   state.latency = [];
   state.frameTimes = [];
+  banner('live', '');
   $('#live-camera').textContent = cam || '— pick a camera';
-  $('#live-fps').textContent = '';
+  clearView();
   renderLatency();
   renderCameras();
   if (!cam) return;
@@ -244,7 +292,7 @@ function watch(cam) {
         const res = await fetch('/v1/live/' + encodeURIComponent(cam), { headers: authHeaders(), signal: ctl.signal });
         if (res.status === 404) {
           // Not attached (any more): nothing to wait for until it is picked again.
-          banner('live ' + cam + ': ' + (await errorOf(res)));
+          banner('live', 'live ' + cam + ': ' + (await errorOf(res)));
           return;
         }
         if (!res.ok) {
@@ -252,6 +300,7 @@ function watch(cam) {
           wait = 1000 * Math.min(Math.max(Number(res.headers.get('Retry-After')) || 1, 1), 60);
           throw new Error(await errorOf(res));
         }
+        banner('live', '');
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = '';
         for (;;) {
@@ -266,7 +315,7 @@ function watch(cam) {
         }
       } catch (e) {
         if (ctl.signal.aborted) return;
-        banner('live ' + cam + ': ' + e.message);
+        banner('live', 'live ' + cam + ': ' + e.message);
       }
       await sleep(wait);
     }
@@ -310,9 +359,10 @@ let decoding = false;
 function onFrame(f) {
   if (decoding) return; // the next frame replaces this one
   decoding = true;
+  const gen = state.liveGen;
   img.onload = () => {
     decoding = false;
-    draw();
+    if (gen === state.liveGen) draw();
   };
   img.onerror = () => {
     decoding = false;
@@ -428,6 +478,7 @@ $('#token').value = state.token;
 $('#token').addEventListener('change', () => {
   state.token = $('#token').value.trim();
   localStorage.setItem('patchline.token', state.token);
+  state.needToken = false;
   start();
 });
 
@@ -438,11 +489,13 @@ async function start() {
     state.config = await res.json();
     if (state.config.auth) $('#token-box').hidden = false;
   } catch (e) {
-    banner(e.message);
+    banner('cameras', e.message);
     return;
   }
   refreshCameras();
 }
 
 start();
-setInterval(refreshCameras, 1000);
+setInterval(() => {
+  if (!state.needToken) refreshCameras(); // no 401 every second while the page waits for the token
+}, 1000);

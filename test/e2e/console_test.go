@@ -9,9 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
 
@@ -29,11 +31,20 @@ type liveStats struct {
 	LiveCam     string `json:"liveCam"`
 	Published   bool   `json:"published"`
 	Banner      string `json:"banner"`
+	FPSLabel    string `json:"fpsLabel"`
+	Blank       bool   `json:"blank"` // the live view's canvas is all transparent
 	Latency     int    `json:"latency"`
 }
 
 const statsJS = `({framesDrawn: patchline.framesDrawn, boxesDrawn: patchline.boxesDrawn, lastBoxes: patchline.lastBoxes,
 	liveCam: patchline.liveCam, published: !!patchline.publish, banner: document.querySelector('#banner').textContent,
+	fpsLabel: document.querySelector('#live-fps').textContent,
+	blank: (() => {
+		const c = document.querySelector('#view');
+		const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+		for (let i = 3; i < d.length; i += 4) if (d[i]) return false;
+		return true;
+	})(),
 	latency: document.querySelectorAll('#latency tbody tr').length})`
 
 // A real browser (Debian's chromium, headless) with a fake camera playing
@@ -76,9 +87,39 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 	defer cancelAlloc()
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
+	// What the page loads, and how it is answered.
+	var netMu sync.Mutex
+	var answers []string // "status path"
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*network.EventResponseReceived); ok && e.Response != nil {
+			path := strings.TrimPrefix(e.Response.URL, "http://"+info.HTTPAddr)
+			netMu.Lock()
+			answers = append(answers, fmt.Sprintf("%d %s", e.Response.Status, path))
+			netMu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	answered := func(match func(string) bool) []string {
+		netMu.Lock()
+		defer netMu.Unlock()
+		var out []string
+		for _, a := range answers {
+			if match(a) {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
 	page := "http://" + info.HTTPAddr + "/"
 	if err := chromedp.Do(ctx, chromedp.Navigate(page), chromedp.WaitVisible("#token")); err != nil {
 		t.Fatalf("open the console at %s: %v", page, err)
+	}
+	// Until the token is entered, the page does not poll the camera list
+	// (each time a 401).
+	time.Sleep(2500 * time.Millisecond)
+	if asks := answered(func(a string) bool { return strings.Contains(a, " /v1/cameras") }); len(asks) != 0 {
+		t.Errorf("before the token was entered the page asked for the cameras: %v", asks)
 	}
 	// The API wants the token: the page shows the token box; type it in.
 	if err := chromedp.Do(ctx,
@@ -207,6 +248,10 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 			return strings.Contains(stats().Banner, want)
 		})
 		time.Sleep(2500 * time.Millisecond)
+		// The camera list, refreshed every second meanwhile, left it there.
+		if b := stats().Banner; !strings.Contains(b, want) {
+			t.Errorf("2.5 s after it said %q the page's banner is %q", want, b)
+		}
 		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.liveAsks`))
 		if err != nil {
 			t.Fatal(err)
@@ -245,6 +290,63 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 	if n := watchOnce(cam, "too many live viewers"); n != 1 {
 		t.Errorf("the page asked %d times within 2.5 s for a live view refused with Retry-After: 10, want once", n)
 	}
+	for _, r := range held {
+		r.Body.Close()
+	}
+	held = nil
+
+	// Every load was answered (the icon is inline), but for the live view
+	// of the camera that was never attached.
+	if bad := answered(func(a string) bool { return strings.HasPrefix(a, "404 ") && a != "404 /v1/live/nosuch" }); len(bad) > 0 {
+		t.Errorf("the page got 404 for %v", bad)
+	}
+
+	// A camera detached (through the API) while the page watches it: the
+	// page says so, stops the live view and blanks it.
+	const synth = "synth1"
+	if code := apiCall(t, http.MethodPost, info.HTTPAddr, "/v1/cameras", cfg.HTTP.Token, `{"id":"`+synth+`","url":"synthetic://?seed=1","fps":2}`); code != http.StatusCreated {
+		t.Fatalf("attach %s: %d", synth, code)
+	}
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`watch(`+jsString(synth)+`)`)); err != nil {
+		t.Fatal(err)
+	}
+	f0 = stats().FramesDrawn
+	testenv.WaitFor(t, "the page drawing "+synth, 30*time.Second, func() bool {
+		s = stats()
+		return s.FramesDrawn >= f0+5 && !s.Blank && s.Banner == ""
+	})
+	if code := apiCall(t, http.MethodDelete, info.HTTPAddr, "/v1/cameras/"+synth, cfg.HTTP.Token, ""); code != http.StatusNoContent && code != http.StatusOK {
+		t.Fatalf("detach %s: %d", synth, code)
+	}
+	want := "camera " + synth + " was detached"
+	testenv.WaitFor(t, "the page's banner: "+want, 10*time.Second, func() bool {
+		return strings.Contains(stats().Banner, want)
+	})
+	time.Sleep(2 * time.Second)
+	if s = stats(); !strings.Contains(s.Banner, want) || s.LiveCam != "" || !s.Blank || s.FPSLabel != "" {
+		t.Errorf("2 s after %s was detached: page %+v, want the banner, no live camera, a blank view, no fps", synth, s)
+	}
+
+}
+
+// apiCall sends method path (with body, JSON, when not empty) to the API
+// at httpAddr with the bearer token, and returns the status code.
+func apiCall(t *testing.T, method, httpAddr, path, token, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+httpAddr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // jsString is s as a JavaScript string literal.
