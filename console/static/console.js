@@ -16,13 +16,19 @@ const state = {
   liveSince: 0, // the camera refresh under way when the view started
   liveSeen: false, // a later refresh listed the watched camera
   live: null, // AbortController of the live stream
-  detections: null, // latest annotation with detections or labels
-  caption: '',
-  anomaly: null,
+  detections: null, // latest analysis annotation
+  lastAnalysisSeq: -1,
+  lastAnalysisAt: -Infinity,
+  caption: null, // {text, receivedAt}
+  anomaly: null, // with receivedAt
   latency: [], // recent annotations, newest first
   framesDrawn: 0,
   boxesDrawn: 0,
   lastBoxes: 0,
+  framesBoxed: 0, // frames drawn with at least one box
+  framesOwnBoxes: 0, // of those, frames drawn with the boxes of their own seq
+  framesSkipped: 0, // previews dropped while waiting (more than maxPending)
+  lastHeatmap: false, // the last frame drawn had the anomaly heatmap over it
   frameTimes: [],
   publish: null, // {pc, stream, location, camera}
 };
@@ -258,6 +264,31 @@ $('#publish-id').value = (() => {
 
 // ---- live view ----
 
+// A preview's seq is that of the analyzed frame it shows (decode publishes
+// it after queueing the frame for analysis), or, for a preview between
+// analyzed frames (decode.preview_fps above the camera's fps), the last
+// analyzed frame's; the annotation of that seq arrives after the preview.
+// So a preview waits, in arrival order, until its seq's annotation (or a
+// later one: an earlier seq's was dropped) has arrived, for at most holdMs;
+// then it is drawn with the boxes of its seq, or, failing those, the
+// latest ones under boxesMaxAgeMs. Previews that become drawable together
+// are drawn at the intervals they arrived at. With no analysis annotation
+// for noAnalysisMs (a pipeline without analysis, or one stalled) previews
+// are drawn as they come.
+const holdMs = 500;
+const maxPending = 8;
+const noAnalysisMs = 2000;
+const boxesMaxAgeMs = 2000;
+const heatmapMaxAgeMs = 3000; // an anomaly's heatmap is drawn this long
+const captionMaxAgeMs = 60000; // a caption is shown, with its age, this long
+const maxAnalyses = 64;
+
+const pending = []; // previews waiting to be drawn, oldest first
+const analyses = new Map(); // seq → analysis annotation, the latest maxAnalyses
+let drawing = false; // a preview's JPEG is being decoded
+let pumpTimer = 0;
+let nextDrawAt = 0; // the pace of previews that became drawable together
+
 function clearView() {
   const c = $('#view');
   c.getContext('2d').clearRect(0, 0, c.width, c.height);
@@ -273,10 +304,16 @@ function watch(cam) {
   state.liveSince = refreshes;
   state.liveSeen = false;
   state.detections = null;
-  state.caption = '';
+  state.lastAnalysisSeq = -1;
+  state.lastAnalysisAt = -Infinity;
+  state.caption = null;
   state.anomaly = null;
   state.latency = [];
   state.frameTimes = [];
+  pending.length = 0;
+  analyses.clear();
+  clearTimeout(pumpTimer);
+  nextDrawAt = 0;
   banner('live', '');
   $('#live-camera').textContent = cam || '— pick a camera';
   clearView();
@@ -343,9 +380,16 @@ function onEvent(block) {
 
 function onAnnotation(a) {
   a.receivedAt = performance.now();
-  if (Array.isArray(a.detections) || Array.isArray(a.labels)) state.detections = a;
-  if (a.caption && typeof a.caption.text === 'string') state.caption = a.caption.text;
-  if (a.anomaly && Array.isArray(a.anomaly.patch_scores)) state.anomaly = a.anomaly;
+  if (a.kind === 'analysis' && Number.isSafeInteger(a.seq)) {
+    state.detections = a;
+    state.lastAnalysisSeq = a.seq;
+    state.lastAnalysisAt = a.receivedAt;
+    analyses.set(a.seq, a);
+    if (analyses.size > maxAnalyses) analyses.delete(analyses.keys().next().value);
+    pump();
+  }
+  if (a.caption && typeof a.caption.text === 'string') state.caption = { text: a.caption.text, receivedAt: a.receivedAt };
+  if (a.anomaly && Array.isArray(a.anomaly.patch_scores)) state.anomaly = Object.assign({}, a.anomaly, { receivedAt: a.receivedAt });
   if (a.latency_ms && typeof a.latency_ms === 'object') {
     state.latency.unshift(a);
     state.latency.length = Math.min(state.latency.length, 12);
@@ -353,46 +397,100 @@ function onAnnotation(a) {
   }
 }
 
-const img = new Image();
-let decoding = false;
-
 function onFrame(f) {
-  if (decoding) return; // the next frame replaces this one
-  decoding = true;
-  const gen = state.liveGen;
-  img.onload = () => {
-    decoding = false;
-    if (gen === state.liveGen) draw();
+  const seq = /^[0-9]{1,15}$/.test(f.seq) ? Number(f.seq) : -1;
+  pending.push({ jpeg: f.jpeg, seq, at: performance.now(), gen: state.liveGen });
+  if (pending.length > maxPending) {
+    pending.shift();
+    state.framesSkipped++;
+  }
+  pump();
+}
+
+// drawable says whether preview p need wait no longer for its annotation.
+function drawable(p, now) {
+  return analyses.has(p.seq) || p.seq < state.lastAnalysisSeq || now - p.at >= holdMs || now - state.lastAnalysisAt >= noAnalysisMs;
+}
+
+// pump draws the oldest pending preview once it is drawable, and comes
+// back when the next one may be.
+function pump() {
+  clearTimeout(pumpTimer);
+  if (drawing || !pending.length) return;
+  const now = performance.now();
+  const p = pending[0];
+  const late = now - p.at >= holdMs;
+  if (!drawable(p, now)) {
+    pumpTimer = setTimeout(pump, p.at + holdMs - now); // or sooner, when its annotation comes
+    return;
+  }
+  if (!late && now < nextDrawAt) {
+    pumpTimer = setTimeout(pump, Math.min(nextDrawAt, p.at + holdMs) - now);
+    return;
+  }
+  pending.shift();
+  nextDrawAt = pending.length ? now + (pending[0].at - p.at) : 0;
+  drawing = true;
+  const im = new Image();
+  const done = () => {
+    drawing = false;
+    pump();
   };
-  img.onerror = () => {
-    decoding = false;
+  im.onload = () => {
+    if (p.gen === state.liveGen) draw(im, p.seq);
+    done();
   };
-  img.src = 'data:image/jpeg;base64,' + f.jpeg;
+  im.onerror = done;
+  im.src = 'data:image/jpeg;base64,' + p.jpeg;
 }
 
 function boxColor(classId) {
   return 'hsl(' + ((classId * 47) % 360) + ', 90%, 55%)';
 }
 
-function draw() {
+function renderCaption() {
+  const cap = state.caption;
+  const age = cap ? performance.now() - cap.receivedAt : Infinity;
+  $('#caption').textContent = age < captionMaxAgeMs ? cap.text + ' (' + Math.round(age / 1000) + ' s ago)' : '';
+}
+
+// draw draws the preview im, of seq, with the boxes of its seq's
+// annotation, or else the latest ones if recent, and counts them.
+function draw(im, seq) {
   const c = $('#view');
   const g = c.getContext('2d');
-  if (c.width !== img.naturalWidth || c.height !== img.naturalHeight) {
-    c.width = img.naturalWidth;
-    c.height = img.naturalHeight;
+  if (c.width !== im.naturalWidth || c.height !== im.naturalHeight) {
+    c.width = im.naturalWidth;
+    c.height = im.naturalHeight;
   }
-  g.drawImage(img, 0, 0);
+  g.drawImage(im, 0, 0);
+  const now = performance.now();
+  const own = analyses.get(seq);
+  const latest = state.detections;
+  const a = own || (latest && now - latest.receivedAt < boxesMaxAgeMs ? latest : null);
   let boxes = 0;
   try {
-    boxes = drawOverlays(c, g);
+    boxes = drawBoxes(c, g, a);
   } catch {
-    // a malformed annotation: the frame goes without its overlay
+    // a malformed annotation: the frame goes without its boxes
   }
-  $('#caption').textContent = state.caption;
+  const an = state.anomaly;
+  state.lastHeatmap = false;
+  if (an && now - an.receivedAt < heatmapMaxAgeMs) {
+    try {
+      state.lastHeatmap = drawHeatmap(c, g, an);
+    } catch {
+      // a malformed anomaly: no heatmap
+    }
+  }
+  renderCaption();
   state.framesDrawn++;
   state.boxesDrawn += boxes;
   state.lastBoxes = boxes;
-  const now = performance.now();
+  if (boxes > 0) {
+    state.framesBoxed++;
+    if (a === own) state.framesOwnBoxes++;
+  }
   state.frameTimes.push(now);
   while (state.frameTimes.length && now - state.frameTimes[0] > 3000) state.frameTimes.shift();
   if (state.frameTimes.length > 1) {
@@ -401,49 +499,51 @@ function draw() {
   }
 }
 
-// drawOverlays draws the latest annotation's boxes and labels and the
-// anomaly heatmap over the frame on c, and returns how many boxes.
-function drawOverlays(c, g) {
+// drawBoxes draws annotation a's boxes and labels over the frame on c, and
+// returns how many boxes.
+function drawBoxes(c, g, a) {
   let boxes = 0;
-  const a = state.detections;
-  if (a && performance.now() - a.receivedAt < 2000 && a.source_width > 0) {
-    const sx = c.width / a.source_width;
-    const sy = c.height / a.source_height;
-    g.font = '14px system-ui, sans-serif';
-    g.textBaseline = 'top';
-    for (const d of a.detections || []) {
-      if (!d || !Array.isArray(d.box) || d.box.length !== 4) continue;
-      const [x1, y1, x2, y2] = d.box;
-      const col = boxColor(d.class_id);
-      g.lineWidth = 2;
-      g.strokeStyle = col;
-      g.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
-      const text = d.label + ' ' + Math.round(d.score * 100) + '%';
-      const w = g.measureText(text).width + 6;
-      g.fillStyle = col;
-      g.fillRect(x1 * sx, Math.max(0, y1 * sy - 18), w, 18);
-      g.fillStyle = '#000';
-      g.fillText(text, x1 * sx + 3, Math.max(0, y1 * sy - 18) + 2);
-      boxes++;
-    }
-    if (a.labels && a.labels.length) {
-      const text = a.labels.slice(0, 3).map((l) => l.label + ' ' + Math.round(l.score * 100) + '%').join('  ');
-      g.fillStyle = '#000a';
-      g.fillRect(0, 0, g.measureText(text).width + 12, 22);
-      g.fillStyle = '#fff';
-      g.fillText(text, 6, 4);
-    }
+  if (!a || !(a.source_width > 0)) return 0;
+  const sx = c.width / a.source_width;
+  const sy = c.height / a.source_height;
+  g.font = '14px system-ui, sans-serif';
+  g.textBaseline = 'top';
+  for (const d of Array.isArray(a.detections) ? a.detections : []) {
+    if (!d || !Array.isArray(d.box) || d.box.length !== 4) continue;
+    const [x1, y1, x2, y2] = d.box;
+    const col = boxColor(d.class_id);
+    g.lineWidth = 2;
+    g.strokeStyle = col;
+    g.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
+    const text = d.label + ' ' + Math.round(d.score * 100) + '%';
+    const w = g.measureText(text).width + 6;
+    g.fillStyle = col;
+    g.fillRect(x1 * sx, Math.max(0, y1 * sy - 18), w, 18);
+    g.fillStyle = '#000';
+    g.fillText(text, x1 * sx + 3, Math.max(0, y1 * sy - 18) + 2);
+    boxes++;
   }
-  const an = state.anomaly;
-  if (an && an.grid_w > 0 && an.grid_h > 0) {
-    const cw = c.width / an.grid_w;
-    const ch = c.height / an.grid_h;
-    an.patch_scores.forEach((s, i) => {
-      g.fillStyle = 'rgba(255,0,0,' + Math.min(0.6, Math.max(0, s) * 0.6) + ')';
-      g.fillRect((i % an.grid_w) * cw, Math.floor(i / an.grid_w) * ch, cw, ch);
-    });
+  if (Array.isArray(a.labels) && a.labels.length) {
+    const text = a.labels.slice(0, 3).map((l) => l.label + ' ' + Math.round(l.score * 100) + '%').join('  ');
+    g.fillStyle = '#000a';
+    g.fillRect(0, 0, g.measureText(text).width + 12, 22);
+    g.fillStyle = '#fff';
+    g.fillText(text, 6, 4);
   }
   return boxes;
+}
+
+// drawHeatmap draws the anomaly's patch scores over the frame on c; it
+// says whether it drew any.
+function drawHeatmap(c, g, an) {
+  if (!(an.grid_w > 0 && an.grid_h > 0)) return false;
+  const cw = c.width / an.grid_w;
+  const ch = c.height / an.grid_h;
+  an.patch_scores.forEach((s, i) => {
+    g.fillStyle = 'rgba(255,0,0,' + Math.min(0.6, Math.max(0, s) * 0.6) + ')';
+    g.fillRect((i % an.grid_w) * cw, Math.floor(i / an.grid_w) * ch, cw, ch);
+  });
+  return true;
 }
 
 const stages = ['decode', 'tokenize', 'queue', 'batch', 'inference', 'sink', 'total'];
@@ -498,4 +598,5 @@ async function start() {
 start();
 setInterval(() => {
   if (!state.needToken) refreshCameras(); // no 401 every second while the page waits for the token
+  renderCaption(); // its age, also while no frame comes
 }, 1000);

@@ -25,20 +25,25 @@ import (
 
 // liveStats is what the console page counts (window.patchline).
 type liveStats struct {
-	FramesDrawn int    `json:"framesDrawn"`
-	BoxesDrawn  int    `json:"boxesDrawn"`
-	LastBoxes   int    `json:"lastBoxes"`
-	LiveCam     string `json:"liveCam"`
-	Published   bool   `json:"published"`
-	Banner      string `json:"banner"`
-	FPSLabel    string `json:"fpsLabel"`
-	Blank       bool   `json:"blank"` // the live view's canvas is all transparent
-	Latency     int    `json:"latency"`
+	FramesDrawn    int    `json:"framesDrawn"`
+	BoxesDrawn     int    `json:"boxesDrawn"`
+	LastBoxes      int    `json:"lastBoxes"`
+	FramesBoxed    int    `json:"framesBoxed"`    // frames drawn with boxes
+	FramesOwnBoxes int    `json:"framesOwnBoxes"` // of those, with the boxes of their own seq
+	LastHeatmap    bool   `json:"lastHeatmap"`
+	LiveCam        string `json:"liveCam"`
+	Published      bool   `json:"published"`
+	Banner         string `json:"banner"`
+	Caption        string `json:"caption"`
+	FPSLabel       string `json:"fpsLabel"`
+	Blank          bool   `json:"blank"` // the live view's canvas is all transparent
+	Latency        int    `json:"latency"`
 }
 
 const statsJS = `({framesDrawn: patchline.framesDrawn, boxesDrawn: patchline.boxesDrawn, lastBoxes: patchline.lastBoxes,
+	framesBoxed: patchline.framesBoxed, framesOwnBoxes: patchline.framesOwnBoxes, lastHeatmap: !!patchline.lastHeatmap,
 	liveCam: patchline.liveCam, published: !!patchline.publish, banner: document.querySelector('#banner').textContent,
-	fpsLabel: document.querySelector('#live-fps').textContent,
+	caption: document.querySelector('#caption').textContent, fpsLabel: document.querySelector('#live-fps').textContent,
 	blank: (() => {
 		const c = document.querySelector('#view');
 		const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -193,6 +198,45 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 	}
 	if s.Banner != "" {
 		t.Errorf("the page shows %q after malformed annotations and statuses", s.Banner)
+	}
+	// A preview comes before its frame's annotation: the page holds it
+	// until that comes, so the boxes drawn over a frame are its own.
+	if s.FramesBoxed < 10 || s.FramesOwnBoxes*10 < s.FramesBoxed*8 {
+		t.Errorf("%d of %d frames drawn with boxes had their own seq's, want ≥ 10 frames and ≥ 80%%", s.FramesOwnBoxes, s.FramesBoxed)
+	}
+
+	// A caption shows its age; an anomaly's heatmap goes after 3 s.
+	for _, a := range []string{
+		`{"schema":"patchline.annotation/v1","kind":"caption","camera":"` + cam + `","seq":1,"caption":{"text":"a test caption"}}`,
+		`{"schema":"patchline.annotation/v1","kind":"anomaly","camera":"` + cam + `","seq":1,"anomaly":{"score":0.9,"threshold":0.5,"grid_w":2,"grid_h":2,"patch_scores":[1,0,0,1]}}`,
+	} {
+		m := nats.NewMsg(bus.AnnotationSubject(cam))
+		m.Header.Set(junkHeader, "1") // not the pipeline's: the recorder skips it
+		m.Data = []byte(a)
+		if err := junk.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if s = stats(); s.LastHeatmap && strings.HasPrefix(s.Caption, "a test caption (") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("10 s after an anomaly and a caption: heatmap drawn %v, caption %q; want the heatmap, the caption with its age", s.LastHeatmap, s.Caption)
+			break
+		}
+	}
+	time.Sleep(3500 * time.Millisecond)
+	if s = stats(); s.LastHeatmap || !strings.HasPrefix(s.Caption, "a test caption (3 s ago)") && !strings.HasPrefix(s.Caption, "a test caption (4 s ago)") {
+		t.Errorf("3.5 s after an anomaly and a caption the page draws the heatmap: %v, caption %q; want none, the caption with its age", s.LastHeatmap, s.Caption)
+	}
+	// After a minute (made to have passed) the caption goes.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`patchline.caption.receivedAt -= 60000`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if s = stats(); s.Caption != "" {
+		t.Errorf("a caption of a minute ago is still shown: %q", s.Caption)
 	}
 	_, anns, _ := rec.snapshot()
 	persons := 0
