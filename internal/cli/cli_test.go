@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -187,5 +188,43 @@ func TestPrintWhere(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestLogSettings: the log section of the config (or its PATCHLINE_LOG_*
+// variables) sets the stage logger's level and format; the flags override
+// it; a bad value is an error naming the choices.
+func TestLogSettings(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(cfgPath, []byte("cameras: []\nlog:\n  level: debug\n  format: json\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logged := func(g *globals) string {
+		t.Helper()
+		var buf bytes.Buffer
+		g.logTo = &buf
+		log, _, err := g.setup(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Debug("hello", "camera", "cam1")
+		return buf.String()
+	}
+	if got := logged(&globals{}); !strings.HasPrefix(got, `{"time":`) || !strings.Contains(got, `"level":"DEBUG","msg":"hello","camera":"cam1"`) {
+		t.Errorf("log.level debug, log.format json: %q", got)
+	}
+	if got := logged(&globals{logFormat: "text"}); !strings.Contains(got, "level=DEBUG msg=hello camera=cam1") {
+		t.Errorf("--log-format text over the config's json: %q", got)
+	}
+	if got := logged(&globals{logLevel: "info"}); got != "" {
+		t.Errorf("--log-level info over the config's debug logged a debug line: %q", got)
+	}
+	t.Setenv("PATCHLINE_LOG_LEVEL", "error")
+	if got := logged(&globals{}); got != "" {
+		t.Errorf("PATCHLINE_LOG_LEVEL=error logged a debug line: %q", got)
+	}
+	if _, _, err := (&globals{logLevel: "loud", logTo: io.Discard}).setup(cfgPath); err == nil || !strings.Contains(err.Error(), "debug, info, warn, error") {
+		t.Errorf("--log-level loud: %v", err)
 	}
 }

@@ -2,18 +2,22 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	"gocv.io/x/gocv"
 
+	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/ort"
 )
 
@@ -34,18 +38,23 @@ func Main(args []string) int {
 }
 
 type globals struct {
-	logLevel string
+	logLevel, logFormat string // flags; "" leaves them to the config's log section
+	logTo               io.Writer
 }
 
 func newRoot() *cobra.Command {
-	g := &globals{}
+	g := &globals{logTo: os.Stderr}
 	root := &cobra.Command{
 		Use:           "patchline",
 		Short:         "Streaming video analysis: cameras → OpenCV → ViT patch tokens on NATS → ONNX Runtime → annotations",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			g.logTo = cmd.ErrOrStderr() // stderr, or where a test puts it
+		},
 	}
-	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default log.level, info)")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "log format: text (logfmt) or json (default log.format, text)")
 	root.AddCommand(
 		newRunCmd(g), newStageCmd(g),
 		newAttachCmd(), newDetachCmd(), newCamerasCmd(),
@@ -54,12 +63,22 @@ func newRoot() *cobra.Command {
 	return root
 }
 
-func (g *globals) logger() (*slog.Logger, error) {
+// logger is the stderr logger of the flags, over c (the config's log
+// section; config.Default's before a config is read).
+func (g *globals) logger(c config.Log) (*slog.Logger, error) {
+	level, format := cmp.Or(g.logLevel, c.Level), cmp.Or(g.logFormat, c.Format)
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	if err := lvl.UnmarshalText([]byte(level)); err != nil || !slices.Contains(config.LogLevels, level) {
+		return nil, fmt.Errorf("--log-level %q: want one of %s", level, strings.Join(config.LogLevels, ", "))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(g.logTo, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(g.logTo, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want one of %s", format, strings.Join(config.LogFormats, ", "))
 }
 
 func newVersionCmd() *cobra.Command {

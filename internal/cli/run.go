@@ -78,11 +78,16 @@ func newStageCmd(g *globals) *cobra.Command {
 // setup makes the logger and loads the configuration every stage-running
 // command needs.
 func (g *globals) setup(cfgPath string) (*slog.Logger, config.Config, error) {
-	log, err := g.logger()
+	log, err := g.logger(config.Default().Log) // a bad flag is an error before the config
 	if err != nil {
 		return nil, config.Config{}, err
 	}
 	cfg, err := config.Load(cfgPath)
+	if err == nil {
+		if log, err = g.logger(cfg.Log); err != nil {
+			return nil, cfg, err
+		}
+	}
 	for _, w := range config.StrayEnv(os.Environ()) {
 		log.Warn(w)
 	}

@@ -21,6 +21,7 @@ type Config struct {
 	Sink      Sink      `yaml:"sink"`
 	Generate  Generate  `yaml:"generate"`
 	Telemetry Telemetry `yaml:"telemetry"`
+	Log       Log       `yaml:"log"`
 }
 
 // NATS says which server to use. With URL empty, `patchline run` embeds one.
@@ -248,6 +249,13 @@ type Telemetry struct {
 	SampleRatio float64 `yaml:"sample_ratio"` // 0..1, default 1
 }
 
+// Log is how stage processes log, to stderr; --log-level and --log-format
+// override it.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error; default info
+	Format string `yaml:"format"` // text (logfmt) or json; default text
+}
+
 // Default is the configuration used where pipeline.yaml says nothing: an
 // embedded NATS server, the HTTP API on loopback, one synthetic camera,
 // 96×96 input in 8-pixel patches and the models/scene-vit bundle. A file
@@ -288,6 +296,7 @@ func Default() Config {
 		}, Webhooks: []Webhook{}},
 		Generate:  defaultGenerate(),
 		Telemetry: Telemetry{ServiceName: "patchline", SampleRatio: 1},
+		Log:       Log{Level: "info", Format: "text"},
 	}
 }
 

@@ -59,6 +59,14 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "log keys",
+			yaml: "log:\n  level: loud\n  format: xml\n",
+			want: []string{
+				`pipeline.yaml:2: log.level: "loud": want one of debug, info, warn, error`,
+				`pipeline.yaml:3: log.format: "xml": want one of text, json`,
+			},
+		},
+		{
 			name: "preview keys",
 			yaml: "decode:\n  preview_fps: 31\n  preview_width: 8\n",
 			want: []string{"pipeline.yaml:2: decode.preview_fps: 31 out of range 0..30", "pipeline.yaml:3: decode.preview_width: 8 out of range 16..1920"},

@@ -80,6 +80,7 @@ func (c *Config) problems() []error {
 	}
 	c.Generate.check(ck)
 	c.Telemetry.check(ck)
+	c.Log.check(ck)
 	return ck.errs
 }
 
@@ -498,6 +499,21 @@ func (t Telemetry) check(ck *checker) {
 	}
 	if !inRange(t.SampleRatio, 0, 1) {
 		ck.add("telemetry.sample_ratio", "%v out of range 0..1", t.SampleRatio)
+	}
+}
+
+// LogLevels and LogFormats are the values of log.level and log.format.
+var (
+	LogLevels  = []string{"debug", "info", "warn", "error"}
+	LogFormats = []string{"text", "json"}
+)
+
+func (l Log) check(ck *checker) {
+	if !slices.Contains(LogLevels, l.Level) {
+		ck.add("log.level", "%q: want one of %s", l.Level, strings.Join(LogLevels, ", "))
+	}
+	if !slices.Contains(LogFormats, l.Format) {
+		ck.add("log.format", "%q: want one of %s", l.Format, strings.Join(LogFormats, ", "))
 	}
 }
 
