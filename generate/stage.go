@@ -437,6 +437,14 @@ func (s *Stage) due(camera, trigger string, every time.Duration, now time.Time) 
 	return true
 }
 
+// ForgetCamera drops a detached camera's frames: a request for it is
+// unknown_camera at once, not served from its last frames for window_ttl.
+// (Frames still in flight may bring some back; `patchline run` and
+// `patchline stage` call it again a minute later.)
+func (s *Stage) ForgetCamera(camera string) {
+	s.win.forget(camera)
+}
+
 // anomalyEscalation: within an anomaly's cooldown, a score this many times
 // the highest published in it is a new anomaly all the same (a scene cut
 // after a person walked in), not a repeat of the first.

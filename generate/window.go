@@ -57,6 +57,13 @@ func (ws *windows) add(f *frame.Frame, now time.Time) (added bool) {
 	return added
 }
 
+// forget drops camera's window.
+func (ws *windows) forget(camera string) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	delete(ws.cams, camera)
+}
+
 // windowError says why a window cannot serve a request; reason is one of
 // the Reason* codes.
 type windowError struct {

@@ -135,7 +135,8 @@ func Run(ctx context.Context, o Options) error {
 		stages []stage
 		mux    = http.NewServeMux()
 
-		describe bool // the describe route is mounted
+		describe   bool           // the describe route is mounted
+		forgetters []func(string) // told of each camera detached
 	)
 	defer func() {
 		for _, nc := range conns {
@@ -200,7 +201,9 @@ func Run(ctx context.Context, o Options) error {
 			if err != nil {
 				return err
 			}
-			stages = append(stages, generate.NewStage(generate.Options{NC: nc, Control: ctl, Config: cfg.Generate, Replicas: cfg.NATS.Replicas, Stream: cfg.Sink.Stream, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog}))
+			gen := generate.NewStage(generate.Options{NC: nc, Control: ctl, Config: cfg.Generate, Replicas: cfg.NATS.Replicas, Stream: cfg.Sink.Stream, Captions: genModels.Captions, Framegen: genModels.Framegen, Logger: stageLog})
+			stages = append(stages, gen)
+			forgetters = append(forgetters, gen.ForgetCamera)
 		}
 		if (name == Ingest || name == Generate) && !describe {
 			// POST /v1/cameras/{id}/describe asks any generate replica over NATS.
@@ -216,7 +219,7 @@ func Run(ctx context.Context, o Options) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			forgetDetached(ctx, conns[0], cfg.NATS.Replicas, log)
+			forgetDetached(ctx, conns[0], cfg.NATS.Replicas, log, forgetters...)
 		}()
 	}
 	errc := make(chan error, len(stages)+1)

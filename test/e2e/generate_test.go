@@ -228,6 +228,15 @@ func TestGenerateOnRequest(t *testing.T) {
 	if !strings.Contains(string(m.Data), `"reason":"bad_request"`) || !strings.Contains(string(m.Data), "malformed request JSON") {
 		t.Errorf("malformed NATS request: %s", m.Data)
 	}
+
+	// A detached camera is not described from the frames it left behind
+	// (they would serve requests for generate.window_ttl, 30 s).
+	if code := apiCall(t, http.MethodDelete, p.info.HTTPAddr, "/v1/cameras/cam1", "", ""); code != http.StatusNoContent {
+		t.Fatalf("detach cam1: %d", code)
+	}
+	testenv.WaitFor(t, "describe of the detached cam1 unknown_camera", 10*time.Second, func() bool {
+		return p.describeNATS(t, generate.Request{Camera: "cam1", Timeout: "2s"}).Reason == generate.ReasonUnknownCamera
+	})
 }
 
 // TestGenerateOverloadKeepsLiveAnnotations: 20 describe requests at once
