@@ -322,6 +322,7 @@ func (c *Camera) setState(state string, err error) {
 func (c *Camera) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	telemetry.ShowCamera(stageName, c.spec.ID, "queue_full", "nats_down", "publish_error")
 	c.startSeq(ctx)
 	readerDone := make(chan struct{})
 	workerDone := make(chan struct{})

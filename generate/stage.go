@@ -292,6 +292,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err := s.nc.Flush(); err != nil {
 		return fmt.Errorf("generate: %w", err)
 	}
+	telemetry.ShowMalformed(stageName, bus.SubjectFamily(bus.FramesPrefix+"x"), bus.SubjectFamily(bus.AnnotationsPrefix+"x"))
 	s.SetReady(s.nc)
 	s.log.Info("generate ready", "caption_model", s.cfg.CaptionModel, "framegen_model", s.cfg.FramegenModel,
 		"budget", s.cfg.Budget, "queue", s.cfg.QueueSize, "auto", s.cfg.Auto)

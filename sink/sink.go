@@ -136,6 +136,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		}
 		defer func() { _ = gen.Drain() }()
 	}
+	telemetry.ShowMalformed(stageName, bus.SubjectFamily(bus.AnalyzedPrefix+"x"))
 	s.SetReady(s.nc)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()

@@ -50,6 +50,24 @@ var (
 	}, []string{"camera"})
 )
 
+// ShowMalformed makes stage's malformed-message series of the subject
+// families it consumes (bus.SubjectFamily) exist from the start, at 0, so
+// that rate() and alerts see them before the first bad message.
+func ShowMalformed(stage string, families ...string) {
+	for _, f := range families {
+		Malformed.WithLabelValues(stage, f)
+	}
+}
+
+// ShowCamera makes a camera's frame series of stage exist at 0 from its
+// start: frames out and a drop counter for each of reasons.
+func ShowCamera(stage, camera string, reasons ...string) {
+	FramesOut.WithLabelValues(stage, camera)
+	for _, r := range reasons {
+		FramesDropped.WithLabelValues(stage, camera, r)
+	}
+}
+
 // ForgetCamera deletes every series of a camera (one detached), in every
 // stage of this process.
 func ForgetCamera(id string) {

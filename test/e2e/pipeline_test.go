@@ -79,6 +79,17 @@ func TestRTSPCameraEndToEnd(t *testing.T) {
 	if !strings.Contains(metrics, `patchline_malformed_messages_total{stage="analyze",subject="patchline.frames.*"} 3`) {
 		t.Errorf("malformed frames not counted:\n%s", grepLines(metrics, "malformed"))
 	}
+	// Counters a dashboard or alert reads exist from the start, at 0 until
+	// something happens.
+	for _, series := range []string{
+		`patchline_frames_dropped_total{camera="cam1",reason="nats_down",stage="decode"}`,
+		`patchline_malformed_messages_total{stage="sink",subject="patchline.analyzed.*"}`,
+		`patchline_malformed_messages_total{stage="generate",subject="patchline.annotations.*"}`,
+	} {
+		if !strings.Contains(metrics, series+" 0\n") {
+			t.Errorf("/metrics lacks %s 0:\n%s", series, grepLines(metrics, strings.SplitN(series, "{", 2)[0]))
+		}
+	}
 	// Starting the pipeline reads the runtime's settings for its first log
 	// line and changes none: the collector still runs.
 	if m := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\d+)$`).FindStringSubmatch(metrics); m == nil {
