@@ -50,14 +50,8 @@ func DescribeHandler(nc *nats.Conn, defaultTimeout time.Duration) http.Handler {
 		}
 		var req Request
 		if len(bytes.TrimSpace(body)) > 0 {
-			dec := json.NewDecoder(bytes.NewReader(body))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&req); err != nil {
-				writeReply(w, errorReply(&Request{Camera: id}, ReasonBadRequest, "malformed request JSON: "+jsonError(err)))
-				return
-			}
-			if dec.More() {
-				writeReply(w, errorReply(&Request{Camera: id}, ReasonBadRequest, "malformed request JSON: more than one JSON value"))
+			if err := decodeRequest(body, &req); err != nil {
+				writeReply(w, errorReply(&Request{Camera: id}, ReasonBadRequest, "malformed request JSON: "+err.Error()))
 				return
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -129,14 +130,9 @@ func parseRequest(data []byte, defaults config.Generate, now time.Time) (*parsed
 	if len(data) > maxRequest {
 		return nil, errorReply(nil, ReasonBadRequest, fmt.Sprintf("request is %d bytes, the limit is %d", len(data), maxRequest))
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return nil, errorReply(&req, ReasonBadRequest, "malformed request JSON: "+jsonError(err)+
+	if err := decodeRequest(data, &req); err != nil {
+		return nil, errorReply(&req, ReasonBadRequest, "malformed request JSON: "+err.Error()+
 			` (want {"camera":"cam1","kind":"caption|frame","timeout":"5s","sampling":{...}})`)
-	}
-	if dec.More() {
-		return nil, errorReply(&req, ReasonBadRequest, "malformed request JSON: more than one JSON value")
 	}
 	if req.Kind == "" {
 		req.Kind = KindCaption
@@ -207,4 +203,18 @@ func jsonError(err error) string {
 		return fmt.Sprintf("field %q: want %s, got %s", te.Field, te.Type, te.Value)
 	}
 	return err.Error()
+}
+
+// decodeRequest reads data, which must be one JSON object of a Request's
+// fields and nothing after it, into req; the error says what is wrong.
+func decodeRequest(data []byte, req *Request) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		return errors.New(jsonError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF { // even a stray "}" or "]", which dec.More misses
+		return errors.New("more than one JSON value")
+	}
+	return nil
 }

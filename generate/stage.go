@@ -444,6 +444,7 @@ func (s *Stage) due(camera, trigger string, every time.Duration, now time.Time) 
 // `patchline stage` call it again a minute later.)
 func (s *Stage) ForgetCamera(camera string) {
 	s.win.forget(camera)
+	s.forget([]string{camera}) // its triggers' state too: the window's expiry will not see it now
 }
 
 // anomalyEscalation: within an anomaly's cooldown, a score this many times

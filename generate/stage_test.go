@@ -281,6 +281,8 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{`{"camera":`, ReasonBadRequest, []string{"malformed request JSON", "unexpected EOF"}},
 		{`not json`, ReasonBadRequest, []string{"malformed request JSON", "invalid character"}},
+		{`{"camera":"ok"}}`, ReasonBadRequest, []string{"more than one JSON value"}},
+		{`{"camera":"ok"} {}`, ReasonBadRequest, []string{"more than one JSON value"}},
 		{`{"camera":"cam1","colour":"red"}`, ReasonBadRequest, []string{`unknown field "colour"`}},
 		{`{"camera":7}`, ReasonBadRequest, []string{`"camera"`, "string"}},
 		{`{}`, ReasonBadRequest, []string{"camera: missing"}},

@@ -47,6 +47,9 @@ const (
 	// camera, so that a publisher that crashed and reconnects is not
 	// refused until ICE notices.
 	staleAfter = 2 * time.Second
+	// staleUnstarted is staleAfter for a session that has had no video
+	// yet: ICE through a TURN relay may take seconds to connect.
+	staleUnstarted = 10 * time.Second
 )
 
 // WHIP is the WebRTC ingest endpoint (WHIP, RFC 9725). A publisher POSTs an
@@ -205,24 +208,45 @@ func (w *WHIP) handlePublish(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 
-	// Reserve the camera: one publisher at a time. A session that sends
-	// nothing any more (its publisher crashed and is reconnecting) gives
-	// way at once instead of when ICE gives up on it.
-	if old := w.session(cam); old != nil && old.stale(time.Now()) {
-		w.end(old, "replaced by a new publisher")
+	// The camera first (its kind and fps are checked there), so that a
+	// refused POST ends nothing.
+	created, err := w.ensureCamera(req.Context(), cam, fps)
+	if err != nil {
+		writeErr(rw, err)
+		return
 	}
+	undo := func() { // a camera this POST registered goes if no session comes of it
+		if created {
+			if derr := w.reg.Detach(context.WithoutCancel(req.Context()), cam); derr != nil {
+				w.log.Warn("whip: removing camera after a failed offer", "camera", cam, "err", derr)
+			}
+		}
+	}
+
+	// Reserve the camera: one publisher at a time. A session that has
+	// stopped sending (its publisher crashed and is reconnecting) gives way
+	// at once instead of when ICE gives up on it.
 	w.mu.Lock()
-	_, busy := w.sessions[cam]
+	old, busy := w.sessions[cam]
+	var evict *whipSession
+	if busy && old != nil && old.stale(time.Now()) {
+		evict, busy = old, false
+	}
 	if !busy && !w.closed {
 		w.sessions[cam] = nil
 	}
 	closed := w.closed
 	w.mu.Unlock()
+	if evict != nil && !closed {
+		w.end(evict, "replaced by a new publisher") // leaves the reservation: it is not evict
+	}
 	switch {
 	case closed:
+		undo()
 		writeJSON(rw, http.StatusServiceUnavailable, apiError{"shutting down"})
 		return
 	case busy:
+		undo()
 		rw.Header().Set("Retry-After", strconv.Itoa(int(staleAfter/time.Second)))
 		writeJSON(rw, http.StatusConflict, apiError{fmt.Sprintf(
 			"camera %s is receiving from another WHIP publisher (it gives way %s after its last packet, or at a DELETE of its session)", cam, staleAfter)})
@@ -236,21 +260,12 @@ func (w *WHIP) handlePublish(rw http.ResponseWriter, req *http.Request) {
 		w.mu.Unlock()
 	}()
 
-	created, err := w.ensureCamera(req.Context(), cam, fps)
-	if err != nil {
-		writeErr(rw, err)
-		return
-	}
 	s, answer, err := w.newSession(cam, offer)
 	if err == nil && !w.register(s) {
 		err = errors.New("shutting down")
 	}
 	if err != nil {
-		if created {
-			if derr := w.reg.Detach(context.WithoutCancel(req.Context()), cam); derr != nil {
-				w.log.Warn("whip: removing camera after a failed offer", "camera", cam, "err", derr)
-			}
-		}
+		undo()
 		writeErr(rw, err)
 		return
 	}
@@ -282,13 +297,12 @@ func (w *WHIP) session(cam string) *whipSession {
 }
 
 // stale reports whether s has received no video for staleAfter (or none
-// since it began that long ago).
+// since it began staleUnstarted ago).
 func (s *whipSession) stale(now time.Time) bool {
-	last := s.begun
 	if ns := s.media.Load(); ns != 0 {
-		last = time.Unix(0, ns)
+		return now.Sub(time.Unix(0, ns)) >= staleAfter
 	}
-	return now.Sub(last) >= staleAfter
+	return now.Sub(s.begun) >= staleUnstarted
 }
 
 // stop ends the session of cam (if id is not empty, only that session) and

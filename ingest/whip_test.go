@@ -207,35 +207,43 @@ func TestWHIPPublishForwardsRTP(t *testing.T) {
 	waitFor(t, "detach ends the session", 5*time.Second, func() bool { _, byes, _ := rtp.get(); return byes == 2 && e.whip.Sessions() == 0 })
 }
 
-// TestWHIPStaleSessionGivesWay: a session that never sends (its publisher
-// crashed, and reconnects) holds its camera against a new POST for
-// staleAfter only, not until ICE gives up on it.
+// TestWHIPStaleSessionGivesWay: a session whose publisher stopped sending
+// (hung, or crashed and reconnects) holds its camera against a new POST for
+// staleAfter after its last packet only, not until ICE gives up on it (if
+// ever); a POST that is refused for another reason ends nothing.
 func TestWHIPStaleSessionGivesWay(t *testing.T) {
 	e := startWHIP(t, "", config.WHIP{})
 	clip := whiptest.MakeClip(t, t.TempDir(), whiptest.H264, 320, 240, 10, 2)
-	dead, err := whiptest.Offer(webrtc.MimeTypeH264) // its peer is closed: it never connects
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := whiptest.Post(e.base+"/whip/cam1", "", dead); err != nil {
-		t.Fatal(err)
-	}
-	begun := time.Now()
-	code, body, _ := do(t, "POST", e.base+"/whip/cam1", "", "application/sdp", "", strings.NewReader(dead))
-	switch {
-	case code == http.StatusCreated: // the machine took staleAfter to answer: that was stale already
-		begun = time.Now()
-	case code != http.StatusConflict && time.Since(begun) < staleAfter:
-		t.Fatalf("a new POST within %s of the first session: %d %s, want 409", staleAfter, code, body)
-	}
-	time.Sleep(time.Until(begun.Add(staleAfter)))
 	rtp := watchRTP(t, e.nc, "cam1")
-	p, err := whiptest.Publish(e.base+"/whip/cam1", whiptest.Options{Codec: whiptest.H264, File: clip, FPS: 10})
+	p, err := whiptest.Publish(e.base+"/whip/cam1?fps=5", whiptest.Options{Codec: whiptest.H264, File: clip, FPS: 10})
 	if err != nil {
-		t.Fatalf("a new publisher %s after a session that never sent: %v, want it to take the camera", time.Since(begun).Round(time.Millisecond), err)
+		t.Fatal(err)
 	}
+	waitFor(t, "RTP from the first publisher", 15*time.Second, func() bool { n, _, _ := rtp.get(); return n >= 20 })
 	defer p.Close()
-	waitFor(t, "RTP from the new publisher", 15*time.Second, func() bool { n, _, _ := rtp.get(); return n >= 20 })
+	p.Mute() // silent, its connection up
+	crashed := time.Now()
+	offer, err := whiptest.Offer(webrtc.MimeTypeH264)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body, _ := do(t, "POST", e.base+"/whip/cam1", "", "application/sdp", "", strings.NewReader(offer))
+	if code != http.StatusConflict && time.Since(crashed) < staleAfter {
+		t.Fatalf("a new POST within %s of the last packet: %d %s, want 409", staleAfter, code, body)
+	}
+	time.Sleep(time.Until(crashed.Add(staleAfter + 200*time.Millisecond)))
+	// Refused for its fps: the stale session is left as it was.
+	if code, body, _ := do(t, "POST", e.base+"/whip/cam1?fps=7", "", "application/sdp", "", strings.NewReader(offer)); code != http.StatusConflict || e.whip.Sessions() != 1 {
+		t.Fatalf("a POST with another fps: %d %s, %d sessions; want 409 and the old session kept", code, body, e.whip.Sessions())
+	}
+	n0, _, _ := rtp.get()
+	p2, err := whiptest.Publish(e.base+"/whip/cam1", whiptest.Options{Codec: whiptest.H264, File: clip, FPS: 10})
+	if err != nil {
+		t.Fatalf("a new publisher %s after the last packet of one that crashed: %v, want it to take the camera",
+			time.Since(crashed).Round(time.Millisecond), err)
+	}
+	defer p2.Close()
+	waitFor(t, "RTP from the new publisher", 15*time.Second, func() bool { n, _, _ := rtp.get(); return n >= n0+20 })
 	if n := e.whip.Sessions(); n != 1 {
 		t.Errorf("%d sessions, want 1", n)
 	}

@@ -202,7 +202,7 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 }
 
 // onPublished takes the annotations generate published (message ids
-// camera:seq:kind) to the webhooks; the sink's own (camera:seq) went to
+// camera:seq:kind:trigger[:nonce]) to the webhooks; the sink's own (camera:seq) went to
 // them as it published them.
 func (s *Stage) onPublished(m *nats.Msg) {
 	id := m.Header.Get(nats.MsgIdHdr)

@@ -27,6 +27,7 @@ const state = {
   lastBoxes: 0,
   framesBoxed: 0, // frames drawn with at least one box
   framesOwnBoxes: 0, // of those, frames drawn with the boxes of their own seq
+  framesBoxedLate: 0, // of those, frames whose annotation had not come within holdMs
   framesSkipped: 0, // previews dropped while waiting (more than maxPending)
   lastHeatmap: false, // the last frame drawn had the anomaly heatmap over it
   frameTimes: [],
@@ -327,9 +328,16 @@ function watch(cam) {
       let wait = 1000;
       try {
         const res = await fetch('/v1/live/' + encodeURIComponent(cam), { headers: authHeaders(), signal: ctl.signal });
-        if (res.status === 404) {
-          // Not attached (any more): nothing to wait for until it is picked again.
-          banner('live', 'live ' + cam + ': ' + (await errorOf(res)));
+        if (res.status === 404 || res.status === 401) {
+          // Not attached (any more), or no token: nothing to ask again until
+          // it is picked again or the token entered.
+          const msg = res.status === 401 ? 'unauthorized: enter the API token (http.token)' : await errorOf(res);
+          if (ctl.signal.aborted) return; // another view is up: its banner, not this one's
+          if (res.status === 401) {
+            state.needToken = true;
+            $('#token-box').hidden = false;
+          }
+          banner('live', 'live ' + cam + ': ' + msg);
           return;
         }
         if (!res.ok) {
@@ -429,6 +437,7 @@ function pump() {
     return;
   }
   pending.shift();
+  const timedOut = late && !analyses.has(p.seq) && p.seq >= state.lastAnalysisSeq;
   nextDrawAt = pending.length ? now + (pending[0].at - p.at) : 0;
   drawing = true;
   const im = new Image();
@@ -437,7 +446,7 @@ function pump() {
     pump();
   };
   im.onload = () => {
-    if (p.gen === state.liveGen) draw(im, p.seq);
+    if (p.gen === state.liveGen) draw(im, p.seq, timedOut);
     done();
   };
   im.onerror = done;
@@ -455,8 +464,9 @@ function renderCaption() {
 }
 
 // draw draws the preview im, of seq, with the boxes of its seq's
-// annotation, or else the latest ones if recent, and counts them.
-function draw(im, seq) {
+// annotation, or else the latest ones if recent, and counts them (timedOut:
+// its annotation had not come when the hold ran out).
+function draw(im, seq, timedOut) {
   const c = $('#view');
   const g = c.getContext('2d');
   if (c.width !== im.naturalWidth || c.height !== im.naturalHeight) {
@@ -490,6 +500,7 @@ function draw(im, seq) {
   if (boxes > 0) {
     state.framesBoxed++;
     if (a === own) state.framesOwnBoxes++;
+    if (timedOut) state.framesBoxedLate++;
   }
   state.frameTimes.push(now);
   while (state.frameTimes.length && now - state.frameTimes[0] > 3000) state.frameTimes.shift();
@@ -580,6 +591,7 @@ $('#token').addEventListener('change', () => {
   localStorage.setItem('patchline.token', state.token);
   state.needToken = false;
   start();
+  if (state.liveCam) watch(state.liveCam); // a view refused for want of the token
 });
 
 async function start() {

@@ -16,7 +16,9 @@ func Every(ctx context.Context, interval time.Duration, f func() bool) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if !f() {
+			// A tick and ctx's end may both be ready, and select picks
+			// either: f never runs once ctx is done.
+			if ctx.Err() != nil || !f() {
 				return
 			}
 		}

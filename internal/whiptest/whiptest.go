@@ -428,6 +428,10 @@ func (p *Publisher) Stop() (int, error) {
 
 // Close drops the peer without telling the server (a publisher that
 // vanished), and waits for the publisher's goroutines.
+// Mute stops sending media but keeps the connection up, as a publisher
+// that hung (or one that crashed, seen from the server until ICE notices).
+func (p *Publisher) Mute() { p.cancel() }
+
 func (p *Publisher) Close() {
 	p.once.Do(func() {
 		p.cancel()

@@ -212,6 +212,7 @@ func TestGenerateOnRequest(t *testing.T) {
 		{"cam1", `{"kind":"sonnet"}`, http.StatusBadRequest, generate.ReasonBadRequest},
 		{"cam1", `{} garbage`, http.StatusBadRequest, generate.ReasonBadRequest},
 		{"cam1", `{}{}`, http.StatusBadRequest, generate.ReasonBadRequest},
+		{"cam1", `{}}`, http.StatusBadRequest, generate.ReasonBadRequest},
 	} {
 		code, r := p.describeHTTP(t, c.id, c.body)
 		if code != c.status || r.Reason != c.reason || r.Error == "" {
