@@ -74,7 +74,8 @@ func ParseSourceURL(raw string) (SourceKind, string, error) {
 		if u.Host == "" {
 			return "", "", fmt.Errorf("decode: camera url %s has no host", media.RedactURL(raw))
 		}
-		return KindRTSP, raw, nil
+		// URL schemes are case-insensitive, FFmpeg's protocol names not.
+		return KindRTSP, strings.ToLower(u.Scheme) + raw[len(u.Scheme):], nil
 	case "synthetic":
 		if _, err := synth.ParseURL(raw); err != nil {
 			return "", "", fmt.Errorf("decode: camera url %s: %w", media.RedactURL(raw), err)
@@ -130,7 +131,7 @@ func OpenSource(raw string, o SourceOptions) (Source, error) {
 	case KindWHIP:
 		return nil, errors.New("decode: a whip:// camera is opened by its camera worker, which receives its RTP from NATS")
 	default:
-		return openCV(raw, media.RedactURL(raw), KindRTSP, o)
+		return openCV(p, media.RedactURL(raw), KindRTSP, o)
 	}
 }
 

@@ -101,3 +101,18 @@ func TestFileRoots(t *testing.T) {
 		t.Errorf("NewCamera of a missing file: %v", err)
 	}
 }
+
+// TestParseSourceURLSchemeCase: URL schemes are case-insensitive but
+// FFmpeg's protocol names are not: an RTSP:// camera is opened as rtsp://.
+func TestParseSourceURLSchemeCase(t *testing.T) {
+	for raw, want := range map[string]string{
+		"RTSP://u:p@cam:554/Stream1": "rtsp://u:p@cam:554/Stream1",
+		"Rtsps://cam/s":              "rtsps://cam/s",
+		"rtsp://cam/s":               "rtsp://cam/s",
+	} {
+		kind, got, err := ParseSourceURL(raw)
+		if err != nil || kind != KindRTSP || got != want {
+			t.Errorf("ParseSourceURL(%q) = %s %q %v, want rtsp %q", raw, kind, got, err, want)
+		}
+	}
+}

@@ -591,6 +591,12 @@ func TestCheckCameraURL(t *testing.T) {
 		"rtsp:/cam.local/s":  "missing the // after rtsp:",
 		"file://":            "has no path",
 		"rtsp://u:pw@[::1/s": "bad url",
+		// A password with reserved characters: url.Parse's own message
+		// would quote the part after its first ':' (pw/xyz) as a port.
+		"rtsp://admin:pw/xyz@10.0.0.1/s": "must be percent-encoded",
+		"rtsp://admin:pw#x@10.0.0.1/s":   "must be percent-encoded",
+		" rtsp://cam/s":                  "white space before or after",
+		"rtsp://cam:99999/s":             "port 99999 is not in 1..65535",
 		"synthetic://%zz":    "invalid URL escape",
 		// What the cameras themselves would refuse is refused here too, so
 		// that a camera that passes validation starts.

@@ -123,6 +123,9 @@ func CheckCameraURL(raw string) error {
 	if raw == "" {
 		return errors.New("url is empty")
 	}
+	if strings.TrimSpace(raw) != raw {
+		return fmt.Errorf("url %q has white space before or after it", redact(strings.TrimSpace(raw)))
+	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok || !isScheme(scheme) {
 		return checkPlainPath(raw)
@@ -135,6 +138,11 @@ func CheckCameraURL(raw string) error {
 		}
 		if u.Hostname() == "" {
 			return fmt.Errorf("%s url %q has no host", scheme, redact(raw))
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("%s url %q: port %s is not in 1..65535", scheme, redact(raw), p)
+			}
 		}
 		if opt := ffmpegTransportOption(raw); opt != "" {
 			return fmt.Errorf("%s url %q: ?%s is an FFmpeg transport option, and patchline chooses the transport (RTSP over TCP); remove it", scheme, redact(raw), opt)
@@ -193,10 +201,15 @@ func isScheme(s string) bool {
 }
 
 // parseURL parses raw without echoing it in the error, which could leak a
-// password.
+// password: url.Parse's own message quotes the part it stumbled on, which
+// in a URL with credentials is often the password (rtsp://admin:pa/ss@…
+// reads as host "admin", port ":pa").
 func parseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
+		if strings.Contains(raw, "@") {
+			return nil, fmt.Errorf("bad url %q: it does not parse; characters such as @ : / ? # %% in a user name or password must be percent-encoded (%%40 %%3A %%2F %%3F %%23 %%25)", redact(raw))
+		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
