@@ -761,3 +761,20 @@ func TestFramesWhileNATSIsDown(t *testing.T) {
 		t.Errorf("log does not say frames were dropped and then flowed again:\n%s", r.log.String())
 	}
 }
+
+// TestSilentStreamOpenIsBounded: a server that answers PLAY and then sends
+// nothing fails the open within about the stall timeout, not OpenCV's
+// default 30 s (FFmpeg waits for packets to probe; OpenCV opens one capture
+// at a time, so a hung open would hold up every other camera's).
+func TestSilentStreamOpenIsBounded(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	srv := rtsptest.Start(t)
+	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 4})
+	rtsptest.Publish(t, context.Background(), clip, srv.URL("quiet"))
+	srv.Freeze("quiet", true)
+	d := config.Decode{RetryMin: 100 * time.Millisecond, RetryMax: 200 * time.Millisecond, StallTimeout: 1500 * time.Millisecond}
+	start := time.Now()
+	r := runCamera(t, startNATS(t), config.Camera{ID: "quiet", URL: srv.URL("quiet")}, d)
+	st := waitState(t, r.cam, 12*time.Second, StateRetrying)
+	t.Logf("open failed after %s: %s", time.Since(start).Round(time.Millisecond), st.LastError)
+}

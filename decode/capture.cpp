@@ -1,4 +1,5 @@
 #include <string>
+#include <vector>
 
 #include <opencv2/core.hpp>
 #include <opencv2/videoio.hpp>
@@ -20,7 +21,7 @@ struct plCameraScope {
     ~plCameraScope() { plLogCamera(nullptr); }
 };
 
-void* plCaptureOpen(const char* uri, const char* camera, char* why, int whylen) {
+void* plCaptureOpen(const char* uri, const char* camera, int timeoutMs, char* why, int whylen) {
     plCapture* cap = new plCapture();
     cap->camera = camera;
     // OpenCV sets up FFmpeg (and its log level) at its first open; the
@@ -31,7 +32,11 @@ void* plCaptureOpen(const char* uri, const char* camera, char* why, int whylen) 
     {
         plCameraScope scope(cap);
         try {
-            ok = cap->vc.open(uri, cv::CAP_FFMPEG) && cap->vc.isOpened();
+            std::vector<int> params;
+            if (timeoutMs > 0) {
+                params = {cv::CAP_PROP_OPEN_TIMEOUT_MSEC, timeoutMs, cv::CAP_PROP_READ_TIMEOUT_MSEC, timeoutMs};
+            }
+            ok = cap->vc.open(uri, cv::CAP_FFMPEG, params) && cap->vc.isOpened();
         } catch (...) {
         }
     }

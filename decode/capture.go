@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"errors"
+	"time"
 	"unsafe"
 
 	"gocv.io/x/gocv"
@@ -27,15 +28,18 @@ type capture struct{ p unsafe.Pointer }
 var errCaptureOpen = errors.New("OpenCV/FFmpeg could not open it")
 
 // openCapture opens uri with the FFmpeg backend; what FFmpeg logs in its
-// calls names camera. A failure is FFmpeg's last error line of the open,
-// when it logged one ("rtsp: method DESCRIBE failed: 401 Unauthorized"),
-// credentials hidden; else errCaptureOpen.
-func openCapture(uri, camera string) (*capture, error) {
+// calls names camera. timeout (> 0) bounds the open and each read: OpenCV
+// opens one capture at a time, process-wide, so an open that hangs on a
+// silent server holds up every other camera's for as long as it lasts
+// (OpenCV's default, 30 s). A failure is FFmpeg's last error line of the
+// open, when it logged one ("rtsp: method DESCRIBE failed: 401
+// Unauthorized"), credentials hidden; else errCaptureOpen.
+func openCapture(uri, camera string, timeout time.Duration) (*capture, error) {
 	cs, ccam := C.CString(uri), C.CString(camera)
 	defer C.free(unsafe.Pointer(cs))
 	defer C.free(unsafe.Pointer(ccam))
 	var why [512]C.char
-	p := C.plCaptureOpen(cs, ccam, &why[0], C.int(len(why)))
+	p := C.plCaptureOpen(cs, ccam, C.int(timeout.Milliseconds()), &why[0], C.int(len(why)))
 	if p == nil {
 		if line := cleanFFmpegLine(C.GoString(&why[0])); line != "" {
 			return nil, errors.New(line)

@@ -9,8 +9,9 @@ extern "C" {
 
 // plCaptureOpen opens uri; on failure it returns NULL with FFmpeg's last
 // error line of the open, if any, in why. FFmpeg's log lines of the open,
-// grabs, retrieves and close name camera.
-void* plCaptureOpen(const char* uri, const char* camera, char* why, int whylen);
+// grabs, retrieves and close name camera. timeoutMs > 0 bounds the open and
+// each read (OpenCV's own default is 30 s).
+void* plCaptureOpen(const char* uri, const char* camera, int timeoutMs, char* why, int whylen);
 int plCaptureGrab(void* cap);
 int plCaptureRetrieve(void* cap, void* mat);
 double plCaptureGet(void* cap, int prop);

@@ -309,7 +309,11 @@ func (s *cvSource) open() error {
 		err error
 	)
 	withCaptureOptions(CaptureOptions(s.kind, s.o.StallTimeout), func() {
-		vc, err = openCapture(s.uri, s.o.Camera)
+		var timeout time.Duration // files: OpenCV's own
+		if s.live {
+			timeout = s.o.StallTimeout
+		}
+		vc, err = openCapture(s.uri, s.o.Camera, timeout)
 	})
 	switch {
 	case errors.Is(err, errCaptureOpen): // FFmpeg did not say why
