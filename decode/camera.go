@@ -495,6 +495,10 @@ func (c *Camera) readLoop(ctx context.Context, free chan *rawFrame, work chan<- 
 				failures = 0
 			}
 			if errors.Is(err, io.EOF) {
+				if err != io.EOF {
+					c.setState(StateEnded, err) // ended early, and why
+					c.log.Warn("camera source ended", "err", err)
+				}
 				return true
 			}
 			shrink(free)

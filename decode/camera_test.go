@@ -3,9 +3,13 @@ package decode
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -740,7 +744,9 @@ func TestFramesWhileNATSIsDown(t *testing.T) {
 	}
 	testenv.WaitFor(t, "frames", 20*time.Second, func() bool { return len(received()) >= 5 })
 
-	dropped := func() float64 { return testutil.ToFloat64(telemetry.FramesDropped.WithLabelValues(stageName, "cam1", "nats_down")) }
+	dropped := func() float64 {
+		return testutil.ToFloat64(telemetry.FramesDropped.WithLabelValues(stageName, "cam1", "nats_down"))
+	}
 	before, stBefore := dropped(), r.cam.Status().FramesDropped
 	srv.Shutdown()
 	down := time.Now()
@@ -777,4 +783,57 @@ func TestSilentStreamOpenIsBounded(t *testing.T) {
 	r := runCamera(t, startNATS(t), config.Camera{ID: "quiet", URL: srv.URL("quiet")}, d)
 	st := waitState(t, r.cam, 12*time.Second, StateRetrying)
 	t.Logf("open failed after %s: %s", time.Since(start).Round(time.Millisecond), st.LastError)
+}
+
+// TestStreamChangesSize: a stream whose picture size changes mid-stream,
+// without a new session (new parameter sets in band, as a camera whose
+// settings change), goes on at the new size: OpenCV 4.6's converter keeps
+// the size it opened with and fails (FFmpeg's swscaler: "Slice parameters
+// ... are invalid"), leaving the old picture in place, so the camera
+// reopens the stream instead of publishing that picture again and again.
+func TestStreamChangesSize(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	dir := t.TempDir()
+	var ts []byte
+	for i, size := range []string{"320x240", "240x320"} {
+		seg := filepath.Join(dir, fmt.Sprintf("seg%d.ts", i))
+		cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+			"-i", "testsrc2=size="+size+":rate=10:duration=3", "-c:v", "libx264", "-g", "10", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "mpegts", seg)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ffmpeg: %v\n%s", err, b)
+		}
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, b...)
+	}
+	clip := filepath.Join(dir, "switch.ts")
+	if err := os.WriteFile(clip, ts, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := rtsptest.Start(t)
+	rtsptest.Publish(t, context.Background(), clip, srv.URL("switch"))
+	d := config.Decode{Width: 96, Height: 96, PatchSize: 8, StallTimeout: 3 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond, QueueSize: 4}
+	r := runCamera(t, startNATS(t), config.Camera{ID: "switch", URL: srv.URL("switch"), FPS: 10}, d)
+	// The clip loops: 3 s at each size. Frames of the second size come
+	// within a few seconds of the switch, not when a later loop happens
+	// to reopen at it.
+	sizes := map[string]int{}
+	for deadline := time.Now().Add(12 * time.Second); len(sizes) < 2 && time.Now().Before(deadline); {
+		f, _ := r.next(t, 15*time.Second)
+		sizes[fmt.Sprintf("%dx%d", f.SourceW, f.SourceH)]++
+	}
+	if sizes["320x240"] == 0 || sizes["240x320"] == 0 {
+		t.Errorf("frames by source size in 12 s %v, want both 320x240 and 240x320\n%s", sizes, r.log.String())
+	}
+	r.stop()
+
+	// A file would reopen at its first size: it ends where the size
+	// changes, and says why, rather than repeat its last picture.
+	f := runCamera(t, startNATS(t), config.Camera{ID: "switchfile", URL: clip, FPS: 10}, config.Decode{Width: 96, Height: 96, PatchSize: 8})
+	st := waitState(t, f.cam, 20*time.Second, StateEnded)
+	if !strings.Contains(st.LastError, "picture size changed") || st.FramesOut > 31 {
+		t.Errorf("the file ended with %d frames out, last error %q; want ≤ 30 (its first part) and the size change named", st.FramesOut, st.LastError)
+	}
 }

@@ -62,8 +62,16 @@ int plCaptureGrab(void* p) {
 int plCaptureRetrieve(void* p, void* mat) {
     plCapture* cap = static_cast<plCapture*>(p);
     plCameraScope scope(cap);
+    plScaleBegin();
     try {
-        return cap->vc.retrieve(*static_cast<cv::Mat*>(mat)) ? 1 : 0;
+        bool ok = cap->vc.retrieve(*static_cast<cv::Mat*>(mat));
+        // OpenCV 4.6 keeps the converter it made for the stream's first
+        // picture size: when the size changes in band, swscaler refuses the
+        // frame and the output keeps the previous picture, with success.
+        if (ok && plScaleFailedSince()) {
+            return 2;
+        }
+        return ok ? 1 : 0;
     } catch (...) {
         return 0;
     }

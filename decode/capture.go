@@ -52,9 +52,21 @@ func openCapture(uri, camera string, timeout time.Duration) (*capture, error) {
 // grab reads and decodes the next frame; false at the end or on failure.
 func (c *capture) grab() bool { return C.plCaptureGrab(c.p) != 0 }
 
+// errSizeChanged: the picture's size changed since the open, and OpenCV
+// 4.6's converter, made for the first size, refused the frame.
+var errSizeChanged = errors.New("the picture size changed since the open, which OpenCV 4.6 cannot convert")
+
 // retrieve converts the frame the last grab decoded into dst (8-bit BGR).
-func (c *capture) retrieve(dst *gocv.Mat) bool {
-	return C.plCaptureRetrieve(c.p, unsafe.Pointer(dst.Ptr())) != 0 && !dst.Empty()
+func (c *capture) retrieve(dst *gocv.Mat) error {
+	switch C.plCaptureRetrieve(c.p, unsafe.Pointer(dst.Ptr())) {
+	case 2:
+		return errSizeChanged
+	case 1:
+		if !dst.Empty() {
+			return nil
+		}
+	}
+	return errors.New("conversion to BGR failed")
 }
 
 // get returns a capture property (gocv's constants are OpenCV's).

@@ -13,6 +13,8 @@ extern "C" {
 // each read (OpenCV's own default is 30 s).
 void* plCaptureOpen(const char* uri, const char* camera, int timeoutMs, char* why, int whylen);
 int plCaptureGrab(void* cap);
+// plCaptureRetrieve: 1 done, 0 failed, 2 the picture changed size (the
+// converter refused it; the output is stale).
 int plCaptureRetrieve(void* cap, void* mat);
 double plCaptureGet(void* cap, int prop);
 void plCaptureClose(void* cap);
@@ -22,6 +24,10 @@ void plLogInstall(void);
 void plLogCaptureBegin(char* why, int len);
 void plLogCaptureEnd(void);
 void plLogCamera(const char* camera);
+// plScaleBegin and plScaleFailedSince say whether FFmpeg's swscaler logged
+// an error on this thread in between (its output is then not the frame).
+void plScaleBegin(void);
+int plScaleFailedSince(void);
 
 #ifdef __cplusplus
 }

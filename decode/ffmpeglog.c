@@ -13,10 +13,17 @@
 static __thread char* plWhy;
 static __thread int plWhyLen;
 static __thread const char* plCamera;
+static __thread int plScaleFailed;
 
 static void plAvLog(void* avcl, int level, const char* fmt, va_list vl) {
     if (level > av_log_get_level()) {
         return;
+    }
+    if (level <= AV_LOG_ERROR && avcl != NULL) {
+        const AVClass* c = *(const AVClass**)avcl;
+        if (c != NULL && c->class_name != NULL && strcmp(c->class_name, "SWScaler") == 0) {
+            plScaleFailed = 1; // the conversion this thread asked for did not happen
+        }
     }
     char line[1024];
     int prefix = 1;
@@ -43,3 +50,7 @@ void plLogCaptureBegin(char* why, int len) {
 void plLogCaptureEnd(void) { plWhy = NULL; }
 
 void plLogCamera(const char* camera) { plCamera = camera; }
+
+void plScaleBegin(void) { plScaleFailed = 0; }
+
+int plScaleFailedSince(void) { return plScaleFailed; }

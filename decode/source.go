@@ -363,10 +363,21 @@ func (s *cvSource) Grab() (time.Duration, error) {
 }
 
 func (s *cvSource) Retrieve(dst *gocv.Mat) error {
-	if s.vc == nil || !s.vc.retrieve(dst) {
-		return fmt.Errorf("decode: frame %d of %s could not be converted to BGR", s.read, s.redacted)
+	if s.vc == nil {
+		return fmt.Errorf("decode: %s is not open", s.redacted)
 	}
-	return nil
+	err := s.vc.retrieve(dst)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errSizeChanged) && s.live:
+		// Reopened, the stream is converted at its new size.
+		return fmt.Errorf("decode: %s: frame %d: %w; reopening", s.redacted, s.read, err)
+	case errors.Is(err, errSizeChanged):
+		// A file would reopen at its first size again: it ends here.
+		return fmt.Errorf("decode: %s: frame %d: %w; the file ends there (%w)", s.redacted, s.read, err, io.EOF)
+	}
+	return fmt.Errorf("decode: frame %d of %s: %w", s.read, s.redacted, err)
 }
 
 func (s *cvSource) Close() error {
