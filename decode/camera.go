@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,6 +164,13 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 		// is retried by the opens (it may appear), which check again.
 		if real, err := resolveFile(path); err == nil && !inRoots(real, roots) {
 			return nil, errOutsideRoots(path, roots)
+		}
+	}
+	if kind == KindFile {
+		// A directory will not turn into a video: fail at once (a missing
+		// file is retried, it may appear).
+		if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+			return nil, fmt.Errorf("decode: camera %s: %s is a directory, not a video file", spec.ID, path)
 		}
 	}
 	if opts.NC == nil {

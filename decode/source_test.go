@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
 )
 
 // TestFileSourceMustBeARegularFile: a FIFO or a device as a file camera is
@@ -114,5 +115,21 @@ func TestParseSourceURLSchemeCase(t *testing.T) {
 		if err != nil || kind != KindRTSP || got != want {
 			t.Errorf("ParseSourceURL(%q) = %s %q %v, want rtsp %q", raw, kind, got, err, want)
 		}
+	}
+}
+
+// TestDirectoryCameraFailsAtOnce: a directory will not turn into a video,
+// so a camera on one is refused when made (the stage reports it failed),
+// not retried for ever; a file that is missing may still appear.
+func TestDirectoryCameraFailsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	nc := natstest.Connect(t, natstest.Start(t))
+	_, err := NewCamera(config.Camera{ID: "dir", URL: dir}, Options{NC: nc, Logger: natstest.Discard()})
+	if err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Errorf("camera on a directory: %v, want refused as a directory", err)
+	}
+	cam, err := NewCamera(config.Camera{ID: "later", URL: filepath.Join(dir, "later.mp4")}, Options{NC: nc, Logger: natstest.Discard()})
+	if err != nil || cam == nil {
+		t.Errorf("camera on a file not there yet: %v, want made (and retried)", err)
 	}
 }
