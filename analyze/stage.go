@@ -206,7 +206,7 @@ func (s *Stage) publishBatch(r inferred) {
 		if queuedFrom.IsZero() {
 			queuedFrom = it.arrived
 		}
-		ctx, span := tracer.Start(it.ctx, "analyze", trace.WithTimestamp(queuedFrom),
+		ctx, span := tracer.Start(it.ctx, "analyze", trace.WithTimestamp(queuedFrom), trace.WithSpanKind(trace.SpanKindConsumer),
 			trace.WithAttributes(attribute.String("camera", f.Camera), attribute.Int64("seq", int64(f.Seq)), attribute.String("model", s.model.Name())))
 		taken := it.taken
 		_, qs := tracer.Start(ctx, "queue_wait", trace.WithTimestamp(queuedFrom))

@@ -169,7 +169,7 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 	if ns, err := strconv.ParseInt(m.Header.Get(annotation.HdrAnalyzedAt), 10, 64); err == nil {
 		start = time.Unix(0, ns)
 	}
-	ctx, span := telemetry.Tracer().Start(bus.ExtractTrace(context.Background(), m.Header), "sink", trace.WithTimestamp(start))
+	ctx, span := telemetry.Tracer().Start(bus.ExtractTrace(context.Background(), m.Header), "sink", trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindConsumer))
 	if a.LatencyMs == nil {
 		a.LatencyMs = map[string]float64{}
 	}

@@ -21,6 +21,7 @@ import (
 type Span struct {
 	TraceID  string            // hex
 	Name     string            // span name
+	Kind     string            // SPAN_KIND_INTERNAL, SPAN_KIND_PRODUCER, ...
 	Resource map[string]string // its resource's attributes, values as text
 }
 
@@ -71,7 +72,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		}
 		for _, ss := range rs.ScopeSpans {
 			for _, s := range ss.Spans {
-				r.spans = append(r.spans, Span{TraceID: hex.EncodeToString(s.TraceId), Name: s.Name, Resource: res})
+				r.spans = append(r.spans, Span{TraceID: hex.EncodeToString(s.TraceId), Name: s.Name, Kind: s.Kind.String(), Resource: res})
 			}
 		}
 	}

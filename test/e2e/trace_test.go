@@ -49,7 +49,12 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 	spans := map[string]map[string]bool{} // trace id → span names
 	services := map[string]bool{}
 	instances := map[string]string{} // service.instance.id → patchline.stages
+	wantKind := map[string]string{"publish": "SPAN_KIND_PRODUCER", "analyze": "SPAN_KIND_CONSUMER", "sink": "SPAN_KIND_CONSUMER"}
 	for _, s := range recv.Spans() {
+		if k, ok := wantKind[s.Name]; ok && s.Kind != k {
+			t.Errorf("%s span of kind %s, want %s", s.Name, s.Kind, k)
+			delete(wantKind, s.Name) // once
+		}
 		services[s.Resource["service.name"]] = true
 		instances[s.Resource["service.instance.id"]] = s.Resource["patchline.stages"]
 		if spans[s.TraceID] == nil {
