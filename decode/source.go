@@ -317,7 +317,7 @@ func (s *cvSource) open() error {
 	})
 	switch {
 	case errors.Is(err, errCaptureOpen): // FFmpeg did not say why
-		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed (unreachable, unauthorized, not found or not a video)", s.redacted)
+		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed (unreachable, unauthorized, not found, or no video stream in it)", s.redacted)
 	case err != nil:
 		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: %w", s.redacted, err)
 	}
