@@ -30,11 +30,21 @@ const replyGrace = 2 * time.Second
 // optional Request (camera comes from the path; {} or no body = a caption
 // with the defaults), sent as a NATS request on patchline.generate.request,
 // so whichever process serves the API reaches any generate replica. The
-// reply is the stage's Reply JSON with the status of HTTPStatus(reason).
-func DescribeHandler(nc *nats.Conn, defaultTimeout time.Duration) http.Handler {
+// reply is the stage's Reply JSON with the status of HTTPStatus(reason),
+// errors included (a body over maxBody, or the request limit, is a 413
+// with reason bad_request).
+func DescribeHandler(nc *nats.Conn, defaultTimeout time.Duration, maxBody int64) http.Handler {
+	limit := int64(maxRequest)
+	if maxBody > 0 {
+		limit = min(limit, maxBody)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequest))
+		if r.ContentLength > limit {
+			writeReplyStatus(w, http.StatusRequestEntityTooLarge, errorReply(nil, ReasonBadRequest, fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, limit)))
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {

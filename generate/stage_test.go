@@ -549,7 +549,7 @@ func TestDescribeHTTP(t *testing.T) {
 	nc := startStage(t, testGenerate(), fg, nil)
 	publishFrames(t, nc, "cam1", 1, 5)
 	mux := http.NewServeMux()
-	mux.Handle(DescribePattern, DescribeHandler(nc, 5*time.Second))
+	mux.Handle(DescribePattern, DescribeHandler(nc, 5*time.Second, 0))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	post := func(path, body string) (int, Reply) {

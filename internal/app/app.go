@@ -207,7 +207,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		if (name == Ingest || name == Generate) && !describe {
 			// POST /v1/cameras/{id}/describe asks any generate replica over NATS.
-			mux.Handle(generate.DescribePattern, ingest.RequireToken(cfg.HTTP.Token, ingest.LimitBody(cfg.HTTP.MaxBody, generate.DescribeHandler(nc, cfg.Generate.RequestTimeout))))
+			mux.Handle(generate.DescribePattern, ingest.RequireToken(cfg.HTTP.Token, generate.DescribeHandler(nc, cfg.Generate.RequestTimeout, cfg.HTTP.MaxBody)))
 			describe = true
 		}
 	}
