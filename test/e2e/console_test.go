@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -123,10 +124,17 @@ func TestConsolePublishesBrowserCamera(t *testing.T) {
 		t.Fatalf("open the console at %s: %v", page, err)
 	}
 	// Until the token is entered, the page does not poll the camera list
-	// (each time a 401).
+	// (each time a 401), and a live view it is asked for stops at its 401.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`watch('nosuch')`)); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(2500 * time.Millisecond)
 	if asks := answered(func(a string) bool { return strings.Contains(a, " /v1/cameras") }); len(asks) != 0 {
 		t.Errorf("before the token was entered the page asked for the cameras: %v", asks)
+	}
+	banner, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#banner').textContent`))
+	if asks := answered(func(a string) bool { return strings.Contains(a, " /v1/live/") }); err != nil || !slices.Equal(asks, []string{"401 /v1/live/nosuch"}) || !strings.Contains(banner, "unauthorized") {
+		t.Errorf("a live view asked for before the token: answers %v, banner %q (%v); want one 401 and the page asking for the token", asks, banner, err)
 	}
 	// The API wants the token: the page shows the token box; type it in.
 	if err := chromedp.Do(ctx,
