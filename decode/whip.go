@@ -65,7 +65,7 @@ type rtpRelay struct {
 	asked    time.Time
 	dst      *net.UDPConn // FFmpeg's port, nil when none
 	dstCodec string
-	ended    bool // a BYE went to dst: FFmpeg's stream is over
+	ended    bool   // a BYE went to dst: FFmpeg's stream is over
 	missed   uint64 // packets skipped by forward jumps of the RTP sequence number
 }
 
