@@ -45,12 +45,16 @@ async function api(method, path, body, contentType) {
   const opts = { method, headers: authHeaders(body === undefined ? {} : { 'Content-Type': contentType || 'application/json' }) };
   if (body !== undefined) opts.body = contentType ? body : JSON.stringify(body);
   const res = await fetch(path, opts);
-  if (res.status === 401) {
-    state.needToken = true;
-    $('#token-box').hidden = false;
-    throw new Error('unauthorized: enter the API token (http.token)');
-  }
+  if (res.status === 401) throw new Error(askForToken());
   return res;
+}
+
+// askForToken notes a 401: nothing is polled until a token is entered,
+// and the page shows where to enter it. It returns what to tell the user.
+function askForToken() {
+  state.needToken = true;
+  $('#token-box').hidden = false;
+  return 'unauthorized: enter the API token (http.token)';
 }
 
 async function errorOf(res) {
@@ -331,12 +335,8 @@ function watch(cam) {
         if (res.status === 404 || res.status === 401) {
           // Not attached (any more), or no token: nothing to ask again until
           // it is picked again or the token entered.
-          const msg = res.status === 401 ? 'unauthorized: enter the API token (http.token)' : await errorOf(res);
+          const msg = res.status === 401 ? askForToken() : await errorOf(res);
           if (ctl.signal.aborted) return; // another view is up: its banner, not this one's
-          if (res.status === 401) {
-            state.needToken = true;
-            $('#token-box').hidden = false;
-          }
           banner('live', 'live ' + cam + ': ' + msg);
           return;
         }
