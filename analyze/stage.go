@@ -73,7 +73,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		return fmt.Errorf("analyze: subscribe: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	telemetry.ShowMalformed(stageName, bus.SubjectFamily(bus.FramesPrefix+"x"))
+	telemetry.ShowMalformed(stageName, bus.FramesPrefix+"*")
 	s.SetReady(s.nc)
 	s.log.Info("analyze ready", "model", s.model.Name(), "task", s.model.Task(), "batch", s.cfg.BatchSize, "max_wait", s.cfg.MaxBatchWait)
 	// Inference and publishing overlap: while one goroutine builds and

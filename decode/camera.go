@@ -330,7 +330,7 @@ func (c *Camera) setState(state string, err error) {
 func (c *Camera) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	telemetry.ShowCamera(stageName, c.spec.ID, "queue_full", "nats_down", "publish_error")
+	telemetry.ShowCamera(stageName, c.spec.ID, dropReasons...)
 	c.startSeq(ctx)
 	readerDone := make(chan struct{})
 	workerDone := make(chan struct{})
@@ -702,12 +702,21 @@ func (c *Camera) process(m *mats, rf *rawFrame) error {
 	it := &item{f: f, buf: buf, decStart: decEnd.Add(-decDur), decEnd: decEnd, tokStart: decEnd, tokEnd: tokEnd}
 	if old, dropped := c.q.Push(it); dropped {
 		c.pool.Put(old.buf)
-		telemetry.FramesDropped.WithLabelValues(stageName, c.spec.ID, "queue_full").Inc()
-		c.mu.Lock()
-		c.st.FramesDropped++
-		c.mu.Unlock()
+		c.dropped("queue_full")
 	}
 	return nil
+}
+
+// dropReasons are the reasons decode drops a frame for (dropped), whose
+// series exist from a camera's start.
+var dropReasons = []string{"queue_full", "nats_down", "publish_error"}
+
+// dropped counts a frame dropped for reason, in the metrics and the status.
+func (c *Camera) dropped(reason string) {
+	telemetry.FramesDropped.WithLabelValues(stageName, c.spec.ID, reason).Inc()
+	c.mu.Lock()
+	c.st.FramesDropped++
+	c.mu.Unlock()
 }
 
 // publishLoop publishes queued frames until ctx is done, or until the
@@ -750,10 +759,7 @@ func (c *Camera) publish(it *item) {
 	// frame that cannot go now is dropped here, counted.
 	if !c.nc.IsConnected() {
 		psp.SetStatus(codes.Error, "nats not connected")
-		telemetry.FramesDropped.WithLabelValues(stageName, c.spec.ID, "nats_down").Inc()
-		c.mu.Lock()
-		c.st.FramesDropped++
-		c.mu.Unlock()
+		c.dropped("nats_down")
 		if !c.natsDown {
 			c.natsDown = true
 			c.log.Warn("nats not connected: dropping frames until it is back", "seq", f.Seq)
@@ -774,9 +780,8 @@ func (c *Camera) publish(it *item) {
 	if err != nil {
 		psp.RecordError(err)
 		psp.SetStatus(codes.Error, "publish failed")
-		telemetry.FramesDropped.WithLabelValues(stageName, c.spec.ID, "publish_error").Inc()
+		c.dropped("publish_error")
 		c.mu.Lock()
-		c.st.FramesDropped++
 		c.st.LastError = "publish frame: " + err.Error()
 		c.mu.Unlock()
 		c.log.Warn("publish frame failed", "seq", f.Seq, "err", err)

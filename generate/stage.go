@@ -292,7 +292,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err := s.nc.Flush(); err != nil {
 		return fmt.Errorf("generate: %w", err)
 	}
-	telemetry.ShowMalformed(stageName, bus.SubjectFamily(bus.FramesPrefix+"x"), bus.SubjectFamily(bus.AnnotationsPrefix+"x"))
+	telemetry.ShowMalformed(stageName, bus.FramesPrefix+"*", bus.AnnotationsPrefix+"*")
 	s.SetReady(s.nc)
 	s.log.Info("generate ready", "caption_model", s.cfg.CaptionModel, "framegen_model", s.cfg.FramegenModel,
 		"budget", s.cfg.Budget, "queue", s.cfg.QueueSize, "auto", s.cfg.Auto)
@@ -429,9 +429,14 @@ func (s *Stage) state(camera string) *camState {
 func (s *Stage) due(camera, trigger string, every time.Duration, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.state(camera)
+	return s.dueLocked(s.state(camera), camera, trigger, every, now, false)
+}
+
+// dueLocked is due on the camera's state st, s.mu held; force makes it due
+// whatever the wait.
+func (s *Stage) dueLocked(st *camState, camera, trigger string, every time.Duration, now time.Time, force bool) bool {
 	wait := max(every, s.cfg.TriggersFor(camera).Cooldown)
-	if last, ok := st.last[trigger]; ok && now.Sub(last) < wait {
+	if last, ok := st.last[trigger]; ok && now.Sub(last) < wait && !force {
 		return false
 	}
 	st.last[trigger] = now
@@ -459,11 +464,10 @@ func (s *Stage) anomalyDue(camera string, score float64, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.state(camera)
-	last, ok := st.last[TriggerAnomaly]
-	if ok && now.Sub(last) < s.cfg.TriggersFor(camera).Cooldown && score < anomalyEscalation*st.anomalyPeak {
+	if !s.dueLocked(st, camera, TriggerAnomaly, 0, now, score >= anomalyEscalation*st.anomalyPeak) {
 		return false
 	}
-	st.last[TriggerAnomaly], st.anomalyPeak = now, score
+	st.anomalyPeak = score
 	return true
 }
 

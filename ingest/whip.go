@@ -289,13 +289,6 @@ func (w *WHIP) handleStop(rw http.ResponseWriter, req *http.Request) {
 	rw.WriteHeader(http.StatusOK)
 }
 
-// session is cam's session, nil if none (or one being set up).
-func (w *WHIP) session(cam string) *whipSession {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.sessions[cam]
-}
-
 // stale reports whether s has received no video for staleAfter (or none
 // since it began staleUnstarted ago).
 func (s *whipSession) stale(now time.Time) bool {
@@ -308,7 +301,9 @@ func (s *whipSession) stale(now time.Time) bool {
 // stop ends the session of cam (if id is not empty, only that session) and
 // reports whether there was one.
 func (w *WHIP) stop(cam, id, why string) bool {
-	s := w.session(cam)
+	w.mu.Lock()
+	s := w.sessions[cam]
+	w.mu.Unlock()
 	if s == nil || (id != "" && s.id != id) {
 		return false
 	}
@@ -443,25 +438,16 @@ func (w *WHIP) newSession(cam string, offer []byte) (*whipSession, string, error
 	}
 	s := &whipSession{id: newSessionID(), camera: cam, pc: pc, begun: time.Now(), done: make(chan struct{})}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
-		if tr.Kind() != webrtc.RTPCodecTypeVideo {
-			if w.track(s) {
-				go func() { // read, so that its buffers and interceptors keep moving
-					defer w.wg.Done()
-					discard(tr)
-				}()
-				go func() {
-					defer w.wg.Done()
-					drainRTCP(rcv)
-				}()
-			}
-			return
-		}
 		if !w.track(s) {
 			return
 		}
+		read := func() { w.forward(s, tr) }
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			read = func() { discard(tr) } // audio: read, so that its buffers and interceptors keep moving
+		}
 		go func() {
 			defer w.wg.Done()
-			w.forward(s, tr)
+			read()
 		}()
 		go func() {
 			defer w.wg.Done()

@@ -136,7 +136,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		}
 		defer func() { _ = gen.Drain() }()
 	}
-	telemetry.ShowMalformed(stageName, bus.SubjectFamily(bus.AnalyzedPrefix+"x"))
+	telemetry.ShowMalformed(stageName, bus.AnalyzedPrefix+"*")
 	s.SetReady(s.nc)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
