@@ -289,13 +289,14 @@ func (s *Stage) Run(ctx context.Context) error {
 	for _, sub := range subs {
 		_ = sub.SetPendingLimits(4096, 256<<20)
 	}
-	if err := s.nc.Flush(); err != nil {
-		return fmt.Errorf("generate: %w", err)
-	}
 	telemetry.ShowMalformed(stageName, bus.FramesPrefix+"*", bus.AnnotationsPrefix+"*")
-	s.SetReady(s.nc)
-	s.log.Info("generate ready", "caption_model", s.cfg.CaptionModel, "framegen_model", s.cfg.FramegenModel,
-		"budget", s.cfg.Budget, "queue", s.cfg.QueueSize, "auto", s.cfg.Auto)
+	attrs := []any{"caption_model", s.cfg.CaptionModel, "framegen_model", s.cfg.FramegenModel,
+		"budget", s.cfg.Budget, "queue", s.cfg.QueueSize, "auto", s.cfg.Auto}
+	if s.SetReady(s.nc) {
+		s.log.Info("generate ready", attrs...)
+	} else {
+		s.log.Warn("generate started, but NATS is not reachable: it subscribes when NATS is back", attrs...)
+	}
 
 	var wg sync.WaitGroup
 	wg.Add(1)

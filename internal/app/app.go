@@ -70,6 +70,9 @@ type Info struct {
 	HTTPAddr string // "" when HTTP is off
 	Embedded bool
 	Stages   []string
+	// NATSConnected: every NATS connection was up when the stages started
+	// (a stage started against an unreachable server subscribes on connect).
+	NATSConnected bool
 }
 
 // Run starts the stages and blocks until ctx is done or a stage fails.
@@ -265,6 +268,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	if o.Ready != nil && ctx.Err() == nil {
+		info.NATSConnected = !slices.ContainsFunc(conns, func(nc *nats.Conn) bool { return !nc.IsConnected() })
 		o.Ready(info)
 	}
 	<-ctx.Done()

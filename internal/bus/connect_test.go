@@ -182,16 +182,27 @@ func TestConnectAuth(t *testing.T) {
 }
 
 // TestConnectBeforeServer: with nothing listening yet, Connect returns a
-// connection that connects once the server is up.
+// connection that connects once the server is up, and says so in the log;
+// meanwhile a stage on it is not confirmed ready.
 func TestConnectBeforeServer(t *testing.T) {
 	port := testenv.FreePort(t, "127.0.0.1")
-	nc, err := Connect(config.NATS{}, fmt.Sprintf("nats://127.0.0.1:%d", port), "test", discard())
+	var logs testenv.Buffer
+	nc, err := Connect(config.NATS{}, fmt.Sprintf("nats://127.0.0.1:%d", port), "test", slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	if nc.IsConnected() {
 		t.Fatal("connected to nothing")
+	}
+	var r Readiness
+	if r.SetReady(nc) {
+		t.Error("SetReady confirmed subscriptions with no server")
+	}
+	select {
+	case <-r.Ready():
+	default:
+		t.Error("Ready not closed after SetReady")
 	}
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
 	if err != nil {
@@ -200,6 +211,10 @@ func TestConnectBeforeServer(t *testing.T) {
 	go srv.Start()
 	defer srv.Shutdown()
 	testenv.WaitFor(t, "a connection after the server started", 10*time.Second, nc.IsConnected)
+	testenv.WaitFor(t, `"nats connected" logged`, 5*time.Second, func() bool { return strings.Contains(logs.String(), "nats connected") })
+	if !r.SetReady(nc) {
+		t.Error("SetReady not confirmed once connected")
+	}
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

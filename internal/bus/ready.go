@@ -33,10 +33,12 @@ func (r *Readiness) channel() chan struct{} {
 // Ready is closed once the stage is subscribed.
 func (r *Readiness) Ready() <-chan struct{} { return r.channel() }
 
-// SetReady flushes nc, so that the server has the subscriptions made on it
-// (best effort: while NATS is unreachable they are sent on reconnect), and
-// closes Ready.
-func (r *Readiness) SetReady(nc *nats.Conn) {
-	_ = nc.FlushTimeout(readyFlush)
+// SetReady flushes nc, so that the server has the subscriptions made on it,
+// and closes Ready. It reports whether the server confirmed them: while
+// NATS is unreachable they are sent on reconnect, and the stage should not
+// claim to be ready.
+func (r *Readiness) SetReady(nc *nats.Conn) bool {
+	confirmed := nc.FlushTimeout(readyFlush) == nil
 	r.once.Do(func() { close(r.channel()) })
+	return confirmed
 }

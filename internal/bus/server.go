@@ -118,7 +118,8 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 		// Nothing answered (not started yet, restarting): connect in the
 		// background and let the stage wait for it.
 		log.Warn("nats not reachable yet; retrying", "component", name, "url", RedactURLs(url), "err", err)
-		nc, err = nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true))...)
+		nc, err = nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true),
+			nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "component", name, "url", nc.ConnectedUrlRedacted()) }))...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect %s: %w", RedactURLs(url), err)

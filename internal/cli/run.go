@@ -64,7 +64,12 @@ func newStageCmd(g *globals) *cobra.Command {
 			return app.Run(cmd.Context(), app.Options{
 				Config: cfg, Stages: args, NATSURL: natsURL, HTTPAddr: httpAddr, Logger: log, Version: Version,
 				Ready: func(i app.Info) {
-					log.Info("stage ready", "stage", args[0], "nats", bus.RedactURLs(i.NATSURL), "http", i.HTTPAddr)
+					attrs := []any{"stage", args[0], "nats", bus.RedactURLs(i.NATSURL), "http", i.HTTPAddr}
+					if i.NATSConnected {
+						log.Info("stage ready", attrs...)
+					} else {
+						log.Warn("stage started, waiting for NATS: it subscribes once NATS is reachable", attrs...)
+					}
 				},
 			})
 		},
