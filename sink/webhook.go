@@ -97,7 +97,7 @@ type webhook struct {
 
 func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) *webhook {
 	cfg = cfg.WithDefaults()
-	name := hookName(cfg.URL)
+	name := config.WebhookLabel(cfg.URL)
 	return &webhook{
 		cfg: cfg, durable: durable, name: name, q: queue.NewRing[delivery](cfg.QueueSize),
 		// A redirect would turn the POST into a GET: answer it as it is (a
@@ -105,24 +105,6 @@ func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) *webhook {
 		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		log:    log.With("webhook", name),
 	}
-}
-
-// hookName names a webhook in metrics, logs and spans: scheme and host,
-// and a hash of the whole URL (the one its durable consumer is named by),
-// never the path or query, which hold the secret of many webhook services
-// (Slack, Discord): /metrics is open.
-func hookName(raw string) string {
-	name := "webhook"
-	if u, err := url.Parse(raw); err == nil && u.Host != "" {
-		name = u.Scheme + "://" + u.Host
-	}
-	return name + "#" + hookHash(raw)
-}
-
-// hookHash is the first 12 hex digits of the SHA-256 of a webhook's URL.
-func hookHash(raw string) string {
-	sum := sha256.Sum256([]byte(raw))
-	return hex.EncodeToString(sum[:6])
 }
 
 // wants reports whether a passes the webhook's filters: camera, kind, and
@@ -218,7 +200,7 @@ func (w *webhook) consumer(st config.Stream) jetstream.ConsumerConfig {
 		}
 	}
 	return jetstream.ConsumerConfig{
-		Durable: "patchline_webhook_" + hookHash(w.cfg.URL), Description: "patchline webhook " + w.name,
+		Durable: "patchline_webhook_" + config.WebhookHash(w.cfg.URL), Description: "patchline webhook " + w.name,
 		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy: jetstream.AckExplicitPolicy, AckWait: durableAckWait, MaxAckPending: 1, MaxDeliver: -1,
 		InactiveThreshold: st.MaxAge,

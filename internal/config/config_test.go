@@ -77,6 +77,21 @@ func TestErrors(t *testing.T) {
 			want: []string{"pipeline.yaml:2: decode.lease_ttl: 11m0s out of range 1s..10m"},
 		},
 		{
+			// A wrong type or an unknown key does not hide the problems
+			// validation finds elsewhere; what did not decode is not
+			// reported twice.
+			name: "every kind of problem at once",
+			yaml: "analyze:\n  batch_size: many\ndecode:\n  widht: 1\n  width: 95\n  resize: squash\ncameras:\n  - 7\n  - id: a b\n    url: synthetic://\n",
+			want: []string{
+				`pipeline.yaml:2: analyze.batch_size: want an integer, got "many"`,
+				`pipeline.yaml:4: decode.widht: unknown key (did you mean "width"?)`,
+				`pipeline.yaml:5: decode.width: 95 is not a multiple of decode.patch_size 8`,
+				`pipeline.yaml:6: decode.resize: "squash"`,
+				`pipeline.yaml:8: cameras[0]: want a mapping`,
+				`pipeline.yaml:9: cameras[1].id:`,
+			},
+		},
+		{
 			name: "unknown top-level key",
 			yaml: "decod:\n  width: 224\n",
 			want: []string{`pipeline.yaml:1: decod: unknown key (did you mean "decode"?)`},
@@ -223,7 +238,7 @@ func TestErrors(t *testing.T) {
 			name: "webhook",
 			yaml: "sink:\n  webhooks:\n    - url: ftp://x\n      kinds: [alert]\n      min_score: 2\n      attempts: 20\n",
 			want: []string{
-				`pipeline.yaml:3: sink.webhooks[0].url: "ftp://x": want an http:// or https:// URL`,
+				`pipeline.yaml:3: sink.webhooks[0].url: ftp://x#fb9023120345: want an http:// or https:// URL with a host`,
 				`pipeline.yaml:4: sink.webhooks[0].kinds: "alert" (want analysis, caption, anomaly)`,
 				"pipeline.yaml:5: sink.webhooks[0].min_score: 2 out of range 0..1",
 				"pipeline.yaml:6: sink.webhooks[0].attempts: 20 out of range 1..10",
@@ -576,21 +591,31 @@ func TestCheckCameraURL(t *testing.T) {
 	for _, ok := range []string{
 		"rtsp://cam.local/s1", "RTSP://u:p@10.0.0.1:554/s", "rtsps://cam/s",
 		"file:///data/a.mp4", "synthetic://", "synthetic://?seed=1", "rtsp://nvr/s?channel=1&subtype=0",
-		"/data/a.mp4", "clips/b.mkv", "weird:name.mp4", "whip://",
+		"/data/a.mp4", "clips/b.mkv", "./weird:name.mp4", "whip://", "/videos/cam@2x.mp4",
 	} {
 		if err := CheckCameraURL(ok); err != nil {
 			t.Errorf("CheckCameraURL(%q) = %v, want nil", ok, err)
 		}
 	}
 	for bad, want := range map[string]string{
-		"":                   "url is empty",
-		"htp://x":            `unknown scheme "htp" in "htp://x"`,
-		"http://u:pw@h/x":    `"http://u:xxxxx@h/x"`,
-		"rtsp://":            "has no host",
-		"rtsp://u:pw@/s":     `"rtsp://u:xxxxx@/s" has no host`,
-		"rtsp:/cam.local/s":  "missing the // after rtsp:",
-		"file://":            "has no path",
-		"rtsp://u:pw@[::1/s": "bad url",
+		"":                  "url is empty",
+		"htp://x":           `unknown scheme "htp" in "htp://x"`,
+		"http://u:pw@h/x":   `"http://u:xxxxx@h/x"`,
+		"rtsp://":           "has no host",
+		"rtsp://u:pw@/s":    `"rtsp://u:xxxxx@/s" has no host`,
+		"rtsp:/cam.local/s": "missing the // after rtsp:",
+		// Typos the decoder would read as a URL, or as a path with the
+		// credentials in it: refused, and the password not shown.
+		"rtsp:/viewer:pw@192.0.2.10/s": `"rtsp:/viewer:xxxxx@192.0.2.10/s" is missing the //`,
+		"rtsp//admin:pw@192.0.2.10/s":  `"rtsp//admin:xxxxx@192.0.2.10/s" is missing the : after rtsp`,
+		"admin:pw@192.0.2.10/s":        `unknown scheme "admin" in "admin:xxxxx@192.0.2.10/s"`,
+		"cam.local:554/s":              `unknown scheme "cam.local"`,
+		"weird:name.mp4":               "must start with ./",
+		"a b:c.mp4":                    "must start with ./",
+		"synthetic://u:pw@h/?seed=1":   `"synthetic://u:xxxxx@h/?seed=1": only query parameters`,
+		"rtsp://cam/pa th RTSP/1.0":    "has white space in it",
+		"file://":                      "has no path",
+		"rtsp://u:pw@[::1/s":           "bad url",
 		// A password with reserved characters: url.Parse's own message
 		// would quote the part after its first ':' (pw/xyz) as a port.
 		"rtsp://admin:pw/xyz@10.0.0.1/s": "must be percent-encoded",
@@ -722,5 +747,41 @@ func TestStrayEnv(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("StrayEnv = %q, want %q", got, want)
+	}
+}
+
+// TestWebhookLabelHidesTheSecret: a webhook's name (metric label, log, span)
+// keeps scheme and host, not a path or query that may be its secret.
+func TestWebhookLabelHidesTheSecret(t *testing.T) {
+	const u = "https://hooks.slack.com/services/T0001/B0002/XXXXsecretXXXX?token=abc"
+	name := WebhookLabel(u)
+	if !strings.HasPrefix(name, "https://hooks.slack.com#") || strings.Contains(name, "secret") || strings.Contains(name, "abc") || strings.Contains(name, "T0001") {
+		t.Errorf("WebhookLabel = %q", name)
+	}
+	if WebhookLabel(u) == WebhookLabel(strings.Replace(u, "B0002", "B0003", 1)) {
+		t.Error("two webhooks on one host share a name")
+	}
+	if got := WebhookLabel("::not a url"); strings.Contains(got, "not a url") {
+		t.Errorf("WebhookLabel of a bad URL = %q", got)
+	}
+}
+
+// TestWebhookURLErrors: a webhook URL is checked as strictly as a camera's,
+// and its errors name it by label, never by its path or query.
+func TestWebhookURLErrors(t *testing.T) {
+	t.Parallel()
+	for bad, want := range map[string]string{
+		"htps://hooks.slack.com/services/T0/B0/SLACKSECRET1": "htps://hooks.slack.com#",
+		"https://hooks.example/SLACKSECRET1 ":                "white space",
+		"https://hooks.example:99999/SLACKSECRET1":           "port 99999 is not in 1..65535",
+		"hooks.example/SLACKSECRET1":                         "want an http:// or https:// URL",
+	} {
+		err := Webhook{URL: bad}.Validate()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Webhook{URL: %q}.Validate() = %v, want it to contain %q", bad, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "SLACKSECRET1") {
+			t.Errorf("Webhook{URL: %q}.Validate() = %v leaks the secret", bad, err)
+		}
 	}
 }

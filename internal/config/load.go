@@ -42,19 +42,38 @@ func load(name string, data []byte, lookup func(string) (string, bool)) (Config,
 	c := Default()
 	d := &decoder{file: name, lookup: lookup, origins: map[string]string{}}
 	if err := d.decodeFile(data, &c); err != nil {
-		return Config{}, err
+		return Config{}, err // the file does not parse
 	}
-	if errs := applyEnv(&c, lookup, d.origins); len(errs) > 0 {
+	// Every problem at once: a value of the wrong type or an unknown key
+	// does not hide a bad value elsewhere.
+	errs := append(d.errs, applyEnv(&c, lookup, d.origins)...)
+	for _, err := range c.problems() {
+		if underAny(err, errs) {
+			continue // a consequence of a value that did not decode
+		}
+		locate(err, name, d.origins)
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
-	problems := c.problems()
-	for _, err := range problems {
-		locate(err, name, d.origins)
-	}
-	if len(problems) > 0 {
-		return Config{}, errors.Join(problems...)
-	}
 	return c, nil
+}
+
+// underAny reports whether problem's key path is one of errs' paths or
+// lies under one ("cameras[1].id" under "cameras[1]").
+func underAny(problem error, errs []error) bool {
+	var p *Error
+	if !errors.As(problem, &p) || p.Path == "" {
+		return false
+	}
+	for _, err := range errs {
+		var e *Error
+		if errors.As(err, &e) && e.Path != "" && (p.Path == e.Path || strings.HasPrefix(p.Path, e.Path+".") || strings.HasPrefix(p.Path, e.Path+"[")) {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeFile decodes one YAML document from data into c.
@@ -84,8 +103,8 @@ func (d *decoder) decodeFile(data []byte, c *Config) error {
 	if root.Kind != yaml.MappingNode && !isNull(root) {
 		return &Error{Pos: d.pos(root), Err: fmt.Errorf("want a mapping of sections, got %s", describe(root))}
 	}
-	d.value(root, reflect.ValueOf(c).Elem(), "", 0)
-	return errors.Join(d.errs...)
+	d.value(root, reflect.ValueOf(c).Elem(), "", 0) // value problems go to d.errs
+	return nil
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (?s:(.*))$`)

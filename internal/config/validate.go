@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -11,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/pion/stun/v4"
 
@@ -132,6 +135,11 @@ func CheckCameraURL(raw string) error {
 	}
 	switch scheme = strings.ToLower(scheme); scheme {
 	case "rtsp", "rtsps":
+		// FFmpeg sends the URL as it is in its requests' first line
+		// ("DESCRIBE rtsp://cam/a b RTSP/1.0"): a space must be %20.
+		if i := strings.IndexFunc(raw, unicode.IsSpace); i >= 0 {
+			return fmt.Errorf("%s url %q has white space in it (write a space as %%20)", scheme, redact(raw))
+		}
 		u, err := parseURL(raw)
 		if err != nil {
 			return err
@@ -177,14 +185,25 @@ func CheckCameraURL(raw string) error {
 	return nil
 }
 
-// checkPlainPath catches "rtsp:/host"-style typos that would otherwise pass
-// as a file path.
+// checkPlainPath catches URL typos that would otherwise pass as a file
+// path ("rtsp:/host", "rtsp//host", "host:554/s", "user:pw@host/s"): a path
+// whose first part holds a ':' is what the decoder reads as a URL scheme.
 func checkPlainPath(raw string) error {
-	if scheme, _, ok := strings.Cut(raw, ":"); ok && cameraSchemes[strings.ToLower(scheme)] {
-		return fmt.Errorf("%q is missing the // after %s: (want %s://...)", redact(raw), scheme, strings.ToLower(scheme))
-	}
 	if strings.ContainsRune(raw, 0) {
 		return errors.New("file path contains a NUL byte")
+	}
+	first, _, _ := strings.Cut(raw, "/")
+	if scheme, _, ok := strings.Cut(first, ":"); ok {
+		if cameraSchemes[strings.ToLower(scheme)] {
+			return fmt.Errorf("%q is missing the // after %s: (want %s://...)", redact(raw), scheme, strings.ToLower(scheme))
+		}
+		if isScheme(scheme) {
+			return fmt.Errorf("unknown scheme %q in %q (want rtsp://, rtsps://, file://, synthetic://, whip:// or a file path; a path whose first part has a ':' must start with ./)", scheme, redact(raw))
+		}
+		return fmt.Errorf("%q is neither a URL nor a file path the decoder reads: a path whose first part has a ':' must start with ./", redact(raw))
+	}
+	if s := strings.ToLower(first); cameraSchemes[s] && strings.HasPrefix(raw[len(first):], "//") {
+		return fmt.Errorf("%q is missing the : after %s (want %s://...)", redact(raw), first, s)
 	}
 	return nil
 }
@@ -435,8 +454,8 @@ func (w Webhook) Validate() error {
 }
 
 func (w Webhook) check(ck *checker, path string) {
-	if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		ck.add(joinPath(path, "url"), "%q: want an http:// or https:// URL", w.URL)
+	if err := checkWebhookURL(w.URL); err != nil {
+		ck.add(joinPath(path, "url"), "%s: %v", WebhookLabel(w.URL), err)
 	}
 	for _, k := range w.Kinds {
 		if !slices.Contains(annotationKinds, k) {
@@ -468,6 +487,42 @@ func (w Webhook) check(ck *checker, path string) {
 	if w.QueueSize < 1 || w.QueueSize > 100000 {
 		ck.add(joinPath(path, "queue_size"), "%d out of range 1..100000", w.QueueSize)
 	}
+}
+
+// checkWebhookURL checks a webhook's URL. Its errors never quote it: the
+// path or query of many webhook services' URLs is their secret.
+func checkWebhookURL(raw string) error {
+	if strings.IndexFunc(raw, unicode.IsSpace) >= 0 {
+		return errors.New("the url has white space in it (write a space as %20)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("want an http:// or https:// URL with a host")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %s is not in 1..65535", p)
+		}
+	}
+	return nil
+}
+
+// WebhookLabel names a webhook in errors, logs, metrics and spans: its
+// scheme and host and a hash of the whole URL (the one its durable
+// consumer is named by), never the path or query, which hold the secret
+// of many webhook services (Slack, Discord): /metrics is open.
+func WebhookLabel(raw string) string {
+	name := "webhook"
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		name = u.Scheme + "://" + u.Host
+	}
+	return name + "#" + WebhookHash(raw)
+}
+
+// WebhookHash is the first 12 hex digits of the SHA-256 of a webhook's URL.
+func WebhookHash(raw string) string {
+	sum := sha256.Sum256([]byte(raw))
+	return hex.EncodeToString(sum[:6])
 }
 
 func (s Stream) check(ck *checker) {

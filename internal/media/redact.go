@@ -20,19 +20,57 @@ func RedactURL(raw string) string {
 		}
 		return "<unparseable url>"
 	}
-	query, masked := redactQuery(u.RawQuery)
-	if u.User == nil && !masked {
-		return raw
+	if u.User == nil && u.Host == "" {
+		// A typo'd URL ("rtsp:/admin:pw@cam/s", "admin:pw@cam/s") parses
+		// with its credentials in the path or the opaque part.
+		raw = maskBareUserinfo(raw, u.Scheme != "")
+		if u, err = url.Parse(raw); err != nil {
+			return "<unparseable url>"
+		}
 	}
-	u.RawQuery = query
 	if u.User != nil {
 		if _, has := u.User.Password(); has {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 		} else {
 			u.User = url.User("xxxxx")
 		}
+		raw = u.String()
 	}
-	return u.String()
+	return redactParams(raw)
+}
+
+// maskBareUserinfo hides what looks like userinfo outside a URL's
+// authority: the text before an '@' back to the '/' or scheme before it,
+// when it holds a ':' (user:password) or the input has a scheme. The user
+// name before a ':' is kept, as RedactURL keeps it.
+func maskBareUserinfo(raw string, hasScheme bool) string {
+	at := strings.IndexByte(raw, '@')
+	if at < 0 {
+		return raw
+	}
+	start := strings.LastIndexByte(raw[:at], '/') + 1
+	if start == 0 && hasScheme {
+		start = strings.IndexByte(raw, ':') + 1
+	}
+	// A password may hold an unencoded '@': the userinfo ends at the last
+	// '@' before the next '/'.
+	end := at
+	if slash := strings.IndexByte(raw[at:], '/'); slash >= 0 {
+		end = at + strings.LastIndexByte(raw[at:at+slash], '@')
+	} else {
+		end = strings.LastIndexByte(raw, '@')
+	}
+	info := raw[start:end]
+	user, _, hasPass := strings.Cut(info, ":")
+	switch {
+	case hasPass:
+		info = user + ":xxxxx"
+	case hasScheme:
+		info = "xxxxx"
+	default:
+		return raw
+	}
+	return raw[:start] + info + raw[end:]
 }
 
 // secretKeys are parts of query parameter names whose values are hidden:
@@ -40,24 +78,39 @@ func RedactURL(raw string) string {
 // ?token=…).
 var secretKeys = []string{"pass", "pwd", "token", "secret", "key", "auth", "sig", "credential"}
 
-// redactQuery hides the values of a raw query's secret-looking parameters,
-// keeping the rest as it is, and reports whether it hid any.
-func redactQuery(raw string) (string, bool) {
-	if raw == "" {
-		return raw, false
-	}
-	parts := strings.Split(raw, "&")
-	masked := false
-	for i, p := range parts {
-		name, _, hasValue := strings.Cut(p, "=")
-		key, err := url.QueryUnescape(name)
-		if err != nil {
-			key = name
+// redactParams hides the values of secret-looking parameters, in the
+// query (?user=admin&password=…) and in the path (…/s;password=…, which
+// some cameras take), keeping everything else as it is.
+func redactParams(raw string) string {
+	var b strings.Builder
+	for i := 0; i < len(raw); {
+		j := strings.IndexAny(raw[i:], "?&;")
+		if j < 0 {
+			b.WriteString(raw[i:])
+			break
 		}
-		key = strings.ToLower(key)
-		if hasValue && slices.ContainsFunc(secretKeys, func(s string) bool { return strings.Contains(key, s) }) {
-			parts[i], masked = name+"=xxxxx", true
+		j += i + 1 // the parameter starts after its separator
+		b.WriteString(raw[i:j])
+		end := len(raw)
+		if k := strings.IndexAny(raw[j:], "&;#"); k >= 0 {
+			end = j + k
 		}
+		param := raw[j:end]
+		if name, _, hasValue := strings.Cut(param, "="); hasValue && secretName(name) {
+			param = name + "=xxxxx"
+		}
+		b.WriteString(param)
+		i = end
 	}
-	return strings.Join(parts, "&"), masked
+	return b.String()
+}
+
+// secretName reports whether a parameter name looks like it holds a secret.
+func secretName(name string) bool {
+	key, err := url.QueryUnescape(name)
+	if err != nil {
+		key = name
+	}
+	key = strings.ToLower(key)
+	return slices.ContainsFunc(secretKeys, func(s string) bool { return strings.Contains(key, s) })
 }

@@ -12,6 +12,18 @@ func TestRedactURL(t *testing.T) {
 		"rtsp://nvr/ch1?user=admin&password=s3cret&channel=2": "rtsp://nvr/ch1?user=admin&password=xxxxx&channel=2",
 		"rtsp://a:b@nvr/s?Token=abc&api_key=k&pwd=1&sig":      "rtsp://a:xxxxx@nvr/s?Token=xxxxx&api_key=xxxxx&pwd=xxxxx&sig",
 		"rtsp://cam/s?channel=1&subtype=0":                    "rtsp://cam/s?channel=1&subtype=0",
+		// Typos that leave the credentials outside the authority.
+		"rtsp:/viewer:TopSecret99@192.0.2.10/s": "rtsp:/viewer:xxxxx@192.0.2.10/s",
+		"rtsp:u:pw@h":                           "rtsp:u:xxxxx@h",
+		"rtsp:/TOKEN@h/s":                       "rtsp:/xxxxx@h/s",
+		"rtsp//admin:PLAINPW@192.0.2.10/s":      "rtsp//admin:xxxxx@192.0.2.10/s",
+		"admin:PLAINPW2@192.0.2.10/s":           "admin:xxxxx@192.0.2.10/s",
+		"rtsp:/u:p@ss@h/s@x":                    "rtsp:/u:xxxxx@h/s@x",
+		"/videos/cam@2x.mp4":                    "/videos/cam@2x.mp4",
+		"rtsp://cam/live@main":                  "rtsp://cam/live@main",
+		// Path parameters.
+		"rtsp://h/x;password=SECRET14":         "rtsp://h/x;password=xxxxx",
+		"rtsp://h/x;user=a;pwd=S&token=T#frag": "rtsp://h/x;user=a;pwd=xxxxx&token=xxxxx#frag",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

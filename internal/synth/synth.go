@@ -21,9 +21,12 @@
 package synth
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
+
+	"github.com/patchline/patchline/internal/media"
 )
 
 // Scheme is the URL scheme of synthetic sources.
@@ -224,13 +227,17 @@ func ParseURL(raw string) (Params, error) {
 	p := DefaultParams()
 	u, err := url.Parse(raw)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold a password
+		}
 		return p, fmt.Errorf("synth: parse url: %w", err)
 	}
 	if u.Scheme != Scheme {
 		return p, fmt.Errorf("synth: url scheme is %q, want %q", u.Scheme, Scheme)
 	}
 	if u.Host != "" || (u.Path != "" && u.Path != "/") || u.Opaque != "" || u.User != nil {
-		return p, fmt.Errorf("synth: url %q: only query parameters are allowed, e.g. synthetic://?seed=7", raw)
+		return p, fmt.Errorf("synth: url %q: only query parameters are allowed, e.g. synthetic://?seed=7", media.RedactURL(raw))
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
