@@ -296,7 +296,8 @@ func (r *Registry) Detach(ctx context.Context, id string) error {
 		return r.kv.Delete(ctx, id)
 	})
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		// An id no camera can have (GET answers the same).
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
 		return fmt.Errorf("detach %s: %w", id, err)

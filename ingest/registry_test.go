@@ -98,3 +98,20 @@ func TestListManyCameras(t *testing.T) {
 		t.Errorf("List gave %v, want %v", got, want)
 	}
 }
+
+// TestBadIDIs404: an id no camera can have (a space, a wildcard, a trailing
+// dot) is not found, for DELETE as for GET, not a 500 with NATS' error.
+func TestBadIDIs404(t *testing.T) {
+	t.Parallel()
+	r := openRegistry(t, natstest.Connect(t, natstest.Start(t)))
+	h := r.Handler(1 << 16)
+	for _, id := range []string{"sp%20ace", "%2A", "%3E", "r13."} {
+		for _, method := range []string{"GET", "DELETE"} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(method, "/v1/cameras/"+id, nil))
+			if rec.Code != http.StatusNotFound {
+				t.Errorf("%s /v1/cameras/%s: %d %s, want 404", method, id, rec.Code, rec.Body)
+			}
+		}
+	}
+}
