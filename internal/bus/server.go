@@ -3,8 +3,13 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,14 +26,57 @@ const MaxPayload = 4 << 20
 
 // Embedded is an in-process nats-server with JetStream.
 type Embedded struct {
-	srv *server.Server
+	srv  *server.Server
+	lock *os.File // held on the store directory while the server runs
+}
+
+// lockStore takes an exclusive lock on dir for this process. Two servers
+// on one JetStream store overwrite each other's files (a second `patchline
+// run` on other ports, with the default store_dir, found the first one's
+// cameras and reported the bucket corrupt): the second is refused.
+func lockStore(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded nats: store %w", err)
+	}
+	path := filepath.Join(dir, "patchline.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: store lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := io.ReadAll(io.LimitReader(f, 32))
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			who := "another process"
+			if pid := strings.TrimSpace(string(holder)); pid != "" {
+				who = "process " + pid
+			}
+			return nil, fmt.Errorf("embedded nats: the JetStream store %s is in use by %s (another patchline run?); give this one its own nats.embedded.store_dir", dir, who)
+		}
+		return nil, fmt.Errorf("embedded nats: store lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
 }
 
 // StartEmbedded starts a nats-server listening on cfg.Host:cfg.Port (port -1
 // picks a free one) with JetStream storing under cfg.StoreDir. A token
 // (nats.token) is then required of every client; without one, any process
 // that reaches the port may use it.
-func StartEmbedded(cfg config.Embedded, token string, log *slog.Logger) (*Embedded, error) {
+func StartEmbedded(cfg config.Embedded, token string, log *slog.Logger) (e *Embedded, err error) {
+	var lock *os.File
+	if cfg.StoreDir != "" {
+		if lock, err = lockStore(cfg.StoreDir); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = lock.Close()
+			}
+		}()
+	}
 	opts := &server.Options{
 		ServerName:    "patchline-embedded",
 		Host:          cfg.Host,
@@ -51,7 +99,7 @@ func StartEmbedded(cfg config.Embedded, token string, log *slog.Logger) (*Embedd
 	select {
 	case ok := <-ready:
 		if ok {
-			return &Embedded{srv: srv}, nil
+			return &Embedded{srv: srv, lock: lock}, nil
 		}
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded nats: not ready on %s:%d within 10s", cfg.Host, cfg.Port)
@@ -70,6 +118,10 @@ func (e *Embedded) URL() string { return e.srv.ClientURL() }
 func (e *Embedded) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+	if e.lock != nil {
+		_ = e.lock.Close() // releases the store
+		e.lock = nil
+	}
 }
 
 // Connect dials NATS for a component, reconnecting forever: stages ride out a

@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -78,4 +79,31 @@ func TestEmbeddedToken(t *testing.T) {
 		t.Fatalf("with the token: %v", err)
 	}
 	nc.Close()
+}
+
+// TestEmbeddedStoreInUse: a second embedded server on a store directory
+// in use is refused, naming the holder, instead of sharing (and
+// corrupting) its JetStream files; once the first stops, the store is free.
+func TestEmbeddedStoreInUse(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: dir}
+	first, err := StartEmbedded(cfg, "", discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := StartEmbedded(cfg, "", discard())
+	if err == nil {
+		second.Shutdown()
+		first.Shutdown()
+		t.Fatal("a second server started on a store in use")
+	}
+	if want := fmt.Sprintf("store %s is in use by process %d", dir, os.Getpid()); !strings.Contains(err.Error(), want) {
+		t.Errorf("second server: %v, want it to say %q", err, want)
+	}
+	first.Shutdown()
+	third, err := StartEmbedded(cfg, "", discard())
+	if err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	}
+	third.Shutdown()
 }
