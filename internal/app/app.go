@@ -163,12 +163,12 @@ func Run(ctx context.Context, o Options) error {
 		case Ingest:
 			reg, err := ingest.OpenRegistry(ctx, nc, cfg.NATS.Replicas, stageLog)
 			if err != nil {
-				return err
+				return stoppedOr(ctx, err)
 			}
 			defer reg.Close()
 			for _, c := range cfg.Cameras {
 				if err := reg.Put(ctx, c); err != nil {
-					return fmt.Errorf("camera %s from config: %w", c.ID, err)
+					return stoppedOr(ctx, fmt.Errorf("camera %s from config: %w", c.ID, err))
 				}
 			}
 			mux.Handle("/v1/", ingest.RequireToken(cfg.HTTP.Token, reg.Handler(cfg.HTTP.MaxBody)))
@@ -215,6 +215,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	stopped := ctx // done when the caller stops the pipeline (Ctrl-C)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -230,7 +231,7 @@ func Run(ctx context.Context, o Options) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := st.Run(ctx); err != nil {
+			if err := stoppedOr(stopped, st.Run(ctx)); err != nil {
 				errc <- err
 				cancel()
 			}
@@ -278,6 +279,15 @@ func Run(ctx context.Context, o Options) error {
 	errs := collect(errc)
 	log.Info("stopped", "stages", strings.Join(o.Stages, ","), "errors", len(errs))
 	return errors.Join(errs...)
+}
+
+// stoppedOr is err, unless the pipeline was stopped (Ctrl-C) while it
+// waited, for NATS or JetStream: that is no failure.
+func stoppedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil
+	}
+	return err
 }
 
 func collect(c <-chan error) []error {

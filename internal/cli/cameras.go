@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -15,7 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/media"
 )
 
 const defaultAPI = "http://127.0.0.1:8080"
@@ -37,15 +41,30 @@ func natsConnect(url, name string, more ...nats.Option) (*nats.Conn, error) {
 		opts = append(opts, nats.Token(tok))
 	}
 	nc, err := nats.Connect(url, opts...)
+	shown := bus.RedactURLs(url)
 	switch {
 	case errors.Is(err, nats.ErrAuthorization) && os.Getenv(natsTokenEnv) == "":
-		return nil, fmt.Errorf("connect %s: %w (set $%s to the server's nats.token)", url, err, natsTokenEnv)
+		return nil, fmt.Errorf("connect %s: %w (set $%s to the server's nats.token)", shown, err, natsTokenEnv)
 	case errors.Is(err, nats.ErrAuthorization):
-		return nil, fmt.Errorf("connect %s: %w ($%s is not the server's nats.token)", url, err, natsTokenEnv)
+		return nil, fmt.Errorf("connect %s: %w ($%s is not the server's nats.token)", shown, err, natsTokenEnv)
 	case err != nil:
-		return nil, fmt.Errorf("connect %s: %w (is patchline running? see --nats)", url, err)
+		return nil, fmt.Errorf("connect %s: %w (is patchline running? see --nats)", shown, err)
 	}
 	return nc, nil
+}
+
+// apiURL is the URL of path under the API at api (--api), with each of
+// elems (a camera id) escaped as one path segment.
+func apiURL(api, path string, elems ...string) (string, error) {
+	u, err := url.Parse(api)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("--api %s: want the patchline HTTP API's URL, such as %s", media.RedactURL(api), defaultAPI)
+	}
+	s := strings.TrimRight(api, "/") + path
+	for _, e := range elems {
+		s += "/" + url.PathEscape(e)
+	}
+	return s, nil
 }
 
 // The timeout covers the registry waiting out a JetStream leader election
@@ -54,6 +73,7 @@ var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 // apiCall sends a JSON request to the camera API and decodes the reply into out.
 func apiCall(method, url string, body any, out any) error {
+	shown := media.RedactURL(url)
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -72,7 +92,7 @@ func apiCall(method, url string, body any, out any) error {
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("patchline API at %s: %w (is `patchline run` running? see --api)", url, err)
+		return fmt.Errorf("patchline API at %s: %w (is `patchline run` running? see --api)", shown, err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
@@ -80,7 +100,7 @@ func apiCall(method, url string, body any, out any) error {
 		var e struct {
 			Error string `json:"error"`
 		}
-		msg := fmt.Sprintf("%s %s: %s", method, url, resp.Status)
+		msg := fmt.Sprintf("%s %s: %s", method, shown, resp.Status)
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}
@@ -95,7 +115,7 @@ func apiCall(method, url string, body any, out any) error {
 	}
 	// Another server on the port answers anything with 200: only
 	// patchline's JSON (or a detach's 204) counts.
-	notOurs := fmt.Errorf("%s %s: %s with %q is not patchline's answer (is --api a patchline server?)", method, url, resp.Status, resp.Header.Get("Content-Type"))
+	notOurs := fmt.Errorf("%s %s: %s with %q is not patchline's answer (is --api a patchline server?)", method, shown, resp.Status, resp.Header.Get("Content-Type"))
 	if out == nil {
 		if resp.StatusCode != http.StatusNoContent {
 			return notOurs
@@ -106,7 +126,7 @@ func apiCall(method, url string, body any, out any) error {
 		return notOurs
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: reading the answer: %w", method, url, err)
+		return fmt.Errorf("%s %s: reading the answer: %w", method, shown, err)
 	}
 	return nil
 }
@@ -120,12 +140,21 @@ func newAttachCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c.ID, c.URL = args[0], args[1]
+			// The server checks the same; here the message is the same
+			// for --fps NaN, which JSON cannot carry.
+			if err := c.Validate(); err != nil {
+				return fmt.Errorf("attach %s: %w", c.ID, err)
+			}
+			u, err := apiURL(api, "/v1/cameras")
+			if err != nil {
+				return err
+			}
 			var v cameraView
-			if err := apiCall(http.MethodPost, strings.TrimRight(api, "/")+"/v1/cameras", c, &v); err != nil {
+			if err := apiCall(http.MethodPost, u, c, &v); err != nil {
 				return err
 			}
 			if v.ID != c.ID {
-				return fmt.Errorf("%s answered the attach of %s with camera %q: is --api a patchline server?", api, c.ID, v.ID)
+				return fmt.Errorf("%s answered the attach of %s with camera %q: is --api a patchline server?", media.RedactURL(api), c.ID, v.ID)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "attached %s (%s)\n", v.ID, v.URL)
 			return nil
@@ -144,7 +173,16 @@ func newDetachCmd() *cobra.Command {
 		Short: "Detach a camera",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := apiCall(http.MethodDelete, strings.TrimRight(api, "/")+"/v1/cameras/"+args[0], nil, nil); err != nil {
+			// A bad id would otherwise change the request (detach 'a?b'
+			// deletes camera a).
+			if err := frame.ValidCameraID(args[0]); err != nil {
+				return fmt.Errorf("detach %q: %w", args[0], err)
+			}
+			u, err := apiURL(api, "/v1/cameras", args[0])
+			if err != nil {
+				return err
+			}
+			if err := apiCall(http.MethodDelete, u, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "detached %s\n", args[0])
@@ -177,8 +215,12 @@ func newCamerasCmd() *cobra.Command {
 		Short: "List cameras with state, fps, drops and last error",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			u, err := apiURL(api, "/v1/cameras")
+			if err != nil {
+				return err
+			}
 			var raw json.RawMessage
-			if err := apiCall(http.MethodGet, strings.TrimRight(api, "/")+"/v1/cameras", nil, &raw); err != nil {
+			if err := apiCall(http.MethodGet, u, nil, &raw); err != nil {
 				return err
 			}
 			if asJSON {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/patchline/patchline/ingest"
 	"github.com/patchline/patchline/internal/app"
@@ -93,6 +95,11 @@ func TestReplicasNeedACluster(t *testing.T) {
 	_, err := run(t, "run", "-c", p)
 	if err == nil || !strings.Contains(err.Error(), "nats.replicas is 3, but the embedded server is a single node") {
 		t.Fatalf("run with replicas 3 on the embedded server: %v", err)
+	}
+	// validate cannot know whether --nats will be given: it warns.
+	out, err := run(t, "validate", "--no-models", "-c", p)
+	if err != nil || !strings.Contains(out, "warning: nats.replicas is 3 with no nats.url") {
+		t.Errorf("validate with replicas 3 and no nats.url: %v\n%s", err, out)
 	}
 }
 
@@ -189,6 +196,62 @@ func TestPrintWhere(t *testing.T) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())
 		}
 	}
+	b.Reset()
+	printWhere(&b, "patchline", app.Info{NATSURL: "nats://u:pw@10.0.0.1:4222", Stages: []string{"sink"}})
+	if s := b.String(); strings.Contains(s, "http://") || strings.Contains(s, "pw") || !strings.Contains(s, "HTTP          off") {
+		t.Errorf("banner with HTTP off or a NATS password:\n%s", s)
+	}
+}
+
+// TestCLIHidesCredentials: what the camera and NATS commands print names
+// the server without the password or token in its URL.
+func TestCLIHidesCredentials(t *testing.T) {
+	for _, args := range [][]string{
+		{"watch", "--nats", "nats://u:NATSPW1@127.0.0.1:1"},
+		{"describe", "cam1", "--nats", "nats://TOKENPW3@127.0.0.1:1"},
+		{"cameras", "--api", "http://u:APIPW@127.0.0.1:1"},
+		{"detach", "cam1", "--api", "http://u:APIPW@127.0.0.1:1"},
+	} {
+		out, err := run(t, args...)
+		if err == nil {
+			t.Errorf("%v: no error with nothing listening", args)
+			continue
+		}
+		if text := out + err.Error(); strings.Contains(text, "PW") {
+			t.Errorf("%v shows the credentials: %s", args, text)
+		}
+	}
+}
+
+// TestCameraIDsAreChecked: a camera id that could change the request or
+// the subject (detach 'a?b' would detach a; watch '>' every camera's
+// subjects and more) is refused before anything is sent, as is an --api
+// that is not an http URL.
+func TestCameraIDsAreChecked(t *testing.T) {
+	hits := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits++
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	for _, id := range []string{"r19?typo", "x#y", "a/b", "%41", ">", "a b"} {
+		if _, err := run(t, "detach", id, "--api", srv.URL); err == nil || !strings.Contains(err.Error(), "camera id") {
+			t.Errorf("detach %q: %v, want the id refused", id, err)
+		}
+	}
+	if hits != 0 {
+		t.Errorf("%d requests sent for bad ids", hits)
+	}
+	for _, id := range []string{">", "a.b", "a b"} {
+		if _, err := run(t, "watch", id, "--nats", "nats://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "camera id") {
+			t.Errorf("watch %q: %v, want the id refused", id, err)
+		}
+	}
+	for _, api := range []string{"127.0.0.1:8080", "bogus"} {
+		if _, err := run(t, "cameras", "--api", api); err == nil || !strings.Contains(err.Error(), "want the patchline HTTP API's URL") {
+			t.Errorf("cameras --api %s: %v", api, err)
+		}
+	}
 }
 
 // TestLogSettings: the log section of the config (or its PATCHLINE_LOG_*
@@ -226,5 +289,45 @@ func TestLogSettings(t *testing.T) {
 	}
 	if _, _, err := (&globals{logLevel: "loud", logTo: io.Discard}).setup(cfgPath); err == nil || !strings.Contains(err.Error(), "debug, info, warn, error") {
 		t.Errorf("--log-level loud: %v", err)
+	}
+}
+
+// TestStopWhileWaitingForNATS: a stage stopped (Ctrl-C) while it still
+// waits for its NATS server exits cleanly, not with "context canceled" as
+// if it had failed.
+func TestStopWhileWaitingForNATS(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(cfg, []byte("cameras: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, stage := range []string{"ingest", "decode", "sink"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		root := newRoot()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		root.SetArgs([]string{"stage", stage, "-c", cfg, "--nats", "nats://127.0.0.1:1", "--http", "off", "--log-level", "error"})
+		if err := root.ExecuteContext(ctx); err != nil {
+			t.Errorf("stage %s stopped while waiting for NATS: %v", stage, err)
+		}
+		cancel()
+	}
+}
+
+// TestUsageErrors: a command used wrongly (arguments, flags, a config file
+// without -c) exits 2 and says so, apart from a command that failed (1).
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"attach", "cam1"}, {"run", "my.yaml"}, {"version", "--log-level=loud"},
+		{"cameras", "--bogus"}, {"bogus"}, {"stage", "bogus"},
+	} {
+		if code := Main(args); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	if _, err := run(t, "validate", "my.yaml"); err == nil || !strings.Contains(err.Error(), "patchline validate -c my.yaml") {
+		t.Errorf("validate my.yaml: %v, want a hint to use -c", err)
+	}
+	if code := Main([]string{"cameras", "--api", "http://127.0.0.1:1"}); code != 1 {
+		t.Errorf("cameras with nothing listening: exit %d, want 1", code)
 	}
 }

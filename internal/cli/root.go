@@ -4,6 +4,7 @@ package cli
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,10 +32,50 @@ func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := root.ExecuteContext(ctx); err != nil {
+		var ue *usageError
+		switch {
+		case errors.As(err, &ue):
+			fmt.Fprintf(os.Stderr, "%v\nRun '%s --help' for usage.\n", err, ue.cmd.CommandPath())
+			return 2
+		case strings.HasPrefix(err.Error(), "unknown command"): // cobra's
+			fmt.Fprintf(os.Stderr, "patchline: %v\nRun '%s --help' for usage.\n", err, root.CommandPath())
+			return 2
+		}
 		fmt.Fprintln(os.Stderr, "patchline:", err)
 		return 1
 	}
 	return 0
+}
+
+// usageError is a command used wrongly (its arguments or flags), as
+// opposed to one that failed: Main exits 2 for it, with a pointer to the
+// command's help.
+type usageError struct {
+	cmd *cobra.Command
+	err error
+}
+
+func (e *usageError) Error() string { return e.cmd.CommandPath() + ": " + e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// usageArgs makes cmd's argument errors (and its subcommands') usage
+// errors; a configuration file given as an argument gets a hint to use -c.
+func usageArgs(cmd *cobra.Command) {
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			err := args(c, a)
+			if err == nil {
+				return nil
+			}
+			if c.Flags().Lookup("config") != nil && len(a) > 0 && (strings.HasSuffix(a[0], ".yaml") || strings.HasSuffix(a[0], ".yml")) {
+				err = fmt.Errorf("%w (the configuration file goes after -c: %s -c %s)", err, c.CommandPath(), a[0])
+			}
+			return &usageError{cmd: c, err: err}
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		usageArgs(sub)
+	}
 }
 
 type globals struct {
@@ -49,10 +90,16 @@ func newRoot() *cobra.Command {
 		Short:         "Streaming video analysis: cameras → OpenCV → ViT patch tokens on NATS → ONNX Runtime → annotations",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			g.logTo = cmd.ErrOrStderr() // stderr, or where a test puts it
+			// Bad log flags are an error whatever the command.
+			if _, err := g.logger(config.Default().Log); err != nil {
+				return &usageError{cmd: cmd, err: err}
+			}
+			return nil
 		},
 	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{cmd: c, err: err} })
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default log.level, info)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "log format: text (logfmt) or json (default log.format, text)")
 	root.AddCommand(
@@ -60,6 +107,7 @@ func newRoot() *cobra.Command {
 		newAttachCmd(), newDetachCmd(), newCamerasCmd(),
 		newWatchCmd(), newDescribeCmd(), newValidateCmd(), newSynthCmd(), newVersionCmd(),
 	)
+	usageArgs(root)
 	return root
 }
 

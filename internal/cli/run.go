@@ -102,23 +102,26 @@ func (g *globals) setup(cfgPath string) (*slog.Logger, config.Config, error) {
 // printWhere says where to look; the commands it suggests start with self,
 // the binary as it was invoked (bin/patchline under make run).
 func printWhere(w io.Writer, self string, i app.Info) {
-	nats := bus.RedactURLs(i.NATSURL) // the credentials stay in the config
+	natsURL := bus.RedactURLs(i.NATSURL) // the credentials stay in the config
+	shown := natsURL
 	if i.Embedded {
-		nats += " (embedded)"
+		shown += " (embedded)"
 	}
-	fmt.Fprintf(w, `
-patchline is running (stages: %s)
-  NATS          %s
-  web console   http://%s/
-  HTTP API      http://%s/v1/cameras
-  metrics       http://%s/metrics
-  frames        %s<camera>   (patch tokens, binary)
-  annotations   %s<camera>   (JSON)
-
-  watch it:     %[8]s watch --nats %[9]s
-  cameras:      %[8]s cameras --api http://%[3]s
-  attach RTSP:  %[8]s attach cam1 rtsp://user:pass@host/path --api http://%[3]s
-  describe:     %[8]s describe <camera> --nats %[9]s
-
-`, strings.Join(i.Stages, ", "), nats, i.HTTPAddr, i.HTTPAddr, i.HTTPAddr, bus.FramesPrefix, bus.AnnotationsPrefix, self, bus.RedactURLs(i.NATSURL))
+	fmt.Fprintf(w, "\npatchline is running (stages: %s)\n", strings.Join(i.Stages, ", "))
+	fmt.Fprintf(w, "  NATS          %s\n", shown)
+	if i.HTTPAddr != "" {
+		fmt.Fprintf(w, "  web console   http://%s/\n", i.HTTPAddr)
+		fmt.Fprintf(w, "  HTTP API      http://%s/v1/cameras\n", i.HTTPAddr)
+		fmt.Fprintf(w, "  metrics       http://%s/metrics\n", i.HTTPAddr)
+	} else {
+		fmt.Fprintf(w, "  HTTP          off (no console, camera API or metrics)\n")
+	}
+	fmt.Fprintf(w, "  frames        %s<camera>   (patch tokens, binary)\n", bus.FramesPrefix)
+	fmt.Fprintf(w, "  annotations   %s<camera>   (JSON)\n\n", bus.AnnotationsPrefix)
+	fmt.Fprintf(w, "  watch it:     %s watch --nats %s\n", self, natsURL)
+	if i.HTTPAddr != "" {
+		fmt.Fprintf(w, "  cameras:      %s cameras --api http://%s\n", self, i.HTTPAddr)
+		fmt.Fprintf(w, "  attach RTSP:  %s attach cam1 rtsp://user:pass@host/path --api http://%s\n", self, i.HTTPAddr)
+	}
+	fmt.Fprintf(w, "  describe:     %s describe <camera> --nats %s\n\n", self, natsURL)
 }

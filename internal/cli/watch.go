@@ -17,6 +17,7 @@ import (
 	"github.com/patchline/patchline/internal/app"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
 )
 
 func newWatchCmd() *cobra.Command {
@@ -33,6 +34,9 @@ from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z
 		RunE: func(cmd *cobra.Command, args []string) error {
 			subject := bus.AnnotationsPrefix + "*"
 			if len(args) == 1 {
+				if err := frame.ValidCameraID(args[0]); err != nil {
+					return fmt.Errorf("watch %q: %w", args[0], err)
+				}
 				subject = bus.AnnotationSubject(args[0])
 			}
 			var start time.Time
@@ -67,7 +71,7 @@ from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z
 					return err
 				}
 				defer func() { _ = sub.Unsubscribe() }()
-				fmt.Fprintf(cmd.ErrOrStderr(), "watching %s on %s (Ctrl-C to stop)\n", subject, natsURL)
+				fmt.Fprintf(cmd.ErrOrStderr(), "watching %s on %s (Ctrl-C to stop)\n", subject, bus.RedactURLs(natsURL))
 			} else {
 				cc, err := replay(ctx, nc, stream, subject, start, func(m jetstream.Msg) { show(m.Subject(), m.Data()) })
 				if err != nil {
@@ -161,6 +165,9 @@ func newValidateCmd() *cobra.Command {
 			}
 			if err != nil {
 				return err
+			}
+			if cfg.NATS.URL == "" && cfg.NATS.Replicas > 1 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: nats.replicas is %d with no nats.url: `patchline run` refuses to start without --nats, the embedded server being a single node\n", cfg.NATS.Replicas)
 			}
 			models := "models not opened"
 			if !noModels {
