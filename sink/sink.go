@@ -23,7 +23,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
-	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
@@ -42,9 +41,9 @@ type Stage struct {
 	log      *slog.Logger
 
 	mu       sync.Mutex
-	jsonl    *lumberjack.Logger // nil: no file
-	lines    bytes.Buffer       // whole lines not yet written (a write never splits one across files)
-	jsonlErr uint64             // failed writes, for thinning the log
+	jsonl    *jsonlFile   // nil: no file
+	lines    bytes.Buffer // whole lines not yet written (a write never splits one across files)
+	jsonlErr uint64       // failed writes, for thinning the log
 
 	hooks  []*webhook
 	storer *bus.Storer // nil without the stream
@@ -65,7 +64,10 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 		if err != nil {
 			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
 		}
-		h := newWebhook(w, delivery == config.DeliveryDurable, log)
+		h, err := newWebhook(w, delivery == config.DeliveryDurable, log)
+		if err != nil {
+			return nil, fmt.Errorf("sink: webhooks[%d]: %w", i, err)
+		}
 		if h.durable {
 			h.maxAge = cfg.Stream.MaxAge
 		}
@@ -81,7 +83,7 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 			return nil, fmt.Errorf("sink: jsonl output: %w", err)
 		}
 		_ = f.Close() // writable: the rotating writer opens it at the first write
-		s.jsonl = &lumberjack.Logger{Filename: cfg.JSONL, MaxSize: cfg.JSONLMaxMB, MaxBackups: cfg.JSONLKeep}
+		s.jsonl = newJSONLFile(cfg.JSONL, cfg.JSONLMaxMB, cfg.JSONLKeep)
 	}
 	return s, nil
 }
@@ -316,7 +318,7 @@ func (s *Stage) writeLines() {
 	if s.lines.Len() == 0 {
 		return
 	}
-	_, err := s.jsonl.Write(s.lines.Bytes())
+	err := s.jsonl.Write(s.lines.Bytes())
 	s.lines.Reset()
 	if err != nil {
 		if s.jsonlErr++; s.jsonlErr&(s.jsonlErr-1) == 0 {

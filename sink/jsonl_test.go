@@ -1,0 +1,121 @@
+package sink
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// readLines returns the file's lines, failing on a NUL byte or a last
+// line without its newline.
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.IndexByte(b, 0) >= 0 {
+		t.Fatalf("%s has NUL bytes: %q", path, b)
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		t.Fatalf("%s ends in part of a line: %q", path, b)
+	}
+	return strings.Fields(string(b))
+}
+
+// TestJSONLFileFollowsLogrotate: the output stays on its path when the
+// file is moved (logrotate's create mode), deleted, or truncated in place
+// (copytruncate), also right after a size rotation, whose new file
+// lumberjack opens without O_APPEND.
+func TestJSONLFileFollowsLogrotate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.jsonl")
+	f := newJSONLFile(path, 1, 3)
+	defer f.Close()
+	n := 0
+	write := func() string {
+		n++
+		line := fmt.Sprintf(`{"n":%d}`, n)
+		if err := f.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		return line
+	}
+	write()
+	write()
+	if err := os.Rename(path, path+".1"); err != nil { // logrotate, create mode
+		t.Fatal(err)
+	}
+	l3 := write()
+	if got := readLines(t, path); len(got) != 1 || got[0] != l3 {
+		t.Errorf("after a move, %s holds %q, want only %q", path, got, l3)
+	}
+	if got := readLines(t, path+".1"); len(got) != 2 {
+		t.Errorf("the moved file holds %q, want the 2 lines before the move", got)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	l4 := write()
+	if got := readLines(t, path); len(got) != 1 || got[0] != l4 {
+		t.Errorf("after a delete, %s holds %q, want %q", path, got, l4)
+	}
+	// A size rotation (past 1 MB), then copytruncate.
+	big := strings.Repeat("x", 600<<10)
+	for range 3 {
+		if err := f.Write([]byte(`{"pad":"` + big + `"}` + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Truncate(path, 0); err != nil { // logrotate, copytruncate
+		t.Fatal(err)
+	}
+	l5 := write()
+	if got := readLines(t, path); len(got) != 1 || got[0] != l5 {
+		t.Errorf("after a truncation, %s holds %d lines, want only %q", path, len(got), l5)
+	}
+}
+
+// failingWriter writes half of what it is given, then fails, as a write
+// to a full disk does.
+type failingWriter struct {
+	io.WriteCloser
+	fail bool
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if !w.fail {
+		return w.WriteCloser.Write(p)
+	}
+	n, _ := w.WriteCloser.Write(p[:len(p)/2])
+	return n, errors.New("no space left on device")
+}
+
+// TestJSONLFileCutsAFailedWrite: a write that fails part way (a full disk)
+// leaves no part of a line in the file, and the next write carries on.
+func TestJSONLFileCutsAFailedWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	f := newJSONLFile(path, 100, 1)
+	fw := &failingWriter{WriteCloser: f.w}
+	f.w = fw
+	defer f.Close()
+	if err := f.Write([]byte("{\"n\":1}\n")); err != nil {
+		t.Fatal(err)
+	}
+	fw.fail = true
+	if err := f.Write([]byte("{\"n\":2,\"long\":\"abcdefghijklmnopqrstuvwxyz\"}\n{\"n\":3}\n")); err == nil {
+		t.Fatal("the failing write did not fail")
+	}
+	fw.fail = false
+	if err := f.Write([]byte("{\"n\":4}\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLines(t, path); strings.Join(got, " ") != `{"n":1} {"n":4}` {
+		t.Errorf("file holds %q, want the lines before and after the failed write", got)
+	}
+}
