@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,6 +16,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -65,6 +68,10 @@ var (
 // killed, a server restarted under it) holds its webhook up this long.
 const durableAckWait = 10 * time.Second
 
+// maxBackoff is the longest wait between two attempts of a delivery, bar a
+// server's Retry-After.
+const maxBackoff = 10 * time.Second
+
 // delivery is one annotation on its way to a webhook.
 type delivery struct {
 	id    string // Nats-Msg-Id
@@ -95,16 +102,40 @@ type webhook struct {
 	done atomic.Uint64
 }
 
-func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) *webhook {
+func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) (*webhook, error) {
 	cfg = cfg.WithDefaults()
 	name := config.WebhookLabel(cfg.URL)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.CA != "" {
+		pool, err := certPool(cfg.CA)
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: ca: %w", name, err)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	return &webhook{
 		cfg: cfg, durable: durable, name: name, q: queue.NewRing[delivery](cfg.QueueSize),
 		// A redirect would turn the POST into a GET: answer it as it is (a
 		// failure, not retried) and let the configuration name the URL.
-		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		log:    log.With("webhook", name),
+	}, nil
+}
+
+// certPool is the system's certificates and those of the PEM file path.
+func certPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // wants reports whether a passes the webhook's filters: camera, kind, and
@@ -219,7 +250,7 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 		got := 0
 		if err == nil {
 			for m := range batch.Messages() {
-				w.handle(ctx, hard, m)
+				w.handle(ctx, hard, m, cons)
 				got++
 			}
 			err = batch.Error()
@@ -247,6 +278,19 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// readBacklog sets the backlog gauge from the consumer: what the stream
+// holds for the webhook beyond the delivery under way.
+func (w *webhook) readBacklog(ctx context.Context, cons jetstream.Consumer) {
+	if cons == nil {
+		return
+	}
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if info, err := cons.Info(ictx); err == nil {
+		webhookBacklog.WithLabelValues(w.name).Set(float64(info.NumPending))
 	}
 }
 
@@ -283,7 +327,7 @@ func vanished(ctx context.Context, cons jetstream.Consumer, err error) bool {
 // and acknowledges it: delivered or skipped (ack), refused (term: never
 // again), or interrupted by the sink stopping (nak: delivered later, by
 // whichever replica fetches next).
-func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
+func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg, cons jetstream.Consumer) {
 	w.inFlight.Store(true)
 	defer w.inFlight.Store(false)
 	var stored time.Time // when the stream took the annotation
@@ -333,6 +377,7 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg) {
 			case <-t.C:
 				_ = m.InProgress()
 				w.lag(stored)
+				w.readBacklog(ctx, cons) // what has piled up behind it
 			}
 		}
 	}()
@@ -416,8 +461,8 @@ func (w *webhook) deliver(ctx context.Context, d delivery, attempts int) (err er
 			w.log.Warn("webhook delivery retrying", "id", d.id, "attempts", attempt, "err", err)
 		}
 		if wait == 0 {
-			wait = time.Duration(float64(backoff) * (0.75 + 0.5*rand.Float64()))
-			backoff = min(2*backoff, 10*time.Second)
+			wait = min(time.Duration(float64(backoff)*(0.75+0.5*rand.Float64())), maxBackoff)
+			backoff = min(2*backoff, maxBackoff)
 		}
 		select {
 		case <-ctx.Done():
@@ -454,6 +499,9 @@ func (w *webhook) post(ctx context.Context, d delivery) (retry bool, wait time.D
 		// secret (Slack's, Discord's): name the hook as the metrics do.
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			ue.URL = w.name
+		}
+		if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+			err = fmt.Errorf("%w (a private or self-signed certificate: set the webhook's ca to its PEM file)", err)
 		}
 		return true, 0, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -340,6 +343,22 @@ func TestDurableWebhookSurvivesRestart(t *testing.T) {
 	}
 }
 
+// TestDurableWebhookBacklogWhileStuck: while a delivery retries, the
+// backlog gauge follows what piles up behind it (it was read only when a
+// delivery began, and stayed at 0 for as long as one was stuck).
+func TestDurableWebhookBacklogWhileStuck(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	hook := newHookServer(t, func(string, int) int { return http.StatusServiceUnavailable })
+	st, _ := startSink(t, url, config.Sink{Stream: testStream, Webhooks: []config.Webhook{{URL: hook.URL, Timeout: time.Second}}})
+	publishAnalyzed(t, nc, "cam1", 1, 1)
+	testenv.WaitFor(t, "the first annotation tried", 10*time.Second, func() bool { return len(hook.received()) > 0 })
+	publishAnalyzed(t, nc, "cam1", 2, 6)
+	testenv.WaitFor(t, "a backlog of the 5 behind it", 15*time.Second, func() bool {
+		return testutil.ToFloat64(webhookBacklog.WithLabelValues(st.hooks[0].name)) == 5
+	})
+}
+
 // TestDurableWebhookReplicasShare: two sinks with the same durable hook
 // deliver each annotation once, in order, between them.
 func TestDurableWebhookReplicasShare(t *testing.T) {
@@ -606,4 +625,37 @@ func TestDurableWebhookForgottenAfterMaxAge(t *testing.T) {
 		_, err := js.Consumer(ctx, stream.Name, name)
 		return errors.Is(err, jetstream.ErrConsumerNotFound)
 	})
+}
+
+// TestWebhookCA: an https endpoint with a self-signed certificate is
+// reached with the webhook's ca; without it, each attempt fails saying to
+// set ca. A ca that is no PEM file fails the sink at start.
+func TestWebhookCA(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	var got atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1) }))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.Buffer
+	_, _ = startSinkLog(t, url, config.Sink{Webhooks: []config.Webhook{
+		{URL: srv.URL + "/trusted", CA: ca},
+		{URL: srv.URL + "/untrusted", Attempts: 1},
+	}}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := nc.Publish(bus.AnalyzedSubject("cam1"), analysis("cam1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the delivery with the ca, and the failure without", 10*time.Second, func() bool {
+		return got.Load() == 1 && strings.Contains(logs.String(), "set the webhook's ca")
+	})
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStage(nc, config.Sink{Webhooks: []config.Webhook{{URL: srv.URL, CA: notPEM}}}, 1, natstest.Discard()); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+		t.Errorf("a ca without a certificate: %v", err)
+	}
 }

@@ -184,6 +184,9 @@ type Webhook struct {
 	Secret  string            `yaml:"secret"`
 	Headers map[string]string `yaml:"headers"` // extra request headers (use ${VAR} for tokens)
 	Timeout time.Duration     `yaml:"timeout"` // per attempt; default 5s
+	// CA is a PEM file of certificates trusted for an https endpoint,
+	// beside the system's (an endpoint with a private or self-signed one).
+	CA string `yaml:"ca"`
 	// Delivery is durable (from the annotation stream through a durable
 	// consumer shared by the sink replicas: survives restarts, retries until
 	// delivered) or memory (a bounded in-memory queue per sink replica, up

@@ -92,6 +92,14 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "~ in file paths",
+			yaml: "sink:\n  jsonl: ~/x/ann.jsonl\ncameras:\n  - id: a\n    url: ~/videos/a.mp4\n",
+			want: []string{
+				`pipeline.yaml:2: sink.jsonl: "~/x/ann.jsonl": ~ is not expanded in patchline's configuration; write ${HOME}/x/ann.jsonl`,
+				`pipeline.yaml:5: cameras[0].url: "~/videos/a.mp4": ~ is not expanded`,
+			},
+		},
+		{
 			name: "unknown top-level key",
 			yaml: "decod:\n  width: 224\n",
 			want: []string{`pipeline.yaml:1: decod: unknown key (did you mean "decode"?)`},

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -84,7 +85,37 @@ func (c *Config) problems() []error {
 	c.Generate.check(ck)
 	c.Telemetry.check(ck)
 	c.Log.check(ck)
+	c.checkTildes(ck)
 	return ck.errs
+}
+
+// checkTildes refuses file paths that start with ~: no shell expands it
+// here, and the file would be made under a directory named "~" in the
+// working directory. ${HOME} expands.
+func (c *Config) checkTildes(ck *checker) {
+	paths := map[string]string{
+		"nats.creds": c.NATS.Creds, "nats.tls.ca": c.NATS.TLS.CA, "nats.tls.cert": c.NATS.TLS.Cert, "nats.tls.key": c.NATS.TLS.Key,
+		"nats.embedded.store_dir": c.NATS.Embedded.StoreDir, "analyze.model": c.Analyze.Model, "analyze.ort_library": c.Analyze.ORTLibrary,
+		"sink.jsonl": c.Sink.JSONL, "generate.caption_model": c.Generate.CaptionModel, "generate.framegen_model": c.Generate.FramegenModel,
+	}
+	for i, r := range c.Decode.FileRoots {
+		paths[fmt.Sprintf("decode.file_roots[%d]", i)] = r
+	}
+	for i, w := range c.Sink.Webhooks {
+		paths[fmt.Sprintf("sink.webhooks[%d].ca", i)] = w.CA
+	}
+	for _, path := range slices.Sorted(maps.Keys(paths)) {
+		if err := checkTilde(paths[path]); err != nil {
+			ck.addErr(path, err)
+		}
+	}
+}
+
+func checkTilde(p string) error {
+	if strings.HasPrefix(p, "~") {
+		return fmt.Errorf("%q: ~ is not expanded in patchline's configuration; write ${HOME}%s", p, strings.TrimPrefix(p, "~"))
+	}
+	return nil
 }
 
 // Validate checks one camera as pipeline.yaml's cameras entries are checked;
@@ -191,6 +222,9 @@ func CheckCameraURL(raw string) error {
 func checkPlainPath(raw string) error {
 	if strings.ContainsRune(raw, 0) {
 		return errors.New("file path contains a NUL byte")
+	}
+	if err := checkTilde(raw); err != nil {
+		return err
 	}
 	first, _, _ := strings.Cut(raw, "/")
 	if scheme, _, ok := strings.Cut(first, ":"); ok {
@@ -474,6 +508,9 @@ func (w Webhook) check(ck *checker, path string) {
 		if k == "" || strings.ContainsAny(k, " :\t\r\n") {
 			ck.add(joinPath(path, "headers"), "%q is not a header name", k)
 		}
+	}
+	if w.CA != "" && !strings.HasPrefix(strings.ToLower(w.URL), "https://") {
+		ck.add(joinPath(path, "ca"), "is for https:// URLs")
 	}
 	if w.Timeout < 0 || w.Timeout > time.Minute {
 		ck.add(joinPath(path, "timeout"), "%s out of range 0..1m", w.Timeout)
