@@ -46,7 +46,14 @@ from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z
 					return err
 				}
 			}
-			nc, err := natsConnect(natsURL, "patchline-watch", nats.MaxReconnects(-1))
+			stderr := cmd.ErrOrStderr()
+			nc, err := natsConnect(natsURL, "patchline-watch", nats.MaxReconnects(-1),
+				nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+					if err != nil {
+						fmt.Fprintf(stderr, "NATS connection lost (%v); reconnecting…\n", err)
+					}
+				}),
+				nats.ReconnectHandler(func(*nats.Conn) { fmt.Fprintln(stderr, "NATS reconnected; watching again") }))
 			if err != nil {
 				return err
 			}

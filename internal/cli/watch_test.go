@@ -150,3 +150,41 @@ func TestSummarize(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchSaysWhenNATSGoes: watch says when its server goes away and when
+// it is back, and prints what comes after.
+func TestWatchSaysWhenNATSGoes(t *testing.T) {
+	port := testenv.FreePort(t, "127.0.0.1")
+	cfg := config.Embedded{Host: "127.0.0.1", Port: port, StoreDir: t.TempDir()}
+	e, err := bus.StartEmbedded(cfg, "", natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out testenv.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		root := newRoot()
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs([]string{"watch", "--json", "--nats", e.URL()})
+		done <- root.ExecuteContext(ctx)
+	}()
+	testenv.WaitFor(t, "watching", 10*time.Second, func() bool { return strings.Contains(out.String(), "watching") })
+	e.Shutdown()
+	testenv.WaitFor(t, "the loss said", 10*time.Second, func() bool { return strings.Contains(out.String(), "NATS connection lost") })
+	if e, err = bus.StartEmbedded(cfg, "", natstest.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	testenv.WaitFor(t, "the reconnect said", 10*time.Second, func() bool { return strings.Contains(out.String(), "NATS reconnected") })
+	nc := natstest.Connect(t, e.URL())
+	testenv.WaitFor(t, "an annotation after the reconnect printed", 10*time.Second, func() bool {
+		_ = nc.Publish(bus.AnnotationSubject("cam1"), []byte(`{"camera":"cam1","seq":7}`))
+		return strings.Contains(out.String(), `"seq":7}`)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
