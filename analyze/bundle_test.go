@@ -3,6 +3,9 @@ package analyze
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -149,5 +152,64 @@ func TestCheckDecode(t *testing.T) {
 	}
 	if err != nil && strings.Contains(err.Error(), "height 224") {
 		t.Errorf("err = %v names height, which matches", err)
+	}
+}
+
+// TestBundleKeysDocumented: the bundle.yaml reference in models/README.md
+// and the doc comment on Bundle name exactly the keys the loader reads.
+func TestBundleKeysDocumented(t *testing.T) {
+	var want []string
+	var walk func(reflect.Type)
+	walk = func(typ reflect.Type) {
+		for f := range typ.Fields() {
+			tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			want = append(want, tag)
+			ft := f.Type
+			if ft.Kind() == reflect.Slice {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				walk(ft)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Bundle]())
+	slices.Sort(want)
+	want = slices.Compact(want)
+
+	keyRE := regexp.MustCompile(`(?m)^\s*(?://\s*)?#?\s*(?:- )?([a-z_]+):`)
+	keys := func(text string) []string {
+		var ks []string
+		for _, m := range keyRE.FindAllStringSubmatch(text, -1) {
+			if m[1] != "pixels" && m[1] != "segment" { // headings in the comments, not keys
+				ks = append(ks, m[1])
+			}
+		}
+		slices.Sort(ks)
+		return slices.Compact(ks)
+	}
+	readme, err := os.ReadFile("../models/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(readme), "## bundle.yaml")
+	_, block, _ = strings.Cut(block, "```yaml")
+	block, _, _ = strings.Cut(block, "```")
+	src, err := os.ReadFile("bundle.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, doc, _ := strings.Cut(string(src), "// The\n// descriptor")
+	if doc == "" {
+		_, doc, _ = strings.Cut(string(src), "// Bundle is a model bundle")
+	}
+	doc, _, _ = strings.Cut(doc, "type Bundle struct")
+	for where, text := range map[string]string{"models/README.md": block, "the Bundle doc comment": doc} {
+		if got := keys(text); !slices.Equal(got, want) {
+			t.Errorf("%s documents keys %v,\nthe loader reads %v", where, got, want)
+		}
 	}
 }

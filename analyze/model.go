@@ -3,6 +3,7 @@ package analyze
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/hfbundle"
 	"github.com/patchline/patchline/internal/ort"
+	"github.com/patchline/patchline/internal/telemetry"
 )
 
 // ModelOptions configures OpenModel. Width, Height, PatchSize and Resize are
@@ -56,15 +58,18 @@ type Model struct {
 	inputNames  []string // main input, then extras
 	outputNames []string
 	fixedBatch  int // >0 when the graph's batch dimension is fixed
+	notes       []string
 	numClasses  int // logits classes per query/frame, from the graph (-1 = dynamic)
 
 	lut [3][256]float32 // normalised value of byte v in channel c
 
 	mu    sync.Mutex
-	in    []float32 // main input buffer
-	rgb   []byte    // one untokenized frame (pixels input)
-	sizes []int64   // input_size extra
-	probs []float64 // classify scratch
+	log   *slog.Logger      // SetLogger; nil: no warnings
+	warns map[string]uint64 // warnings by reason, for thinning them
+	in    []float32         // main input buffer
+	rgb   []byte            // one untokenized frame (pixels input)
+	sizes []int64           // input_size extra
+	probs []float64         // classify scratch
 }
 
 // OpenModel loads b's ONNX file into an ONNX Runtime session after checking
@@ -96,7 +101,81 @@ func OpenModel(b *Bundle, opts ModelOptions) (*Model, error) {
 		return nil, fmt.Errorf("analyze: model %s: %w", b.Name, err)
 	}
 	m.lut = hfbundle.LUT(b.Input.Scale, b.Input.Mean, b.Input.Std)
+	if err := m.trial(); err != nil {
+		_ = m.sess.Destroy()
+		return nil, fmt.Errorf("analyze: model %s: %w", b.Name, err)
+	}
 	return m, nil
+}
+
+// trial runs the graph once on blank frames, two at a time unless its
+// batch is fixed, so that a graph that cannot run the batches analyze
+// makes fails at start (and `patchline validate`), not on every batch. A
+// graph whose inputs say any batch but which runs only batch 1 (a size
+// baked into a reshape) is fed one frame at a time, and says so (Notes).
+func (m *Model) trial() error {
+	in := m.b.Input
+	blank := func(n int) []*frame.Frame {
+		fs := make([]*frame.Frame, n)
+		for i := range fs {
+			fs[i] = &frame.Frame{Camera: "trial", Width: in.Width, Height: in.Height, Patch: in.PatchSize,
+				Tokens: make([]byte, in.Width*in.Height*3), SourceW: in.Width, SourceH: in.Height}
+		}
+		return fs
+	}
+	run := func(n int) error {
+		outs, err := m.forward(blank(n))
+		destroyAll(outs)
+		return err
+	}
+	n := 2
+	if m.fixedBatch > 0 {
+		n = 1 // padded to the fixed batch
+	}
+	err := run(n)
+	if err == nil || n == 1 {
+		if err != nil {
+			return fmt.Errorf("a trial run on a blank frame failed: %w", err)
+		}
+		return nil
+	}
+	if run(1) != nil {
+		return fmt.Errorf("a trial run on two blank frames failed: %w", err)
+	}
+	m.fixedBatch = 1
+	m.notes = append(m.notes, fmt.Sprintf("model %s: its graph input %q takes any batch size, but the graph runs only batch 1 (a size fixed inside it, e.g. by a reshape); analyze feeds it one frame at a time. Export it with a dynamic batch to batch frames (%v)", m.b.Name, in.Name, err))
+	return nil
+}
+
+// Notes are what OpenModel found that works, but not as well as it could
+// (the stage logs them as warnings, and `patchline validate` prints them).
+func (m *Model) Notes() []string { return m.notes }
+
+// SetLogger makes the model warn (thinned: the 1st, 2nd, 4th… time of
+// each reason) about outputs it leaves out or cannot name: boxes that are
+// NaN or lie outside the frame, class ids beyond the bundle's labels.
+func (m *Model) SetLogger(log *slog.Logger) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.log = log
+}
+
+// warn counts a warning of reason and logs it the 1st, 2nd, 4th… time.
+// m.mu is held.
+func (m *Model) warn(reason, msg string, args ...any) {
+	if m.warns == nil {
+		m.warns = map[string]uint64{}
+	}
+	m.warns[reason]++
+	if n := m.warns[reason]; m.log != nil && n&(n-1) == 0 {
+		m.log.Warn(msg, append(args, "model", m.b.Name, "times", n)...)
+	}
+}
+
+// discard counts a detection left out for reason.
+func (m *Model) discard(reason string, args ...any) {
+	telemetry.DetectionsDiscarded.WithLabelValues(m.b.Name, reason).Inc()
+	m.warn(reason, "detection left out: "+reason, args...)
 }
 
 // Name is the bundle's model name.
@@ -374,11 +453,16 @@ func (m *Model) detect(frames []*frame.Frame, results []Result, labelsV, boxesV,
 		for j := range q {
 			s := float64(scores[i*q+j])
 			id := int(ids[i*q+j])
-			if !(s >= thr) || id < 0 || id >= len(m.b.Labels) {
+			if !(s >= thr) || id < 0 { // a negative id pads the list in some exports
 				continue
 			}
+			if id >= len(m.b.Labels) {
+				m.warn("unknown_class", "class id beyond the bundle's labels: reported as class<id>; do the labels match the model?", "class_id", id, "labels", len(m.b.Labels))
+			}
 			bx := boxes[(i*q+j)*4 : (i*q+j)*4+4]
-			dets = append(dets, m.detection(f, id, s, bx))
+			if d, ok := m.detection(f, id, s, bx); ok {
+				dets = append(dets, d)
+			}
 		}
 		sortDetections(dets)
 		results[i].Detections = dets
@@ -424,7 +508,9 @@ func (m *Model) detectDETR(frames []*frame.Frame, results []Result, logitsV, box
 				continue
 			}
 			bx := boxes[(i*q+j)*4 : (i*q+j)*4+4]
-			dets = append(dets, m.detection(f, best, s, bx))
+			if d, ok := m.detection(f, best, s, bx); ok {
+				dets = append(dets, d)
+			}
 		}
 		sortDetections(dets)
 		results[i].Detections = dets
@@ -433,8 +519,11 @@ func (m *Model) detectDETR(frames []*frame.Frame, results []Result, logitsV, box
 }
 
 // detection converts a raw box to input pixels per box_format, then to
-// source pixels with the frame's transform.
-func (m *Model) detection(f *frame.Frame, id int, score float64, bx []float32) annotation.Detection {
+// source pixels with the frame's transform, corners in order (x1 ≤ x2,
+// y1 ≤ y2). ok is false, and the detection counted as left out, when the
+// box or score is not finite, or no part of the box lies inside the frame
+// (wholly outside it, or in letterbox padding).
+func (m *Model) detection(f *frame.Frame, id int, score float64, bx []float32) (annotation.Detection, bool) {
 	w, h := float64(m.b.Input.Width), float64(m.b.Input.Height)
 	a, b, c, d := float64(bx[0]), float64(bx[1]), float64(bx[2]), float64(bx[3])
 	var box [4]float64
@@ -446,10 +535,20 @@ func (m *Model) detection(f *frame.Frame, id int, score float64, bx []float32) a
 	default: // BoxXYXYInput
 		box = [4]float64{a, b, c, d}
 	}
-	return annotation.Detection{
-		Label: m.label(id), ClassID: id, Score: score,
-		Box: f.Transform.BoxToSource(box, f.SourceW, f.SourceH),
+	for _, v := range append(box[:], score) {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			m.discard("non_finite", "camera", f.Camera, "seq", f.Seq, "box", fmt.Sprint(bx), "score", fmt.Sprint(score))
+			return annotation.Detection{}, false
+		}
 	}
+	box[0], box[2] = min(box[0], box[2]), max(box[0], box[2])
+	box[1], box[3] = min(box[1], box[3]), max(box[1], box[3])
+	src := f.Transform.BoxToSource(box, f.SourceW, f.SourceH)
+	if !(src[2] > src[0] && src[3] > src[1]) {
+		m.discard("empty_box", "camera", f.Camera, "seq", f.Seq, "box", fmt.Sprint(bx))
+		return annotation.Detection{}, false
+	}
+	return annotation.Detection{Label: m.label(id), ClassID: id, Score: score, Box: src}, true
 }
 
 func sortDetections(d []annotation.Detection) {
@@ -517,8 +616,18 @@ func (m *Model) checkGraph(ins, outs []onnxruntime.InputOutputInfo) error {
 		m.fixedBatch = int(bd)
 	}
 	for _, e := range in.Extra {
-		if err := checkTensor("input", inByName[e.Name], onnxruntime.TensorElementDataTypeInt64, []int64{-1, 2}, []string{"batch", "(width, height)"}); err != nil {
+		info := inByName[e.Name]
+		if err := checkTensor("input", info, onnxruntime.TensorElementDataTypeInt64, []int64{-1, 2}, []string{"batch", "(width, height)"}); err != nil {
 			return err
+		}
+		// A batch fixed on an extra input (dynamic axes given for the
+		// image only, a common export slip) fixes every input's.
+		switch bd := int(info.Dimensions[0]); {
+		case bd <= 0:
+		case m.fixedBatch == 0:
+			m.fixedBatch = bd
+		case m.fixedBatch != bd:
+			return fmt.Errorf("graph inputs %q and %q have fixed batch sizes %d and %d: export them with the same (or a dynamic) batch", in.Name, e.Name, m.fixedBatch, bd)
 		}
 	}
 	m.inputNames = fed
@@ -572,7 +681,11 @@ func (m *Model) checkGraph(ins, outs []onnxruntime.InputOutputInfo) error {
 	if b.DETR() {
 		c := outByName[o.Logits].Dimensions[2]
 		if c > 0 && c != nl && !(o.Activation == ActivationSoftmax && c == nl+1) {
-			return fmt.Errorf("graph output %q has %d classes, bundle has %d labels", o.Logits, c, nl)
+			hint := ""
+			if c == nl+1 {
+				hint = `; a softmax head's last class is "no object": set outputs.activation: softmax`
+			}
+			return fmt.Errorf("graph output %q (%s) has %d classes, but the bundle has %d labels (%s)%s", o.Logits, b.graphKey("outputs.logits"), c, nl, b.labelsKey(false), hint)
 		}
 	}
 	return nil

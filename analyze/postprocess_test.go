@@ -1,13 +1,17 @@
 package analyze
 
 import (
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/telemetry"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 func TestFixedBatchChunksAndPads(t *testing.T) {
@@ -43,14 +47,7 @@ outputs: {logits: logits, pred_boxes: pred_boxes}
 labels: [cat, dog]
 score_threshold: 0.6
 `
-	dir := writeBundle(t, y)
-	if err := writeFile(dir+"/model.onnx", "x"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := LoadBundle(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := loadYAMLBundle(t, y)
 	if !b.DETR() || b.Outputs.BoxFormat != BoxCXCYWHNorm || b.Outputs.Activation != ActivationSigmoid {
 		t.Fatalf("defaults not applied: %+v", b.Outputs)
 	}
@@ -96,6 +93,21 @@ func TestDetectRequiresAllOutputs(t *testing.T) {
 	}
 }
 
+// loadYAMLBundle loads bundle.yaml y with a placeholder ONNX file, for
+// tests of the post-processing alone.
+func loadYAMLBundle(t *testing.T, y string) *Bundle {
+	t.Helper()
+	dir := writeBundle(t, y)
+	if err := writeFile(dir+"/model.onnx", "x"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func near(a, b [4]float64) bool {
 	for i := range a {
 		if math.Abs(a[i]-b[i]) > 1e-4 {
@@ -131,5 +143,73 @@ func TestClassifyNonFiniteLogits(t *testing.T) {
 	}
 	if l := res[2].Labels; len(l) != 2 || l[0].Label != "b" || l[1].Label != "c" {
 		t.Errorf("finite frame's labels %+v, want b then c", l)
+	}
+}
+
+// TestDetectionsLeftOut: a box with a NaN, or with no part inside the
+// frame (in letterbox padding, or outside the input), is left out and
+// counted; an inverted box is put in order; a class id beyond the labels
+// is reported as class<id>, with a warning that the labels may not match.
+func TestDetectionsLeftOut(t *testing.T) {
+	requireORT(t)
+	y := `name: leftout
+task: detect
+onnx: model.onnx
+input: {kind: pixels, name: images, width: 100, height: 100, patch_size: 10, resize: letterbox, scale: 1}
+outputs: {labels: labels, boxes: boxes, scores: scores}
+labels: [cat, dog]
+score_threshold: 0.5
+`
+	b := loadYAMLBundle(t, y)
+	var logs testenv.Buffer
+	m := &Model{b: b}
+	m.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	// A 300×500 camera letterboxed into 100×100: the picture is x 20..80.
+	tr, _, _ := frame.Letterbox(300, 500, 100, 100)
+	f := &frame.Frame{Camera: "tall", Seq: 7, SourceW: 300, SourceH: 500, Transform: tr}
+	nan := float32(math.NaN())
+	ids, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 5), []int64{0, 1, 0, 1, 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ids.Destroy() }()
+	boxes, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 5, 4), []float32{
+		80, 60, 20, 40, // inverted: → input [20 40 80 60] → source [0 200 300 300]
+		nan, 0, 10, 10, // NaN
+		0, 10, 15, 90, // in the left padding
+		120, 0, 150, 50, // outside the input
+		30, 30, 40, 40, // class 5 of 2 labels → source [50 150 100 200]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = boxes.Destroy() }()
+	scores, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 5), []float32{0.9, 0.9, 0.9, 0.9, 0.8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = scores.Destroy() }()
+	before := func(reason string) float64 {
+		return testutil.ToFloat64(telemetry.DetectionsDiscarded.WithLabelValues("leftout", reason))
+	}
+	nonFinite, empty := before("non_finite"), before("empty_box")
+	res := make([]Result, 1)
+	if err := m.detect([]*frame.Frame{f}, res, ids, boxes, scores); err != nil {
+		t.Fatal(err)
+	}
+	d := res[0].Detections
+	if len(d) != 2 || d[0].Label != "cat" || !near(d[0].Box, [4]float64{0, 200, 300, 300}) || d[1].Label != "class5" || !near(d[1].Box, [4]float64{50, 150, 100, 200}) {
+		t.Errorf("detections %+v, want cat [0 200 300 300] and class5 [50 150 100 200]", d)
+	}
+	if got := before("non_finite") - nonFinite; got != 1 {
+		t.Errorf("non_finite discards = %v, want 1", got)
+	}
+	if got := before("empty_box") - empty; got != 2 {
+		t.Errorf("empty_box discards = %v, want 2", got)
+	}
+	for _, want := range []string{"detection left out: non_finite", "detection left out: empty_box", "class id beyond the bundle's labels", "class_id=5"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
 	}
 }

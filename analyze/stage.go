@@ -38,6 +38,8 @@ type Stage struct {
 
 	malformed atomic.Uint64
 	analyzed  atomic.Uint64
+	failed    atomic.Uint64 // batches whose inference failed
+	unencoded atomic.Uint64 // annotations that could not be encoded
 	bus.Readiness
 }
 
@@ -53,6 +55,10 @@ type item struct {
 // NewStage wires a model to NATS. The caller owns the model.
 func NewStage(nc *nats.Conn, model *Model, cfg config.Analyze, log *slog.Logger) *Stage {
 	host, _ := os.Hostname()
+	model.SetLogger(log)
+	for _, n := range model.Notes() {
+		log.Warn(n)
+	}
 	return &Stage{
 		nc: nc, model: model, cfg: cfg, log: log,
 		ring:    queue.NewRing[*item](cfg.QueueSize),
@@ -191,7 +197,9 @@ func (s *Stage) infer(batch []*item) (r inferred, ok bool) {
 	telemetry.BatchSize.Observe(float64(len(frames)))
 	telemetry.StageLatency.WithLabelValues("inference").Observe(end.Sub(start).Seconds())
 	if err != nil {
-		s.log.Error("inference failed; batch dropped", "frames", len(frames), "err", err)
+		if n := s.failed.Add(1); n&(n-1) == 0 { // the 1st, 2nd, 4th… time: a model that always fails must not flood the log
+			s.log.Error("inference failed; batch dropped", "frames", len(frames), "err", err, "failed_batches", n)
+		}
 		for _, f := range frames {
 			telemetry.FramesDropped.WithLabelValues(stageName, f.Camera, "inference_error").Inc()
 		}
@@ -246,7 +254,10 @@ func (s *Stage) publishBatch(r inferred) {
 func (s *Stage) publish(ctx context.Context, a annotation.Annotation) {
 	b, err := json.Marshal(a)
 	if err != nil {
-		s.log.Error("encode annotation", "err", err)
+		telemetry.FramesDropped.WithLabelValues(stageName, a.Camera, "encode_error").Inc()
+		if n := s.unencoded.Add(1); n&(n-1) == 0 {
+			s.log.Error("annotation cannot be encoded; dropped", "camera", a.Camera, "seq", a.Seq, "err", err, "dropped_total", n)
+		}
 		return
 	}
 	m := nats.NewMsg(bus.AnalyzedSubject(a.Camera))

@@ -302,18 +302,20 @@ func collect(c <-chan error) []error {
 // when set) as the stages would, with ONNX Runtime, and closes them: a
 // missing bundle, a model whose shapes disagree with its descriptor or a
 // bundle that does not take the frames decode makes fails here as it
-// would at start. `patchline validate` runs it.
-func CheckModels(cfg config.Config) error {
+// would at start. `patchline validate` runs it. notes are the analyze
+// model's (analyze.Model.Notes): it works, but not as well as it could.
+func CheckModels(cfg config.Config) (notes []string, err error) {
 	model, err := openModel(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	notes = model.Notes()
 	_ = model.Close()
 	gen, err := generate.OpenModels(cfg)
 	if err != nil {
-		return err
+		return notes, err
 	}
-	return gen.Close()
+	return notes, gen.Close()
 }
 
 func openModel(cfg config.Config) (*analyze.Model, error) {

@@ -178,7 +178,11 @@ func newValidateCmd() *cobra.Command {
 			}
 			models := "models not opened"
 			if !noModels {
-				if err := app.CheckModels(cfg); err != nil {
+				notes, err := app.CheckModels(cfg)
+				for _, n := range notes {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning:", n)
+				}
+				if err != nil {
 					return err
 				}
 				models = "models open and match decode"

@@ -350,7 +350,7 @@ func (c *Config) ReadPreprocessor() (*Image, error) {
 	case cfgPatch != nil:
 		patch = cfgPatch
 	default:
-		return nil, perr("patch_size: is required (the frame patch side, here or in %s)", ConfigFile)
+		return nil, perr("patch_size: is required (the side of the square patches frames travel in, here or in %s); a model without patches (a CNN taking pixel_values) takes any side that divides size: add \"patch_size\": 16 here, and set decode.patch_size to it", ConfigFile)
 	}
 	if patch.W != patch.H || patch.Shortest > 0 {
 		return nil, perr("patch_size: is %s; patches are square", patch)

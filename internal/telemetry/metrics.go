@@ -27,6 +27,9 @@ var (
 	FramesDropped = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_frames_dropped_total", Help: "Frames dropped by a stage, by reason.",
 	}, []string{"stage", "camera", "reason"})
+	DetectionsDiscarded = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "patchline_detections_discarded_total", Help: "Detections a model output that analyze left out, by reason (non_finite: a NaN or infinite box or score; empty_box: nothing of it inside the frame).",
+	}, []string{"model", "reason"})
 	Malformed = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_malformed_messages_total", Help: "Messages that failed to decode and were dropped.",
 	}, []string{"stage", "subject"}) // subject: bus.SubjectFamily, e.g. patchline.frames.*
