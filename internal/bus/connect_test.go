@@ -218,3 +218,42 @@ func TestConnectBeforeServer(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestReconnectOutlastsRefusedCredentials: a server back for a while with
+// other credentials does not end the connection for good (the client gave
+// up after two refusals, leaving a stage that never reconnected); once the
+// server takes the credentials again, the connection is back.
+func TestReconnectOutlastsRefusedCredentials(t *testing.T) {
+	port := testenv.FreePort(t, "127.0.0.1")
+	start := func(token string) *server.Server {
+		srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, Authorization: token, NoSigs: true, NoLog: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		if !srv.ReadyForConnections(5 * time.Second) {
+			t.Fatal("server not ready")
+		}
+		return srv
+	}
+	srv := start("s3cret")
+	var logs testenv.Buffer
+	nc, err := Connect(config.NATS{Token: "s3cret"}, fmt.Sprintf("nats://127.0.0.1:%d", port), "test", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv = start("other")
+	testenv.WaitFor(t, "refusals of the credentials", 10*time.Second, func() bool { return strings.Contains(logs.String(), "refusals=2") })
+	time.Sleep(time.Second) // several more refusals
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv = start("s3cret")
+	defer srv.Shutdown()
+	testenv.WaitFor(t, "the connection back", 10*time.Second, nc.IsConnected)
+	if nc.IsClosed() {
+		t.Fatal("connection closed")
+	}
+}

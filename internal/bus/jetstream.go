@@ -76,9 +76,48 @@ func Retry(ctx context.Context, wait time.Duration, op func() error) error {
 // for up to SetupWait. A server without JetStream fails at once: some
 // calls to it get "no responders", which on a forming cluster would be
 // worth waiting out, so the account is asked which it is.
+//
+// Time without a connection does not count: a stage started before its
+// NATS server (systemd starting both at once, the server restarting)
+// waits for it for as long as it takes.
 func SetupRetry(ctx context.Context, js jetstream.JetStream, op func() error) error {
+	return setupRetryFor(ctx, js, SetupWait, op)
+}
+
+// setupRetryFor is SetupRetry giving JetStream wait (connected) to answer.
+func setupRetryFor(ctx context.Context, js jetstream.JetStream, wait time.Duration, op func() error) error {
+	nc := js.Conn()
+	for {
+		if err := waitConnected(ctx, nc); err != nil {
+			return err
+		}
+		err := setupRetry(ctx, js, wait, op)
+		if err != nil && ctx.Err() == nil && !nc.IsConnected() && !nc.IsClosed() {
+			continue // the connection went while it tried: wait for it again
+		}
+		return err
+	}
+}
+
+// waitConnected returns once nc is connected, or ctx's error, or why nc
+// never will be.
+func waitConnected(ctx context.Context, nc *nats.Conn) error {
+	for !nc.IsConnected() {
+		if nc.IsClosed() {
+			return nats.ErrConnectionClosed
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func setupRetry(ctx context.Context, js jetstream.JetStream, wait time.Duration, op func() error) error {
 	asked := false
-	return Retry(ctx, SetupWait, func() error {
+	return Retry(ctx, wait, func() error {
 		err := op()
 		if errors.Is(err, nats.ErrNoResponders) && !asked {
 			asked = true

@@ -10,6 +10,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 func TestTransient(t *testing.T) {
@@ -82,5 +85,48 @@ func TestSetupRetryWithoutJetStream(t *testing.T) {
 		if !errors.Is(err, jetstream.ErrJetStreamNotEnabled) || calls != 1 {
 			t.Errorf("%s: SetupRetry = %v after %d calls, want jetstream not enabled after 1", name, err, calls)
 		}
+	}
+}
+
+// TestSetupWaitsForTheServer: a stage started before its NATS server waits
+// for it however long that takes: time without a connection does not count
+// against the wait for JetStream to answer.
+func TestSetupWaitsForTheServer(t *testing.T) {
+	port := testenv.FreePort(t, "127.0.0.1")
+	nc, err := Connect(config.NATS{}, fmt.Sprintf("nats://127.0.0.1:%d", port), "test", discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- setupRetryFor(context.Background(), js, 300*time.Millisecond, func() error {
+			_, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "late"})
+			return err
+		})
+	}()
+	time.Sleep(1500 * time.Millisecond) // five times the wait, with no server
+	select {
+	case err := <-done:
+		t.Fatalf("gave up before the server came: %v", err)
+	default:
+	}
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	defer srv.Shutdown()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no bucket 15 s after the server started")
 	}
 }

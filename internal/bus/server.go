@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -133,9 +134,15 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 	if url == "" {
 		return nil, errors.New("nats: no server URL")
 	}
+	var refused atomic.Uint64 // reconnects refused for the credentials, since the last success
 	opts := []nats.Option{
 		nats.Name("patchline-" + name),
 		nats.MaxReconnects(-1),
+		// A server back with other credentials for a while (a config
+		// being rolled out) must not end the connection for good: the
+		// client would otherwise give up after two refusals in a row,
+		// leaving a live process that never reconnects.
+		nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -143,8 +150,19 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 				log.Warn("nats disconnected", "component", name, "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			refused.Store(0)
+			log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted())
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+				// Each reconnect attempt (every 250 ms) is refused: say so
+				// the 1st, 2nd, 4th… time.
+				if n := refused.Add(1); n&(n-1) == 0 {
+					log.Warn("nats refused the credentials on reconnect; retrying", "component", name, "err", err, "refusals", n)
+				}
+				return
+			}
 			subj := ""
 			if sub != nil {
 				subj = sub.Subject
