@@ -110,11 +110,21 @@ func (s *Storer) Run(ctx context.Context) {
 		}
 		s.storeBatch(ctx, s.next(first))
 	}
+	// What is queued gets 2 s to be stored, and is dropped (counted) after
+	// that: a stop must not wait on a server that does not answer.
 	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for {
 		first, ok := s.q.TryPop()
 		if !ok {
+			return
+		}
+		if fctx.Err() != nil {
+			n := 1
+			for _, ok := s.q.TryPop(); ok; _, ok = s.q.TryPop() {
+				n++
+			}
+			s.drop("shutdown", n)
 			return
 		}
 		s.storeBatch(fctx, s.next(first))
@@ -143,6 +153,9 @@ func (s *Storer) storeBatch(ctx context.Context, batch []*stored) {
 	for len(batch) > 0 {
 		futures := make([]jetstream.PubAckFuture, len(batch))
 		for i, m := range batch {
+			if ctx.Err() != nil {
+				break // each publish may stall while acknowledgements are pending
+			}
 			futures[i], lastErr = s.js.PublishMsgAsync(m.msg)
 		}
 		var failed []*stored
@@ -154,6 +167,8 @@ func (s *Storer) storeBatch(ctx context.Context, batch []*stored) {
 				case <-f.Ok():
 					ok = true
 				case lastErr = <-f.Err():
+				case <-ctx.Done():
+					lastErr = ctx.Err()
 				}
 			}
 			switch {

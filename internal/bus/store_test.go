@@ -1,12 +1,14 @@
 package bus
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/internal/config"
@@ -50,5 +52,56 @@ func TestStorerGivesUp(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("stop did not return")
+	}
+}
+
+// TestStorerStopsWithoutItsServer: stopping a Storer whose server is gone
+// returns within a few seconds, counting what it could not store as
+// dropped at shutdown; it waited for every acknowledgement, for minutes.
+func TestStorerStopsWithoutItsServer(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(5 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	defer srv.Shutdown()
+	nc, err := Connect(config.NATS{}, srv.ClientURL(), "test", discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "GONE", Subjects: []string{AnnotationsPrefix + ">"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, stop, err := StartStorer(nc, config.Stream{Name: "GONE", DuplicateWindow: time.Hour}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	shutdown := storeDropped.WithLabelValues("shutdown")
+	before := testutil.ToFloat64(shutdown)
+	const n = 300
+	for seq := range n {
+		m := nats.NewMsg(AnnotationSubject("cam1"))
+		m.Data = []byte(`{}`)
+		m.Header.Set(nats.MsgIdHdr, "cam1:"+strconv.Itoa(seq+1))
+		s.Store(m)
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	stop()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("stop took %v with the server gone, want a few seconds", took)
+	}
+	if got := testutil.ToFloat64(shutdown) - before; got != n {
+		t.Errorf("dropped at shutdown: %v, want %d", got, n)
 	}
 }
