@@ -13,8 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // openRegistry opens a registry of one replica on nc, closed when the test
@@ -113,5 +115,40 @@ func TestBadIDIs404(t *testing.T) {
 				t.Errorf("%s /v1/cameras/%s: %d %s, want 404", method, id, rec.Code, rec.Body)
 			}
 		}
+	}
+}
+
+// TestAttachDuringOutageDoesNotLandLater: on ingest's connection (no
+// reconnect buffer, as internal/app makes it) an attach while NATS is down
+// is unavailable (503) and is not sent when NATS is back: buffered, it
+// happened after its caller was told it failed, and the caller's retry got
+// 409.
+func TestAttachDuringOutageDoesNotLandLater(t *testing.T) {
+	t.Parallel()
+	cfg := config.Embedded{Host: "127.0.0.1", Port: testenv.FreePort(t, "127.0.0.1"), StoreDir: t.TempDir()}
+	e, err := bus.StartEmbedded(cfg, "", natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := bus.Connect(config.NATS{}, e.URL(), "ingest", natstest.Discard(), nats.ReconnectBufSize(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	r := openRegistry(t, nc)
+	e.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := r.Attach(ctx, config.Camera{ID: "cam8", URL: "synthetic://"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("attach with NATS down: %v, want ErrUnavailable", err)
+	}
+	if e, err = bus.StartEmbedded(cfg, "", natstest.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	testenv.WaitFor(t, "the reconnect", 10*time.Second, nc.IsConnected)
+	time.Sleep(300 * time.Millisecond) // what a buffer would have sent is in by now
+	if _, err := r.Get(context.Background(), "cam8"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("camera cam8 after NATS came back: %v, want not found (the failed attach must not land)", err)
 	}
 }

@@ -147,7 +147,16 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 	connect := func(name string) (*nats.Conn, error) {
-		nc, err := bus.Connect(cfg.NATS, info.NATSURL, name, log, inProcess...)
+		opts := slices.Clone(inProcess)
+		if name == Ingest || strings.HasSuffix(name, "-control") {
+			// Requests (the camera registry, leases) fail at once while
+			// NATS is away, and are retried by their callers: buffered,
+			// they would be sent on reconnect, after their caller gave up
+			// (an attach answered 503 that then happens; a lease nobody
+			// holds any more).
+			opts = append(opts, nats.ReconnectBufSize(-1))
+		}
+		nc, err := bus.Connect(cfg.NATS, info.NATSURL, name, log, opts...)
 		if err == nil {
 			conns = append(conns, nc)
 		}

@@ -30,6 +30,7 @@ func TestTransient(t *testing.T) {
 		{ctx, &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
 		{ctx, &jetstream.APIError{Code: 503, ErrorCode: jetstream.JSErrCodeJetStreamNotEnabled, Description: "jetstream not enabled"}, false},
 		{ctx, nats.ErrConnectionReconnecting, true},
+		{ctx, nats.ErrReconnectBufExceeded, true}, // disconnected, on a connection without a reconnect buffer
 		{ctx, nats.ErrNoResponders, true},
 		{ctx, context.DeadlineExceeded, true}, // a request's own timeout
 		{done, context.Canceled, false},       // the caller gave up
