@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -134,9 +135,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	var (
-		conns  []*nats.Conn
-		stages []stage
-		mux    = http.NewServeMux()
+		connsMu sync.Mutex // conns grows while HTTP serves /readyz
+		conns   []*nats.Conn
+		stages  []stage
+		mux     = http.NewServeMux()
 
 		describe   bool           // the describe route is mounted
 		forgetters []func(string) // told of each camera detached
@@ -158,9 +160,48 @@ func Run(ctx context.Context, o Options) error {
 		}
 		nc, err := bus.Connect(cfg.NATS, info.NATSURL, name, log, opts...)
 		if err == nil {
+			connsMu.Lock()
 			conns = append(conns, nc)
+			connsMu.Unlock()
 		}
 		return nc, err
+	}
+	// HTTP serves from the start, so that /healthz answers while the
+	// stages still wait for NATS or JetStream; /readyz says no until every
+	// stage is subscribed and while any NATS connection is down.
+	var started atomic.Bool
+	ready := func() error {
+		if !started.Load() {
+			return errors.New("starting: the stages are not subscribed yet")
+		}
+		connsMu.Lock()
+		defer connsMu.Unlock()
+		for _, nc := range conns {
+			if !nc.IsConnected() {
+				return fmt.Errorf("nats: %s not connected", nc.Opts.Name)
+			}
+		}
+		return nil
+	}
+	addr := o.HTTPAddr
+	if addr == "" {
+		addr = cfg.HTTP.Addr
+	}
+	if addr != "off" {
+		srv, bound, err := serveHTTP(addr, mux, func(h http.Handler) http.Handler {
+			return ingest.Guard(cfg.HTTP.Token, cfg.HTTP.AllowedHosts, ingest.ReadDeadline(30*time.Second, h))
+		}, ready, log)
+		if err != nil {
+			return err
+		}
+		info.HTTPAddr = bound
+		defer func() {
+			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			if srv.Shutdown(sctx) != nil {
+				_ = srv.Close() // streams (live view) that outlived the grace period
+			}
+		}()
 	}
 	for _, name := range o.Stages {
 		nc, err := connect(name)
@@ -247,28 +288,6 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 
-	addr := o.HTTPAddr
-	if addr == "" {
-		addr = cfg.HTTP.Addr
-	}
-	if addr != "off" {
-		srv, bound, err := serveHTTP(addr, mux, func(h http.Handler) http.Handler {
-			return ingest.Guard(cfg.HTTP.Token, cfg.HTTP.AllowedHosts, ingest.ReadDeadline(30*time.Second, h))
-		}, conns, log)
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
-		info.HTTPAddr = bound
-		defer func() {
-			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
-			defer c()
-			if srv.Shutdown(sctx) != nil {
-				_ = srv.Close() // streams (live view) that outlived the grace period
-			}
-		}()
-	}
 	// Started means subscribed (bus.Readiness). HTTP serves meanwhile:
 	// /healthz answers and /readyz says no while NATS is still unreachable.
 	for _, st := range stages {
@@ -277,6 +296,7 @@ func Run(ctx context.Context, o Options) error {
 		case <-ctx.Done():
 		}
 	}
+	started.Store(true)
 	if o.Ready != nil && ctx.Err() == nil {
 		info.NATSConnected = !slices.ContainsFunc(conns, func(nc *nats.Conn) bool { return !nc.IsConnected() })
 		o.Ready(info)
@@ -335,17 +355,16 @@ func openModel(cfg config.Config) (*analyze.Model, error) {
 	return analyze.OpenModel(b, analyze.OptionsFromConfig(cfg.Decode, cfg.Analyze))
 }
 
-// serveHTTP serves the API (if mounted), /metrics, /healthz and /readyz.
-// /readyz is 200 only while every NATS connection of this process is up.
-func serveHTTP(addr string, mux *http.ServeMux, guard func(http.Handler) http.Handler, conns []*nats.Conn, log *slog.Logger) (*http.Server, string, error) {
+// serveHTTP serves the API (if mounted), /metrics, /healthz and /readyz,
+// which is 200 only while ready says nil. Routes may be added to mux while
+// it serves.
+func serveHTTP(addr string, mux *http.ServeMux, guard func(http.Handler) http.Handler, ready func() error, log *slog.Logger) (*http.Server, string, error) {
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		for _, nc := range conns {
-			if !nc.IsConnected() {
-				http.Error(w, "nats: "+nc.Opts.Name+" not connected", http.StatusServiceUnavailable)
-				return
-			}
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})

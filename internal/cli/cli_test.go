@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 func run(t *testing.T, args ...string) (string, error) {
@@ -329,5 +331,40 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if code := Main([]string{"cameras", "--api", "http://127.0.0.1:1"}); code != 1 {
 		t.Errorf("cameras with nothing listening: exit %d, want 1", code)
+	}
+}
+
+// TestHealthWhileWaitingForNATS: a stage waiting for its NATS server
+// already serves /healthz (200: alive) and /readyz (503: not ready).
+func TestHealthWhileWaitingForNATS(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(cfg, []byte("cameras: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		root := newRoot()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		root.SetArgs([]string{"stage", "ingest", "-c", cfg, "--nats", "nats://127.0.0.1:1", "--http", addr, "--log-level", "error"})
+		done <- root.ExecuteContext(ctx)
+	}()
+	code := func(path string) int {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	testenv.WaitFor(t, "/healthz 200 while waiting for NATS", 10*time.Second, func() bool { return code("/healthz") == http.StatusOK })
+	if c := code("/readyz"); c != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d while waiting for NATS, want 503", c)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
