@@ -33,7 +33,7 @@ func Transient(ctx context.Context, err error) bool {
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
 		errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, nats.ErrReconnectBufExceeded), // disconnected, without a reconnect buffer
-		errors.Is(err, context.DeadlineExceeded): // the client's own request timeout
+		errors.Is(err, context.DeadlineExceeded):     // the client's own request timeout
 		return true
 	case errors.As(err, &apiErr):
 		// 503: e.g. "JetStream system temporarily unavailable". No peers
