@@ -297,6 +297,18 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	started.Store(true)
+	if streams := jetStreamsOf(cfg, o.Stages); len(streams) > 0 && len(conns) > 0 && !info.Embedded {
+		// An external server can come back without its JetStream data;
+		// the embedded one's store is this process's.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := bus.WatchStreams(ctx, conns[0], streams, StreamCheckEvery); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
 	if o.Ready != nil && ctx.Err() == nil {
 		info.NATSConnected = !slices.ContainsFunc(conns, func(nc *nats.Conn) bool { return !nc.IsConnected() })
 		o.Ready(info)
@@ -308,6 +320,42 @@ func Run(ctx context.Context, o Options) error {
 	errs := collect(errc)
 	log.Info("stopped", "stages", strings.Join(o.Stages, ","), "errors", len(errs))
 	return errors.Join(errs...)
+}
+
+// StreamCheckEvery is how often a process checks that its stages'
+// JetStream streams and buckets are still there (bus.WatchStreams); tests
+// shorten it.
+var StreamCheckEvery = 10 * time.Second
+
+// jetStreamsOf names the JetStream streams that stages make at start and
+// need from then on.
+func jetStreamsOf(cfg config.Config, stages []string) []string {
+	var names []string
+	add := func(ns ...string) {
+		for _, n := range ns {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	for _, s := range stages {
+		switch s {
+		case Ingest:
+			add("KV_" + bus.CamerasBucket)
+		case Decode:
+			add("KV_"+bus.CamerasBucket, "KV_"+bus.LeasesBucket, "KV_"+bus.DecodeBucket)
+		case Sink:
+			if cfg.Sink.Stream.Name != "" {
+				add(cfg.Sink.Stream.Name)
+			}
+		case Generate:
+			add("OBJ_" + bus.GeneratedBucket)
+			if cfg.Generate.Auto {
+				add("KV_" + bus.GenerateLeasesBucket)
+			}
+		}
+	}
+	return names
 }
 
 // stoppedOr is err, unless the pipeline was stopped (Ctrl-C) while it

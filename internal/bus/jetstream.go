@@ -173,3 +173,44 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, f func(jetstream.KeyVal
 		}
 	}
 }
+
+// WatchStreams returns an error once one of streams (JetStream stream
+// names: a KV bucket is KV_<bucket>, an object store OBJ_<bucket>) is
+// found missing twice in a row, every apart, while nc is connected; nil
+// when ctx ends. Stages make their buckets and streams at start: a server
+// that comes back without its JetStream data (restarted on an empty store)
+// would leave them failing forever, however their calls retry. A stage
+// that stops with this error is restarted by its supervisor (systemd's
+// Restart=always in deploy/), and makes them again.
+func WatchStreams(ctx context.Context, nc *nats.Conn, streams []string, every time.Duration) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	missing := map[string]int{}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if !nc.IsConnected() {
+			continue
+		}
+		for _, name := range streams {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := js.Stream(cctx, name)
+			cancel()
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
+				if missing[name]++; missing[name] >= 2 {
+					return fmt.Errorf("JetStream stream %s is gone (did the NATS server lose its JetStream data?): stopping, so that a restart makes it again", name)
+				}
+			case err == nil:
+				missing[name] = 0
+			} // other errors (a timeout, no leader yet) say nothing either way
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,10 +100,7 @@ func TestSetupWaitsForTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, _ := jetstream.New(nc) // fails only for bad options
 	done := make(chan error, 1)
 	go func() {
 		done <- setupRetryFor(context.Background(), js, 300*time.Millisecond, func() error {
@@ -130,4 +128,47 @@ func TestSetupWaitsForTheServer(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("no bucket 15 s after the server started")
 	}
+}
+
+// TestWatchStreams: a stream that is there is watched quietly; one that
+// goes (a server back on an empty store) is reported after two checks.
+func TestWatchStreams(t *testing.T) {
+	nc, js := jetStreamConn(t)
+	ctx := context.Background()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "watched"}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- WatchStreams(ctx, nc, []string{"KV_watched"}, 100*time.Millisecond) }()
+	select {
+	case err := <-done:
+		t.Fatalf("watching a stream that is there: %v", err)
+	case <-time.After(time.Second):
+	}
+	if err := js.DeleteKeyValue(ctx, "watched"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "JetStream stream KV_watched is gone") {
+			t.Errorf("after the bucket went: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the missing bucket not reported within 5 s")
+	}
+}
+
+// jetStreamConn connects to a new JetStream server, closed at the end.
+func jetStreamConn(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(startServer(t, &server.Options{JetStream: true, StoreDir: t.TempDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }

@@ -18,12 +18,7 @@ import (
 // message until half the duplicate window has passed, then counts it as
 // not stored (gave_up), and goes on.
 func TestStorerGivesUp(t *testing.T) {
-	url := startServer(t, &server.Options{JetStream: true, StoreDir: t.TempDir()})
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, _ := jetStreamConn(t)
 	gaveUp := storeDropped.WithLabelValues("gave_up")
 	before := testutil.ToFloat64(gaveUp)
 	s, stop, err := StartStorer(nc, config.Stream{Name: "NONE", DuplicateWindow: 400 * time.Millisecond}, discard())

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/patchline/patchline/ingest"
 	"github.com/patchline/patchline/internal/app"
 	"github.com/patchline/patchline/internal/bus"
@@ -366,5 +368,54 @@ func TestHealthWhileWaitingForNATS(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStageStopsWhenItsStreamIsGone: a stage against an external server
+// that lost its JetStream data (here: the annotation stream deleted under
+// a running sink) stops with an error saying so, for its supervisor to
+// restart it, instead of failing every call forever.
+func TestStageStopsWhenItsStreamIsGone(t *testing.T) {
+	old := app.StreamCheckEvery
+	app.StreamCheckEvery = 200 * time.Millisecond
+	defer func() { app.StreamCheckEvery = old }()
+	url := natstest.Start(t)
+	cfg := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(cfg, []byte("cameras: []\nsink:\n  stream:\n    name: GONE_ANNOTATIONS\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		root := newRoot()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		root.SetArgs([]string{"stage", "sink", "-c", cfg, "--nats", url, "--log-level", "error"})
+		done <- root.ExecuteContext(context.Background())
+	}()
+	nc := natstest.Connect(t, url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the stream made by the sink", 10*time.Second, func() bool {
+		_, err := js.Stream(context.Background(), "GONE_ANNOTATIONS")
+		return err == nil
+	})
+	time.Sleep(500 * time.Millisecond) // watched a while with the stream there
+	select {
+	case err := <-done:
+		t.Fatalf("the sink stopped with its stream there: %v", err)
+	default:
+	}
+	if err := js.DeleteStream(context.Background(), "GONE_ANNOTATIONS"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "JetStream stream GONE_ANNOTATIONS is gone") {
+			t.Errorf("the sink stopped with %v, want the stream named as gone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sink ran on 10 s after its stream was deleted")
 	}
 }
