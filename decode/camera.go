@@ -157,7 +157,7 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	}
 	kind, path, err := ParseSourceURL(spec.URL)
 	if err != nil {
-		return nil, fmt.Errorf("decode: camera %s: %w", spec.ID, err)
+		return nil, fmt.Errorf("camera %s: %w", spec.ID, err) // ParseSourceURL's errors begin "decode: "
 	}
 	if roots := opts.Decode.FileRoots; kind == KindFile && len(roots) > 0 {
 		// A file that is there, and outside, fails at once; a missing one
