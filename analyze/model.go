@@ -453,6 +453,10 @@ func (m *Model) detect(frames []*frame.Frame, results []Result, labelsV, boxesV,
 		for j := range q {
 			s := float64(scores[i*q+j])
 			id := int(ids[i*q+j])
+			if math.IsNaN(s) {
+				m.discard("non_finite", "camera", f.Camera, "seq", f.Seq, "score", "NaN")
+				continue
+			}
 			if !(s >= thr) || id < 0 { // a negative id pads the list in some exports
 				continue
 			}
@@ -503,6 +507,10 @@ func (m *Model) detectDETR(frames []*frame.Frame, results []Result, logitsV, box
 				s = m.probs[best]
 			} else {
 				s = 1 / (1 + math.Exp(-float64(row[best])))
+			}
+			if math.IsNaN(s) {
+				m.discard("non_finite", "camera", f.Camera, "seq", f.Seq, "score", "NaN")
+				continue
 			}
 			if !(s >= thr) {
 				continue

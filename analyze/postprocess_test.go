@@ -168,23 +168,24 @@ score_threshold: 0.5
 	tr, _, _ := frame.Letterbox(300, 500, 100, 100)
 	f := &frame.Frame{Camera: "tall", Seq: 7, SourceW: 300, SourceH: 500, Transform: tr}
 	nan := float32(math.NaN())
-	ids, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 5), []int64{0, 1, 0, 1, 5})
+	ids, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 6), []int64{0, 1, 0, 1, 5, 0})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = ids.Destroy() }()
-	boxes, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 5, 4), []float32{
+	boxes, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 6, 4), []float32{
 		80, 60, 20, 40, // inverted: → input [20 40 80 60] → source [0 200 300 300]
 		nan, 0, 10, 10, // NaN
 		0, 10, 15, 90, // in the left padding
 		120, 0, 150, 50, // outside the input
 		30, 30, 40, 40, // class 5 of 2 labels → source [50 150 100 200]
+		30, 30, 40, 40, // a NaN score
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = boxes.Destroy() }()
-	scores, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 5), []float32{0.9, 0.9, 0.9, 0.9, 0.8})
+	scores, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 6), []float32{0.9, 0.9, 0.9, 0.9, 0.8, nan})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,8 +202,8 @@ score_threshold: 0.5
 	if len(d) != 2 || d[0].Label != "cat" || !near(d[0].Box, [4]float64{0, 200, 300, 300}) || d[1].Label != "class5" || !near(d[1].Box, [4]float64{50, 150, 100, 200}) {
 		t.Errorf("detections %+v, want cat [0 200 300 300] and class5 [50 150 100 200]", d)
 	}
-	if got := before("non_finite") - nonFinite; got != 1 {
-		t.Errorf("non_finite discards = %v, want 1", got)
+	if got := before("non_finite") - nonFinite; got != 2 {
+		t.Errorf("non_finite discards = %v, want 2 (a NaN box, a NaN score)", got)
 	}
 	if got := before("empty_box") - empty; got != 2 {
 		t.Errorf("empty_box discards = %v, want 2", got)

@@ -66,13 +66,16 @@ func (f *jsonlFile) Write(p []byte) error {
 		f.ino, f.size = after, keep
 		return err
 	}
-	if afterOK && (!ok || after != ino) {
+	switch {
+	case !afterOK:
+		// Moved or deleted right after the write: the next one reopens.
+		_ = f.w.Close()
+		f.ino, f.size = 0, 0
+		return err
+	case !ok || after != ino:
 		_ = f.w.Close() // opened by lumberjack without O_APPEND
 	}
 	f.ino, f.size = after, afterSize
-	if !afterOK {
-		f.size = -1
-	}
 	return err
 }
 

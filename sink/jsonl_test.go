@@ -119,3 +119,49 @@ func TestJSONLFileCutsAFailedWrite(t *testing.T) {
 		t.Errorf("file holds %q, want the lines before and after the failed write", got)
 	}
 }
+
+// movingWriter moves the file away right after each write that move is
+// set for, as logrotate might between a write and the check after it.
+type movingWriter struct {
+	io.WriteCloser
+	path string
+	move bool
+}
+
+func (w *movingWriter) Write(p []byte) (int, error) {
+	n, err := w.WriteCloser.Write(p)
+	if w.move {
+		w.move = false
+		_ = os.Rename(w.path, w.path+".1")
+	}
+	return n, err
+}
+
+// TestJSONLFileMovedRightAfterAWrite: a file moved between a write and the
+// check after it is still left for the path: the next write begins the
+// file again there (it went on into the moved file).
+func TestJSONLFileMovedRightAfterAWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	f := newJSONLFile(path, 100, 3)
+	mw := &movingWriter{WriteCloser: f.w, path: path}
+	f.w = mw
+	defer f.Close()
+	if err := f.Write([]byte("{\"n\":1}\n")); err != nil {
+		t.Fatal(err)
+	}
+	mw.move = true
+	if err := f.Write([]byte("{\"n\":2}\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{3, 4} {
+		if err := f.Write([]byte(fmt.Sprintf("{\"n\":%d}\n", n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readLines(t, path); strings.Join(got, " ") != `{"n":3} {"n":4}` {
+		t.Errorf("%s holds %q, want the lines after the move", path, got)
+	}
+	if got := readLines(t, path+".1"); strings.Join(got, " ") != `{"n":1} {"n":2}` {
+		t.Errorf("the moved file holds %q, want the lines before the move", got)
+	}
+}

@@ -296,7 +296,7 @@ func Run(ctx context.Context, o Options) error {
 		case <-ctx.Done():
 		}
 	}
-	started.Store(true)
+	started.Store(ctx.Err() == nil) // not while stopping (a stage failed, or Ctrl-C)
 	if streams := jetStreamsOf(cfg, o.Stages); len(streams) > 0 && len(conns) > 0 && !info.Embedded {
 		// An external server can come back without its JetStream data;
 		// the embedded one's store is this process's.

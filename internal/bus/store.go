@@ -103,17 +103,19 @@ func (s *Storer) drop(reason string, n int) {
 // Run stores queued messages until ctx is done, then tries for up to two
 // seconds more to store what is left.
 func (s *Storer) Run(ctx context.Context) {
+	// What is queued or under way when ctx ends gets 2 s more to be
+	// stored, and is dropped (counted) after that: a stop must not wait
+	// on a server that does not answer.
+	fctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(2*time.Second, cancel) })()
 	for {
 		first, err := s.q.Pop(ctx)
 		if err != nil {
 			break
 		}
-		s.storeBatch(ctx, s.next(first))
+		s.storeBatch(fctx, s.next(first))
 	}
-	// What is queued gets 2 s to be stored, and is dropped (counted) after
-	// that: a stop must not wait on a server that does not answer.
-	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	for {
 		first, ok := s.q.TryPop()
 		if !ok {

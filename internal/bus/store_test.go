@@ -28,12 +28,7 @@ func TestStorerGivesUp(t *testing.T) {
 	if n := testutil.CollectAndCount(storeDropped); n != 3 {
 		t.Errorf("%d series of %s before any drop, want one per reason (3)", n, "patchline_stream_store_dropped_total")
 	}
-	for seq := range 3 {
-		m := nats.NewMsg(AnnotationSubject("cam1"))
-		m.Data = []byte(`{}`)
-		m.Header.Set(nats.MsgIdHdr, "cam1:"+strconv.Itoa(seq+1))
-		s.Store(m)
-	}
+	storeN(s, 3)
 	deadline := time.Now().Add(10 * time.Second)
 	for testutil.ToFloat64(gaveUp)-before < 3 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -84,12 +79,7 @@ func TestStorerStopsWithoutItsServer(t *testing.T) {
 	shutdown := storeDropped.WithLabelValues("shutdown")
 	before := testutil.ToFloat64(shutdown)
 	const n = 300
-	for seq := range n {
-		m := nats.NewMsg(AnnotationSubject("cam1"))
-		m.Data = []byte(`{}`)
-		m.Header.Set(nats.MsgIdHdr, "cam1:"+strconv.Itoa(seq+1))
-		s.Store(m)
-	}
+	storeN(s, n)
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	stop()
@@ -98,5 +88,41 @@ func TestStorerStopsWithoutItsServer(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(shutdown) - before; got != n {
 		t.Errorf("dropped at shutdown: %v, want %d", got, n)
+	}
+}
+
+// TestStorerStoresWhatIsQueuedAtStop: a stop right after a burst stores
+// what is queued (within its 2 s), dropping nothing.
+func TestStorerStoresWhatIsQueuedAtStop(t *testing.T) {
+	nc, js := jetStreamConn(t)
+	st, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "BURST", Subjects: []string{StoredPrefix + ">"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, stop, err := StartStorer(nc, config.Stream{Name: "BURST", DuplicateWindow: time.Hour}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shutdown := storeDropped.WithLabelValues("shutdown")
+	before := testutil.ToFloat64(shutdown)
+	const n = 3000
+	storeN(s, n)
+	stop()
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n || testutil.ToFloat64(shutdown) != before {
+		t.Errorf("stored %d of %d, %v dropped at shutdown; want all stored", info.State.Msgs, n, testutil.ToFloat64(shutdown)-before)
+	}
+}
+
+// storeN stores annotations cam1:1 to cam1:n with s.
+func storeN(s *Storer, n int) {
+	for seq := range n {
+		m := nats.NewMsg(AnnotationSubject("cam1"))
+		m.Data = []byte(`{}`)
+		m.Header.Set(nats.MsgIdHdr, "cam1:"+strconv.Itoa(seq+1))
+		s.Store(m)
 	}
 }

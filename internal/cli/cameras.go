@@ -57,14 +57,14 @@ func natsConnect(url, name string, more ...nats.Option) (*nats.Conn, error) {
 // elems (a camera id) escaped as one path segment.
 func apiURL(api, path string, elems ...string) (string, error) {
 	u, err := url.Parse(api)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("--api %s: want the patchline HTTP API's URL, such as %s", media.RedactURL(api), defaultAPI)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("--api %s: want the patchline HTTP API's URL, such as %s (the token goes in $%s)", media.RedactURL(api), defaultAPI, tokenEnv)
 	}
-	s := strings.TrimRight(api, "/") + path
+	segs := []string{path}
 	for _, e := range elems {
-		s += "/" + url.PathEscape(e)
+		segs = append(segs, url.PathEscape(e)) // JoinPath takes escaped segments
 	}
-	return s, nil
+	return u.JoinPath(segs...).String(), nil
 }
 
 // The timeout covers the registry waiting out a JetStream leader election
@@ -143,11 +143,11 @@ func newAttachCmd() *cobra.Command {
 			// The server checks the same; here the message is the same
 			// for --fps NaN, which JSON cannot carry.
 			if err := c.Validate(); err != nil {
-				return fmt.Errorf("attach %s: %w", c.ID, err)
+				return usage(cmd, fmt.Errorf("attach %s: %w", c.ID, err))
 			}
 			u, err := apiURL(api, "/v1/cameras")
 			if err != nil {
-				return err
+				return usage(cmd, err)
 			}
 			var v cameraView
 			if err := apiCall(http.MethodPost, u, c, &v); err != nil {
@@ -176,11 +176,11 @@ func newDetachCmd() *cobra.Command {
 			// A bad id would otherwise change the request (detach 'a?b'
 			// deletes camera a).
 			if err := frame.ValidCameraID(args[0]); err != nil {
-				return fmt.Errorf("detach %q: %w", args[0], err)
+				return usage(cmd, fmt.Errorf("detach %q: %w", args[0], err))
 			}
 			u, err := apiURL(api, "/v1/cameras", args[0])
 			if err != nil {
-				return err
+				return usage(cmd, err)
 			}
 			if err := apiCall(http.MethodDelete, u, nil, nil); err != nil {
 				return err
@@ -217,7 +217,7 @@ func newCamerasCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			u, err := apiURL(api, "/v1/cameras")
 			if err != nil {
-				return err
+				return usage(cmd, err)
 			}
 			var raw json.RawMessage
 			if err := apiCall(http.MethodGet, u, nil, &raw); err != nil {

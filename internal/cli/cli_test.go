@@ -323,6 +323,9 @@ func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"attach", "cam1"}, {"run", "my.yaml"}, {"version", "--log-level=loud"},
 		{"cameras", "--bogus"}, {"bogus"}, {"stage", "bogus"},
+		// Bad values of arguments and flags.
+		{"watch", "--since", "garbage"}, {"watch", "a.b"}, {"describe", "cam1", "--timeout", "-1s"},
+		{"cameras", "--api", "localhost:8080"}, {"attach", "cam1", "synthetic://", "--fps", "-5"}, {"detach", "a?b"},
 	} {
 		if code := Main(args); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
@@ -417,5 +420,23 @@ func TestStageStopsWhenItsStreamIsGone(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the sink ran on 10 s after its stream was deleted")
+	}
+}
+
+// TestAPIURL: ids are one escaped segment each under the --api URL, with
+// or without a path or trailing slash; a query in --api is refused (a
+// token belongs in $PATCHLINE_HTTP_TOKEN).
+func TestAPIURL(t *testing.T) {
+	for _, c := range []struct{ api, want string }{
+		{"http://h:8080", "http://h:8080/v1/cameras/a%20b"},
+		{"http://h:8080/", "http://h:8080/v1/cameras/a%20b"},
+		{"https://h/patchline/", "https://h/patchline/v1/cameras/a%20b"},
+	} {
+		if got, err := apiURL(c.api, "/v1/cameras", "a b"); err != nil || got != c.want {
+			t.Errorf("apiURL(%q) = %q, %v; want %q", c.api, got, err, c.want)
+		}
+	}
+	if _, err := apiURL("http://h/?token=S3CRET", "/v1/cameras"); err == nil || strings.Contains(err.Error(), "S3CRET") {
+		t.Errorf("--api with a query: %v, want it refused without the token", err)
 	}
 }

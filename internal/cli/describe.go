@@ -26,7 +26,7 @@ func newDescribeCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out != "" && !frameKind {
-				return fmt.Errorf("--out %s writes a generated frame: add --frame (a caption has no image)", out)
+				return usage(cmd, fmt.Errorf("--out %s writes a generated frame: add --frame (a caption has no image)", out))
 			}
 			req := generate.Request{Camera: args[0], Kind: generate.KindCaption, Timeout: timeout}
 			if frameKind {
@@ -55,7 +55,7 @@ func newDescribeCmd() *cobra.Command {
 			if timeout != "" {
 				var err error
 				if d, err = time.ParseDuration(timeout); err != nil || d <= 0 {
-					return fmt.Errorf("--timeout %q: want a positive duration such as 10s", timeout)
+					return usage(cmd, fmt.Errorf("--timeout %q: want a positive duration such as 10s", timeout))
 				}
 			}
 			nc, err := natsConnect(natsURL, "patchline-describe")

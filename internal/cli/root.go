@@ -56,7 +56,10 @@ type usageError struct {
 }
 
 func (e *usageError) Error() string { return e.cmd.CommandPath() + ": " + e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
+
+// usage makes err, a bad argument or flag value of cmd, a usage error.
+func usage(cmd *cobra.Command, err error) error { return &usageError{cmd: cmd, err: err} }
+func (e *usageError) Unwrap() error             { return e.err }
 
 // usageArgs makes cmd's argument errors (and its subcommands') usage
 // errors; a configuration file given as an argument gets a hint to use -c.

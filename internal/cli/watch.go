@@ -35,7 +35,7 @@ from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z
 			subject := bus.AnnotationsPrefix + "*"
 			if len(args) == 1 {
 				if err := frame.ValidCameraID(args[0]); err != nil {
-					return fmt.Errorf("watch %q: %w", args[0], err)
+					return usage(cmd, fmt.Errorf("watch %q: %w", args[0], err))
 				}
 				subject = bus.AnnotationSubject(args[0])
 			}
@@ -43,7 +43,7 @@ from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z
 			if since != "" {
 				var err error
 				if start, err = parseSince(since, time.Now()); err != nil {
-					return err
+					return usage(cmd, err)
 				}
 			}
 			stderr := cmd.ErrOrStderr()

@@ -630,6 +630,7 @@ func TestCheckCameraURL(t *testing.T) {
 		"rtsp://admin:pw#x@10.0.0.1/s":   "must be percent-encoded",
 		" rtsp://cam/s":                  "white space before or after",
 		"rtsp://cam:99999/s":             "port 99999 is not in 1..65535",
+		"rtsp://cam:99x/s?password=pw":   `"rtsp://cam:99x/s?password=xxxxx"`,
 		"synthetic://%zz":                "invalid URL escape",
 		// What the cameras themselves would refuse is refused here too, so
 		// that a camera that passes validation starts.

@@ -293,10 +293,10 @@ func ffmpegTransportOption(raw string) string {
 
 // redact hides the credentials in a URL (media.RedactURL: userinfo and
 // secret-looking query values); an unparseable one without userinfo is
-// quoted as it is, to show the typo.
+// quoted as it is, to show the typo, bar secret-looking parameters.
 func redact(raw string) string {
 	if _, err := url.Parse(raw); err != nil && !strings.Contains(raw, "@") {
-		return raw
+		return media.RedactParams(raw)
 	}
 	return media.RedactURL(raw)
 }

@@ -23,7 +23,7 @@ func RedactURL(raw string) string {
 	if u.User == nil && u.Host == "" {
 		// A typo'd URL ("rtsp:/admin:pw@cam/s", "admin:pw@cam/s") parses
 		// with its credentials in the path or the opaque part.
-		raw = maskBareUserinfo(raw, u.Scheme != "")
+		raw = maskBareUserinfo(raw, u.Scheme)
 		if u, err = url.Parse(raw); err != nil {
 			return "<unparseable url>"
 		}
@@ -36,36 +36,51 @@ func RedactURL(raw string) string {
 		}
 		raw = u.String()
 	}
-	return redactParams(raw)
+	return RedactParams(raw)
 }
 
 // maskBareUserinfo hides what looks like userinfo outside a URL's
-// authority: the text before an '@' back to the '/' or scheme before it,
-// when it holds a ':' (user:password) or the input has a scheme. The user
-// name before a ':' is kept, as RedactURL keeps it.
-func maskBareUserinfo(raw string, hasScheme bool) string {
-	at := strings.IndexByte(raw, '@')
+// authority, in what a mistyped RTSP URL looks like ("rtsp:/user:pw@cam",
+// "rtsp//user:pw@cam", "user:pw@cam/s"): the text before an '@' (before
+// any query) back to the '/' or scheme before it, when it holds a ':'
+// (user:password) or the input has a scheme. The user name before a ':'
+// is kept, as RedactURL keeps it. File paths and the file, synthetic and
+// whip schemes, which have no userinfo, are left as they are.
+func maskBareUserinfo(raw, scheme string) string {
+	switch strings.ToLower(scheme) {
+	case "file", "synthetic", "whip":
+		return raw
+	}
+	head := raw
+	if q := strings.IndexAny(raw, "?#"); q >= 0 {
+		head = raw[:q]
+	}
+	at := strings.IndexByte(head, '@')
 	if at < 0 {
 		return raw
 	}
-	start := strings.LastIndexByte(raw[:at], '/') + 1
-	if start == 0 && hasScheme {
-		start = strings.IndexByte(raw, ':') + 1
+	start := strings.LastIndexByte(head[:at], '/') + 1
+	switch {
+	case scheme == "":
+		// A path: only "//user:pw@…" or "rtsp//user:pw@…" up front.
+		if p := strings.ToLower(strings.TrimRight(head[:start], "/")); p != "" && p != "rtsp" && p != "rtsps" {
+			return raw
+		}
+	case start == 0:
+		start = len(scheme) + 1
 	}
 	// A password may hold an unencoded '@': the userinfo ends at the last
 	// '@' before the next '/'.
-	end := at
-	if slash := strings.IndexByte(raw[at:], '/'); slash >= 0 {
-		end = at + strings.LastIndexByte(raw[at:at+slash], '@')
-	} else {
-		end = strings.LastIndexByte(raw, '@')
+	end := strings.LastIndexByte(head, '@')
+	if slash := strings.IndexByte(head[at:], '/'); slash >= 0 {
+		end = at + strings.LastIndexByte(head[at:at+slash], '@')
 	}
-	info := raw[start:end]
+	info := head[start:end]
 	user, _, hasPass := strings.Cut(info, ":")
 	switch {
 	case hasPass:
 		info = user + ":xxxxx"
-	case hasScheme:
+	case scheme != "":
 		info = "xxxxx"
 	default:
 		return raw
@@ -78,24 +93,45 @@ func maskBareUserinfo(raw string, hasScheme bool) string {
 // ?token=…).
 var secretKeys = []string{"pass", "pwd", "token", "secret", "key", "auth", "sig", "credential"}
 
-// redactParams hides the values of secret-looking parameters, in the
-// query (?user=admin&password=…) and in the path (…/s;password=…, which
-// some cameras take), keeping everything else as it is.
-func redactParams(raw string) string {
+// RedactParams hides the values of secret-looking parameters in raw, a
+// URL or what was meant to be one, parsed or not: in the query
+// (?user=admin&password=…) and in the path (…/s;password=…, which some
+// cameras take), keeping everything else as it is.
+func RedactParams(raw string) string {
+	path, query, hasQuery := strings.Cut(raw, "?")
+	path = maskParams(path, false, ";&", ";&/#")
+	if !hasQuery {
+		return path
+	}
+	return path + "?" + maskParams(query, true, "&;", "&;#")
+}
+
+// maskParams hides secret-looking name=value parameters of s: each begins
+// after a byte of starts (or at the start of s, if first), and ends before
+// a byte of ends.
+func maskParams(s string, first bool, starts, ends string) string {
 	var b strings.Builder
-	for i := 0; i < len(raw); {
-		j := strings.IndexAny(raw[i:], "?&;")
-		if j < 0 {
-			b.WriteString(raw[i:])
-			break
+	i := 0
+	if first {
+		i = -1 // the first parameter starts at once
+	}
+	for i < len(s) {
+		if i >= 0 {
+			j := strings.IndexAny(s[i:], starts)
+			if j < 0 {
+				b.WriteString(s[i:])
+				break
+			}
+			b.WriteString(s[i : i+j+1])
+			i += j + 1
+		} else {
+			i = 0
 		}
-		j += i + 1 // the parameter starts after its separator
-		b.WriteString(raw[i:j])
-		end := len(raw)
-		if k := strings.IndexAny(raw[j:], "&;#"); k >= 0 {
-			end = j + k
+		end := len(s)
+		if k := strings.IndexAny(s[i:], ends); k >= 0 {
+			end = i + k
 		}
-		param := raw[j:end]
+		param := s[i:end]
 		if name, _, hasValue := strings.Cut(param, "="); hasValue && secretName(name) {
 			param = name + "=xxxxx"
 		}

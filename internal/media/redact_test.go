@@ -22,8 +22,16 @@ func TestRedactURL(t *testing.T) {
 		"/videos/cam@2x.mp4":                    "/videos/cam@2x.mp4",
 		"rtsp://cam/live@main":                  "rtsp://cam/live@main",
 		// Path parameters.
-		"rtsp://h/x;password=SECRET14":         "rtsp://h/x;password=xxxxx",
-		"rtsp://h/x;user=a;pwd=S&token=T#frag": "rtsp://h/x;user=a;pwd=xxxxx&token=xxxxx#frag",
+		"rtsp://h/x;password=SECRET14":           "rtsp://h/x;password=xxxxx",
+		"rtsp://h/x;user=a;pwd=S&token=T#frag":   "rtsp://h/x;user=a;pwd=xxxxx&token=xxxxx#frag",
+		"rtsp://h/s;x=1?password=foo":            "rtsp://h/s;x=1?password=xxxxx",
+		"rtsp://h/s;transport=tcp?token=abc&x=1": "rtsp://h/s;transport=tcp?token=xxxxx&x=1",
+		"rtsp://h/s?token=a/b?c&x=1":             "rtsp://h/s?token=xxxxx&x=1",
+		// Not userinfo: left as they are.
+		"file:///videos/cam@2x.mp4":        "file:///videos/cam@2x.mp4",
+		"/videos/cam:1@2x.mp4":             "/videos/cam:1@2x.mp4",
+		"synthetic://?seed=1&label=a@b":    "synthetic://?seed=1&label=a@b",
+		"rtsp://cam/s?user=me@example.com": "rtsp://cam/s?user=me@example.com",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
