@@ -170,6 +170,7 @@ func Run(ctx context.Context, o Options) error {
 	// stages still wait for NATS or JetStream; /readyz says no until every
 	// stage is subscribed and while any NATS connection is down.
 	var started atomic.Bool
+	stopHTTP := func() {}
 	ready := func() error {
 		if !started.Load() {
 			return errors.New("starting: the stages are not subscribed yet")
@@ -195,13 +196,14 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		info.HTTPAddr = bound
-		defer func() {
+		stopHTTP = sync.OnceFunc(func() {
 			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 			defer c()
 			if srv.Shutdown(sctx) != nil {
 				_ = srv.Close() // streams (live view) that outlived the grace period
 			}
-		}()
+		})
+		defer stopHTTP() // on a return during set-up
 	}
 	for _, name := range o.Stages {
 		nc, err := connect(name)
@@ -276,7 +278,7 @@ func Run(ctx context.Context, o Options) error {
 			forgetDetached(ctx, conns[0], cfg.NATS.Replicas, log, forgetters...)
 		}()
 	}
-	errc := make(chan error, len(stages)+1)
+	errc := make(chan error, len(stages)+1) // the stages, and the JetStream watch
 	for _, st := range stages {
 		wg.Add(1)
 		go func() {
@@ -316,6 +318,9 @@ func Run(ctx context.Context, o Options) error {
 	<-ctx.Done()
 	log.Info("stopping", "stages", strings.Join(o.Stages, ","))
 	wg.Wait()
+	// HTTP stops before the stages' own teardown (the registry, WHIP)
+	// that deferred calls do: no request reaches a closed registry.
+	stopHTTP()
 	close(errc)
 	errs := collect(errc)
 	log.Info("stopped", "stages", strings.Join(o.Stages, ","), "errors", len(errs))
