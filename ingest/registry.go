@@ -48,6 +48,9 @@ const unavailableWait = 15 * time.Second
 // ctx ends; a bucket that never answered is ErrUnavailable.
 func retry(ctx context.Context, op func() error) error {
 	err := bus.Retry(ctx, unavailableWait, op)
+	if errors.Is(err, nats.ErrReconnectBufExceeded) {
+		return fmt.Errorf("%w: NATS is not reachable", ErrUnavailable)
+	}
 	if bus.Transient(context.Background(), err) || err != nil && ctx.Err() != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

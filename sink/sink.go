@@ -145,7 +145,14 @@ func (s *Stage) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			_ = sub.Drain()
+			// Drain hands what is pending to onAnnotation; with NATS away
+			// nothing more can come, and Drain would wait out its flush
+			// (10 s) before the stop could begin.
+			if s.nc.IsConnected() {
+				_ = sub.Drain()
+			} else {
+				_ = sub.Unsubscribe()
+			}
 			for sub.IsValid() {
 				time.Sleep(10 * time.Millisecond)
 			}

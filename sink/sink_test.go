@@ -326,3 +326,20 @@ func TestJSONLRotates(t *testing.T) {
 		}
 	}
 }
+
+// TestSinkStopsQuicklyWithoutNATS: a sink stopped while its server is gone
+// returns within a few seconds (it waited out a drain's 10 s flush first).
+func TestSinkStopsQuicklyWithoutNATS(t *testing.T) {
+	e, err := bus.StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}, "", natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stop := startSink(t, e.URL(), config.Sink{Stream: testStream})
+	e.Shutdown()
+	time.Sleep(300 * time.Millisecond) // the sink's connection sees it go
+	start := time.Now()
+	_ = stop()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("stop took %v with NATS gone, want a few seconds", took)
+	}
+}

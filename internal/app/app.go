@@ -184,6 +184,14 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return nil
 	}
+	// Ingest's routes answer 503 until its registry is open (it waits
+	// for NATS and JetStream), not 404.
+	apiRoute, whipRoute, consoleRoute := &late{}, &late{}, &late{}
+	if slices.Contains(o.Stages, Ingest) {
+		mux.Handle("/v1/", apiRoute)
+		mux.Handle("/whip/", whipRoute)
+		mux.Handle("/", consoleRoute)
+	}
 	addr := o.HTTPAddr
 	if addr == "" {
 		addr = cfg.HTTP.Addr
@@ -205,6 +213,13 @@ func Run(ctx context.Context, o Options) error {
 		})
 		defer stopHTTP() // on a return during set-up
 	}
+	// A stop while set-up still waits (for NATS, for JetStream) is a stop.
+	stoppedEarly := func(err error) error {
+		if err = stoppedOr(ctx, err); err == nil {
+			log.Info("stopped", "stages", strings.Join(o.Stages, ","), "errors", 0)
+		}
+		return err
+	}
 	for _, name := range o.Stages {
 		nc, err := connect(name)
 		if err != nil {
@@ -215,26 +230,26 @@ func Run(ctx context.Context, o Options) error {
 		case Ingest:
 			reg, err := ingest.OpenRegistry(ctx, nc, cfg.NATS.Replicas, stageLog)
 			if err != nil {
-				return stoppedOr(ctx, err)
+				return stoppedEarly(err)
 			}
 			defer reg.Close()
 			for _, c := range cfg.Cameras {
 				if err := reg.Put(ctx, c); err != nil {
-					return stoppedOr(ctx, fmt.Errorf("camera %s from config: %w", c.ID, err))
+					return stoppedEarly(fmt.Errorf("camera %s from config: %w", c.ID, err))
 				}
 			}
-			mux.Handle("/v1/", ingest.RequireToken(cfg.HTTP.Token, reg.Handler(cfg.HTTP.MaxBody)))
+			apiRoute.set(ingest.RequireToken(cfg.HTTP.Token, reg.Handler(cfg.HTTP.MaxBody)))
 			whip, err := ingest.NewWHIP(reg, nc, cfg.WHIP, stageLog)
 			if err != nil {
 				return err
 			}
 			defer whip.Close()
-			mux.Handle("/whip/", whip.Handler(cfg.HTTP.Token, cfg.HTTP.MaxBody))
+			whipRoute.set(whip.Handler(cfg.HTTP.Token, cfg.HTTP.MaxBody))
 			con := console.New(ctx, nc, console.Options{TraceURL: cfg.HTTP.TraceURL, Auth: cfg.HTTP.Token != "", MaxViewers: cfg.HTTP.MaxViewers, Known: reg.Known, Logger: stageLog})
 			conAPI := ingest.RequireToken(cfg.HTTP.Token, con.API())
 			mux.Handle("GET /v1/console", conAPI)
 			mux.Handle("GET /v1/live/{camera}", conAPI)
-			mux.Handle("/", console.Assets())
+			consoleRoute.set(console.Assets())
 		case Decode:
 			// Leases, registry and statuses on a connection of their own:
 			// frames must not hold them up (decode.Options.Control).
@@ -325,6 +340,22 @@ func Run(ctx context.Context, o Options) error {
 	errs := collect(errc)
 	log.Info("stopped", "stages", strings.Join(o.Stages, ","), "errors", len(errs))
 	return errors.Join(errs...)
+}
+
+// late serves 503 (with Retry-After) until set, then the handler set.
+type late struct{ h atomic.Pointer[http.Handler] }
+
+func (l *late) set(h http.Handler) { l.h.Store(&h) }
+
+func (l *late) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := l.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Retry-After", "5")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write([]byte(`{"error":"starting: the camera registry waits for NATS and JetStream"}` + "\n"))
 }
 
 // StreamCheckEvery is how often a process checks that its stages'

@@ -42,6 +42,7 @@ type Storer struct {
 	giveUp  time.Duration
 	log     *slog.Logger
 	dropped atomic.Uint64
+	atStop  atomic.Uint64 // dropped for reason shutdown, said once at the end
 }
 
 type stored struct {
@@ -94,6 +95,9 @@ func (s *Storer) Store(m *nats.Msg) {
 
 func (s *Storer) drop(reason string, n int) {
 	storeDropped.WithLabelValues(reason).Add(float64(n))
+	if reason == "shutdown" {
+		s.atStop.Add(uint64(n))
+	}
 	before := s.dropped.Add(uint64(n)) - uint64(n)
 	if before == 0 || bits.Len64(before) != bits.Len64(before+uint64(n)) { // the 1st, then each time the total doubles
 		s.log.Warn("annotations not stored in the stream", "reason", reason, "count", n, "dropped_total", before+uint64(n))
@@ -108,6 +112,11 @@ func (s *Storer) Run(ctx context.Context) {
 	// on a server that does not answer.
 	fctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	defer func() {
+		if n := s.atStop.Load(); n > 0 {
+			s.log.Warn("annotations not stored in the stream at shutdown", "count", n)
+		}
+	}()
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(2*time.Second, cancel) })()
 	for {
 		first, err := s.q.Pop(ctx)

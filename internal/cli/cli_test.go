@@ -340,7 +340,8 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // TestHealthWhileWaitingForNATS: a stage waiting for its NATS server
-// already serves /healthz (200: alive) and /readyz (503: not ready).
+// already serves /healthz (200: alive) and /readyz (503: not ready), and
+// ingest's API, WHIP and console routes 503 (not 404).
 func TestHealthWhileWaitingForNATS(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "p.yaml")
 	if err := os.WriteFile(cfg, []byte("cameras: []\n"), 0o644); err != nil {
@@ -365,8 +366,13 @@ func TestHealthWhileWaitingForNATS(t *testing.T) {
 		return resp.StatusCode
 	}
 	testenv.WaitFor(t, "/healthz 200 while waiting for NATS", 10*time.Second, func() bool { return code("/healthz") == http.StatusOK })
-	if c := code("/readyz"); c != http.StatusServiceUnavailable {
-		t.Errorf("/readyz = %d while waiting for NATS, want 503", c)
+	for _, path := range []string{"/readyz", "/v1/cameras", "/whip/cam1", "/"} {
+		if c := code(path); c != http.StatusServiceUnavailable {
+			t.Errorf("%s = %d while waiting for NATS, want 503", path, c)
+		}
+	}
+	if _, err := run(t, "cameras", "--api", "http://"+addr); err == nil || !strings.Contains(err.Error(), "waits for NATS") {
+		t.Errorf("cameras while ingest waits for NATS: %v, want it to say so", err)
 	}
 	cancel()
 	if err := <-done; err != nil {

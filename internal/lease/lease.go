@@ -69,6 +69,9 @@ type Set struct {
 	short uint64
 	// caps are the replicas' caps the last heartbeat saw.
 	caps []int
+	// failedBeats counts the heartbeats that failed in a row, to thin the
+	// warning.
+	failedBeats uint64
 }
 
 // Open opens (creating or updating) the lease bucket, whose entries live
@@ -272,6 +275,9 @@ type Work struct {
 // Drop started in an earlier round and has returned are given back first.
 func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 	caps, err := s.heartbeat(ctx)
+	if err == nil {
+		s.failedBeats = 0
+	}
 	switch {
 	case err == nil:
 		s.caps = caps
@@ -280,7 +286,9 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		w.Log.Warn("lease heartbeat slow; renewing with the last view of the replicas", "err", err)
 		caps = s.caps
 	default:
-		w.Log.Warn("lease heartbeat failed", "err", err)
+		if s.failedBeats++; s.failedBeats&(s.failedBeats-1) == 0 { // 1st, 2nd, 4th… in a row: an outage must not flood the log
+			w.Log.Warn("lease heartbeat failed", "err", err, "failures", s.failedBeats)
+		}
 		return // NATS unreachable: keep what runs, renew next round
 	}
 	replicas := len(caps)
