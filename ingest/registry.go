@@ -44,12 +44,34 @@ var (
 // TestNATSClusterNodeLoss); an API call in that window is slow, not failed.
 const unavailableWait = 15 * time.Second
 
-// retry runs op until it succeeds, fails definitely, or unavailableWait or
-// ctx ends; a bucket that never answered is ErrUnavailable.
+// disconnectedWait is how long a registry call waits for NATS itself to
+// come back (a blip) before it answers unavailable: a leader election is
+// worth waiting out, an outage is not.
+const disconnectedWait = 3 * time.Second
+
+// errNATSDown stops a retry: NATS stayed unreachable for disconnectedWait.
+var errNATSDown = errors.New("NATS is not reachable")
+
+// retry runs op until it succeeds, fails definitely, or unavailableWait (or,
+// with NATS unreachable, disconnectedWait) or ctx ends; a bucket that never
+// answered is ErrUnavailable.
 func retry(ctx context.Context, op func() error) error {
-	err := bus.Retry(ctx, unavailableWait, op)
-	if errors.Is(err, nats.ErrReconnectBufExceeded) {
-		return fmt.Errorf("%w: NATS is not reachable", ErrUnavailable)
+	var down time.Time // since when op found NATS unreachable
+	err := bus.Retry(ctx, unavailableWait, func() error {
+		err := op()
+		if !errors.Is(err, nats.ErrReconnectBufExceeded) {
+			down = time.Time{}
+			return err
+		}
+		if down.IsZero() {
+			down = time.Now()
+		} else if time.Since(down) >= disconnectedWait {
+			return errNATSDown // not transient: the retry ends
+		}
+		return err
+	})
+	if errors.Is(err, errNATSDown) || errors.Is(err, nats.ErrReconnectBufExceeded) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, errNATSDown)
 	}
 	if bus.Transient(context.Background(), err) || err != nil && ctx.Err() != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,10 +138,13 @@ func TestAttachDuringOutageDoesNotLandLater(t *testing.T) {
 	defer nc.Close()
 	r := openRegistry(t, nc)
 	e.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := r.Attach(ctx, config.Camera{ID: "cam8", URL: "synthetic://"}); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("attach with NATS down: %v, want ErrUnavailable", err)
+	testenv.WaitFor(t, "the connection to see NATS go", 5*time.Second, func() bool { return !nc.IsConnected() })
+	start := time.Now()
+	if err := r.Attach(context.Background(), config.Camera{ID: "cam8", URL: "synthetic://"}); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "NATS is not reachable") {
+		t.Fatalf("attach with NATS down: %v, want ErrUnavailable saying NATS is not reachable", err)
+	}
+	if took := time.Since(start); took > disconnectedWait+2*time.Second {
+		t.Errorf("attach with NATS down answered after %v, want about %v (not the %v a leader election gets)", took, disconnectedWait, unavailableWait)
 	}
 	if e, err = bus.StartEmbedded(cfg, "", natstest.Discard()); err != nil {
 		t.Fatal(err)

@@ -102,7 +102,10 @@ func Init(libPath string) error {
 		return nil
 	}
 	onnxruntime.SetSharedLibraryPath(path)
-	if err := onnxruntime.InitializeEnvironment(onnxruntime.WithLogLevelError()); err != nil {
+	// ONNX Runtime's own log goes to stderr as coloured text, outside
+	// patchline's log (and its json format); its errors come back as Go
+	// errors, which the callers log. Only a fatal one is left to it.
+	if err := onnxruntime.InitializeEnvironment(onnxruntime.WithLogLevelFatal()); err != nil {
 		return fmt.Errorf("ort: initialise ONNX Runtime from %s: %w", path, err)
 	}
 	loaded = path
