@@ -275,6 +275,7 @@ type Work struct {
 // Drop started in an earlier round and has returned are given back first.
 func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 	caps, err := s.heartbeat(ctx)
+	recovering := err == nil && s.failedBeats > 0
 	if err == nil {
 		s.failedBeats = 0
 	}
@@ -351,6 +352,13 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		key := held[len(held)-1]
 		w.Log.Info("giving a camera to another replica", "camera", key, "replicas", replicas, "share", share)
 		drop(key)
+		return
+	}
+	if recovering {
+		// Back from an outage longer than the TTL, the other replicas'
+		// heartbeats expired too: this view of them is short, and taking
+		// a share of it would take every free key, to give most back
+		// round by round. Take free keys next round, once they are back.
 		return
 	}
 	// Start the search at a different place in every replica, so that

@@ -261,3 +261,27 @@ func TestSlowDropKeepsTheOthers(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestNoGrabAfterAnOutage: the first round after failed heartbeats (NATS
+// away) renews what it holds but takes no free key: the other replicas'
+// heartbeats may have expired meanwhile, and a share of that short view
+// would be every free key. The round after takes its share.
+func TestNoGrabAfterAnOutage(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	a, err := Open(ctx, nc, "outage_leases", "test", time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha := newHolder()
+	keys := []string{"k1", "k2"}
+	a.failedBeats = 3 // as after three rounds without NATS
+	a.Balance(ctx, keys, ha.work())
+	if got := ha.keys(); len(got) != 0 {
+		t.Errorf("first round after the outage took %v, want none", got)
+	}
+	a.Balance(ctx, keys, ha.work())
+	if got := ha.keys(); !slices.Equal(got, keys) {
+		t.Errorf("the round after took %v, want %v (the only replica)", got, keys)
+	}
+}
