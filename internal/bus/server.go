@@ -45,16 +45,21 @@ func lockStore(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: store lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); {
+	case errors.Is(err, syscall.ENOLCK), errors.Is(err, syscall.EOPNOTSUPP):
+		// A file system without locks (some network ones): run unguarded
+		// rather than not at all.
+		return f, nil
+	case errors.Is(err, syscall.EWOULDBLOCK):
 		holder, _ := io.ReadAll(io.LimitReader(f, 32))
 		_ = f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			who := "another process"
-			if pid := strings.TrimSpace(string(holder)); pid != "" {
-				who = "process " + pid
-			}
-			return nil, fmt.Errorf("embedded nats: the JetStream store %s is in use by %s (another patchline run?); give this one its own nats.embedded.store_dir", dir, who)
+		who := "another process"
+		if pid := strings.TrimSpace(string(holder)); pid != "" {
+			who = "process " + pid
 		}
+		return nil, fmt.Errorf("embedded nats: the JetStream store %s is in use by %s (another patchline run?); give this one its own nats.embedded.store_dir", dir, who)
+	case err != nil:
+		_ = f.Close()
 		return nil, fmt.Errorf("embedded nats: store lock %s: %w", path, err)
 	}
 	if err := f.Truncate(0); err == nil {
