@@ -260,7 +260,7 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 			if got == 0 && time.Since(floorRead) > floorEvery {
 				// Idle here: another replica may be the one delivering.
 				floorRead = time.Now()
-				w.readFloor(ctx, cons)
+				w.readConsumer(ctx, cons)
 			}
 			continue
 		}
@@ -281,29 +281,19 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 	}
 }
 
-// readBacklog sets the backlog gauge from the consumer: what the stream
-// holds for the webhook beyond the delivery under way.
-func (w *webhook) readBacklog(ctx context.Context, cons jetstream.Consumer) {
-	if cons == nil {
-		return
-	}
-	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if info, err := cons.Info(ictx); err == nil {
-		webhookBacklog.WithLabelValues(w.name).Set(float64(info.NumPending))
-	}
-}
-
 // floorEvery is how often an idle durable webhook reads its consumer's
 // ack floor (what the other replicas delivered).
 const floorEvery = 5 * time.Second
 
-// readFloor records the consumer's ack floor as done with.
-func (w *webhook) readFloor(ctx context.Context, cons jetstream.Consumer) {
+// readConsumer records the consumer's ack floor as done with (what the
+// other replicas delivered), and sets the backlog gauge to what the stream
+// holds for the webhook beyond the delivery under way, if any.
+func (w *webhook) readConsumer(ctx context.Context, cons jetstream.Consumer) {
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if info, err := cons.Info(ictx); err == nil {
 		w.handled(info.AckFloor.Stream)
+		webhookBacklog.WithLabelValues(w.name).Set(float64(info.NumPending))
 	}
 }
 
@@ -377,7 +367,7 @@ func (w *webhook) handle(ctx, hard context.Context, m jetstream.Msg, cons jetstr
 			case <-t.C:
 				_ = m.InProgress()
 				w.lag(stored)
-				w.readBacklog(ctx, cons) // what has piled up behind it
+				w.readConsumer(ctx, cons) // what has piled up behind it
 			}
 		}
 	}()
