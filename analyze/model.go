@@ -133,13 +133,12 @@ func (m *Model) trial() error {
 		n = 1 // padded to the fixed batch
 	}
 	err := run(n)
-	if err == nil || n == 1 {
-		if err != nil {
-			return fmt.Errorf("a trial run on a blank frame failed: %w", err)
-		}
+	switch {
+	case err == nil:
 		return nil
-	}
-	if run(1) != nil {
+	case n == 1:
+		return fmt.Errorf("a trial run on a blank frame failed: %w", err)
+	case run(1) != nil:
 		return fmt.Errorf("a trial run on two blank frames failed: %w", err)
 	}
 	m.fixedBatch = 1
@@ -453,18 +452,14 @@ func (m *Model) detect(frames []*frame.Frame, results []Result, labelsV, boxesV,
 		for j := range q {
 			s := float64(scores[i*q+j])
 			id := int(ids[i*q+j])
-			if math.IsNaN(s) {
-				m.discard("non_finite", "camera", f.Camera, "seq", f.Seq, "score", "NaN")
+			if s < thr || id < 0 { // a negative id pads the list in some exports; a NaN goes on, for detection to count
 				continue
-			}
-			if !(s >= thr) || id < 0 { // a negative id pads the list in some exports
-				continue
-			}
-			if id >= len(m.b.Labels) {
-				m.warn("unknown_class", "class id beyond the bundle's labels: reported as class<id>; do the labels match the model?", "class_id", id, "labels", len(m.b.Labels))
 			}
 			bx := boxes[(i*q+j)*4 : (i*q+j)*4+4]
 			if d, ok := m.detection(f, id, s, bx); ok {
+				if id >= len(m.b.Labels) {
+					m.warn("unknown_class", "class id beyond the bundle's labels: reported as class<id>; do the labels match the model?", "class_id", id, "labels", len(m.b.Labels))
+				}
 				dets = append(dets, d)
 			}
 		}
@@ -508,11 +503,7 @@ func (m *Model) detectDETR(frames []*frame.Frame, results []Result, logitsV, box
 			} else {
 				s = 1 / (1 + math.Exp(-float64(row[best])))
 			}
-			if math.IsNaN(s) {
-				m.discard("non_finite", "camera", f.Camera, "seq", f.Seq, "score", "NaN")
-				continue
-			}
-			if !(s >= thr) {
+			if s < thr { // a NaN goes on, for detection to count
 				continue
 			}
 			bx := boxes[(i*q+j)*4 : (i*q+j)*4+4]
