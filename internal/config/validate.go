@@ -168,7 +168,7 @@ func CheckCameraURL(raw string) error {
 	case "rtsp", "rtsps":
 		// FFmpeg sends the URL as it is in its requests' first line
 		// ("DESCRIBE rtsp://cam/a b RTSP/1.0"): a space must be %20.
-		if i := strings.IndexFunc(raw, unicode.IsSpace); i >= 0 {
+		if strings.IndexFunc(raw, unicode.IsSpace) >= 0 {
 			return fmt.Errorf("%s url %q has white space in it (write a space as %%20)", scheme, redact(raw))
 		}
 		u, err := parseURL(raw)
@@ -178,10 +178,8 @@ func CheckCameraURL(raw string) error {
 		if u.Hostname() == "" {
 			return fmt.Errorf("%s url %q has no host", scheme, redact(raw))
 		}
-		if p := u.Port(); p != "" {
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				return fmt.Errorf("%s url %q: port %s is not in 1..65535", scheme, redact(raw), p)
-			}
+		if err := checkPort(u); err != nil {
+			return fmt.Errorf("%s url %q: %w", scheme, redact(raw), err)
 		}
 		if opt := ffmpegTransportOption(raw); opt != "" {
 			return fmt.Errorf("%s url %q: ?%s is an FFmpeg transport option, and patchline chooses the transport (RTSP over TCP); remove it", scheme, redact(raw), opt)
@@ -536,6 +534,11 @@ func checkWebhookURL(raw string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errors.New("want an http:// or https:// URL with a host")
 	}
+	return checkPort(u)
+}
+
+// checkPort checks u's port, if it names one.
+func checkPort(u *url.URL) error {
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
 			return fmt.Errorf("port %s is not in 1..65535", p)

@@ -111,21 +111,15 @@ func RedactParams(raw string) string {
 // a byte of ends.
 func maskParams(s string, first bool, starts, ends string) string {
 	var b strings.Builder
-	i := 0
-	if first {
-		i = -1 // the first parameter starts at once
-	}
-	for i < len(s) {
-		if i >= 0 {
+	for i := 0; ; first = false {
+		if !first {
 			j := strings.IndexAny(s[i:], starts)
 			if j < 0 {
 				b.WriteString(s[i:])
-				break
+				return b.String()
 			}
 			b.WriteString(s[i : i+j+1])
 			i += j + 1
-		} else {
-			i = 0
 		}
 		end := len(s)
 		if k := strings.IndexAny(s[i:], ends); k >= 0 {
@@ -138,7 +132,6 @@ func maskParams(s string, first bool, starts, ends string) string {
 		b.WriteString(param)
 		i = end
 	}
-	return b.String()
 }
 
 // secretName reports whether a parameter name looks like it holds a secret.
