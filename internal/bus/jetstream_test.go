@@ -53,24 +53,7 @@ func TestTransient(t *testing.T) {
 // whichever way the server says so.
 func TestSetupRetryWithoutJetStream(t *testing.T) {
 	t.Parallel()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(srv.Shutdown)
-	if !srv.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := serverConn(t, &server.Options{})
 	ctx := context.Background()
 	for name, op := range map[string]func() error{
 		"key-value": func() error {
@@ -161,7 +144,14 @@ func TestWatchStreams(t *testing.T) {
 // jetStreamConn connects to a new JetStream server, closed at the end.
 func jetStreamConn(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(startServer(t, &server.Options{JetStream: true, StoreDir: t.TempDir()}))
+	return serverConn(t, &server.Options{JetStream: true, StoreDir: t.TempDir()})
+}
+
+// serverConn connects to a new server of opts (startServer), closed at the
+// end.
+func serverConn(t *testing.T, opts *server.Options) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(startServer(t, opts))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,13 +25,19 @@ import (
 
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root := newRoot()
 	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	err := root.Execute()
+	err := execute(context.Background(), &out, args...)
 	return out.String(), err
+}
+
+// execute runs the command line args until ctx is done, writing its output
+// and errors to out.
+func execute(ctx context.Context, out io.Writer, args ...string) error {
+	root := newRoot()
+	root.SetOut(out)
+	root.SetErr(out)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
 }
 
 func TestValidateShippedConfig(t *testing.T) {
@@ -306,11 +312,7 @@ func TestStopWhileWaitingForNATS(t *testing.T) {
 	}
 	for _, stage := range []string{"ingest", "decode", "sink"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
-		root := newRoot()
-		root.SetOut(io.Discard)
-		root.SetErr(io.Discard)
-		root.SetArgs([]string{"stage", stage, "-c", cfg, "--nats", "nats://127.0.0.1:1", "--http", "off", "--log-level", "error"})
-		if err := root.ExecuteContext(ctx); err != nil {
+		if err := execute(ctx, io.Discard, "stage", stage, "-c", cfg, "--nats", "nats://127.0.0.1:1", "--http", "off", "--log-level", "error"); err != nil {
 			t.Errorf("stage %s stopped while waiting for NATS: %v", stage, err)
 		}
 		cancel()
@@ -351,11 +353,7 @@ func TestHealthWhileWaitingForNATS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		root := newRoot()
-		root.SetOut(io.Discard)
-		root.SetErr(io.Discard)
-		root.SetArgs([]string{"stage", "ingest", "-c", cfg, "--nats", "nats://127.0.0.1:1", "--http", addr, "--log-level", "error"})
-		done <- root.ExecuteContext(ctx)
+		done <- execute(ctx, io.Discard, "stage", "ingest", "-c", cfg, "--nats", "nats://127.0.0.1:1", "--http", addr, "--log-level", "error")
 	}()
 	code := func(path string) int {
 		resp, err := http.Get("http://" + addr + path)
@@ -395,11 +393,7 @@ func TestStageStopsWhenItsStreamIsGone(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		root := newRoot()
-		root.SetOut(io.Discard)
-		root.SetErr(io.Discard)
-		root.SetArgs([]string{"stage", "sink", "-c", cfg, "--nats", url, "--log-level", "error"})
-		done <- root.ExecuteContext(context.Background())
+		done <- execute(context.Background(), io.Discard, "stage", "sink", "-c", cfg, "--nats", url, "--log-level", "error")
 	}()
 	nc := natstest.Connect(t, url)
 	js, err := jetstream.New(nc)

@@ -56,10 +56,11 @@ type usageError struct {
 }
 
 func (e *usageError) Error() string { return e.cmd.CommandPath() + ": " + e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
 
-// usage makes err, a bad argument or flag value of cmd, a usage error.
+// usage makes err, a bad argument or flag (or flag value) of cmd, a usage
+// error.
 func usage(cmd *cobra.Command, err error) error { return &usageError{cmd: cmd, err: err} }
-func (e *usageError) Unwrap() error             { return e.err }
 
 // usageArgs makes cmd's argument errors (and its subcommands') usage
 // errors; a configuration file given as an argument gets a hint to use -c.
@@ -73,7 +74,7 @@ func usageArgs(cmd *cobra.Command) {
 			if c.Flags().Lookup("config") != nil && len(a) > 0 && (strings.HasSuffix(a[0], ".yaml") || strings.HasSuffix(a[0], ".yml")) {
 				err = fmt.Errorf("%w (the configuration file goes after -c: %s -c %s)", err, c.CommandPath(), a[0])
 			}
-			return &usageError{cmd: c, err: err}
+			return usage(c, err)
 		}
 	}
 	for _, sub := range cmd.Commands() {
@@ -97,12 +98,12 @@ func newRoot() *cobra.Command {
 			g.logTo = cmd.ErrOrStderr() // stderr, or where a test puts it
 			// Bad log flags are an error whatever the command.
 			if _, err := g.logger(config.Default().Log); err != nil {
-				return &usageError{cmd: cmd, err: err}
+				return usage(cmd, err)
 			}
 			return nil
 		},
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{cmd: c, err: err} })
+	root.SetFlagErrorFunc(usage)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default log.level, info)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "log format: text (logfmt) or json (default log.format, text)")
 	root.AddCommand(

@@ -43,13 +43,9 @@ func TestWatchSinceReplaysTheStream(t *testing.T) {
 	}
 
 	var out testenv.Buffer
-	root := newRoot()
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs([]string{"watch", "cam1", "--since", "1h", "--json", "--nats", url})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
+	go func() { done <- execute(ctx, &out, "watch", "cam1", "--since", "1h", "--json", "--nats", url) }()
 	waitFor := func(want string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -98,11 +94,7 @@ func TestWatchSendsTheNATSToken(t *testing.T) {
 	}
 	defer e.Shutdown()
 	run := func(ctx context.Context, out *testenv.Buffer) error {
-		root := newRoot()
-		root.SetOut(out)
-		root.SetErr(out)
-		root.SetArgs([]string{"watch", "--json", "--nats", e.URL()})
-		return root.ExecuteContext(ctx)
+		return execute(ctx, out, "watch", "--json", "--nats", e.URL())
 	}
 	t.Setenv(natsTokenEnv, "")
 	if err := run(context.Background(), &testenv.Buffer{}); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
@@ -163,13 +155,7 @@ func TestWatchSaysWhenNATSGoes(t *testing.T) {
 	var out testenv.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		root := newRoot()
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs([]string{"watch", "--json", "--nats", e.URL()})
-		done <- root.ExecuteContext(ctx)
-	}()
+	go func() { done <- execute(ctx, &out, "watch", "--json", "--nats", e.URL()) }()
 	testenv.WaitFor(t, "watching", 10*time.Second, func() bool { return strings.Contains(out.String(), "watching") })
 	e.Shutdown()
 	testenv.WaitFor(t, "the loss said", 10*time.Second, func() bool { return strings.Contains(out.String(), "NATS connection lost") })
