@@ -80,12 +80,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	telemetry.ShowMalformed(stageName, bus.FramesPrefix+"*")
-	attrs := []any{"model", s.model.Name(), "task", s.model.Task(), "batch", s.cfg.BatchSize, "max_wait", s.cfg.MaxBatchWait}
-	if s.SetReady(s.nc) {
-		s.log.Info("analyze ready", attrs...)
-	} else {
-		s.log.Warn("analyze started, but NATS is not reachable: it subscribes when NATS is back", attrs...)
-	}
+	s.Announce(s.nc, s.log, stageName, "model", s.model.Name(), "task", s.model.Task(), "batch", s.cfg.BatchSize, "max_wait", s.cfg.MaxBatchWait)
 	// Inference and publishing overlap: while one goroutine builds and
 	// publishes a batch's annotations, this one gathers the next batch and
 	// runs the model, so ONNX Runtime is not left idle for the per-frame

@@ -290,13 +290,8 @@ func (s *Stage) Run(ctx context.Context) error {
 		_ = sub.SetPendingLimits(4096, 256<<20)
 	}
 	telemetry.ShowMalformed(stageName, bus.FramesPrefix+"*", bus.AnnotationsPrefix+"*")
-	attrs := []any{"caption_model", s.cfg.CaptionModel, "framegen_model", s.cfg.FramegenModel,
-		"budget", s.cfg.Budget, "queue", s.cfg.QueueSize, "auto", s.cfg.Auto}
-	if s.SetReady(s.nc) {
-		s.log.Info("generate ready", attrs...)
-	} else {
-		s.log.Warn("generate started, but NATS is not reachable: it subscribes when NATS is back", attrs...)
-	}
+	s.Announce(s.nc, s.log, stageName, "caption_model", s.cfg.CaptionModel, "framegen_model", s.cfg.FramegenModel,
+		"budget", s.cfg.Budget, "queue", s.cfg.QueueSize, "auto", s.cfg.Auto)
 
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"log/slog"
 	"sync"
 	"time"
 
@@ -41,4 +42,15 @@ func (r *Readiness) SetReady(nc *nats.Conn) bool {
 	confirmed := nc.FlushTimeout(readyFlush) == nil
 	r.once.Do(func() { close(r.channel()) })
 	return confirmed
+}
+
+// Announce is SetReady, logging "<stage> ready" with attrs, or a warning
+// that the stage subscribes once NATS is back when the server did not
+// confirm the subscriptions.
+func (r *Readiness) Announce(nc *nats.Conn, log *slog.Logger, stage string, attrs ...any) {
+	if r.SetReady(nc) {
+		log.Info(stage+" ready", attrs...)
+	} else {
+		log.Warn(stage+" started, but NATS is not reachable: it subscribes when NATS is back", attrs...)
+	}
 }
