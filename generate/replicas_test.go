@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
@@ -139,21 +140,64 @@ func checkAnomalies(t *testing.T, nc *nats.Conn, cams []string, replicas int) ma
 func TestRequestsReachTheReplicaWithTheModel(t *testing.T) {
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
-	for _, st := range []*Stage{
+	waitReady(t,
 		runStage(t, url, testGenerate(), openTiny(t), nil),
 		runStage(t, url, testGenerate(), nil, nil), // no framegen
-	} {
-		select {
-		case <-st.Ready():
-		case <-time.After(10 * time.Second):
-			t.Fatal("replica not ready")
-		}
-	}
+	)
 	publishFrames(t, nc, "cam1", 1, 6)
 	waitFor(t, "the window", func() bool { return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Error == "" })
 	for i := range 20 {
 		if r := request(t, nc, `{"camera":"cam1","kind":"frame"}`); r.Error != "" {
 			t.Fatalf("request %d: %s (%s), want it served by the replica with the model", i, r.Error, r.Reason)
+		}
+	}
+}
+
+// TestOverloadedRequestsReachAFreeReplica: of two replicas, one has every
+// slot busy and no queue room. A request that reaches it goes back to the
+// queue group instead of being answered overloaded, so the other replica
+// serves every request, and the full one counts no rejection.
+func TestOverloadedRequestsReachAFreeReplica(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	cfg := testGenerate()
+	cfg.Budget, cfg.QueueSize = 1, 0
+	full := runStage(t, url, cfg, openTiny(t), nil)
+	waitReady(t, full, runStage(t, url, cfg, openTiny(t), nil))
+	publishFrames(t, nc, "cam1", 1, 6)
+	waitFor(t, "the window", func() bool { return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Error == "" })
+
+	// Fill the one replica's only slot, as a long generation would.
+	full.sched.mu.Lock()
+	full.sched.running = full.sched.budget
+	full.sched.mu.Unlock()
+	t.Cleanup(func() {
+		full.sched.mu.Lock()
+		full.sched.running = 0
+		full.sched.mu.Unlock()
+	})
+	before := testutil.ToFloat64(metricRejected.WithLabelValues(KindFrame, ReasonOverloaded))
+	for i := range 20 {
+		if r := request(t, nc, `{"camera":"cam1","kind":"frame"}`); r.Error != "" {
+			t.Fatalf("request %d: %s (%s), want it served by the replica with a free slot", i, r.Error, r.Reason)
+		}
+	}
+	if full.HandedBack() == 0 {
+		t.Error("the full replica handed nothing back: no request reached it (chance 2⁻²⁰)")
+	}
+	if d := testutil.ToFloat64(metricRejected.WithLabelValues(KindFrame, ReasonOverloaded)) - before; d != 0 {
+		t.Errorf("%v requests counted overloaded, want none: each was handed back and served", d)
+	}
+}
+
+// waitReady waits until every replica is ready.
+func waitReady(t *testing.T, replicas ...*Stage) {
+	t.Helper()
+	for _, st := range replicas {
+		select {
+		case <-st.Ready():
+		case <-time.After(10 * time.Second):
+			t.Fatal("replica not ready")
 		}
 	}
 }

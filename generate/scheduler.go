@@ -33,13 +33,16 @@ type job struct {
 	// reject answers (or logs) a job that was not done.
 	respond func(*Reply)
 	reject  func(reason, msg string)
+	// handBack, if set, may pass a rejected job on to another replica
+	// instead; it reports whether it did (the job is then not counted).
+	handBack func(reason string) bool
 }
 
 // scheduler caps concurrent generations at budget slots, with a bounded
 // queue of jobs waiting for a slot. Jobs past their deadline are rejected
 // with ReasonDeadline when they come up; a full queue rejects new jobs with
 // ReasonOverloaded at once. Nothing is dropped without its reject or run
-// being called.
+// being called, or its handBack taking it.
 type scheduler struct {
 	budget    int
 	queueSize int
@@ -180,6 +183,9 @@ func (s *scheduler) stats() (running, queued int) {
 }
 
 func (s *scheduler) rejectJob(j *job, reason, msg string) {
+	if j.handBack != nil && j.handBack(reason) {
+		return
+	}
 	s.onEvent(j.kind, reason)
 	j.reject(reason, msg)
 }

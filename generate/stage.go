@@ -171,7 +171,11 @@ type Stage struct {
 // two replicas the request reaches the other one with probability
 // 1 − 2⁻¹⁶. A lone replica answers after the last hand-back, as before.
 // A replica without the model a request needs (replicas configured apart,
-// or in a rolling change) hands it back the same way, at any age.
+// or in a rolling change), or without a free slot or queue place, hands it
+// back the same way, at any age: so a request is answered overloaded only
+// when the replicas it reached were all full. The hops are cheap (a parse
+// and an admission check), and a lone full replica answers overloaded
+// after them, unless a slot freed meanwhile.
 const (
 	hdrHandBacks = "Patchline-Generate-Handbacks"
 	maxHandBacks = 16
@@ -592,15 +596,18 @@ func (s *Stage) onRequest(m *nats.Msg) {
 		traceCtx: bus.ExtractTrace(context.Background(), m.Header),
 	}
 	j.reject = func(reason, msg string) { respond(errorReply(&p.Request, reason, msg)) }
+	j.handBack = func(reason string) bool { return reason == ReasonOverloaded && s.handBack(m, reason, now) }
 	s.sched.submit(j, now)
 }
 
-// handBack republishes request m to the queue group when this replica is
-// too new to know the camera's frames (see maxHandBacks) and reports
+// handBack republishes request m to the queue group when another replica
+// may serve it better: this one is too new to know the camera's frames, or
+// lacks the model, or has no free slot (see maxHandBacks). It reports
 // whether it did.
 func (s *Stage) handBack(m *nats.Msg, reason string, now time.Time) bool {
 	switch {
 	case reason == ReasonUnavailable: // this replica lacks the model; another may have it
+	case reason == ReasonOverloaded: // every slot and the queue full here; another may have room
 	case reason != ReasonUnknownCamera && reason != ReasonNotEnoughFrames || now.Sub(s.subscribed) >= s.cfg.WindowTTL:
 		return false
 	}
