@@ -112,7 +112,8 @@ func OpenModel(b *Bundle, opts ModelOptions) (*Model, error) {
 // batch is fixed, so that a graph that cannot run the batches analyze
 // makes fails at start (and `patchline validate`), not on every batch. A
 // graph whose inputs say any batch but which runs only batch 1 (a size
-// baked into a reshape) is fed one frame at a time, and says so (Notes).
+// baked into a reshape: batch 2 fails twice, around a batch 1 that runs)
+// is fed one frame at a time, and says so (Notes).
 func (m *Model) trial() error {
 	in := m.b.Input
 	blank := func(n int) []*frame.Frame {
@@ -140,6 +141,8 @@ func (m *Model) trial() error {
 		return fmt.Errorf("a trial run on a blank frame failed: %w", err)
 	case run(1) != nil:
 		return fmt.Errorf("a trial run on two blank frames failed: %w", err)
+	case run(2) == nil: // batch 1 runs and batch 2 does now: the failure passed
+		return nil
 	}
 	m.fixedBatch = 1
 	m.notes = append(m.notes, fmt.Sprintf("model %s: its graph input %q takes any batch size, but the graph runs only batch 1 (a size fixed inside it, e.g. by a reshape); analyze feeds it one frame at a time. Export it with a dynamic batch to batch frames (%v)", m.b.Name, in.Name, err))
