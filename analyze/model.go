@@ -64,12 +64,12 @@ type Model struct {
 	lut [3][256]float32 // normalised value of byte v in channel c
 
 	mu    sync.Mutex
-	log   *slog.Logger      // SetLogger; nil: no warnings
-	warns map[string]uint64 // warnings by reason, for thinning them
-	in    []float32         // main input buffer
-	rgb   []byte            // one untokenized frame (pixels input)
-	sizes []int64           // input_size extra
-	probs []float64         // classify scratch
+	log   *slog.Logger     // SetLogger; nil: no warnings
+	warns telemetry.Counts // warnings by reason, for thinning them
+	in    []float32        // main input buffer
+	rgb   []byte           // one untokenized frame (pixels input)
+	sizes []int64          // input_size extra
+	probs []float64        // classify scratch
 }
 
 // OpenModel loads b's ONNX file into an ONNX Runtime session after checking
@@ -165,11 +165,7 @@ func (m *Model) SetLogger(log *slog.Logger) {
 // warn counts a warning of reason and logs it the 1st, 2nd, 4th… time.
 // m.mu is held.
 func (m *Model) warn(reason, msg string, args ...any) {
-	if m.warns == nil {
-		m.warns = map[string]uint64{}
-	}
-	m.warns[reason]++
-	if n := m.warns[reason]; m.log != nil && n&(n-1) == 0 {
+	if n := m.warns.Add(reason); m.log != nil && telemetry.Thinned(n) {
 		m.log.Warn(msg, append(args, "model", m.b.Name, "times", n)...)
 	}
 }

@@ -124,7 +124,7 @@ func (s *Stage) onFrame(m *nats.Msg) {
 	if err != nil {
 		n := s.malformed.Add(1)
 		telemetry.Malformed.WithLabelValues(stageName, bus.SubjectFamily(m.Subject)).Inc()
-		if n&(n-1) == 0 { // log the 1st, 2nd, 4th, 8th, ... so garbage cannot flood the log
+		if telemetry.Thinned(n) {
 			s.log.Warn("dropping malformed frame message", "subject", m.Subject, "err", err, "malformed_total", n)
 		}
 		return
@@ -192,7 +192,7 @@ func (s *Stage) infer(batch []*item) (r inferred, ok bool) {
 	telemetry.BatchSize.Observe(float64(len(frames)))
 	telemetry.StageLatency.WithLabelValues("inference").Observe(end.Sub(start).Seconds())
 	if err != nil {
-		if n := s.failed.Add(1); n&(n-1) == 0 { // the 1st, 2nd, 4th… time: a model that always fails must not flood the log
+		if n := s.failed.Add(1); telemetry.Thinned(n) {
 			s.log.Error("inference failed; batch dropped", "frames", len(frames), "err", err, "failed_batches", n)
 		}
 		for _, f := range frames {
@@ -250,7 +250,7 @@ func (s *Stage) publish(ctx context.Context, a annotation.Annotation) {
 	b, err := json.Marshal(a)
 	if err != nil {
 		telemetry.FramesDropped.WithLabelValues(stageName, a.Camera, "encode_error").Inc()
-		if n := s.unencoded.Add(1); n&(n-1) == 0 {
+		if n := s.unencoded.Add(1); telemetry.Thinned(n) {
 			s.log.Error("annotation cannot be encoded; dropped", "camera", a.Camera, "seq", a.Seq, "err", err, "dropped_total", n)
 		}
 		return

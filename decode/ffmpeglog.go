@@ -10,8 +10,9 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
+
+	"github.com/patchline/patchline/internal/telemetry"
 )
 
 // FFmpeg log levels (libavutil/log.h).
@@ -23,10 +24,7 @@ const (
 var (
 	ffmpegLogger atomic.Pointer[slog.Logger]
 
-	ffmpegSeen = struct {
-		sync.Mutex
-		n map[string]uint64
-	}{n: map[string]uint64{}}
+	ffmpegSeen telemetry.Counts // lines by camera and text with the numbers left out
 
 	// "[h264 @ 0x55d0c1a0] " → "h264: "
 	ffmpegPrefix = regexp.MustCompile(`^\[([^\]@ ]+) @ 0x[0-9a-f]+\] `)
@@ -58,15 +56,8 @@ func ffmpegLine(level int, line, camera string) {
 	if line == "" {
 		return
 	}
-	key := camera + "\x00" + ffmpegNumbers.ReplaceAllString(line, "#")
-	ffmpegSeen.Lock()
-	if len(ffmpegSeen.n) >= 1024 {
-		clear(ffmpegSeen.n)
-	}
-	ffmpegSeen.n[key]++
-	n := ffmpegSeen.n[key]
-	ffmpegSeen.Unlock()
-	if n&(n-1) != 0 {
+	n := ffmpegSeen.Add(camera + "\x00" + ffmpegNumbers.ReplaceAllString(line, "#"))
+	if !telemetry.Thinned(n) {
 		return
 	}
 	lvl := slog.LevelDebug

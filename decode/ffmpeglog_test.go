@@ -66,9 +66,7 @@ func TestFFmpegLines(t *testing.T) {
 	var buf testenv.Buffer
 	SetFFmpegLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	defer SetFFmpegLogger(slog.New(slog.DiscardHandler))
-	ffmpegSeen.Lock()
-	clear(ffmpegSeen.n) // what real streams of earlier tests logged
-	ffmpegSeen.Unlock()
+	ffmpegSeen.Reset() // what real streams of earlier tests logged
 	for i := range 5 {
 		ffmpegLine(avLogError, fmt.Sprintf("[h264 @ 0x55d0c1a0bc00] error while decoding MB %d 7, bytestream -5\n", 30+i), "")
 	}

@@ -370,7 +370,7 @@ func (s *Stage) onFrame(m *nats.Msg) {
 func (s *Stage) malformedMsg(subject, what string, err error) {
 	n := s.malformed.Add(1)
 	telemetry.Malformed.WithLabelValues(stageName, bus.SubjectFamily(subject)).Inc()
-	if n&(n-1) == 0 { // 1st, 2nd, 4th, ...: garbage cannot flood the log
+	if telemetry.Thinned(n) {
 		s.log.Warn(what, "subject", subject, "err", err, "malformed_total", n)
 	}
 }

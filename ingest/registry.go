@@ -26,6 +26,7 @@ import (
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/media"
+	"github.com/patchline/patchline/internal/telemetry"
 )
 
 // Errors the API maps to HTTP status codes.
@@ -229,7 +230,7 @@ func (r *Registry) onStatus(m *nats.Msg) {
 	defer r.mu.Unlock()
 	if frame.ValidCameraID(id) != nil || len(m.Data) > maxStatusBytes || !json.Valid(m.Data) {
 		r.badStatus++
-		if n := r.badStatus; n&(n-1) == 0 { // the 1st, 2nd, 4th...: garbage cannot flood the log
+		if n := r.badStatus; telemetry.Thinned(n) {
 			r.log.Warn("dropping malformed camera status", "subject", m.Subject, "bytes", len(m.Data), "malformed_total", n)
 		}
 		return

@@ -168,7 +168,7 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 	if err := json.Unmarshal(m.Data, &a); err != nil || a.Schema != annotation.Schema || frame.ValidCameraID(a.Camera) != nil {
 		n := s.malformed.Add(1)
 		telemetry.Malformed.WithLabelValues(stageName, bus.SubjectFamily(m.Subject)).Inc()
-		if n&(n-1) == 0 {
+		if telemetry.Thinned(n) {
 			s.log.Warn("dropping malformed annotation", "subject", m.Subject, "err", err, "malformed_total", n)
 		}
 		return
@@ -328,7 +328,7 @@ func (s *Stage) writeLines() {
 	err := s.jsonl.Write(s.lines.Bytes())
 	s.lines.Reset()
 	if err != nil {
-		if s.jsonlErr++; s.jsonlErr&(s.jsonlErr-1) == 0 {
+		if s.jsonlErr++; telemetry.Thinned(s.jsonlErr) {
 			s.log.Warn("jsonl output: write failed, lines dropped", "file", s.cfg.JSONL, "err", err, "failures", s.jsonlErr)
 		}
 	}

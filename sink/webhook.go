@@ -181,7 +181,7 @@ func (w *webhook) enqueue(d delivery) {
 
 func (w *webhook) dropped(n uint64, why, id string) {
 	webhookDeliveries.WithLabelValues(w.name, "dropped").Add(float64(n))
-	if total := w.drops.Add(n); total&(total-1) == 0 || n > 1 { // the 1st, 2nd, 4th, ...
+	if total := w.drops.Add(n); telemetry.Thinned(total) || n > 1 {
 		w.log.Warn("webhook deliveries dropped", "why", why, "id", id, "count", n, "dropped_total", total)
 	}
 }
@@ -271,7 +271,7 @@ func (w *webhook) runDurable(ctx, hard context.Context, cons jetstream.Consumer,
 				continue
 			}
 		}
-		if fails++; fails&(fails-1) == 0 && ctx.Err() == nil {
+		if fails++; telemetry.Thinned(fails) && ctx.Err() == nil {
 			w.log.Warn("webhook cannot fetch from the annotation stream", "err", err, "tries", fails)
 		}
 		select {
@@ -441,13 +441,13 @@ func (w *webhook) deliver(ctx context.Context, d delivery, attempts int) (err er
 		}
 		if !retry || attempt == attempts || ctx.Err() != nil {
 			if ctx.Err() == nil {
-				if n := w.failures.Add(1); n&(n-1) == 0 {
+				if n := w.failures.Add(1); telemetry.Thinned(n) {
 					w.log.Warn("webhook delivery failed", "id", d.id, "attempts", attempt, "err", err, "failed_total", n)
 				}
 			}
 			return err
 		}
-		if attempts == 0 && attempt&(attempt-1) == 0 { // durable: say now and then that it is stuck
+		if attempts == 0 && telemetry.Thinned(attempt) { // durable: say now and then that it is stuck
 			w.log.Warn("webhook delivery retrying", "id", d.id, "attempts", attempt, "err", err)
 		}
 		if wait == 0 {

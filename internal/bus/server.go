@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/media"
+	"github.com/patchline/patchline/internal/telemetry"
 )
 
 // MaxPayload is the largest message the embedded server accepts. Frames carry
@@ -131,30 +131,6 @@ func (e *Embedded) Shutdown() {
 	}
 }
 
-// counts counts occurrences by key, for thinning repeated log lines.
-type counts struct {
-	mu sync.Mutex
-	n  map[string]uint64
-}
-
-// add counts one more of key and returns its count; past 1000 keys it
-// starts over, so that a stream of distinct errors cannot grow it.
-func (c *counts) add(key string) uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n == nil || len(c.n) > 1000 {
-		c.n = map[string]uint64{}
-	}
-	c.n[key]++
-	return c.n[key]
-}
-
-func (c *counts) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n = nil
-}
-
 // Connect dials NATS for a component, reconnecting forever: stages ride out a
 // NATS restart instead of exiting, and may start before the server. A
 // server that answers but refuses the connection (credentials, TLS) is an
@@ -164,8 +140,8 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 	if url == "" {
 		return nil, errors.New("nats: no server URL")
 	}
-	var refused atomic.Uint64 // reconnects refused for the credentials, since the last success
-	asyncErrs := &counts{}    // async errors by subject and text, since the last reconnect
+	var refused atomic.Uint64        // reconnects refused for the credentials, since the last success
+	asyncErrs := &telemetry.Counts{} // async errors by subject and text, since the last reconnect
 	opts := []nats.Option{
 		nats.Name("patchline-" + name),
 		nats.MaxReconnects(-1),
@@ -183,14 +159,14 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			refused.Store(0)
-			asyncErrs.reset()
+			asyncErrs.Reset()
 			log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 				// Each reconnect attempt (every 250 ms) is refused: say so
 				// the 1st, 2nd, 4th… time.
-				if n := refused.Add(1); n&(n-1) == 0 {
+				if n := refused.Add(1); telemetry.Thinned(n) {
 					log.Warn("nats refused the credentials on reconnect; retrying", "component", name, "err", err, "refusals", n)
 				}
 				return
@@ -201,7 +177,7 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 			}
 			// The same error again and again (a consumer not active, every
 			// few seconds through an outage): the 1st, 2nd, 4th… time.
-			if n := asyncErrs.add(subj + "\x00" + err.Error()); n&(n-1) == 0 {
+			if n := asyncErrs.Add(subj + "\x00" + err.Error()); telemetry.Thinned(n) {
 				log.Warn("nats async error", "component", name, "subject", subj, "err", err, "times", n)
 			}
 		}),

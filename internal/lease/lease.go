@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/telemetry"
 )
 
 // Key prefixes in a lease bucket.
@@ -287,7 +288,7 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		w.Log.Warn("lease heartbeat slow; renewing with the last view of the replicas", "err", err)
 		caps = s.caps
 	default:
-		if s.failedBeats++; s.failedBeats&(s.failedBeats-1) == 0 { // 1st, 2nd, 4th… in a row: an outage must not flood the log
+		if s.failedBeats++; telemetry.Thinned(s.failedBeats) { // in a row: an outage must not flood the log
 			w.Log.Warn("lease heartbeat failed", "err", err, "failures", s.failedBeats)
 		}
 		return // NATS unreachable: keep what runs, renew next round
@@ -305,7 +306,7 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 	keys = slices.Sorted(maps.Keys(want))
 	share := fairShare(len(keys), caps, s.Cap)
 	if c := capacity(caps); c >= 0 && len(keys) > c {
-		if s.short++; s.short&(s.short-1) == 0 {
+		if s.short++; telemetry.Thinned(s.short) {
 			w.Log.Warn("more cameras than the replicas take: the rest wait for a replica with room (decode.max_cameras)",
 				"cameras", len(keys), "replicas", replicas, "capacity", c, "waiting", len(keys)-c, "rounds", s.short)
 		}
