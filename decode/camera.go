@@ -115,6 +115,7 @@ type Camera struct {
 	outN      int
 	seq       uint64 // touched by the worker only
 	natsDown  bool   // frames are being dropped for want of NATS (worker only)
+	pubFails  int    // publishes failed in a row (worker only)
 
 	seqs      *SeqStore     // nil: no reservations
 	seqEnd    atomic.Uint64 // end of the reserved seq block
@@ -784,8 +785,16 @@ func (c *Camera) publish(it *item) {
 		c.mu.Lock()
 		c.st.LastError = "publish frame: " + err.Error()
 		c.mu.Unlock()
-		c.log.Warn("publish frame failed", "seq", f.Seq, "err", err)
+		// The same error for every frame (a server's max_payload lowered
+		// under a running stage): thinned, with the count.
+		if c.pubFails++; telemetry.Thinned(c.pubFails) {
+			c.log.Warn("publish frame failed; frame dropped", "seq", f.Seq, "err", err, "failures", c.pubFails)
+		}
 	} else {
+		if c.pubFails > 0 {
+			c.log.Info("publishing frames again", "seq", f.Seq, "failed", c.pubFails)
+			c.pubFails = 0
+		}
 		telemetry.FramesOut.WithLabelValues(stageName, c.spec.ID).Inc()
 		now := time.Now()
 		c.mu.Lock()

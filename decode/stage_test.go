@@ -14,13 +14,16 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/ingest"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/lease"
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/rtsptest"
+	"github.com/patchline/patchline/internal/telemetry"
 	"github.com/patchline/patchline/internal/testenv"
 )
 
@@ -129,20 +132,65 @@ func TestStageReplicasShareCameras(t *testing.T) {
 // cannot carry is an error at start naming both sizes, not every frame
 // dropped while the camera shows "streaming".
 func TestFramesMustFitMaxPayload(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, MaxPayload: 64 << 10})
+	nc := natstest.Connect(t, smallServer(t, 64<<10))
+	st := NewStage(Options{NC: nc, Decode: config.Decode{Width: 224, Height: 224, PatchSize: 16}, Logger: natstest.Discard()})
+	err := st.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "a 224x224 frame is 150528 bytes of patch tokens, over the NATS server's max_payload of 65536 bytes") {
+		t.Errorf("Run = %v, want the max_payload error", err)
+	}
+}
+
+// smallServer starts a nats-server whose max_payload is maxPayload bytes.
+func smallServer(t *testing.T, maxPayload int32) string {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, MaxPayload: maxPayload})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go srv.Start()
-	defer srv.Shutdown()
+	t.Cleanup(srv.Shutdown)
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready")
 	}
-	nc := natstest.Connect(t, srv.ClientURL())
-	st := NewStage(Options{NC: nc, Decode: config.Decode{Width: 224, Height: 224, PatchSize: 16}, Logger: natstest.Discard()})
-	err = st.Run(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "a 224x224 frame is 150528 bytes of patch tokens, over the NATS server's max_payload of 65536 bytes") {
-		t.Errorf("Run = %v, want the max_payload error", err)
+	return srv.ClientURL()
+}
+
+// TestPublishFailuresThinned: frames the server refuses (its max_payload
+// lowered under a running stage) are each a counted drop, the camera's
+// status names the error, and the log says so the 1st, 2nd, 4th… time, not
+// for every frame, then once that frames go again.
+func TestPublishFailuresThinned(t *testing.T) {
+	nc := natstest.Connect(t, smallServer(t, 4<<10))
+	var logs testenv.Buffer
+	cam, err := NewCamera(config.Camera{ID: "refused", URL: "synthetic://"}, Options{NC: nc, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(seq uint64, size int) {
+		now := time.Now()
+		f := &frame.Frame{Camera: "refused", Seq: seq, CapturedAt: now, SourceW: size, SourceH: size,
+			Width: size, Height: size, Patch: 8, Resize: frame.ResizeStretch,
+			Transform: frame.Stretch(size, size, size, size), Tokens: make([]byte, size*size*3)}
+		cam.publish(&item{f: f, decStart: now, decEnd: now, tokStart: now, tokEnd: now})
+	}
+	dropped := telemetry.FramesDropped.WithLabelValues(stageName, "refused", "publish_error")
+	before := testutil.ToFloat64(dropped)
+	for seq := range uint64(10) {
+		publish(seq+1, 96) // 27 KB: over the 4 KB limit
+	}
+	if st := cam.Status(); !strings.Contains(st.LastError, "maximum payload") || st.FramesDropped != 10 {
+		t.Errorf("status after 10 refused frames: last error %q, %d dropped; want the payload error and 10", st.LastError, st.FramesDropped)
+	}
+	if d := testutil.ToFloat64(dropped) - before; d != 10 {
+		t.Errorf("patchline_frames_dropped_total{reason=publish_error} rose by %v, want 10", d)
+	}
+	publish(11, 16) // 768 bytes: fits
+	out := logs.String()
+	if n := strings.Count(out, "publish frame failed"); n != 4 {
+		t.Errorf("%d lines for 10 failed publishes, want 4 (the 1st, 2nd, 4th and 8th):\n%s", n, out)
+	}
+	if !strings.Contains(out, "publishing frames again") || !strings.Contains(out, "failed=10") {
+		t.Errorf("no line saying frames go again after 10 failures:\n%s", out)
 	}
 }
 
