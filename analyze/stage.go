@@ -40,6 +40,9 @@ type Stage struct {
 	analyzed  atomic.Uint64
 	failed    atomic.Uint64 // batches whose inference failed
 	unencoded atomic.Uint64 // annotations that could not be encoded
+	// frames the model cannot take, and annotations not published: each
+	// can happen for every frame, so they are logged thinned
+	mismatched, unpublished atomic.Uint64
 	bus.Readiness
 }
 
@@ -177,7 +180,9 @@ func (s *Stage) infer(batch []*item) (r inferred, ok bool) {
 	for _, it := range batch {
 		if err := s.model.Accepts(it.f); err != nil {
 			telemetry.FramesDropped.WithLabelValues(stageName, it.f.Camera, "input_mismatch").Inc()
-			s.log.Warn("dropping frame the model cannot take", "camera", it.f.Camera, "seq", it.f.Seq, "err", err)
+			if n := s.mismatched.Add(1); telemetry.Thinned(n) {
+				s.log.Warn("dropping frame the model cannot take", "camera", it.f.Camera, "seq", it.f.Seq, "err", err, "dropped_total", n)
+			}
 			continue
 		}
 		frames = append(frames, it.f)
@@ -261,7 +266,9 @@ func (s *Stage) publish(ctx context.Context, a annotation.Annotation) {
 	bus.InjectTrace(ctx, m.Header)
 	if err := s.nc.PublishMsg(m); err != nil {
 		telemetry.FramesDropped.WithLabelValues(stageName, a.Camera, "publish_error").Inc()
-		s.log.Warn("publish annotation", "camera", a.Camera, "err", err)
+		if n := s.unpublished.Add(1); telemetry.Thinned(n) {
+			s.log.Warn("publish annotation failed; dropped", "camera", a.Camera, "err", err, "dropped_total", n)
+		}
 		return
 	}
 	s.analyzed.Add(1)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +30,12 @@ import (
 // ends, and returns a connection that collects the analyzed annotations.
 func runStage(t *testing.T, m *Model, cfg config.Analyze) (*nats.Conn, func() []annotation.Annotation) {
 	t.Helper()
+	return runStageLog(t, m, cfg, natstest.Discard())
+}
+
+// runStageLog is runStage with the stage logging to log.
+func runStageLog(t *testing.T, m *Model, cfg config.Analyze, log *slog.Logger) (*nats.Conn, func() []annotation.Annotation) {
+	t.Helper()
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
 	var mu sync.Mutex
@@ -42,7 +50,7 @@ func runStage(t *testing.T, m *Model, cfg config.Analyze) (*nats.Conn, func() []
 	}); err != nil {
 		t.Fatal(err)
 	}
-	st := NewStage(natstest.Connect(t, url), m, cfg, natstest.Discard())
+	st := NewStage(natstest.Connect(t, url), m, cfg, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- st.Run(ctx) }()
@@ -176,5 +184,30 @@ func TestStageSurvivesGarbage(t *testing.T) {
 	testenv.WaitFor(t, "the good frame analyzed", 10*time.Second, func() bool { return len(anns()) == 1 })
 	if n := testutil.ToFloat64(bad) - before; n != 3 {
 		t.Errorf("%v malformed frames counted, want 3", n)
+	}
+}
+
+// TestStageMismatchedFramesThinned: frames of another size than the model's
+// (a decode replica configured apart) are each dropped and counted, but
+// logged only the 1st, 2nd and 4th time of 5, and good frames go on.
+func TestStageMismatchedFramesThinned(t *testing.T) {
+	m := openTestBundle(t, segmentTiny, segmentOptions())
+	frames, _ := expectedFrames(t, m)
+	var logs testenv.Buffer
+	nc, anns := runStageLog(t, m, config.Analyze{BatchSize: 1, QueueSize: 8}, slog.New(slog.NewTextHandler(&logs, nil)))
+	dropped := telemetry.FramesDropped.WithLabelValues(stageName, "small", "input_mismatch")
+	before := testutil.ToFloat64(dropped)
+	small := &frame.Frame{SourceW: 16, SourceH: 16, Width: 16, Height: 16, Patch: 8, Resize: frame.ResizeStretch,
+		Transform: frame.Stretch(16, 16, 16, 16), Tokens: make([]byte, 16*16*3)}
+	for seq := range uint64(5) {
+		publishAs(t, nc, small, "small", seq+1)
+	}
+	publishAs(t, nc, frames[0], "small", 6)
+	testenv.WaitFor(t, "the good frame analyzed", 10*time.Second, func() bool { return len(anns()) == 1 })
+	if d := testutil.ToFloat64(dropped) - before; d != 5 {
+		t.Errorf("patchline_frames_dropped_total{reason=input_mismatch} rose by %v, want 5", d)
+	}
+	if n := strings.Count(logs.String(), "dropping frame the model cannot take"); n != 3 {
+		t.Errorf("%d log lines for 5 mismatched frames, want 3 (the 1st, 2nd and 4th):\n%s", n, logs.String())
 	}
 }

@@ -160,6 +160,7 @@ type Stage struct {
 	subscribed time.Time // when the frame windows started filling; set by Run
 	malformed  atomic.Uint64
 	handedBack atomic.Uint64
+	scoreFails atomic.Uint64 // anomaly scoring runs that failed (logged thinned)
 	bus.Readiness
 }
 
@@ -1092,7 +1093,9 @@ func (s *Stage) scoreCameras(ctx context.Context, cams []string, k, w, h, p int)
 	res, err := s.fg.Run(ins)
 	took := time.Since(start)
 	if err != nil {
-		s.log.Error("anomaly scoring failed", "cameras", len(ins), "err", err)
+		if n := s.scoreFails.Add(1); telemetry.Thinned(n) {
+			s.log.Error("anomaly scoring failed", "cameras", len(ins), "err", err, "failed_total", n)
+		}
 		return
 	}
 	metricSeconds.WithLabelValues("score").Observe(took.Seconds())

@@ -48,7 +48,8 @@ type Stage struct {
 	hooks  []*webhook
 	storer *bus.Storer // nil without the stream
 
-	malformed atomic.Uint64
+	malformed   atomic.Uint64
+	unpublished atomic.Uint64 // annotations not published (logged thinned)
 	bus.Readiness
 }
 
@@ -198,7 +199,9 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 	bus.InjectTrace(ctx, out.Header)
 	if err := s.nc.PublishMsg(out); err != nil {
 		telemetry.FramesDropped.WithLabelValues(stageName, a.Camera, "publish_error").Inc()
-		s.log.Warn("publish annotation", "camera", a.Camera, "err", err)
+		if n := s.unpublished.Add(1); telemetry.Thinned(n) {
+			s.log.Warn("publish annotation failed; dropped", "camera", a.Camera, "err", err, "dropped_total", n)
+		}
 	} else {
 		telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
 	}
