@@ -385,6 +385,26 @@ func TestFileLoopAndEnd(t *testing.T) {
 	}
 }
 
+// TestPanoramicSource: a source wider than a model input may be (9000 px,
+// a panoramic camera) streams frames that consumers decode, with its size;
+// a side over what a frame message carries fails the frame, naming it.
+func TestPanoramicSource(t *testing.T) {
+	nc := startNATS(t)
+	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 0.5, FPS: 4, Width: 9000, Height: 64})
+	r := runCamera(t, nc, config.Camera{ID: "pano", URL: clip, FPS: 4}, config.Decode{})
+	if f, _ := r.next(t, 10*time.Second); f.SourceW != 9000 || f.SourceH != 64 {
+		t.Errorf("source size %dx%d, want 9000x64", f.SourceW, f.SourceH)
+	}
+
+	raw := gocv.NewMatWithSize(1, frame.MaxSourceSide+1, gocv.MatTypeCV8UC3)
+	defer raw.Close()
+	m := newMats()
+	defer m.close()
+	if _, _, err := preprocess(withDefaults(config.Decode{}), raw, m); err == nil || !strings.Contains(err.Error(), "65536x1, over the 65535 pixels") {
+		t.Errorf("preprocess of a 65536x1 frame = %v, want an error naming its size", err)
+	}
+}
+
 // TestQueueDropsOldest: while the publisher falls behind, a camera keeps
 // the newest decode.queue_size frames and counts the others as dropped.
 func TestQueueDropsOldest(t *testing.T) {

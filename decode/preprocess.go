@@ -20,6 +20,9 @@ func preprocess(d config.Decode, src gocv.Mat, m *mats) (frame.Transform, []byte
 	if srcW <= 0 || srcH <= 0 || src.Channels() != 3 {
 		return frame.Transform{}, nil, fmt.Errorf("decode: source frame is %dx%d with %d channels, want BGR", srcW, srcH, src.Channels())
 	}
+	if srcW > frame.MaxSourceSide || srcH > frame.MaxSourceSide {
+		return frame.Transform{}, nil, fmt.Errorf("decode: source frame is %dx%d, over the %d pixels a frame message can carry on a side", srcW, srcH, frame.MaxSourceSide)
+	}
 	w, h := d.Width, d.Height
 	var tr frame.Transform
 	if d.Resize == frame.ResizeStretch {

@@ -45,9 +45,14 @@ const (
 	ResizeLetterbox = "letterbox"
 )
 
-// MaxSide bounds every image side the decoder accepts, so a hostile header
-// cannot make a consumer allocate without limit.
+// MaxSide bounds every model-input side the decoder accepts, so a hostile
+// header cannot make a consumer allocate without limit.
 const MaxSide = 8192
+
+// MaxSourceSide bounds a source frame's sides (Patchline-Source-Size). Only
+// box mapping uses them, never an allocation, so the bound is JPEG's and
+// leaves room for panoramic and 360° cameras (11520x5760, say).
+const MaxSourceSide = 65535
 
 // Frame is one tokenized video frame.
 type Frame struct {
@@ -141,10 +146,10 @@ func Decode(h nats.Header, data []byte) (*Frame, error) {
 	if f.CapturedAt, err = parseUnixNano(h.Get(HdrCapturedAt)); err != nil {
 		return nil, fmt.Errorf("frame: %s: %w", HdrCapturedAt, err)
 	}
-	if f.SourceW, f.SourceH, err = ParseSize(h.Get(HdrSourceSize)); err != nil {
+	if f.SourceW, f.SourceH, err = ParseSize(h.Get(HdrSourceSize), MaxSourceSide); err != nil {
 		return nil, fmt.Errorf("frame: %s: %w", HdrSourceSize, err)
 	}
-	if f.Width, f.Height, err = ParseSize(h.Get(HdrInputSize)); err != nil {
+	if f.Width, f.Height, err = ParseSize(h.Get(HdrInputSize), MaxSide); err != nil {
 		return nil, fmt.Errorf("frame: %s: %w", HdrInputSize, err)
 	}
 	if f.Patch, err = strconv.Atoi(h.Get(HdrPatch)); err != nil {
@@ -201,8 +206,8 @@ func parseUnixNano(s string) (time.Time, error) {
 	return time.Unix(0, n), nil
 }
 
-// ParseSize parses "WxH" with both sides in 1..MaxSide.
-func ParseSize(s string) (w, h int, err error) {
+// ParseSize parses "WxH" with both sides in 1..limit.
+func ParseSize(s string, limit int) (w, h int, err error) {
 	a, b, ok := strings.Cut(s, "x")
 	if !ok {
 		return 0, 0, fmt.Errorf("size %q is not WxH", s)
@@ -213,8 +218,8 @@ func ParseSize(s string) (w, h int, err error) {
 	if h, err = strconv.Atoi(b); err != nil {
 		return 0, 0, fmt.Errorf("size %q: %w", s, err)
 	}
-	if w < 1 || h < 1 || w > MaxSide || h > MaxSide {
-		return 0, 0, fmt.Errorf("size %q out of range 1..%d", s, MaxSide)
+	if w < 1 || h < 1 || w > limit || h > limit {
+		return 0, 0, fmt.Errorf("size %q out of range 1..%d", s, limit)
 	}
 	return w, h, nil
 }

@@ -129,6 +129,21 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 }
 
+// TestPanoramicSourceSize: a source side over MaxSide (a 360° camera's
+// 11520x5760) travels; only the model input is bound by MaxSide.
+func TestPanoramicSourceSize(t *testing.T) {
+	f := sampleFrame()
+	f.SourceW, f.SourceH = 11520, 5760
+	f.Transform, _, _ = Letterbox(11520, 5760, 32, 16)
+	g, err := Decode(f.Encode("s").Header, f.Tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.SourceW != 11520 || g.SourceH != 5760 {
+		t.Errorf("source size %dx%d, want 11520x5760", g.SourceW, g.SourceH)
+	}
+}
+
 func TestDecodeErrorsNameTheHeader(t *testing.T) {
 	for _, c := range []struct {
 		name, header, value, want string
@@ -138,7 +153,8 @@ func TestDecodeErrorsNameTheHeader(t *testing.T) {
 		{"camera", HdrCamera, "a.b", HdrCamera, nil},
 		{"seq", HdrSeq, "-1", HdrSeq, nil},
 		{"size", HdrInputSize, "32x", HdrInputSize, nil},
-		{"huge", HdrSourceSize, "99999x1", "out of range", nil},
+		{"input", HdrInputSize, "8208x16", "out of range 1..8192", nil},
+		{"huge", HdrSourceSize, "99999x1", "out of range 1..65535", nil},
 		{"patch", HdrPatch, "5", "does not divide", nil},
 		{"resize", HdrResize, "crop", HdrResize, nil},
 		{"transform", HdrTransform, "1,0,0,0", "scales must be positive", nil},
