@@ -110,7 +110,7 @@ type Camera struct {
 
 	mu        sync.Mutex
 	st        Status
-	lastFrame time.Time
+	lastFrame time.Time     // when the last frame was read, or is due when paced
 	outTimes  [64]time.Time // publish times, ring, for the fps estimate
 	outN      int
 	seq       uint64 // touched by the worker only
@@ -577,6 +577,14 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 		wallStart time.Time
 		ptsStart  time.Duration
 		lastRead  = time.Now()
+		// A file's timestamps may leap ahead (recordings joined end to
+		// end, a transport stream's discontinuity): pacing across the
+		// leap would hold the camera for its length. prevPTS and gap (the
+		// interval before it) tell a leap from a slow but steady source,
+		// such as a timelapse; rebase re-anchors the pacing at the next
+		// paced frame.
+		prevPTS, gap time.Duration
+		rebase       bool
 	)
 	for ctx.Err() == nil {
 		select {
@@ -598,6 +606,14 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 		}
 		lastRead = t1
 		frames++
+		if d := pts - prevPTS; frames > 1 && d > 0 {
+			if gap > 0 && d > 10*gap && d > time.Second {
+				rebase = true
+			} else {
+				gap = d
+			}
+		}
+		prevPTS = pts
 		c.mu.Lock()
 		c.lastFrame = t1
 		state := c.st.State
@@ -611,10 +627,13 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 			continue
 		}
 		if !src.Live() && !c.noPacing { // pace files and synthetic sources in real time
-			if wallStart.IsZero() || pts < ptsStart {
-				wallStart, ptsStart = t1, pts
+			if wallStart.IsZero() || pts < ptsStart || rebase {
+				wallStart, ptsStart, rebase = t1, pts, false
 			}
 			if wait := time.Until(wallStart.Add(pts - ptsStart)); wait > 0 {
+				c.mu.Lock()
+				c.lastFrame = t1.Add(wait) // waiting for a frame's time is no stall
+				c.mu.Unlock()
 				select {
 				case <-ctx.Done():
 					return frames, ctx.Err()

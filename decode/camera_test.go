@@ -385,6 +385,75 @@ func TestFileLoopAndEnd(t *testing.T) {
 	}
 }
 
+// TestFileTimestampLeap: a file whose timestamps leap a minute ahead (two
+// recordings joined end to end) is paced across the leap without waiting
+// for it, and keeps its own timestamps.
+func TestFileTimestampLeap(t *testing.T) {
+	part := func(offset string) []string {
+		return []string{"-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=1",
+			"-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-output_ts_offset", offset}
+	}
+	clip := joinTS(t, part("0"), part("61"))
+	r := runCamera(t, startNATS(t), config.Camera{ID: "leap", URL: clip, FPS: 10}, config.Decode{StallTimeout: 2 * time.Second})
+	var first, last *frame.Frame
+	for i := range 15 { // the second part's frames come without waiting a minute
+		f, _ := r.next(t, 10*time.Second)
+		if i == 0 {
+			first = f
+		}
+		last = f
+	}
+	if leap := last.PTS - first.PTS; leap < time.Minute {
+		t.Errorf("pts went from %v to %v, want the file's leap of a minute kept", first.PTS, last.PTS)
+	}
+	if strings.Contains(r.log.String(), "camera stalled") {
+		t.Errorf("camera marked stalled:\n%s", r.log.String())
+	}
+}
+
+// joinTS makes one MPEG-TS segment per part (ffmpeg's input and codec
+// arguments) and returns the path of a file holding them end to end, the
+// way recordings are joined.
+func joinTS(t *testing.T, parts ...[]string) string {
+	t.Helper()
+	rtsptest.RequireFFmpeg(t)
+	dir := t.TempDir()
+	var joined []byte
+	for i, args := range parts {
+		seg := filepath.Join(dir, fmt.Sprintf("seg%d.ts", i))
+		cmd := exec.Command("ffmpeg", append(append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...), "-f", "mpegts", seg)...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ffmpeg: %v\n%s", err, b)
+		}
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		joined = append(joined, b...)
+	}
+	clip := filepath.Join(dir, "joined.ts")
+	if err := os.WriteFile(clip, joined, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return clip
+}
+
+// TestSlowFileIsNotStalled: a file of one frame a second (a timelapse)
+// paced with a stall timeout under its frame interval is waited for in
+// real time, not marked stalled between frames.
+func TestSlowFileIsNotStalled(t *testing.T) {
+	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 3, FPS: 1, Width: 160, Height: 120, GOP: 1})
+	r := runCamera(t, startNATS(t), config.Camera{ID: "slow", URL: clip, FPS: 5}, config.Decode{StallTimeout: 400 * time.Millisecond})
+	start := time.Now()
+	st := waitState(t, r.cam, 15*time.Second, StateEnded)
+	if st.FramesOut != 3 || st.Reconnects != 0 || strings.Contains(r.log.String(), "camera stalled") {
+		t.Errorf("%d frames, %d reconnects, want 3 and 0 without a stall:\n%s", st.FramesOut, st.Reconnects, r.log.String())
+	}
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Errorf("3 frames a second apart took %s, want them paced in real time", took)
+	}
+}
+
 // TestPanoramicSource: a source wider than a model input may be (9000 px,
 // a panoramic camera) streams frames that consumers decode, with its size;
 // a side over what a frame message carries fails the frame, naming it.
@@ -688,6 +757,24 @@ func TestSampler(t *testing.T) {
 			t.Fatalf("frame %d of a 10 fps source dropped at 30 fps target", i)
 		}
 	}
+	// A variable-rate source at 30 fps with a gap before a sample time:
+	// the frame after the gap is kept late, the next on-grid one is not
+	// kept right after it.
+	s = NewSampler(5)
+	var vfr []time.Duration
+	for _, ms := range []float64{1400, 1433.3, 1466.7, 1500, 1533.3, 1566.7, 1766.7, 1800, 1833.3, 1866.7, 1900, 1933.3, 1966.7, 2000, 2033.3, 2066.7, 2100, 2133.3, 2166.7, 2200} {
+		if pts := time.Duration(ms * float64(time.Millisecond)); s.Keep(pts) {
+			vfr = append(vfr, pts)
+		}
+	}
+	for i := 1; i < len(vfr); i++ {
+		if gap := vfr[i] - vfr[i-1]; gap < 100*time.Millisecond {
+			t.Errorf("kept %v: %v and %v are %v apart, under half the 200 ms interval", vfr, vfr[i-1], vfr[i], gap)
+		}
+	}
+	if len(vfr) != 5 {
+		t.Errorf("kept %v, want 5: one per sample time from 1.4 to 2.2 s", vfr)
+	}
 }
 
 // TestShrink: between sources the reader's images give their memory back,
@@ -812,26 +899,11 @@ func TestSilentStreamOpenIsBounded(t *testing.T) {
 // ... are invalid"), leaving the old picture in place, so the camera
 // reopens the stream instead of publishing that picture again and again.
 func TestStreamChangesSize(t *testing.T) {
-	rtsptest.RequireFFmpeg(t)
-	dir := t.TempDir()
-	var ts []byte
-	for i, size := range []string{"320x240", "240x320"} {
-		seg := filepath.Join(dir, fmt.Sprintf("seg%d.ts", i))
-		cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-			"-i", "testsrc2=size="+size+":rate=10:duration=3", "-c:v", "libx264", "-g", "10", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "mpegts", seg)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("ffmpeg: %v\n%s", err, b)
-		}
-		b, err := os.ReadFile(seg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts = append(ts, b...)
+	part := func(size string) []string {
+		return []string{"-f", "lavfi", "-i", "testsrc2=size=" + size + ":rate=10:duration=3",
+			"-c:v", "libx264", "-g", "10", "-bf", "0", "-pix_fmt", "yuv420p"}
 	}
-	clip := filepath.Join(dir, "switch.ts")
-	if err := os.WriteFile(clip, ts, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	clip := joinTS(t, part("320x240"), part("240x320"))
 	srv := rtsptest.Start(t)
 	rtsptest.Publish(t, context.Background(), clip, srv.URL("switch"))
 	d := config.Decode{Width: 96, Height: 96, PatchSize: 8, StallTimeout: 3 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond, QueueSize: 4}

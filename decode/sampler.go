@@ -9,10 +9,14 @@ const sampleSlack = 2 * time.Millisecond
 // Sampler thins a stream to a target rate by presentation time. It keeps a
 // frame when its pts crosses the next sample time, then advances the sample
 // time by whole intervals, so the kept rate converges on the target without
-// drifting. A pts that goes backwards (a new stream) restarts it.
+// drifting. A pts that goes backwards (a new stream) restarts it. Kept
+// frames are at least half an interval apart, so a variable-rate source
+// that leaves a gap before a sample time does not give two frames in a row
+// (one late for that sample time, one on time for the next).
 type Sampler struct {
 	interval time.Duration
 	next     time.Duration
+	last     time.Duration // the last kept frame's pts
 	started  bool
 }
 
@@ -35,12 +39,13 @@ func (s *Sampler) Keep(pts time.Duration) bool {
 	}
 	if !s.started || pts < s.next-2*s.interval {
 		s.started = true
-		s.next = pts + s.interval
+		s.next, s.last = pts+s.interval, pts
 		return true
 	}
-	if pts+sampleSlack < s.next {
+	if pts+sampleSlack < s.next || pts-s.last < s.interval/2 {
 		return false
 	}
+	s.last = pts
 	s.next += s.interval
 	if s.next+sampleSlack <= pts {
 		// The source skipped past several sample times: resume on the grid.
