@@ -53,20 +53,12 @@ score_threshold: 0.6
 	}
 	m := &Model{b: b}
 	f := &frame.Frame{Camera: "c", SourceW: 200, SourceH: 100, Transform: frame.Stretch(200, 100, 100, 100)}
-	logits, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 3, 2), []float32{3, -3, -5, -4, -1, 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = logits.Destroy() }()
-	boxes, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 3, 4), []float32{
+	logits := tensor(t, onnxruntime.NewShape(1, 3, 2), []float32{3, -3, -5, -4, -1, 2})
+	boxes := tensor(t, onnxruntime.NewShape(1, 3, 4), []float32{
 		0.5, 0.5, 0.2, 0.4, // -> input [40 30 60 70] -> source [80 30 120 70]
 		0.5, 0.5, 1, 1,
 		0.9, 0.9, 0.4, 0.4, // -> input [70 70 110 110] -> clamped to the source
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = boxes.Destroy() }()
 	res := make([]Result, 1)
 	if err := m.detectDETR([]*frame.Frame{f}, res, logits, boxes); err != nil {
 		t.Fatal(err)
@@ -81,6 +73,36 @@ score_threshold: 0.6
 	}
 	if d[1].Label != "dog" || d[1].ClassID != 1 || !near(d[1].Box, [4]float64{140, 70, 200, 100}) {
 		t.Errorf("second detection %+v", d[1])
+	}
+}
+
+// TestDETRSoftmaxNoObject: with softmax, DETR's trailing extra class is
+// "no object": a query where it wins is no detection, and it is never
+// reported as a class of its own.
+func TestDETRSoftmaxNoObject(t *testing.T) {
+	requireORT(t)
+	b := loadYAMLBundle(t, `name: detr
+task: detect
+onnx: model.onnx
+input: {kind: pixels, name: images, width: 100, height: 100, patch_size: 10, resize: stretch, scale: 1}
+outputs: {logits: logits, pred_boxes: pred_boxes, activation: softmax}
+labels: [cat, dog]
+score_threshold: 0.5
+`)
+	m := &Model{b: b}
+	f := &frame.Frame{Camera: "c", SourceW: 100, SourceH: 100, Transform: frame.Stretch(100, 100, 100, 100)}
+	logits := tensor(t, onnxruntime.NewShape(1, 2, 3), []float32{
+		1, 0, 5, // no object: cat's probability is 0.018
+		0, 5, 1, // dog: 0.976
+	})
+	boxes := tensor(t, onnxruntime.NewShape(1, 2, 4), []float32{0.5, 0.5, 0.2, 0.2, 0.5, 0.5, 0.4, 0.4})
+	res := make([]Result, 1)
+	if err := m.detectDETR([]*frame.Frame{f}, res, logits, boxes); err != nil {
+		t.Fatal(err)
+	}
+	d := res[0].Detections
+	if len(d) != 1 || d[0].Label != "dog" || d[0].ClassID != 1 || math.Abs(d[0].Score-math.Exp(5)/(1+math.Exp(5)+math.E)) > 1e-6 {
+		t.Errorf("detections = %+v, want only dog at 0.976 (the no-object query left out)", d)
 	}
 }
 
@@ -124,15 +146,11 @@ func TestClassifyNonFiniteLogits(t *testing.T) {
 	requireORT(t)
 	m := &Model{b: &Bundle{TopK: 2, Labels: []string{"a", "b", "c"}, Outputs: BundleOutputs{Logits: "logits"}}}
 	inf := float32(math.Inf(1))
-	logits, err := onnxruntime.NewTensor(onnxruntime.NewShape(3, 3), []float32{
+	logits := tensor(t, onnxruntime.NewShape(3, 3), []float32{
 		1, float32(math.NaN()), 0,
 		0, inf, 0,
 		0, 2, 1,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = logits.Destroy() }()
 	frames := []*frame.Frame{{Camera: "c"}, {Camera: "c"}, {Camera: "c"}}
 	res := make([]Result, 3)
 	if err := m.classify(frames, res, logits); err != nil {
@@ -168,28 +186,17 @@ score_threshold: 0.5
 	tr, _, _ := frame.Letterbox(300, 500, 100, 100)
 	f := &frame.Frame{Camera: "tall", Seq: 7, SourceW: 300, SourceH: 500, Transform: tr}
 	nan := float32(math.NaN())
-	ids, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 6), []int64{0, 1, 0, 1, 5, 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ids.Destroy() }()
-	boxes, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 6, 4), []float32{
+	ids := tensor(t, onnxruntime.NewShape(1, 7), []int64{0, 1, 0, 1, 5, 0, -1})
+	boxes := tensor(t, onnxruntime.NewShape(1, 7, 4), []float32{
 		80, 60, 20, 40, // inverted: → input [20 40 80 60] → source [0 200 300 300]
 		nan, 0, 10, 10, // NaN
 		0, 10, 15, 90, // in the left padding
 		120, 0, 150, 50, // outside the input
 		30, 30, 40, 40, // class 5 of 2 labels → source [50 150 100 200]
 		30, 30, 40, 40, // a NaN score
+		30, 30, 40, 40, // class -1: a padding row of some exports
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = boxes.Destroy() }()
-	scores, err := onnxruntime.NewTensor(onnxruntime.NewShape(1, 6), []float32{0.9, 0.9, 0.9, 0.9, 0.8, nan})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = scores.Destroy() }()
+	scores := tensor(t, onnxruntime.NewShape(1, 7), []float32{0.9, 0.9, 0.9, 0.9, 0.8, nan, 0.95})
 	before := func(reason string) float64 {
 		return testutil.ToFloat64(telemetry.DetectionsDiscarded.WithLabelValues("leftout", reason))
 	}

@@ -114,7 +114,8 @@ func segmentBundle(t *testing.T, resize string, threshold any) *Bundle {
 	return b
 }
 
-func floatTensor(t *testing.T, shape onnxruntime.Shape, data []float32) onnxruntime.Value {
+// tensor is a tensor of data in shape, destroyed when the test ends.
+func tensor[T onnxruntime.TensorData](t *testing.T, shape onnxruntime.Shape, data []T) onnxruntime.Value {
 	t.Helper()
 	v, err := onnxruntime.NewTensor(shape, data)
 	if err != nil {
@@ -157,8 +158,8 @@ func TestSegmentPostprocessLetterbox(t *testing.T) {
 	scene := []float32{2, -1, 0.3, 0, -3, 4}
 
 	res := make([]Result, 2)
-	if err := m.segment([]*frame.Frame{f, f}, res, floatTensor(t, onnxruntime.NewShape(2, 144, 4), logits),
-		floatTensor(t, onnxruntime.NewShape(2, 3), scene)); err != nil {
+	if err := m.segment([]*frame.Frame{f, f}, res, tensor(t, onnxruntime.NewShape(2, 144, 4), logits),
+		tensor(t, onnxruntime.NewShape(2, 3), scene)); err != nil {
 		t.Fatal(err)
 	}
 	r := res[0]
@@ -247,7 +248,7 @@ func TestSegmentScoreThreshold(t *testing.T) {
 	// patch 0: p = e^1/(e^1+3) = 0.475 < 0.8 (left out); patch 143: e^5/(e^5+3) = 0.98.
 	logits := craftLogits(classes, 4, map[int]float32{0: 1, 143: 5})
 	res := make([]Result, 1)
-	if err := m.segment([]*frame.Frame{f}, res, floatTensor(t, onnxruntime.NewShape(1, 144, 4), logits), nil); err != nil {
+	if err := m.segment([]*frame.Frame{f}, res, tensor(t, onnxruntime.NewShape(1, 144, 4), logits), nil); err != nil {
 		t.Fatal(err)
 	}
 	if d := res[0].Detections; len(d) != 1 || d[0].ClassID != 2 || !near(d[0].Box, [4]float64{88, 88, 96, 96}) {
@@ -257,12 +258,12 @@ func TestSegmentScoreThreshold(t *testing.T) {
 		t.Errorf("result = %+v", res[0])
 	}
 	// Wrong output shapes are errors, not panics.
-	bad := floatTensor(t, onnxruntime.NewShape(1, 100, 4), make([]float32, 400))
+	bad := tensor(t, onnxruntime.NewShape(1, 100, 4), make([]float32, 400))
 	if err := m.segment([]*frame.Frame{f}, res, bad, nil); err == nil {
 		t.Error("segment took patch logits of 100 patches for a 144-patch grid")
 	}
-	good := floatTensor(t, onnxruntime.NewShape(1, 144, 4), logits)
-	if err := m.segment([]*frame.Frame{f}, res, good, floatTensor(t, onnxruntime.NewShape(1, 5), make([]float32, 5))); err == nil {
+	good := tensor(t, onnxruntime.NewShape(1, 144, 4), logits)
+	if err := m.segment([]*frame.Frame{f}, res, good, tensor(t, onnxruntime.NewShape(1, 5), make([]float32, 5))); err == nil {
 		t.Error("segment took 5 scene logits for 3 scene labels")
 	}
 }
@@ -277,7 +278,7 @@ func TestSegmentMinRegion(t *testing.T) {
 	classes[0], classes[142], classes[143] = 1, 2, 2 // one patch of class 1, two of class 2
 	logits := craftLogits(classes, 4, map[int]float32{})
 	res := make([]Result, 1)
-	if err := m.segment([]*frame.Frame{f}, res, floatTensor(t, onnxruntime.NewShape(1, 144, 4), logits), nil); err != nil {
+	if err := m.segment([]*frame.Frame{f}, res, tensor(t, onnxruntime.NewShape(1, 144, 4), logits), nil); err != nil {
 		t.Fatal(err)
 	}
 	if d := res[0].Detections; len(d) != 1 || d[0].ClassID != 2 {
