@@ -3,6 +3,7 @@ package decode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"image/jpeg"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -299,6 +301,59 @@ func (s *graySource) Retrieve(dst *gocv.Mat) error {
 }
 func (s *graySource) Live() bool   { return true }
 func (s *graySource) Close() error { return nil }
+
+// failAfter is a source that fails after n frames.
+type failAfter struct {
+	Source
+	n int
+}
+
+func (s *failAfter) Grab() (time.Duration, error) {
+	if s.n == 0 {
+		return 0, errors.New("connection reset")
+	}
+	s.n--
+	return s.Source.Grab()
+}
+
+// TestBackoffStartsOverAfterFrames: a camera that failed to open four
+// times waits longer each time; once it has streamed frames, its next
+// failure is retried after retry_min again, not after the grown wait.
+func TestBackoffStartsOverAfterFrames(t *testing.T) {
+	d := config.Decode{RetryMin: 20 * time.Millisecond, RetryMax: 10 * time.Second}
+	var logs testenv.Buffer
+	cam, err := NewCamera(config.Camera{ID: "flaky", URL: "synthetic://"}, Options{NC: startNATS(t), Decode: d, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens := 0
+	cam.open = func() (Source, error) { // the reader's goroutine only
+		if opens++; opens != 5 {
+			return nil, errors.New("connection refused")
+		}
+		src, err := OpenSource("synthetic://?width=64&height=48", SourceOptions{})
+		return &failAfter{Source: src, n: 3}, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); cam.Run(ctx) }()
+	waits := regexp.MustCompile(`camera source failed; retrying.* retry_in=(\S+)`)
+	testenv.WaitFor(t, "six failures", 10*time.Second, func() bool { return len(waits.FindAllString(logs.String(), -1)) >= 6 })
+	cancel()
+	<-done
+	var got []time.Duration
+	for _, m := range waits.FindAllStringSubmatch(logs.String(), 6) {
+		w, err := time.ParseDuration(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, w)
+	}
+	// Backoff n is retry_min·2ⁿ ± 25%: 20, 40, 80, 160 ms; then 20 again.
+	if got[3] < 100*time.Millisecond || got[4] > 26*time.Millisecond {
+		t.Errorf("waits %v: want the 4th about 160 ms and the 5th, after frames, about 20 ms", got)
+	}
+}
 
 // TestUnprocessableFrameReopens checks that a frame the worker cannot
 // process comes back to the reader as the camera's error: the camera
@@ -756,6 +811,22 @@ func TestSampler(t *testing.T) {
 		if !s.Keep(time.Duration(i) * 100 * time.Millisecond) {
 			t.Fatalf("frame %d of a 10 fps source dropped at 30 fps target", i)
 		}
+	}
+	// A 30 fps source whose pts leaps 10 s ahead: sampling resumes on the
+	// grid at once, 5 frames a second, not a burst until it catches up.
+	s = NewSampler(5)
+	leap := 0
+	for i := range 120 {
+		pts := time.Duration(i) * time.Second / 30
+		if i >= 60 {
+			pts += 10 * time.Second
+		}
+		if s.Keep(pts) && i >= 60 {
+			leap++
+		}
+	}
+	if leap < 9 || leap > 11 {
+		t.Errorf("kept %d frames in the 2 s after a leap, want 10", leap)
 	}
 	// A variable-rate source at 30 fps with a gap before a sample time:
 	// the frame after the gap is kept late, the next on-grid one is not

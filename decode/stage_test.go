@@ -206,15 +206,21 @@ func TestCameraThatCannotStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(ctx, "odd", []byte(`{"id":"odd","url":"synthetic://?objects=99"}`)); err != nil {
-		t.Fatal(err)
-	}
 	statuses := make(chan *nats.Msg, 4)
 	sub, err := nc.ChanSubscribe(bus.StatusSubject("odd"), statuses)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	leaky, err := nc.SubscribeSync(bus.StatusSubject("leaky"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, u := range map[string]string{"odd": "synthetic://?objects=99", "leaky": "http://u:SECRET@example.com/a.mp4"} {
+		if _, err := kv.Put(ctx, id, []byte(`{"id":"`+id+`","url":"`+u+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var logs testenv.Buffer
 	st := NewStage(Options{NC: natstest.Connect(t, url), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: 3 * time.Second},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -234,8 +240,17 @@ func TestCameraThatCannotStart(t *testing.T) {
 			t.Fatalf("%d statuses for the camera that cannot start, want 3", i)
 		}
 	}
-	if n := strings.Count(logs.String(), "cannot start camera"); n != 1 {
+	if n := strings.Count(logs.String(), `cannot start camera" camera=odd`); n != 1 {
 		t.Errorf("logged %d times that the camera cannot start, want once (it is not retried):\n%s", n, logs.String())
+	}
+	// A password in the spec of a camera that cannot start is hidden in
+	// its status (the API, `patchline cameras`) and the log.
+	m, err := leaky.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(m.Data), "SECRET") || !strings.Contains(string(m.Data), `"failed"`) || strings.Contains(logs.String(), "SECRET") {
+		t.Errorf("status %s and log show the password, or the camera is not failed:\n%s", m.Data, logs.String())
 	}
 	cancel()
 	<-done
