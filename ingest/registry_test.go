@@ -156,3 +156,61 @@ func TestAttachDuringOutageDoesNotLandLater(t *testing.T) {
 		t.Errorf("camera cam8 after NATS came back: %v, want not found (the failed attach must not land)", err)
 	}
 }
+
+// TestAPIHidesRTSPPassword: a camera attached with a password in its URL
+// never shows it through the API: not in the attach answer, not in GET
+// /v1/cameras/{id}, not in the list. The user name and the rest stay.
+func TestAPIHidesRTSPPassword(t *testing.T) {
+	t.Parallel()
+	r := openRegistry(t, natstest.Connect(t, natstest.Start(t)))
+	h := r.Handler(1 << 16)
+	const password = "hunter2pw"
+	serve := func(method, path, body string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
+		return rec.Code, rec.Body.String()
+	}
+	code, attached := serve("POST", "/v1/cameras", `{"id":"door","url":"rtsp://viewer:`+password+`@192.0.2.10:554/s"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("attach: %d %s", code, attached)
+	}
+	// Attached through the registry as pipeline.yaml's cameras are.
+	if err := r.Put(context.Background(), config.Camera{ID: "yard", URL: "rtsp://viewer:" + password + "@192.0.2.11/s?channel=1"}); err != nil {
+		t.Fatal(err)
+	}
+	code, door := serve("GET", "/v1/cameras/door", "")
+	if code != http.StatusOK {
+		t.Fatalf("GET door: %d %s", code, door)
+	}
+	code, list := serve("GET", "/v1/cameras", "")
+	if code != http.StatusOK {
+		t.Fatalf("GET list: %d %s", code, list)
+	}
+	for what, body := range map[string]string{"attach answer": attached, "GET door": door, "list": list} {
+		if strings.Contains(body, password) {
+			t.Errorf("the %s shows the password: %s", what, body)
+		}
+	}
+	if !strings.Contains(door, `"url":"rtsp://viewer:xxxxx@192.0.2.10:554/s"`) {
+		t.Errorf("GET door = %s, want the URL with only its password hidden", door)
+	}
+	if !strings.Contains(list, `"rtsp://viewer:xxxxx@192.0.2.11/s?channel=1"`) || !strings.Contains(list, `"id":"door"`) {
+		t.Errorf("list = %s, want both cameras, passwords hidden", list)
+	}
+}
+
+// TestAttachRefusesUnknownFields: a misspelt field in an attach body is a
+// 400 naming it, not a camera attached with that setting left at its
+// default.
+func TestAttachRefusesUnknownFields(t *testing.T) {
+	t.Parallel()
+	r := openRegistry(t, natstest.Connect(t, natstest.Start(t)))
+	rec := httptest.NewRecorder()
+	r.Handler(1<<16).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/cameras", strings.NewReader(`{"id":"a","url":"synthetic://","fsp":5}`)))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `unknown field \"fsp\"`) {
+		t.Errorf("attach with fsp: %d %s, want 400 naming the field", rec.Code, rec.Body)
+	}
+	if _, err := r.Get(context.Background(), "a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("camera a after a refused attach: %v, want not found", err)
+	}
+}

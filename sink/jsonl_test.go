@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -78,6 +79,78 @@ func TestJSONLFileFollowsLogrotate(t *testing.T) {
 	l5 := write()
 	if got := readLines(t, path); len(got) != 1 || got[0] != l5 {
 		t.Errorf("after a truncation, %s holds %d lines, want only %q", path, len(got), l5)
+	}
+}
+
+// openHere reports whether this process has the file at path open, from
+// /proc/self/fd (the test is skipped where there is none).
+func openHere(t *testing.T, path string) bool {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+			return true
+		}
+	}
+	return false
+}
+
+// inode is the inode number of the file at path.
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		t.Skip("no inode numbers here")
+	}
+	return st.Ino
+}
+
+// TestJSONLFileTruncatedUnderTheWriter: copytruncate while the writer has
+// the file open (in append mode, as lumberjack opens a file it finds)
+// keeps the inode, so only the size check sees it. The writer starts over
+// on the same file: the next write lands at offset 0, and the lines cut
+// away no longer count towards jsonl_max_mb (lumberjack, left open, would
+// count them and rotate the emptied file away at once).
+func TestJSONLFileTruncatedUnderTheWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	f := newJSONLFile(path, 1, 3)
+	defer f.Close()
+	for _, line := range []string{`{"pad":"` + strings.Repeat("x", 700<<10) + `"}`, `{"n":1}`} {
+		if err := f.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !openHere(t, path) {
+		t.Fatal("the writer does not have the file open after a write to a file it found: nothing to test")
+	}
+	ino := inode(t, path)
+	if err := os.Truncate(path, 0); err != nil { // logrotate, copytruncate
+		t.Fatal(err)
+	}
+	if inode(t, path) != ino {
+		t.Fatal("truncation changed the inode")
+	}
+	// 700 KiB cut away and 400 KiB now: over 1 MB only if the cut lines count.
+	lines := []string{`{"n":2,"pad":"` + strings.Repeat("y", 400<<10) + `"}`, `{"n":3}`}
+	want := strings.Join(lines, "\n") + "\n"
+	if err := f.Write([]byte(want)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != want {
+		t.Errorf("after a truncation %s holds %d bytes (%v), want only the %d written since", path, len(b), err, len(want))
+	}
+	if inode(t, path) != ino {
+		t.Error("the truncated file was replaced: the writer rotated it away")
+	}
+	if files, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "*")); len(files) != 1 {
+		t.Errorf("files %v, want only %s (no rotation below jsonl_max_mb)", files, path)
 	}
 }
 

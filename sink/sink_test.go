@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/testenv"
 	"github.com/patchline/patchline/schema"
@@ -80,9 +82,12 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	if err := nc.Publish(bus.AnalyzedPrefix+"\xff", []byte("{}")); err != nil { // a subject that is not UTF-8
 		t.Fatal(err)
 	}
+	// Captured 5 s before analyze finished with it: total latency runs
+	// from capture, the sink's own from the analyzed-at header.
+	analyzedAt := time.Now().Round(0) // wall clock only, as the header carries it
 	a := annotation.Annotation{
 		Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: 7,
-		PTSMs: 700, CapturedAt: time.Now().Add(-30 * time.Millisecond).UTC(), SourceWidth: 640, SourceHeight: 360,
+		PTSMs: 700, CapturedAt: analyzedAt.Add(-5 * time.Second).UTC(), SourceWidth: 640, SourceHeight: 360,
 		Model: "m", Task: "detect",
 		Detections: []annotation.Detection{{Label: "person", ClassID: 0, Score: 0.9, Box: [4]float64{1, 2, 30, 40}}},
 		LatencyMs:  map[string]float64{"decode": 3, "inference": 10},
@@ -91,7 +96,7 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	b, _ := json.Marshal(a)
 	m := nats.NewMsg(bus.AnalyzedSubject("cam1"))
 	m.Data = b
-	m.Header.Set(annotation.HdrAnalyzedAt, "1")
+	m.Header.Set(annotation.HdrAnalyzedAt, strconv.FormatInt(analyzedAt.UnixNano(), 10))
 	if err := nc.PublishMsg(m); err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +107,7 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no annotation published")
 	}
+	sinceAnalyzed := frame.Millis(time.Since(analyzedAt))
 	if out.Subject != bus.AnnotationSubject("cam1") {
 		t.Errorf("subject %s", out.Subject)
 	}
@@ -119,8 +125,8 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	if err := json.Unmarshal(out.Data, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.LatencyMs["total"] < 30 || back.LatencyMs["sink"] <= 0 || back.LatencyMs["decode"] != 3 {
-		t.Errorf("latency_ms = %v: want total ≥ 30, sink > 0, decode kept", back.LatencyMs)
+	if l := back.LatencyMs; l["total"] < 5000 || l["sink"] <= 0 || l["sink"] > sinceAnalyzed || l["decode"] != 3 {
+		t.Errorf("latency_ms = %v: want total ≥ 5000 (from capture), 0 < sink ≤ %.3f (from analyzed-at), decode kept", l, sinceAnalyzed)
 	}
 	if n := st.malformed.Load(); n != 4 {
 		t.Errorf("malformed = %d, want 4", n)
@@ -154,6 +160,7 @@ func TestSchemaRejectsBadAnnotations(t *testing.T) {
 		"missing camera": `{"schema":"patchline.annotation/v1","kind":"analysis","seq":1,"pts_ms":0,"captured_at":"2026-01-01T00:00:00Z","source_width":1,"source_height":1,"model":"m","task":"detect","latency_ms":{"total":1},"trace_id":"0123456789abcdef0123456789abcdef"}`,
 		"bad time":       `{"schema":"patchline.annotation/v1","kind":"analysis","camera":"c","seq":1,"pts_ms":0,"captured_at":"yesterday","source_width":1,"source_height":1,"model":"m","task":"detect","latency_ms":{"total":1},"trace_id":"0123456789abcdef0123456789abcdef"}`,
 		"short box":      `{"schema":"patchline.annotation/v1","kind":"analysis","camera":"c","seq":1,"pts_ms":0,"captured_at":"2026-01-01T00:00:00Z","source_width":1,"source_height":1,"model":"m","task":"detect","detections":[{"label":"x","class_id":0,"score":0.5,"box":[1,2,3]}],"latency_ms":{"total":1},"trace_id":"0123456789abcdef0123456789abcdef"}`,
+		"negative class": `{"schema":"patchline.annotation/v1","kind":"analysis","camera":"c","seq":1,"pts_ms":0,"captured_at":"2026-01-01T00:00:00Z","source_width":1,"source_height":1,"model":"m","task":"detect","detections":[{"label":"x","class_id":-1,"score":0.5,"box":[1,2,3,4]}],"latency_ms":{"total":1},"trace_id":"0123456789abcdef0123456789abcdef"}`,
 	} {
 		if err := schema.ValidateAnnotation(sch, []byte(doc)); err == nil {
 			t.Errorf("%s: schema accepted it", name)

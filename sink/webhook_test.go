@@ -88,14 +88,18 @@ var testStream = config.Stream{Name: "TEST_ANNOTATIONS", MaxAge: time.Hour, MaxB
 // TestWebhooks delivers through filters, retries and refusals, in both
 // deliveries: memory (no stream: the default then) and durable (the
 // default with the stream).
-func TestWebhooks(t *testing.T) {
+func TestWebhooks(t *testing.T) { forDeliveries(t, testWebhooks) }
+
+// forDeliveries runs test once per delivery, as a subtest named after it:
+// memory (no stream) and durable (testStream).
+func forDeliveries(t *testing.T, test func(t *testing.T, stream config.Stream)) {
 	for _, delivery := range []string{config.DeliveryMemory, config.DeliveryDurable} {
 		t.Run(delivery, func(t *testing.T) {
 			var stream config.Stream
 			if delivery == config.DeliveryDurable {
 				stream = testStream
 			}
-			testWebhooks(t, stream)
+			test(t, stream)
 		})
 	}
 }
@@ -183,6 +187,77 @@ func testWebhooks(t *testing.T, stream config.Stream) {
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWebhookRetries429: an endpoint that answers 429 Too Many Requests
+// (rate limited) gets the annotation again, and once it answers 200 the
+// annotation counts as delivered, in both deliveries: a 429 is not a
+// refusal like the other 4xx.
+func TestWebhookRetries429(t *testing.T) {
+	forDeliveries(t, func(t *testing.T, stream config.Stream) {
+		url := natstest.Start(t)
+		nc := natstest.Connect(t, url)
+		hook := newHookServer(t, func(_ string, n int) int {
+			if n == 1 {
+				return http.StatusTooManyRequests
+			}
+			return http.StatusOK
+		})
+		st, _ := startSink(t, url, config.Sink{Stream: stream, Webhooks: []config.Webhook{{URL: hook.URL}}})
+		if err := nc.Publish(bus.AnalyzedSubject("cam1"), analysis("cam1", 1)); err != nil {
+			t.Fatal(err)
+		}
+		hook.waitFor(t, "cam1:1", "cam1:1")
+		name := st.hooks[0].name
+		delivered := webhookDeliveries.WithLabelValues(name, "delivered")
+		// The endpoint saw the request a moment before the sink read its answer.
+		testenv.WaitFor(t, "the delivery counted", 5*time.Second, func() bool { return testutil.ToFloat64(delivered) == 1 })
+		for _, result := range []string{"failed", "dropped"} {
+			if got := testutil.ToFloat64(webhookDeliveries.WithLabelValues(name, result)); got != 0 {
+				t.Errorf("%s = %v, want 0", result, got)
+			}
+		}
+	})
+}
+
+// TestWebhookBackoffGrows: the waits between the attempts of a delivery
+// to an endpoint that keeps failing (503, no Retry-After) grow, so a
+// struggling endpoint is not hammered at a fixed rate. Each wait is
+// jittered (±25% of 250 ms, 500 ms, 1 s, 2 s): the fourth is well over
+// three times the first whatever the jitter, and a constant backoff keeps
+// it under twice.
+func TestWebhookBackoffGrows(t *testing.T) {
+	var (
+		mu  sync.Mutex
+		got []time.Time
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		got = append(got, time.Now())
+		mu.Unlock()
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	const attempts = 5
+	w, err := newWebhook(config.Webhook{URL: srv.URL, Attempts: attempts}, false, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.deliver(context.Background(), delivery{id: "cam1:1", body: analysis("cam1", 1)}, attempts); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("deliver to an endpoint that answers 503 = %v, want its 503", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != attempts {
+		t.Fatalf("the endpoint got %d requests, want %d", len(got), attempts)
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(got); i++ {
+		gaps = append(gaps, got[i].Sub(got[i-1]))
+	}
+	if first, last := gaps[0], gaps[len(gaps)-1]; last <= 3*first {
+		t.Errorf("gaps between attempts %v: the last is not over 3 times the first", gaps)
 	}
 }
 

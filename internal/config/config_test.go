@@ -600,6 +600,7 @@ func TestCheckCameraURL(t *testing.T) {
 		"rtsp://cam.local/s1", "RTSP://u:p@10.0.0.1:554/s", "rtsps://cam/s",
 		"file:///data/a.mp4", "synthetic://", "synthetic://?seed=1", "rtsp://nvr/s?channel=1&subtype=0",
 		"/data/a.mp4", "clips/b.mkv", "./weird:name.mp4", "whip://", "/videos/cam@2x.mp4",
+		"rtsp://cam:1/s", "rtsp://cam:65535/s", // the ends of the port range
 	} {
 		if err := CheckCameraURL(ok); err != nil {
 			t.Errorf("CheckCameraURL(%q) = %v, want nil", ok, err)
@@ -630,6 +631,8 @@ func TestCheckCameraURL(t *testing.T) {
 		"rtsp://admin:pw#x@10.0.0.1/s":   "must be percent-encoded",
 		" rtsp://cam/s":                  "white space before or after",
 		"rtsp://cam:99999/s":             "port 99999 is not in 1..65535",
+		"rtsp://cam:65536/s":             "port 65536 is not in 1..65535",
+		"rtsp://cam:0/s":                 "port 0 is not in 1..65535",
 		"rtsp://cam:99x/s?password=pw":   `"rtsp://cam:99x/s?password=xxxxx"`,
 		"synthetic://%zz":                "invalid URL escape",
 		// What the cameras themselves would refuse is refused here too, so
@@ -734,11 +737,26 @@ sink:
 		{"headers: foo", `p.yaml:5: sink.webhooks[0].headers: want a mapping, got "foo"`},
 		{"headers: {A: {b: c}}", "p.yaml:5: sink.webhooks[0].headers.A: want a string, got a mapping"},
 		{"headers: {A: x, A: y}", "sink.webhooks[0].headers.A: duplicate key"},
+		// A ':' in a name would end it early on the wire ("X:Y: v" sends
+		// header X with value "Y: v").
+		{`headers: {"X:Y": v}`, `sink.webhooks[0].headers: "X:Y" is not a header name`},
+		{`headers: {"X Y": v}`, `sink.webhooks[0].headers: "X Y" is not a header name`},
+		// Names and values net/http refuses to send: every attempt would
+		// fail (and a durable webhook retry it for ever).
+		{`headers: {"X(Y": v}`, `sink.webhooks[0].headers: "X(Y" is not a header name`},
+		{`headers: {"Ä": v}`, `sink.webhooks[0].headers: "Ä" is not a header name`},
+		{`headers: {A: "t0k\x01"}`, `sink.webhooks[0].headers: "A": the value has a control character`},
 	} {
 		_, err := load("p.yaml", []byte(strings.Replace(yaml, `headers: {Authorization: "Bearer ${HOOK_TOKEN}", X-Site: north}`, tc.yaml, 1)), env())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+	// A token that came with the line break of the file it was read from:
+	// refused, and not quoted.
+	_, err = load("p.yaml", []byte(yaml), env("HOOK_TOKEN", "t0k\n"))
+	if err == nil || !strings.Contains(err.Error(), `sink.webhooks[0].headers: "Authorization": the value has a control character`) || strings.Contains(err.Error(), "t0k") {
+		t.Errorf("a header value with a line break: err = %v, want it refused without quoting it", err)
 	}
 }
 
@@ -783,6 +801,7 @@ func TestWebhookURLErrors(t *testing.T) {
 		"htps://hooks.slack.com/services/T0/B0/SLACKSECRET1": "htps://hooks.slack.com#",
 		"https://hooks.example/SLACKSECRET1 ":                "white space",
 		"https://hooks.example:99999/SLACKSECRET1":           "port 99999 is not in 1..65535",
+		"https://hooks.example:65536/SLACKSECRET1":           "port 65536 is not in 1..65535",
 		"hooks.example/SLACKSECRET1":                         "want an http:// or https:// URL",
 	} {
 		err := Webhook{URL: bad}.Validate()

@@ -17,6 +17,7 @@ import (
 	"unicode"
 
 	"github.com/pion/stun/v4"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/frame"
@@ -502,9 +503,13 @@ func (w Webhook) check(ck *checker, path string) {
 	if !inRange(w.MinScore, 0, 1) {
 		ck.add(joinPath(path, "min_score"), "%v out of range 0..1", w.MinScore)
 	}
-	for k := range w.Headers {
-		if k == "" || strings.ContainsAny(k, " :\t\r\n") {
+	for k, v := range w.Headers {
+		if !httpguts.ValidHeaderFieldName(k) { // as net/http checks every request's
 			ck.add(joinPath(path, "headers"), "%q is not a header name", k)
+		}
+		if !httpguts.ValidHeaderFieldValue(v) {
+			// Not quoted: the value may be a token.
+			ck.add(joinPath(path, "headers"), "%q: the value has a control character (a line break?)", k)
 		}
 	}
 	if w.CA != "" && !strings.HasPrefix(strings.ToLower(w.URL), "https://") {

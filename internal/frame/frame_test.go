@@ -158,6 +158,13 @@ func TestDecodeErrorsNameTheHeader(t *testing.T) {
 		{"patch", HdrPatch, "5", "does not divide", nil},
 		{"resize", HdrResize, "crop", HdrResize, nil},
 		{"transform", HdrTransform, "1,0,0,0", "scales must be positive", nil},
+		// NaN passes a "> 0" check and Inf an offset: both must be refused
+		// as numbers, or a box maps to NaN or infinity in the source.
+		{"NaN scale", HdrTransform, "NaN,1,0,0", `bad number "NaN"`, nil},
+		{"Inf offset", HdrTransform, "1,1,Inf,0", `bad number "Inf"`, nil},
+		{"input height", HdrInputSize, "1x99999", "out of range 1..8192", nil},
+		{"source height", HdrSourceSize, "1x65536", "out of range 1..65535", nil},
+		{"long camera", HdrCamera, strings.Repeat("c", 65), "longer than 64 characters", nil},
 		{"latency", HdrLatency, "decode=NaN", HdrLatency, nil},
 		{"payload", "", "", "payload is 3 bytes", []byte{1, 2, 3}},
 	} {
@@ -175,6 +182,23 @@ func TestDecodeErrorsNameTheHeader(t *testing.T) {
 	}
 	if _, err := Decode(nil, nil); err == nil {
 		t.Error("nil header accepted")
+	}
+}
+
+// TestDecodeAtTheBounds: the largest values the headers allow decode (a
+// camera id of 64 characters, a source side of MaxSourceSide); one more
+// is refused by TestDecodeErrorsNameTheHeader.
+func TestDecodeAtTheBounds(t *testing.T) {
+	f := sampleFrame()
+	f.Camera = strings.Repeat("c", 64)
+	f.SourceW, f.SourceH = MaxSourceSide, MaxSourceSide
+	f.Transform = Stretch(MaxSourceSide, MaxSourceSide, f.Width, f.Height)
+	g, err := Decode(f.Encode("s").Header, f.Tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Camera != f.Camera || g.SourceW != MaxSourceSide || g.SourceH != MaxSourceSide {
+		t.Errorf("decoded camera %q, source %dx%d", g.Camera, g.SourceW, g.SourceH)
 	}
 }
 

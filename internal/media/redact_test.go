@@ -12,6 +12,16 @@ func TestRedactURL(t *testing.T) {
 		"rtsp://nvr/ch1?user=admin&password=s3cret&channel=2": "rtsp://nvr/ch1?user=admin&password=xxxxx&channel=2",
 		"rtsp://a:b@nvr/s?Token=abc&api_key=k&pwd=1&sig":      "rtsp://a:xxxxx@nvr/s?Token=xxxxx&api_key=xxxxx&pwd=xxxxx&sig",
 		"rtsp://cam/s?channel=1&subtype=0":                    "rtsp://cam/s?channel=1&subtype=0",
+		// Every secret-looking key, inside a longer name too.
+		"rtsp://cam/s?auth=x":          "rtsp://cam/s?auth=xxxxx",
+		"rtsp://cam/s?client_secret=x": "rtsp://cam/s?client_secret=xxxxx",
+		"rtsp://cam/s?credential=x":    "rtsp://cam/s?credential=xxxxx",
+		// A percent-encoded name is read decoded: p%61ss is "pass", which
+		// the name as written does not contain.
+		"rtsp://cam/s?pass%77ord=x":        "rtsp://cam/s?pass%77ord=xxxxx",
+		"rtsp://cam/s?p%61ssword=x&a=1":    "rtsp://cam/s?p%61ssword=xxxxx&a=1",
+		"rtsp://cam/s?%74%6Fken=x":         "rtsp://cam/s?%74%6Fken=xxxxx",
+		"rtsp://h/x;%70wd=SECRET15?chan=1": "rtsp://h/x;%70wd=xxxxx?chan=1",
 		// Typos that leave the credentials outside the authority.
 		"rtsp:/viewer:TopSecret99@192.0.2.10/s": "rtsp:/viewer:xxxxx@192.0.2.10/s",
 		"rtsp:u:pw@h":                           "rtsp:u:xxxxx@h",
