@@ -8,6 +8,9 @@ import (
 	"image"
 	"image/jpeg"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -961,6 +964,80 @@ func TestSilentStreamOpenIsBounded(t *testing.T) {
 	r := runCamera(t, startNATS(t), config.Camera{ID: "quiet", URL: srv.URL("quiet")}, d)
 	st := waitState(t, r.cam, 12*time.Second, StateRetrying)
 	t.Logf("open failed after %s: %s", time.Since(start).Round(time.Millisecond), st.LastError)
+}
+
+// TestSilentHostDoesNotHoldUpOthers: a camera whose host accepts
+// connections but never answers (as one gone from the network keeps a
+// connect waiting) waits out its open timeout without OpenCV's open lock:
+// a good camera started meanwhile streams while the silent one is still
+// in its first open.
+func TestSilentHostDoesNotHoldUpOthers(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	srv := rtsptest.Start(t)
+	rtsptest.Publish(t, context.Background(), rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 4}), srv.URL("good"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	connected := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			connected <- c // held open, never answered
+		}
+	}()
+	defer func() {
+		for len(connected) > 0 {
+			(<-connected).Close()
+		}
+	}()
+	nc := startNATS(t)
+	d := config.Decode{StallTimeout: 5 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+	silent := runCamera(t, nc, config.Camera{ID: "silent", URL: "rtsp://u:p@" + ln.Addr().String() + "/s"}, d)
+	select {
+	case c := <-connected:
+		connected <- c
+	case <-time.After(10 * time.Second):
+		t.Fatal("the silent camera never connected")
+	}
+	good := runCamera(t, nc, config.Camera{ID: "good", URL: srv.URL("good")}, d)
+	good.next(t, 15*time.Second)
+	if st := silent.cam.Status(); st.State != StateConnecting || st.Reconnects != 0 {
+		t.Errorf("the good camera streamed only once the silent one's open had failed (%s, %d reconnects): it waited for OpenCV's lock", st.State, st.Reconnects)
+	}
+
+	// What the probe says of such a host, and of others that are no RTSP
+	// server; no credentials in any of it.
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	closing, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closing.Close()
+	go func() {
+		for {
+			c, err := closing.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, c := range []struct{ addr, want string }{
+		{ln.Addr().String(), "but no RTSP answer within 300ms"},
+		{strings.TrimPrefix(web.URL, "http://"), `is not an RTSP server (it answered "HTTP/1.1 400 Bad Request`},
+		{closing.Addr().String(), "but it closed without an RTSP answer"},
+	} {
+		err := probeRTSP("rtsp://u:s3cret@"+c.addr+"/s", 300*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("probe of %s: %v, want %q", c.addr, err, c.want)
+		}
+	}
 }
 
 // TestStreamChangesSize: a stream whose picture size changes mid-stream,

@@ -26,7 +26,7 @@ func TestOpenErrorSaysWhy(t *testing.T) {
 	wrong, _ := url.Parse(srv.AuthURL("live"))
 	wrong.User = url.UserPassword("cam", "wrong-s3cret")
 	for _, c := range []struct{ name, uri, want string }{
-		{"refused", "rtsp://cam:hunter2@" + closed + "/live", "Connection refused"},
+		{"refused", "rtsp://cam:hunter2@" + closed + "/live", "connection refused"},
 		{"unauthorized", wrong.String(), "401 Unauthorized"},
 		{"not found", srv.AuthURL("nobody-publishes-here"), "404 Not Found"},
 	} {

@@ -304,6 +304,11 @@ func openCV(uri, redacted string, kind SourceKind, o SourceOptions) (*cvSource, 
 }
 
 func (s *cvSource) open() error {
+	if s.kind == KindRTSP {
+		if err := probeRTSP(s.uri, s.o.StallTimeout); err != nil {
+			return fmt.Errorf("decode: open %s failed: %w", s.redacted, err)
+		}
+	}
 	var (
 		vc  *capture
 		err error
