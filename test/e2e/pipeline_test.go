@@ -128,8 +128,8 @@ func TestUnreachableCameraKeepsRetrying(t *testing.T) {
 			if strings.Contains(v.Status.LastError, ":pw@") {
 				t.Fatalf("last_error leaks the password: %s", v.Status.LastError)
 			}
-			if !strings.Contains(v.Status.LastError, "Connection refused") {
-				t.Errorf("last_error %q does not say why (FFmpeg's reason)", v.Status.LastError)
+			if !strings.Contains(v.Status.LastError, "connection refused") {
+				t.Errorf("last_error %q does not say why (the connect's error)", v.Status.LastError)
 			}
 			break
 		}
