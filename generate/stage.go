@@ -332,7 +332,8 @@ func (s *Stage) Run(ctx context.Context) error {
 }
 
 // onFrame keeps the frame in its camera's window; it never blocks the
-// publisher (a slow stage only loses its own oldest messages).
+// publisher (a slow stage only loses messages arriving on its own
+// subscription past its pending limits).
 func (s *Stage) onFrame(m *nats.Msg) {
 	f, err := frame.Decode(m.Header, m.Data)
 	if err == nil && m.Subject != bus.FrameSubject(f.Camera) {

@@ -96,7 +96,7 @@ func newDescribeCmd() *cobra.Command {
 	f.IntVar(&topK, "top-k", 0, "sample from the k most likely tokens (0 = off)")
 	f.Float64Var(&topP, "top-p", 0, "nucleus sampling threshold (0 = off)")
 	f.Int64Var(&seed, "seed", 0, "sampling seed")
-	f.IntVar(&maxTokens, "max-tokens", 0, "most tokens to generate (0 = the model's max_length)")
+	f.IntVar(&maxTokens, "max-tokens", 0, "most tokens to generate (0 = the model's max_length − 1)")
 	f.BoolVar(&sm.NoCache, "no-cache", false, "decode without the KV cache (slower; for comparison)")
 	return cmd
 }
