@@ -43,7 +43,7 @@ type Sampling struct {
 	TopK        int     `yaml:"top_k" json:"top_k"`             // 0 = off
 	TopP        float64 `yaml:"top_p" json:"top_p"`             // 0 or 1 = off
 	Seed        int64   `yaml:"seed" json:"seed"`               // sampling seed
-	MaxTokens   int     `yaml:"max_tokens" json:"max_tokens"`   // 0 = the model's max_length
+	MaxTokens   int     `yaml:"max_tokens" json:"max_tokens"`   // 0 = the model's max_length − 1
 }
 
 // Triggers say when a camera gets a caption by itself.
@@ -155,7 +155,7 @@ func (s Sampling) check(ck *checker, path string) {
 		ck.add(joinPath(path, "top_p"), "%v out of range 0..1 (0 = off)", s.TopP)
 	}
 	if s.MaxTokens < 0 || s.MaxTokens > MaxGenerateTokens {
-		ck.add(joinPath(path, "max_tokens"), "%d out of range 0..%d (0 = the model's max_length)", s.MaxTokens, MaxGenerateTokens)
+		ck.add(joinPath(path, "max_tokens"), "%d out of range 0..%d (0 = the model's max_length − 1)", s.MaxTokens, MaxGenerateTokens)
 	}
 }
 
