@@ -1,10 +1,13 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,4 +164,61 @@ func serverConn(t *testing.T, opts *server.Options) (*nats.Conn, jetstream.JetSt
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// TestObjectPutLeavesNoGoroutines guards the NATS client patchline runs
+// with: generate stores every generated frame with an Object Store Put,
+// and in nats.go v1.55 each Put could leave a goroutine blocked for good
+// (its reconnect listener read a channel that the Put's cleanup had
+// already set to nil, when the cleanup won the race), a few hundred an
+// hour on a busy pipeline. With other traffic on the connection and the
+// CPU busy, as in a running pipeline, 600 Puts leave no goroutine behind.
+func TestObjectPutLeavesNoGoroutines(t *testing.T) {
+	nc, js := jetStreamConn(t)
+	ctx := context.Background()
+	obj, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "frames"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	png := make([]byte, 15000)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for x := 0; ; x++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = nc.Publish("noise", png[:2000])
+				for j := range 20000 {
+					x += j
+				}
+			}
+		}()
+	}
+	settle := func() int { // the goroutines a Put starts end shortly after it
+		n := runtime.NumGoroutine()
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			n = min(n, runtime.NumGoroutine())
+		}
+		return n
+	}
+	before := settle()
+	for i := range 600 {
+		if _, err := obj.PutBytes(ctx, fmt.Sprintf("cam/%d.png", i), png); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := settle()
+	close(stop)
+	wg.Wait()
+	if after > before+3 {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Errorf("%d goroutines before 600 Puts, %d after; %d wait in resetPendingAcksOnReconnect", before, after, bytes.Count(buf, []byte("resetPendingAcksOnReconnect(")))
+	}
 }
