@@ -83,11 +83,12 @@ func retry(ctx context.Context, op func() error) error {
 // CameraView is a camera as the API shows it: its spec with the URL
 // redacted, and the latest status reported by decode (null until the first).
 type CameraView struct {
-	ID     string          `json:"id"`
-	URL    string          `json:"url"`
-	FPS    float64         `json:"fps,omitempty"`
-	Loop   bool            `json:"loop,omitempty"`
-	Status json.RawMessage `json:"status"`
+	ID         string          `json:"id"`
+	URL        string          `json:"url"`
+	FPS        float64         `json:"fps,omitempty"`
+	Loop       bool            `json:"loop,omitempty"`
+	FromConfig bool            `json:"from_config,omitempty"` // attached by the configuration's cameras list
+	Status     json.RawMessage `json:"status"`
 }
 
 // Registry is the camera registry.
@@ -259,6 +260,9 @@ func (r *Registry) Attach(ctx context.Context, c config.Camera) error {
 	if err := Validate(c); err != nil {
 		return err
 	}
+	if c.FromConfig {
+		return fmt.Errorf("%w: from_config is set by patchline, for the configuration's cameras", ErrInvalid)
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -285,7 +289,36 @@ func (r *Registry) Attach(ctx context.Context, c config.Camera) error {
 	return nil
 }
 
-// Put adds or replaces a camera (pipeline.yaml cameras at start-up).
+// SyncConfig makes the registry hold the configuration's cameras (its
+// cameras list, at start): each is put, marked FromConfig, and a camera an
+// earlier configuration put there that this one no longer lists is
+// detached. Cameras attached through the API or WHIP are left alone.
+func (r *Registry) SyncConfig(ctx context.Context, cams []config.Camera) error {
+	listed := map[string]bool{}
+	for _, c := range cams {
+		c.FromConfig = true
+		if err := r.Put(ctx, c); err != nil {
+			return fmt.Errorf("camera %s from config: %w", c.ID, err)
+		}
+		listed[c.ID] = true
+	}
+	views, err := r.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range views {
+		if !v.FromConfig || listed[v.ID] {
+			continue
+		}
+		if err := r.Detach(ctx, v.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("camera %s, no longer in the config: %w", v.ID, err)
+		}
+		r.log.Info("camera detached: the configuration no longer lists it", "camera", v.ID)
+	}
+	return nil
+}
+
+// Put adds or replaces a camera.
 func (r *Registry) Put(ctx context.Context, c config.Camera) error {
 	if err := Validate(c); err != nil {
 		return err
@@ -414,5 +447,5 @@ func (r *Registry) view(spec []byte) (CameraView, error) {
 	if st == nil {
 		st = json.RawMessage("null")
 	}
-	return CameraView{ID: c.ID, URL: media.RedactURL(c.URL), FPS: c.FPS, Loop: c.Loop, Status: st}, nil
+	return CameraView{ID: c.ID, URL: media.RedactURL(c.URL), FPS: c.FPS, Loop: c.Loop, FromConfig: c.FromConfig, Status: st}, nil
 }

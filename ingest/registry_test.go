@@ -214,3 +214,40 @@ func TestAttachRefusesUnknownFields(t *testing.T) {
 		t.Errorf("camera a after a refused attach: %v, want not found", err)
 	}
 }
+
+// TestSyncConfig: the configuration's cameras are put in the registry,
+// marked from_config; at the next start, one the configuration no longer
+// lists is detached, while cameras attached through the API stay, and the
+// API cannot mark a camera as the configuration's.
+func TestSyncConfig(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := openRegistry(t, natstest.Connect(t, natstest.Start(t)))
+	a := config.Camera{ID: "a", URL: "synthetic://?seed=1"}
+	b := config.Camera{ID: "b", URL: "synthetic://?seed=2"}
+	if err := r.SyncConfig(ctx, []config.Camera{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Attach(ctx, config.Camera{ID: "api", URL: "synthetic://?seed=3"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SyncConfig(ctx, []config.Camera{a}); err != nil { // b taken out of the file
+		t.Fatal(err)
+	}
+	views, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, v := range views {
+		got = append(got, fmt.Sprintf("%s:%v", v.ID, v.FromConfig))
+	}
+	if fmt.Sprint(got) != "[a:true api:false]" {
+		t.Errorf("cameras after the second start %v, want [a:true api:false] (b detached)", got)
+	}
+	rec := httptest.NewRecorder()
+	r.Handler(1<<16).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/cameras", strings.NewReader(`{"id":"c","url":"synthetic://","from_config":true}`)))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "from_config is set by patchline") {
+		t.Errorf("attach with from_config: %d %s, want 400", rec.Code, rec.Body.String())
+	}
+}

@@ -233,10 +233,8 @@ func Run(ctx context.Context, o Options) error {
 				return stoppedEarly(err)
 			}
 			defer reg.Close()
-			for _, c := range cfg.Cameras {
-				if err := reg.Put(ctx, c); err != nil {
-					return stoppedEarly(fmt.Errorf("camera %s from config: %w", c.ID, err))
-				}
+			if err := reg.SyncConfig(ctx, cfg.Cameras); err != nil {
+				return stoppedEarly(err)
 			}
 			apiRoute.set(ingest.RequireToken(cfg.HTTP.Token, reg.Handler(cfg.HTTP.MaxBody)))
 			whip, err := ingest.NewWHIP(reg, nc, cfg.WHIP, stageLog)

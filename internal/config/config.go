@@ -105,6 +105,11 @@ type Camera struct {
 	FPS float64 `yaml:"fps" json:"fps,omitempty"` // target sampling rate; 0 = decode.default_fps
 	// Loop restarts a file source at its end.
 	Loop bool `yaml:"loop" json:"loop,omitempty"`
+	// FromConfig marks, in the camera registry, a camera that the
+	// configuration's cameras list put there (ingest.Registry.SyncConfig):
+	// one that list no longer holds is detached at the next start. Set by
+	// patchline only, never in a file or the API.
+	FromConfig bool `yaml:"-" json:"from_config,omitempty"`
 }
 
 // EffectiveFPS is the camera's sampling rate: FPS, or defaultFPS (normally
