@@ -43,6 +43,7 @@ type Stage struct {
 	// frames the model cannot take, and annotations not published: each
 	// can happen for every frame, so they are logged thinned
 	mismatched, unpublished atomic.Uint64
+	behind                  atomic.Uint64 // frames dropped from a full queue
 	bus.Readiness
 }
 
@@ -136,6 +137,10 @@ func (s *Stage) onFrame(m *nats.Msg) {
 	ctx := bus.ExtractTrace(context.Background(), m.Header)
 	if old, dropped := s.ring.Push(&item{f: f, ctx: ctx, arrived: now}); dropped {
 		telemetry.FramesDropped.WithLabelValues(stageName, old.f.Camera, "queue_full").Inc()
+		if n := s.behind.Add(1); telemetry.Thinned(n) {
+			s.log.Warn("analyze falls behind: the oldest queued frames are dropped (add analyze replicas, or lower cameras' fps)",
+				"camera", old.f.Camera, "queue_size", s.cfg.QueueSize, "dropped_total", n)
+		}
 	}
 	telemetry.QueueDepth.WithLabelValues(stageName).Set(float64(s.ring.Len()))
 }

@@ -45,6 +45,9 @@ const (
 	StateFailed     = "failed"  // its spec cannot start (not retried): see last_error
 )
 
+// states are all of them, for patchline_camera_state.
+var states = []string{StateConnecting, StateStreaming, StateRetrying, StateStalled, StateEnded, StateStopped, StateOffline, StateFailed}
+
 // Options are what every camera worker shares.
 type Options struct {
 	NC *nats.Conn
@@ -316,6 +319,7 @@ func (c *Camera) setState(state string, err error) {
 		up = 1
 	}
 	telemetry.CameraUp.WithLabelValues(c.spec.ID).Set(up)
+	telemetry.SetCameraState(c.spec.ID, state, states)
 }
 
 // Run works until ctx is done (state "stopped") or a non-looping file
@@ -332,6 +336,7 @@ func (c *Camera) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	telemetry.ShowCamera(stageName, c.spec.ID, dropReasons...)
+	telemetry.CameraReconnects.WithLabelValues(c.spec.ID) // at 0 from the start
 	c.startSeq(ctx)
 	readerDone := make(chan struct{})
 	workerDone := make(chan struct{})
@@ -493,6 +498,7 @@ func (c *Camera) readLoop(ctx context.Context, free chan *rawFrame, work chan<- 
 			c.mu.Lock()
 			c.st.Reconnects++
 			c.mu.Unlock()
+			telemetry.CameraReconnects.WithLabelValues(c.spec.ID).Inc()
 		}
 		c.setState(StateConnecting, nil)
 		src, err := c.open()
@@ -525,8 +531,11 @@ func (c *Camera) readLoop(ctx context.Context, free chan *rawFrame, work chan<- 
 		}
 		c.setState(state, err)
 		d := c.backoff(failures)
-		failures++
-		c.log.Warn("camera source failed; retrying", "err", err, "state", state, "retry_in", d.Round(time.Millisecond))
+		// The 1st, 2nd, 4th… failure in a row: a camera that stays dead
+		// (its status says so all along) must not fill the log.
+		if failures++; telemetry.Thinned(failures) {
+			c.log.Warn("camera source failed; retrying", "err", err, "state", state, "retry_in", d.Round(time.Millisecond), "failures", failures)
+		}
 		select {
 		case <-ctx.Done():
 			return false

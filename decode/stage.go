@@ -218,6 +218,7 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 		// cameras`), with the others' every second: it is not retried, its
 		// spec has to change.
 		st := Status{ID: id, URL: media.RedactURL(c.URL), State: StateFailed, LastError: err.Error(), Since: time.Now()}
+		telemetry.SetCameraState(id, StateFailed, states)
 		s.mu.Lock()
 		s.failed[id] = failure{spec: spec, st: st}
 		s.mu.Unlock()

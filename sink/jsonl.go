@@ -50,6 +50,13 @@ func (f *jsonlFile) Write(p []byte) error {
 	ino, size, ok := f.stat()
 	if f.size >= 0 && (!ok || ino != f.ino || size < f.size) {
 		_ = f.w.Close() // moved, deleted or truncated: the next write reopens the path
+		if !ok {
+			// lumberjack would make it readable by its owner only (0600):
+			// make it as the sink made the first one, for log shippers.
+			if fh, err := os.OpenFile(f.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+				_ = fh.Close()
+			}
+		}
 		ino, size, ok = f.stat()
 	}
 	_, err := f.w.Write(p)

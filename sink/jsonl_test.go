@@ -5,11 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // readLines returns the file's lines, failing on a NUL byte or a last
@@ -65,6 +71,11 @@ func TestJSONLFileFollowsLogrotate(t *testing.T) {
 	l4 := write()
 	if got := readLines(t, path); len(got) != 1 || got[0] != l4 {
 		t.Errorf("after a delete, %s holds %q, want %q", path, got, l4)
+	}
+	// Made again readable by others, as the sink makes the first one (for
+	// a log shipper running as another user), not lumberjack's 0600.
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm()&0o044 == 0 {
+		t.Errorf("the file made again after a delete: %v, mode %v; want it readable by group and others", err, fi.Mode())
 	}
 	// A size rotation (past 1 MB), then copytruncate.
 	big := strings.Repeat("x", 600<<10)
@@ -236,5 +247,40 @@ func TestJSONLFileMovedRightAfterAWrite(t *testing.T) {
 	}
 	if got := readLines(t, path+".1"); strings.Join(got, " ") != `{"n":1} {"n":2}` {
 		t.Errorf("the moved file holds %q, want the lines before the move", got)
+	}
+}
+
+// TestJSONLDropsCountedAndRecoveryLogged: lines a failed write drops are
+// counted in patchline_jsonl_lines_dropped_total (what an alert watches),
+// the failures are logged thinned, and the first write that succeeds again
+// says so and starts the thinning over, so that the next outage is logged
+// at once.
+func TestJSONLDropsCountedAndRecoveryLogged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	var logs testenv.Buffer
+	s := &Stage{cfg: config.Sink{JSONL: path}, jsonl: newJSONLFile(path, 100, 1), log: slog.New(slog.NewTextHandler(&logs, nil))}
+	fw := &failingWriter{WriteCloser: s.jsonl.w}
+	s.jsonl.w = fw
+	defer s.jsonl.Close()
+	before := testutil.ToFloat64(jsonlDropped)
+	write := func(lines ...string) {
+		for _, l := range lines {
+			s.writeLine([]byte(l))
+		}
+		s.flush()
+	}
+	fw.fail = true
+	write(`{"n":1}`, `{"n":2}`)
+	write(`{"n":3}`)
+	fw.fail = false
+	write(`{"n":4}`)
+	fw.fail = true
+	write(`{"n":5}`)
+	if d := testutil.ToFloat64(jsonlDropped) - before; d != 4 {
+		t.Errorf("patchline_jsonl_lines_dropped_total rose by %v, want 4", d)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "jsonl output: write failed"); n != 3 || !strings.Contains(out, "jsonl output: writing again") {
+		t.Errorf("want 3 failure lines (two, then the new outage's first) and a recovery line:\n%s", out)
 	}
 }

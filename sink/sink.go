@@ -43,7 +43,7 @@ type Stage struct {
 	mu       sync.Mutex
 	jsonl    *jsonlFile   // nil: no file
 	lines    bytes.Buffer // whole lines not yet written (a write never splits one across files)
-	jsonlErr uint64       // failed writes, for thinning the log
+	jsonlErr uint64       // failed writes in a row, for thinning the log
 
 	hooks  []*webhook
 	storer *bus.Storer // nil without the stream
@@ -204,6 +204,7 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 		}
 	} else {
 		telemetry.FramesOut.WithLabelValues(stageName, a.Camera).Inc()
+		telemetry.LastAnnotation.WithLabelValues(a.Camera).Set(float64(now.UnixNano()) / 1e9)
 	}
 	if s.storer != nil {
 		s.storer.Store(out)
@@ -329,11 +330,17 @@ func (s *Stage) writeLines() {
 		return
 	}
 	err := s.jsonl.Write(s.lines.Bytes())
+	lines := bytes.Count(s.lines.Bytes(), []byte{'\n'})
 	s.lines.Reset()
-	if err != nil {
+	switch {
+	case err != nil:
+		jsonlDropped.Add(float64(lines))
 		if s.jsonlErr++; telemetry.Thinned(s.jsonlErr) {
-			s.log.Warn("jsonl output: write failed, lines dropped", "file", s.cfg.JSONL, "err", err, "failures", s.jsonlErr)
+			s.log.Warn("jsonl output: write failed, lines dropped", "file", s.cfg.JSONL, "err", err, "failures", s.jsonlErr, "lines", lines)
 		}
+	case s.jsonlErr > 0:
+		s.log.Info("jsonl output: writing again", "file", s.cfg.JSONL, "failed_writes", s.jsonlErr)
+		s.jsonlErr = 0
 	}
 }
 

@@ -17,12 +17,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/telemetry"
 	"github.com/patchline/patchline/internal/testenv"
 	"github.com/patchline/patchline/schema"
 )
@@ -130,6 +132,12 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	}
 	if n := st.malformed.Load(); n != 4 {
 		t.Errorf("malformed = %d, want 4", n)
+	}
+	// The time of the camera's last annotation, for an alert on a path
+	// through which nothing comes (a dead analyze process).
+	last := time.Unix(0, int64(testutil.ToFloat64(telemetry.LastAnnotation.WithLabelValues("cam1"))*1e9))
+	if last.Before(analyzedAt) || last.After(time.Now()) {
+		t.Errorf("patchline_last_annotation_timestamp_seconds{camera=cam1} = %v, want the publish time, after %v", last, analyzedAt)
 	}
 
 	if err := stop(); err != nil {

@@ -47,6 +47,17 @@ var (
 	CameraUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "patchline_camera_up", Help: "1 while a camera is streaming.",
 	}, []string{"camera"})
+	CameraState = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "patchline_camera_state",
+		Help: "1 for the state a camera is in (connecting, streaming, retrying, stalled, ended, stopped, offline, failed), 0 for the others.",
+	}, []string{"camera", "state"})
+	CameraReconnects = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "patchline_camera_reconnects_total", Help: "Times a camera's source was opened again after the first open (a failure, a stall, a stream that ended).",
+	}, []string{"camera"})
+	LastAnnotation = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "patchline_last_annotation_timestamp_seconds",
+		Help: "When the sink last published an analysis annotation of a camera (unix seconds): time() minus it is how long nothing came through the whole path.",
+	}, []string{"camera"})
 	RTPPacketsMissed = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_rtp_packets_missed_total",
 		Help: "RTP packets of a WHIP publisher that its sequence numbers skipped before decode (lost or late).",
@@ -71,6 +82,18 @@ func ShowCamera(stage, camera string, reasons ...string) {
 	}
 }
 
+// SetCameraState sets camera's state series: 1 for state, 0 for the other
+// states (all of them, state among them).
+func SetCameraState(camera, state string, states []string) {
+	for _, s := range states {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		CameraState.WithLabelValues(camera, s).Set(v)
+	}
+}
+
 // ForgetCamera deletes every series of a camera (one detached), in every
 // stage of this process.
 func ForgetCamera(id string) {
@@ -79,5 +102,8 @@ func ForgetCamera(id string) {
 	FramesOut.DeletePartialMatch(l)
 	FramesDropped.DeletePartialMatch(l)
 	CameraUp.DeleteLabelValues(id)
+	CameraState.DeletePartialMatch(l)
+	CameraReconnects.DeleteLabelValues(id)
+	LastAnnotation.DeleteLabelValues(id)
 	RTPPacketsMissed.DeleteLabelValues(id)
 }
