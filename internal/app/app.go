@@ -335,7 +335,7 @@ func Run(ctx context.Context, o Options) error {
 	// that deferred calls do: no request reaches a closed registry.
 	stopHTTP()
 	close(errc)
-	errs := collect(errc)
+	errs := collect(errc, cfg)
 	log.Info("stopped", "stages", strings.Join(o.Stages, ","), "errors", len(errs))
 	return errors.Join(errs...)
 }
@@ -401,10 +401,26 @@ func stoppedOr(ctx context.Context, err error) error {
 	return err
 }
 
-func collect(c <-chan error) []error {
-	var errs []error
+// collect gathers the stages' errors. When one stage fails the others are
+// stopped, and those that were still waiting (for a bucket, say) fail with
+// context.Canceled: those are left out, unless nothing else failed.
+// JetStream's refusal for want of storage is explained (bus.ExplainStorage).
+func collect(c <-chan error, cfg config.Config) []error {
+	var errs, canceled []error
 	for err := range c {
+		store := cfg.NATS.Embedded.StoreDir
+		if cfg.NATS.URL != "" {
+			store = "" // another server's
+		}
+		err = bus.ExplainStorage(err, store, cfg.Sink.Stream.MaxBytes)
+		if errors.Is(err, context.Canceled) {
+			canceled = append(canceled, err)
+			continue
+		}
 		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return canceled
 	}
 	return errs
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -213,4 +214,31 @@ func WatchStreams(ctx context.Context, nc *nats.Conn, streams []string, every ti
 			} // other errors (a timeout, no leader yet) say nothing either way
 		}
 	}
+}
+
+// jsInsufficientResources is JetStream's error code for a stream or bucket
+// that its server's storage limit cannot take.
+const jsInsufficientResources jetstream.ErrorCode = 10047
+
+// ExplainStorage adds to JetStream's "insufficient storage resources"
+// refusal why it comes and what to do: a server takes for JetStream at
+// most 75% of the disk space free where it stores (unless configured),
+// and a stream counts its whole max_bytes against that from its start.
+// storeDir is the embedded server's store ("" for another server);
+// streamBytes is sink.stream.max_bytes. Other errors come back as they are.
+func ExplainStorage(err error, storeDir string, streamBytes int64) error {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) || api.ErrorCode != jsInsufficientResources {
+		return err
+	}
+	where := "the NATS server's JetStream store_dir (or raise its max_file_store)"
+	if storeDir != "" {
+		where = storeDir
+		var st syscall.Statfs_t
+		if syscall.Statfs(storeDir, &st) == nil {
+			where += fmt.Sprintf(" (%d MiB free)", st.Bavail*uint64(st.Bsize)>>20)
+		}
+	}
+	return fmt.Errorf("%w: JetStream reserves each stream's whole max_bytes (sink.stream.max_bytes is %d MiB) out of at most 75%% of the disk space free at the server's start; free space in %s, or lower sink.stream.max_bytes",
+		err, streamBytes>>20, where)
 }

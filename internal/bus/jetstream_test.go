@@ -222,3 +222,30 @@ func TestObjectPutLeavesNoGoroutines(t *testing.T) {
 		t.Errorf("%d goroutines before 600 Puts, %d after; %d wait in resetPendingAcksOnReconnect", before, after, bytes.Count(buf, []byte("resetPendingAcksOnReconnect(")))
 	}
 }
+
+// TestExplainStorage: a stream the server's JetStream storage cannot take
+// is refused with code 10047, which says only "insufficient storage
+// resources"; ExplainStorage says why and what to do, naming the store
+// and its free space. Other errors pass unchanged.
+func TestExplainStorage(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, js := serverConn(t, &server.Options{JetStream: true, StoreDir: dir, JetStreamMaxStore: 1 << 20})
+	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, MaxBytes: 8 << 20})
+	if err == nil {
+		t.Fatal("an 8 MiB stream fitted a 1 MiB store")
+	}
+	got := ExplainStorage(err, dir, 8<<20)
+	for _, want := range []string{"insufficient storage", "sink.stream.max_bytes is 8 MiB", dir + " (", "MiB free)"} {
+		if !strings.Contains(got.Error(), want) {
+			t.Errorf("ExplainStorage = %v, want it to say %q", got, want)
+		}
+	}
+	if !errors.Is(got, err) {
+		t.Error("the explained error does not wrap JetStream's")
+	}
+	other := errors.New("nats: timeout")
+	if ExplainStorage(other, dir, 8<<20) != other {
+		t.Error("another error was changed")
+	}
+}

@@ -235,10 +235,11 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name: "stream",
-			yaml: "sink:\n  stream:\n    name: my.stream\n    max_age: 0s\n",
+			yaml: "sink:\n  stream:\n    name: my.stream\n    max_age: 0s\n    max_bytes: 1000\n",
 			want: []string{
 				`pipeline.yaml:3: sink.stream.name: "my.stream": a JetStream stream name has no spaces`,
 				"pipeline.yaml:4: sink.stream.max_age: 0s: want a positive duration",
+				"pipeline.yaml:5: sink.stream.max_bytes: 1000: want at least 1048576 bytes (1 MiB)",
 				"sink.stream.duplicate_window: 2m0s: want a positive duration up to max_age",
 			},
 		},

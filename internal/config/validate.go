@@ -580,8 +580,10 @@ func (s Stream) check(ck *checker) {
 	if s.MaxAge <= 0 {
 		ck.add("sink.stream.max_age", "%s: want a positive duration (annotations are kept this long)", s.MaxAge)
 	}
-	if s.MaxBytes <= 0 {
-		ck.add("sink.stream.max_bytes", "%d: want a positive size in bytes", s.MaxBytes)
+	if s.MaxBytes < 1<<20 {
+		// Smaller, a stream keeps no annotation at all (each is dropped as
+		// it comes), and nothing would say so.
+		ck.add("sink.stream.max_bytes", "%d: want at least 1048576 bytes (1 MiB)", s.MaxBytes)
 	}
 	if s.DuplicateWindow <= 0 || s.DuplicateWindow > s.MaxAge {
 		ck.add("sink.stream.duplicate_window", "%s: want a positive duration up to max_age", s.DuplicateWindow)
