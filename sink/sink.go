@@ -92,6 +92,9 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 // Run forwards annotations until ctx is done, flushing the file output
 // every second and at the end.
 func (s *Stage) Run(ctx context.Context) error {
+	if s.cfg.Stream.Name == "" {
+		s.warnStreamLeft(ctx)
+	}
 	if s.cfg.Stream.Name != "" {
 		if err := EnsureStream(ctx, s.nc, s.cfg.Stream, s.replicas); err != nil {
 			return err
@@ -386,12 +389,50 @@ func EnsureStream(ctx context.Context, nc *nats.Conn, st config.Stream, replicas
 		Duplicates: st.DuplicateWindow,
 		Replicas:   replicas,
 	}
+	var other string // a stream of another name on the same subjects
 	err = bus.SetupRetry(ctx, js, func() error {
-		_, err := js.CreateOrUpdateStream(ctx, cfg)
+		name, err := annotationStream(ctx, js)
+		if err != nil {
+			return err
+		}
+		if name != "" && name != st.Name {
+			other = name
+			return nil
+		}
+		_, err = js.CreateOrUpdateStream(ctx, cfg)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("sink: annotation stream %s (sink.stream): %w", st.Name, err)
 	}
+	if other != "" {
+		return fmt.Errorf("sink: sink.stream.name %s: stream %s already stores %s* (made under another name?): set sink.stream.name back to %s, or delete that stream, annotations and all (nats stream rm %s)",
+			st.Name, other, bus.AnnotationsPrefix, other, other)
+	}
 	return nil
+}
+
+// annotationStream names the stream that stores patchline.annotations.*,
+// "" if none does.
+func annotationStream(ctx context.Context, js jetstream.JetStream) (string, error) {
+	name, err := js.StreamNameBySubject(ctx, bus.AnnotationsPrefix+"*")
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return "", nil
+	}
+	return name, err
+}
+
+// warnStreamLeft says, with sink.stream off, that a stream an earlier
+// configuration made still stores every annotation, up to its limits.
+func (s *Stage) warnStreamLeft(ctx context.Context) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if other, err := annotationStream(ctx, js); err == nil && other != "" {
+		s.log.Warn("sink.stream is off, but a stream made before still stores every annotation, up to its limits: delete it to stop that (nats stream rm "+other+")",
+			"stream", other)
+	}
 }

@@ -358,3 +358,35 @@ func TestSinkStopsQuicklyWithoutNATS(t *testing.T) {
 		t.Errorf("stop took %v with NATS gone, want a few seconds", took)
 	}
 }
+
+// TestStreamRenamedOrTurnedOff: a stream made under another name still
+// stores patchline.annotations.*. A sink whose sink.stream.name changed
+// fails at start naming both streams and what to do (JetStream itself
+// says only "subjects overlap"); one with the stream off warns that the
+// old stream goes on storing every annotation.
+func TestStreamRenamedOrTurnedOff(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	ctx := context.Background()
+	old := config.Stream{Name: "OLD_ANNOTATIONS", MaxAge: time.Hour, MaxBytes: 1 << 20, DuplicateWindow: time.Minute}
+	if err := EnsureStream(ctx, nc, old, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureStream(ctx, nc, old, 1); err != nil {
+		t.Fatalf("the same stream again: %v", err)
+	}
+	renamed := old
+	renamed.Name = "NEW_ANNOTATIONS"
+	err := EnsureStream(ctx, nc, renamed, 1)
+	if err == nil || !strings.Contains(err.Error(), "sink.stream.name NEW_ANNOTATIONS: stream OLD_ANNOTATIONS already stores patchline.annotations.*") {
+		t.Errorf("renamed stream: %v, want an error naming both", err)
+	}
+	var logs testenv.Buffer
+	_, stop := startSinkLog(t, url, config.Sink{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "sink.stream is off, but a stream made before still stores every annotation") || !strings.Contains(logs.String(), "stream=OLD_ANNOTATIONS") {
+		t.Errorf("sink with the stream off did not warn of OLD_ANNOTATIONS:\n%s", logs.String())
+	}
+}
