@@ -89,18 +89,24 @@ func (s *Storer) Store(m *nats.Msg) {
 		c.Header[k] = v
 	}
 	if _, dropped := s.q.Push(&stored{msg: c, queued: time.Now()}); dropped {
-		s.drop("queue_full", 1)
+		s.drop("queue_full", 1, nil)
 	}
 }
 
-func (s *Storer) drop(reason string, n int) {
+// drop counts n messages not stored for reason; cause is the last error
+// the stream answered, if any (a full disk, say), for the log.
+func (s *Storer) drop(reason string, n int, cause error) {
 	storeDropped.WithLabelValues(reason).Add(float64(n))
 	if reason == "shutdown" {
 		s.atStop.Add(uint64(n))
 	}
 	before := s.dropped.Add(uint64(n)) - uint64(n)
 	if before == 0 || bits.Len64(before) != bits.Len64(before+uint64(n)) { // the 1st, then each time the total doubles
-		s.log.Warn("annotations not stored in the stream", "reason", reason, "count", n, "dropped_total", before+uint64(n))
+		args := []any{"reason", reason, "count", n, "dropped_total", before + uint64(n)}
+		if cause != nil {
+			args = append(args, "err", cause)
+		}
+		s.log.Warn("annotations not stored in the stream", args...)
 	}
 }
 
@@ -135,7 +141,7 @@ func (s *Storer) Run(ctx context.Context) {
 			for _, ok := s.q.TryPop(); ok; _, ok = s.q.TryPop() {
 				n++
 			}
-			s.drop("shutdown", n)
+			s.drop("shutdown", n, nil)
 			return
 		}
 		s.storeBatch(fctx, s.next(first))
@@ -191,17 +197,17 @@ func (s *Storer) storeBatch(ctx context.Context, batch []*stored) {
 			}
 		}
 		if gaveUp > 0 {
-			s.drop("gave_up", gaveUp)
+			s.drop("gave_up", gaveUp, lastErr)
 		}
 		if len(failed) > 0 {
 			if errors.Is(lastErr, nats.ErrConnectionClosed) {
-				s.drop("shutdown", len(failed))
+				s.drop("shutdown", len(failed), lastErr)
 				return
 			}
 			s.log.Debug("storing annotations: retrying", "count", len(failed), "err", lastErr)
 			select {
 			case <-ctx.Done():
-				s.drop("shutdown", len(failed))
+				s.drop("shutdown", len(failed), lastErr)
 				return
 			case <-time.After(backoff):
 			}

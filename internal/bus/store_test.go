@@ -2,7 +2,9 @@ package bus
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // TestStorerGivesUp: with no stream to take them, a Storer retries each
@@ -21,7 +24,8 @@ func TestStorerGivesUp(t *testing.T) {
 	nc, _ := jetStreamConn(t)
 	gaveUp := storeDropped.WithLabelValues("gave_up")
 	before := testutil.ToFloat64(gaveUp)
-	s, stop, err := StartStorer(nc, config.Stream{Name: "NONE", DuplicateWindow: 400 * time.Millisecond}, discard())
+	var logs testenv.Buffer
+	s, stop, err := StartStorer(nc, config.Stream{Name: "NONE", DuplicateWindow: 400 * time.Millisecond}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +39,10 @@ func TestStorerGivesUp(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(gaveUp) - before; got != 3 {
 		t.Errorf("gave up on %v messages, want 3", got)
+	}
+	// The stream's own answer says why (here: there is no such stream).
+	if !strings.Contains(logs.String(), "reason=gave_up") || !strings.Contains(logs.String(), "err=") {
+		t.Errorf("the warning does not say why the stream refused:\n%s", logs.String())
 	}
 	done := make(chan struct{})
 	go func() { stop(); close(done) }()
