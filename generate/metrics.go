@@ -12,11 +12,11 @@ var (
 	}, []string{"kind"})
 	metricRejected = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_generate_rejected_total",
-		Help: "Generations not done, by kind (caption, frame, or request: a request refused before its kind was known) and reason (overloaded, deadline, unknown_camera, ...); each was answered with the reason, or was an automatic trigger skipped.",
+		Help: "Generations not done, by kind (caption, frame, or request: a request refused as bad_request) and reason (overloaded, deadline, unknown_camera, ...); each was answered with the reason, or was an automatic trigger skipped.",
 	}, []string{"kind", "reason"})
 	metricHandedBack = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "patchline_generate_handed_back_total",
-		Help: "Requests a new replica handed back to the queue group because its frame windows were still filling.",
+		Help: "Requests a replica handed back to the queue group for another to serve: its frame windows were still filling, it lacks the model, or every slot and its queue were full.",
 	})
 	metricDone = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_generate_done_total", Help: "Generations finished and published, by kind and trigger.",

@@ -258,6 +258,11 @@ func (s *Stage) Run(ctx context.Context) error {
 			return fmt.Errorf("generate: %w", err)
 		}
 	}
+	for _, kind := range []string{KindCaption, KindFrame} { // at 0 from the start, for rate() and alerts
+		for _, reason := range []string{ReasonOverloaded, ReasonDeadline, ReasonFailed} {
+			metricRejected.WithLabelValues(kind, reason)
+		}
+	}
 	s.sched = newScheduler(ctx, s.cfg.Budget, s.cfg.QueueSize, s.cfg.BatchSize, s.runBatch, func(kind, reason string) {
 		if reason == "" {
 			metricStarted.WithLabelValues(kind).Inc()

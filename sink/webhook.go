@@ -113,6 +113,9 @@ func newWebhook(cfg config.Webhook, durable bool, log *slog.Logger) (*webhook, e
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
+	for _, result := range []string{"delivered", "failed", "dropped"} { // at 0 from the start, for rate() and alerts
+		webhookDeliveries.WithLabelValues(name, result)
+	}
 	return &webhook{
 		cfg: cfg, durable: durable, name: name, q: queue.NewRing[delivery](cfg.QueueSize),
 		// A redirect would turn the POST into a GET: answer it as it is (a

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -732,5 +733,37 @@ func TestWebhookCA(t *testing.T) {
 	}
 	if _, err := NewStage(nc, config.Sink{Webhooks: []config.Webhook{{URL: srv.URL, CA: notPEM}}}, 1, natstest.Discard()); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Errorf("a ca without a certificate: %v", err)
+	}
+}
+
+// TestWebhookSeriesFromTheStart: a webhook's delivered, failed and dropped
+// series exist at 0 from its start, so that rate() and an alert on
+// failures see the first one.
+func TestWebhookSeriesFromTheStart(t *testing.T) {
+	url := "http://127.0.0.1:1/series-from-the-start"
+	if _, err := NewStage(nil, config.Sink{Webhooks: []config.Webhook{{URL: url}}}, 1, natstest.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := map[string]bool{}
+	for _, mf := range families {
+		if mf.GetName() != "patchline_webhook_deliveries_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["webhook"] == config.WebhookLabel(url) {
+				results[labels["result"]] = true
+			}
+		}
+	}
+	if !results["delivered"] || !results["failed"] || !results["dropped"] {
+		t.Errorf("series of the new webhook: %v, want delivered, failed and dropped", results)
 	}
 }
