@@ -260,7 +260,7 @@ func (s *Stage) stop(id string) {
 	s.mu.Lock()
 	if s.workers[id] == w {
 		delete(s.workers, id)
-		telemetry.CameraUp.DeleteLabelValues(id)
+		telemetry.ForgetCameraRun(id)
 	}
 	s.mu.Unlock()
 }

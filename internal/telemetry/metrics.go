@@ -94,6 +94,15 @@ func SetCameraState(camera, state string, states []string) {
 	}
 }
 
+// ForgetCameraRun deletes the series a decode replica's worker of camera
+// keeps while it runs (up, state, reconnects), once it has stopped: the
+// camera was detached, or another replica runs it now.
+func ForgetCameraRun(id string) {
+	CameraUp.DeleteLabelValues(id)
+	CameraState.DeletePartialMatch(prometheus.Labels{"camera": id})
+	CameraReconnects.DeleteLabelValues(id)
+}
+
 // ForgetCamera deletes every series of a camera (one detached), in every
 // stage of this process.
 func ForgetCamera(id string) {
@@ -101,9 +110,7 @@ func ForgetCamera(id string) {
 	FramesIn.DeletePartialMatch(l)
 	FramesOut.DeletePartialMatch(l)
 	FramesDropped.DeletePartialMatch(l)
-	CameraUp.DeleteLabelValues(id)
-	CameraState.DeletePartialMatch(l)
-	CameraReconnects.DeleteLabelValues(id)
+	ForgetCameraRun(id)
 	LastAnnotation.DeleteLabelValues(id)
 	RTPPacketsMissed.DeleteLabelValues(id)
 }
