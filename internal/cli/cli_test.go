@@ -281,13 +281,13 @@ func TestLogSettings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		log.Debug("hello", "camera", "cam1")
+		log.Debug("hello", "camera", "cam1", "max_wait", 20*time.Millisecond)
 		return buf.String()
 	}
-	if got := logged(&globals{}); !strings.HasPrefix(got, `{"time":`) || !strings.Contains(got, `"level":"DEBUG","msg":"hello","camera":"cam1"`) {
+	if got := logged(&globals{}); !strings.HasPrefix(got, `{"time":`) || !strings.Contains(got, `"level":"DEBUG","msg":"hello","camera":"cam1","max_wait":"20ms"`) {
 		t.Errorf("log.level debug, log.format json: %q", got)
 	}
-	if got := logged(&globals{logFormat: "text"}); !strings.Contains(got, "level=DEBUG msg=hello camera=cam1") {
+	if got := logged(&globals{logFormat: "text"}); !strings.Contains(got, "level=DEBUG msg=hello camera=cam1 max_wait=20ms") {
 		t.Errorf("--log-format text over the config's json: %q", got)
 	}
 	if got := logged(&globals{logLevel: "info"}); got != "" {

@@ -128,6 +128,14 @@ func (g *globals) logger(c config.Log) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(g.logTo, opts)), nil
 	case "json":
+		// Durations as the text format writes them ("20ms"), not as
+		// JSON's nanosecond integers.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(g.logTo, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want one of %s", format, strings.Join(config.LogFormats, ", "))
