@@ -106,7 +106,7 @@ type Camera struct {
 	q        *queue.Ring[*item]
 
 	// open opens the source; a field so that a test can observe it.
-	open func() (Source, error)
+	open func(context.Context) (Source, error)
 	// relay feeds a whip:// camera from NATS; nil for other sources.
 	relay   *rtpRelay
 	preview *previewer
@@ -206,12 +206,12 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	c.log = log.With("camera", spec.ID, "url", c.redacted)
 	size := cfg.Width * cfg.Height * 3
 	c.pool.New = func() any { b := make([]byte, size); return &b }
-	c.open = func() (Source, error) {
-		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout, FileRoots: cfg.FileRoots, Camera: spec.ID})
+	c.open = func(ctx context.Context) (Source, error) {
+		return OpenSource(spec.URL, SourceOptions{Loop: spec.Loop, StallTimeout: cfg.StallTimeout, FileRoots: cfg.FileRoots, Camera: spec.ID, Ctx: ctx})
 	}
 	if kind == KindWHIP {
 		c.relay = newRelay(opts.NC, spec.ID, cfg.StallTimeout, c.log)
-		c.open = func() (Source, error) {
+		c.open = func(context.Context) (Source, error) {
 			return c.relay.open(c.redacted, SourceOptions{StallTimeout: cfg.StallTimeout, Camera: spec.ID})
 		}
 	}
@@ -501,7 +501,7 @@ func (c *Camera) readLoop(ctx context.Context, free chan *rawFrame, work chan<- 
 			telemetry.CameraReconnects.WithLabelValues(c.spec.ID).Inc()
 		}
 		c.setState(StateConnecting, nil)
-		src, err := c.open()
+		src, err := c.open(ctx)
 		if err == nil {
 			var frames int
 			frames, err = c.stream(ctx, src, free, work, errc)
@@ -648,6 +648,8 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 					return frames, ctx.Err()
 				case <-time.After(wait):
 				}
+				lastRead = time.Now() // the wait was no time without a frame
+
 			}
 		}
 		var rf *rawFrame

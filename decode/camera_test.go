@@ -330,7 +330,7 @@ func TestBackoffStartsOverAfterFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	opens := 0
-	cam.open = func() (Source, error) { // the reader's goroutine only
+	cam.open = func(context.Context) (Source, error) { // the reader's goroutine only
 		if opens++; opens != 5 {
 			return nil, errors.New("connection refused")
 		}
@@ -374,7 +374,7 @@ func TestUnprocessableFrameReopens(t *testing.T) {
 		t.Fatal(err)
 	}
 	var opens sync.Map
-	cam.open = func() (Source, error) {
+	cam.open = func(context.Context) (Source, error) {
 		src := &graySource{}
 		opens.Store(src, true)
 		return src, nil
@@ -1002,7 +1002,9 @@ func TestSilentHostDoesNotHoldUpOthers(t *testing.T) {
 	}()
 	nc := startNATS(t)
 	d := config.Decode{StallTimeout: 5 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 200 * time.Millisecond}
-	silent := runCamera(t, nc, config.Camera{ID: "silent", URL: "rtsp://u:p@" + ln.Addr().String() + "/s"}, d)
+	quiet := d
+	quiet.StallTimeout = 30 * time.Second // ample time for the good camera to start meanwhile
+	silent := runCamera(t, nc, config.Camera{ID: "silent", URL: "rtsp://u:p@" + ln.Addr().String() + "/s"}, quiet)
 	select {
 	case c := <-connected:
 		connected <- c
@@ -1013,6 +1015,13 @@ func TestSilentHostDoesNotHoldUpOthers(t *testing.T) {
 	good.next(t, 15*time.Second)
 	if st := silent.cam.Status(); st.State != StateConnecting || st.Reconnects != 0 {
 		t.Errorf("the good camera streamed only once the silent one's open had failed (%s, %d reconnects): it waited for OpenCV's lock", st.State, st.Reconnects)
+	}
+	// Stopping it ends its probe at once, not when the probe's 30 s are up
+	// (stop fails the test past 15 s).
+	start := time.Now()
+	silent.stop()
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("stopping the camera in its probe took %s", took)
 	}
 
 	// What the probe says of such a host, and of others that are no RTSP
@@ -1038,7 +1047,7 @@ func TestSilentHostDoesNotHoldUpOthers(t *testing.T) {
 		{strings.TrimPrefix(web.URL, "http://"), `is not an RTSP server (it answered "HTTP/1.1 400 Bad Request`},
 		{closing.Addr().String(), "but it closed without an RTSP answer"},
 	} {
-		err := probeRTSP("rtsp://u:s3cret@"+c.addr+"/s", 300*time.Millisecond)
+		err := probeRTSP(context.Background(), "rtsp://u:s3cret@"+c.addr+"/s", 300*time.Millisecond)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("probe of %s: %v, want %q", c.addr, err, c.want)
 		}

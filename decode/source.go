@@ -1,6 +1,8 @@
 package decode
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +57,9 @@ type SourceOptions struct {
 	FileRoots []string
 	// Camera names the lines FFmpeg logs while reading this source.
 	Camera string
+	// Ctx, if set, ends what the open waits for that it can end: the probe
+	// of an RTSP server (the camera stopping). OpenCV's own open cannot be.
+	Ctx context.Context
 }
 
 // ParseSourceURL classifies a camera URL: rtsp:// and rtsps:// are network
@@ -305,7 +310,7 @@ func openCV(uri, redacted string, kind SourceKind, o SourceOptions) (*cvSource, 
 
 func (s *cvSource) open() error {
 	if s.kind == KindRTSP {
-		if err := probeRTSP(s.uri, s.o.StallTimeout); err != nil {
+		if err := probeRTSP(cmp.Or(s.o.Ctx, context.Background()), s.uri, s.o.StallTimeout); err != nil {
 			return fmt.Errorf("decode: open %s failed: %w", s.redacted, err)
 		}
 	}

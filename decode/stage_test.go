@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/ingest"
@@ -252,6 +253,16 @@ func TestCameraThatCannotStart(t *testing.T) {
 	if strings.Contains(string(m.Data), "SECRET") || !strings.Contains(string(m.Data), `"failed"`) || strings.Contains(logs.String(), "SECRET") {
 		t.Errorf("status %s and log show the password, or the camera is not failed:\n%s", m.Data, logs.String())
 	}
+	// Its state series says failed, and goes once the camera does.
+	if v := testutil.ToFloat64(telemetry.CameraState.WithLabelValues("odd", StateFailed)); v != 1 {
+		t.Errorf("patchline_camera_state{camera=odd,state=failed} = %v, want 1", v)
+	}
+	if err := kv.Delete(ctx, "odd"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "odd's state series gone", 10*time.Second, func() bool {
+		return !hasCamera(t, "patchline_camera_state", "odd")
+	})
 	cancel()
 	<-done
 }
@@ -335,4 +346,26 @@ func TestSlowStopKeepsTheOtherCameras(t *testing.T) {
 	if strings.Contains(logs.String(), "lease lost") {
 		t.Errorf("a lease was lost while a camera stopped slowly:\n%s", logs.String())
 	}
+}
+
+// hasCamera reports whether metric has a series of camera.
+func hasCamera(t *testing.T, metric, camera string) bool {
+	t.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != metric {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "camera" && l.GetValue() == camera {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

@@ -171,10 +171,17 @@ func TestOverloadedRequestsReachAFreeReplica(t *testing.T) {
 	publishFrames(t, nc, "cam1", 1, 6)
 	waitFor(t, "the window", func() bool { return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Error == "" })
 
-	// Fill the one replica's only slot, as a long generation would.
-	full.sched.mu.Lock()
-	full.sched.running = full.sched.budget
-	full.sched.mu.Unlock()
+	// Fill the one replica's only slot, as a long generation would (once
+	// the generation that answered above, if it ran there, has let it go).
+	waitFor(t, "the slot free", func() bool {
+		full.sched.mu.Lock()
+		defer full.sched.mu.Unlock()
+		if full.sched.running != 0 {
+			return false
+		}
+		full.sched.running = full.sched.budget
+		return true
+	})
 	t.Cleanup(func() {
 		full.sched.mu.Lock()
 		full.sched.running = 0

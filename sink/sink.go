@@ -376,7 +376,7 @@ func EnsureStream(ctx context.Context, nc *nats.Conn, st config.Stream, replicas
 	}
 	cfg := jetstream.StreamConfig{
 		Name:        st.Name,
-		Description: "patchline annotations (analysis, captions, anomalies) for replay",
+		Description: streamDescription,
 		Subjects:    []string{bus.AnnotationsPrefix + "*", bus.StoredPrefix + "*"},
 		SubjectTransform: &jetstream.SubjectTransformConfig{
 			Source: bus.StoredPrefix + "*", Destination: bus.AnnotationsPrefix + "{{wildcard(1)}}",
@@ -389,37 +389,50 @@ func EnsureStream(ctx context.Context, nc *nats.Conn, st config.Stream, replicas
 		Duplicates: st.DuplicateWindow,
 		Replicas:   replicas,
 	}
-	var other string // a stream of another name on the same subjects
 	err = bus.SetupRetry(ctx, js, func() error {
-		name, err := annotationStream(ctx, js)
-		if err != nil {
-			return err
-		}
-		if name != "" && name != st.Name {
-			other = name
-			return nil
-		}
-		_, err = js.CreateOrUpdateStream(ctx, cfg)
+		_, err := js.CreateOrUpdateStream(ctx, cfg)
 		return err
 	})
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == jsSubjectsOverlap {
+		// JetStream says only "subjects overlap": say with which stream.
+		if other, ours, lerr := annotationStream(ctx, js); lerr == nil && other != "" {
+			if ours {
+				return fmt.Errorf("sink: sink.stream.name %s: stream %s, made before under that name, already stores %s*: set sink.stream.name back to %s, or delete that stream, annotations and all (nats stream rm %s)",
+					st.Name, other, bus.AnnotationsPrefix, other, other)
+			}
+			return fmt.Errorf("sink: sink.stream.name %s: stream %s, not patchline's, already stores %s* (a subject goes to one stream only): narrow its subjects, or turn sink.stream off (name: \"\")",
+				st.Name, other, bus.AnnotationsPrefix)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("sink: annotation stream %s (sink.stream): %w", st.Name, err)
-	}
-	if other != "" {
-		return fmt.Errorf("sink: sink.stream.name %s: stream %s already stores %s* (made under another name?): set sink.stream.name back to %s, or delete that stream, annotations and all (nats stream rm %s)",
-			st.Name, other, bus.AnnotationsPrefix, other, other)
 	}
 	return nil
 }
 
-// annotationStream names the stream that stores patchline.annotations.*,
-// "" if none does.
-func annotationStream(ctx context.Context, js jetstream.JetStream) (string, error) {
-	name, err := js.StreamNameBySubject(ctx, bus.AnnotationsPrefix+"*")
+// streamDescription marks the annotation streams patchline makes.
+const streamDescription = "patchline annotations (analysis, captions, anomalies) for replay"
+
+// jsSubjectsOverlap is JetStream's error code for a stream whose subjects
+// another stream already takes.
+const jsSubjectsOverlap jetstream.ErrorCode = 10065
+
+// annotationStream names the stream that stores patchline.annotations.*
+// ("" if none does), and whether patchline made it.
+func annotationStream(ctx context.Context, js jetstream.JetStream) (name string, ours bool, err error) {
+	name, err = js.StreamNameBySubject(ctx, bus.AnnotationsPrefix+"*")
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return "", nil
+		return "", false, nil
 	}
-	return name, err
+	if err != nil {
+		return "", false, err
+	}
+	str, err := js.Stream(ctx, name)
+	if err != nil {
+		return name, false, err
+	}
+	return name, str.CachedInfo().Config.Description == streamDescription, nil
 }
 
 // warnStreamLeft says, with sink.stream off, that a stream an earlier
@@ -431,7 +444,7 @@ func (s *Stage) warnStreamLeft(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if other, err := annotationStream(ctx, js); err == nil && other != "" {
+	if other, ours, err := annotationStream(ctx, js); err == nil && ours {
 		s.log.Warn("sink.stream is off, but a stream made before still stores every annotation, up to its limits: delete it to stop that (nats stream rm "+other+")",
 			"stream", other)
 	}

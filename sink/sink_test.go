@@ -378,8 +378,22 @@ func TestStreamRenamedOrTurnedOff(t *testing.T) {
 	renamed := old
 	renamed.Name = "NEW_ANNOTATIONS"
 	err := EnsureStream(ctx, nc, renamed, 1)
-	if err == nil || !strings.Contains(err.Error(), "sink.stream.name NEW_ANNOTATIONS: stream OLD_ANNOTATIONS already stores patchline.annotations.*") {
+	if err == nil || !strings.Contains(err.Error(), "sink.stream.name NEW_ANNOTATIONS: stream OLD_ANNOTATIONS, made before under that name, already stores patchline.annotations.*") {
 		t.Errorf("renamed stream: %v, want an error naming both", err)
+	}
+	// A stream of the user's own on those subjects is not offered for
+	// deletion.
+	other := natstest.Connect(t, natstest.Start(t))
+	js, err := jetstream.New(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVERYTHING", Subjects: []string{"patchline.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	err = EnsureStream(ctx, other, old, 1)
+	if err == nil || !strings.Contains(err.Error(), "stream EVERYTHING, not patchline's, already stores") || strings.Contains(err.Error(), "stream rm") {
+		t.Errorf("beside a user's stream: %v, want it named as not patchline's", err)
 	}
 	var logs testenv.Buffer
 	_, stop := startSinkLog(t, url, config.Sink{}, slog.New(slog.NewTextHandler(&logs, nil)))
