@@ -302,9 +302,20 @@ func (r *Registry) SyncConfig(ctx context.Context, cams []config.Camera) error {
 		}
 		listed[c.ID] = true
 	}
-	views, err := r.List(ctx)
+	lister, err := r.keys(ctx)
 	if err != nil {
 		return err
+	}
+	var views []CameraView
+	for k := range lister.Keys() {
+		v, err := r.Get(ctx, k) // not List's best effort: a camera missed would stay
+		if errors.Is(err, ErrNotFound) {
+			continue // detached meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("camera %s: %w", k, err)
+		}
+		views = append(views, v)
 	}
 	for _, v := range views {
 		if !v.FromConfig || listed[v.ID] {
@@ -399,13 +410,9 @@ func (r *Registry) Known(ctx context.Context, id string) (bool, error) {
 
 // List returns every camera, sorted by id.
 func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
-	var lister jetstream.KeyLister
-	err := retry(ctx, func() (err error) {
-		lister, err = r.kv.ListKeys(ctx)
-		return err
-	})
+	lister, err := r.keys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list cameras: %w", err)
+		return nil, err
 	}
 	// One KV read per camera, listGets at a time: hundreds of cameras read
 	// one after another made the list slow on a loaded server.
@@ -428,6 +435,19 @@ func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
 	_ = g.Wait()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// keys lists the cameras' ids.
+func (r *Registry) keys(ctx context.Context) (jetstream.KeyLister, error) {
+	var lister jetstream.KeyLister
+	err := retry(ctx, func() (err error) {
+		lister, err = r.kv.ListKeys(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list cameras: %w", err)
+	}
+	return lister, nil
 }
 
 // listGets is how many camera reads List has in flight at once.
