@@ -102,7 +102,9 @@ func (s *scheduler) submit(j *job, now time.Time) {
 	s.mu.Unlock()
 }
 
-// startLocked runs batch in a new goroutine holding one slot.
+// startLocked runs batch in a new goroutine holding one slot. The jobs'
+// answers wait until the slot is free again: a caller that sends its next
+// request on an answer finds the slot it had.
 func (s *scheduler) startLocked(batch []*job) {
 	s.running++
 	s.wg.Add(1)
@@ -111,11 +113,23 @@ func (s *scheduler) startLocked(batch []*job) {
 	}
 	go func() {
 		defer s.wg.Done()
+		var answers []func() // run answers in this goroutine
+		for _, j := range batch {
+			if respond := j.respond; respond != nil {
+				j.respond = func(r *Reply) { answers = append(answers, func() { respond(r) }) }
+			}
+			if reject := j.reject; reject != nil {
+				j.reject = func(reason, msg string) { answers = append(answers, func() { reject(reason, msg) }) }
+			}
+		}
 		s.run(s.ctx, batch)
 		s.mu.Lock()
 		s.running--
 		s.dispatchLocked(time.Now())
 		s.mu.Unlock()
+		for _, answer := range answers {
+			answer()
+		}
 	}()
 }
 

@@ -178,3 +178,33 @@ func TestSchedulerAutoJobsNeverWait(t *testing.T) {
 	close(release)
 	s.close()
 }
+
+// TestSchedulerAnswersOnceTheSlotIsFree: a job's answer, a result or a
+// rejection made while it ran, goes out only once its slot is free again,
+// so that a caller who sends the next request on the answer finds the
+// slot (with budget 1 and no queue it was refused, overloaded, now and
+// then).
+func TestSchedulerAnswersOnceTheSlotIsFree(t *testing.T) {
+	s := newScheduler(context.Background(), 1, 0, 1, func(_ context.Context, batch []*job) {
+		batch[0].respond(&Reply{})
+		batch[0].reject(ReasonDeadline, "late")
+	}, nil)
+	defer s.close()
+	running := make(chan int, 2)
+	slotHeld := func() {
+		r, _ := s.stats()
+		running <- r
+	}
+	j := &job{kind: KindFrame, respond: func(*Reply) { slotHeld() }, reject: func(string, string) { slotHeld() }}
+	s.submit(j, time.Now())
+	for range 2 {
+		select {
+		case r := <-running:
+			if r != 0 {
+				t.Errorf("answered with %d slots running, want the job's own free", r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no answer")
+		}
+	}
+}
