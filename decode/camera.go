@@ -649,7 +649,6 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 				case <-time.After(wait):
 				}
 				lastRead = time.Now() // the wait was no time without a frame
-
 			}
 		}
 		var rf *rawFrame

@@ -244,16 +244,13 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 func (s *Stage) stop(id string) {
 	s.mu.Lock()
 	w := s.workers[id]
-	_, failed := s.failed[id]
 	delete(s.failed, id)
 	if w != nil {
 		w.stopping = true
 	}
 	s.mu.Unlock()
 	if w == nil {
-		if failed {
-			telemetry.ForgetCameraRun(id) // its state "failed" goes with it
-		}
+		telemetry.ForgetCameraRun(id) // a camera that failed to start: its state "failed"
 		return
 	}
 	w.cancel()

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/ingest"
@@ -261,7 +260,7 @@ func TestCameraThatCannotStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "odd's state series gone", 10*time.Second, func() bool {
-		return !hasCamera(t, "patchline_camera_state", "odd")
+		return !slices.ContainsFunc(testenv.Series(t, "patchline_camera_state"), func(l map[string]string) bool { return l["camera"] == "odd" })
 	})
 	cancel()
 	<-done
@@ -346,26 +345,4 @@ func TestSlowStopKeepsTheOtherCameras(t *testing.T) {
 	if strings.Contains(logs.String(), "lease lost") {
 		t.Errorf("a lease was lost while a camera stopped slowly:\n%s", logs.String())
 	}
-}
-
-// hasCamera reports whether metric has a series of camera.
-func hasCamera(t *testing.T, metric, camera string) bool {
-	t.Helper()
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range families {
-		if mf.GetName() != metric {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "camera" && l.GetValue() == camera {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }

@@ -306,25 +306,22 @@ func (r *Registry) SyncConfig(ctx context.Context, cams []config.Camera) error {
 	if err != nil {
 		return err
 	}
-	var views []CameraView
+	var stale []string // put by an earlier configuration, not by this one
 	for k := range lister.Keys() {
 		v, err := r.Get(ctx, k) // not List's best effort: a camera missed would stay
-		if errors.Is(err, ErrNotFound) {
-			continue // detached meanwhile
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNotFound): // detached meanwhile
+		case err != nil:
 			return fmt.Errorf("camera %s: %w", k, err)
+		case v.FromConfig && !listed[k]:
+			stale = append(stale, k)
 		}
-		views = append(views, v)
 	}
-	for _, v := range views {
-		if !v.FromConfig || listed[v.ID] {
-			continue
+	for _, id := range stale {
+		if err := r.Detach(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("camera %s, no longer in the config: %w", id, err)
 		}
-		if err := r.Detach(ctx, v.ID); err != nil && !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("camera %s, no longer in the config: %w", v.ID, err)
-		}
-		r.log.Info("camera detached: the configuration no longer lists it", "camera", v.ID)
+		r.log.Info("camera detached: the configuration no longer lists it", "camera", id)
 	}
 	return nil
 }

@@ -31,6 +31,16 @@ func newJSONLFile(path string, maxMB, keep int) *jsonlFile {
 	return &jsonlFile{path: path, w: &lumberjack.Logger{Filename: path, MaxSize: maxMB, MaxBackups: keep}, size: -1}
 }
 
+// touch creates the file at path if there is none, readable by all (0644,
+// less the umask) as log files are, and checks that it can be written.
+func touch(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
 // stat returns the inode and size of the file at f.path (ok false if none).
 func (f *jsonlFile) stat() (ino uint64, size int64, ok bool) {
 	fi, err := os.Stat(f.path)
@@ -53,9 +63,7 @@ func (f *jsonlFile) Write(p []byte) error {
 		if !ok {
 			// lumberjack would make it readable by its owner only (0600):
 			// make it as the sink made the first one, for log shippers.
-			if fh, err := os.OpenFile(f.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
-				_ = fh.Close()
-			}
+			_ = touch(f.path)
 		}
 		ino, size, ok = f.stat()
 	}

@@ -79,11 +79,9 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 		if err := os.MkdirAll(filepath.Dir(cfg.JSONL), 0o755); err != nil {
 			return nil, fmt.Errorf("sink: jsonl output: %w", err)
 		}
-		f, err := os.OpenFile(cfg.JSONL, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
+		if err := touch(cfg.JSONL); err != nil { // writable: the rotating writer opens it at the first write
 			return nil, fmt.Errorf("sink: jsonl output: %w", err)
 		}
-		_ = f.Close() // writable: the rotating writer opens it at the first write
 		s.jsonl = newJSONLFile(cfg.JSONL, cfg.JSONLMaxMB, cfg.JSONLKeep)
 	}
 	return s, nil
@@ -94,8 +92,7 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 func (s *Stage) Run(ctx context.Context) error {
 	if s.cfg.Stream.Name == "" {
 		s.warnStreamLeft(ctx)
-	}
-	if s.cfg.Stream.Name != "" {
+	} else {
 		if err := EnsureStream(ctx, s.nc, s.cfg.Stream, s.replicas); err != nil {
 			return err
 		}

@@ -23,7 +23,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -744,23 +743,10 @@ func TestWebhookSeriesFromTheStart(t *testing.T) {
 	if _, err := NewStage(nil, config.Sink{Webhooks: []config.Webhook{{URL: url}}}, 1, natstest.Discard()); err != nil {
 		t.Fatal(err)
 	}
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	results := map[string]bool{}
-	for _, mf := range families {
-		if mf.GetName() != "patchline_webhook_deliveries_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["webhook"] == config.WebhookLabel(url) {
-				results[labels["result"]] = true
-			}
+	for _, labels := range testenv.Series(t, "patchline_webhook_deliveries_total") {
+		if labels["webhook"] == config.WebhookLabel(url) {
+			results[labels["result"]] = true
 		}
 	}
 	if !results["delivered"] || !results["failed"] || !results["dropped"] {

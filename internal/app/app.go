@@ -406,12 +406,12 @@ func stoppedOr(ctx context.Context, err error) error {
 // context.Canceled: those are left out, unless nothing else failed.
 // JetStream's refusal for want of storage is explained (bus.ExplainStorage).
 func collect(c <-chan error, cfg config.Config) []error {
+	store := cfg.NATS.Embedded.StoreDir
+	if cfg.NATS.URL != "" {
+		store = "" // another server's
+	}
 	var errs, canceled []error
 	for err := range c {
-		store := cfg.NATS.Embedded.StoreDir
-		if cfg.NATS.URL != "" {
-			store = "" // another server's
-		}
 		err = bus.ExplainStorage(err, store, cfg.Sink.Stream.MaxBytes)
 		if errors.Is(err, context.Canceled) {
 			canceled = append(canceled, err)
