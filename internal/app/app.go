@@ -123,10 +123,13 @@ func Run(ctx context.Context, o Options) error {
 	if info.NATSURL == "" {
 		info.NATSURL = cfg.NATS.URL
 	}
-	var inProcess []nats.Option // stages reach an embedded server through memory
+	var (
+		inProcess []nats.Option // stages reach an embedded server through memory
+		emb       *bus.Embedded
+	)
 	if info.NATSURL == "" {
-		emb, err := bus.StartEmbedded(cfg.NATS.Embedded, cfg.NATS.Token, log)
-		if err != nil {
+		var err error
+		if emb, err = bus.StartEmbedded(cfg.NATS.Embedded, cfg.NATS.Token, log); err != nil {
 			return err
 		}
 		defer emb.Shutdown()
@@ -168,7 +171,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// HTTP serves from the start, so that /healthz answers while the
 	// stages still wait for NATS or JetStream; /readyz says no until every
-	// stage is subscribed and while any NATS connection is down.
+	// stage is subscribed, while any NATS connection is down, and while the
+	// embedded server's own health check fails (a stream that cannot write).
 	var started atomic.Bool
 	stopHTTP := func() {}
 	ready := func() error {
@@ -181,6 +185,9 @@ func Run(ctx context.Context, o Options) error {
 			if !nc.IsConnected() {
 				return fmt.Errorf("nats: %s not connected", nc.Opts.Name)
 			}
+		}
+		if emb != nil {
+			return emb.Healthy()
 		}
 		return nil
 	}

@@ -150,6 +150,21 @@ func jetStreamConn(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	return serverConn(t, &server.Options{JetStream: true, StoreDir: t.TempDir()})
 }
 
+// connectJS connects with Connect to url, closed at the end.
+func connectJS(t *testing.T, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := Connect(config.NATS{}, url, "test", discard(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
 // serverConn connects to a new server of opts (startServer), closed at the
 // end.
 func serverConn(t *testing.T, opts *server.Options) (*nats.Conn, jetstream.JetStream) {

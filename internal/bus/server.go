@@ -28,8 +28,9 @@ const MaxPayload = 4 << 20
 
 // Embedded is an in-process nats-server with JetStream.
 type Embedded struct {
-	srv  *server.Server
-	lock *os.File // held on the store directory while the server runs
+	srv   *server.Server
+	lock  *os.File // held on the store directory while the server runs
+	store string   // its JetStream directory
 }
 
 // lockStore takes an exclusive lock on dir for this process. Two servers
@@ -106,7 +107,11 @@ func StartEmbedded(cfg config.Embedded, token string, log *slog.Logger) (e *Embe
 	select {
 	case ok := <-ready:
 		if ok {
-			return &Embedded{srv: srv, lock: lock}, nil
+			e := &Embedded{srv: srv, lock: lock, store: cfg.StoreDir}
+			if js := srv.JetStreamConfig(); e.store == "" && js != nil {
+				e.store = js.StoreDir // where nats-server put it
+			}
+			return e, nil
 		}
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded nats: not ready on %s:%d within 10s", cfg.Host, cfg.Port)
@@ -120,6 +125,27 @@ func StartEmbedded(cfg config.Embedded, token string, log *slog.Logger) (e *Embe
 
 // URL is the client URL of the embedded server.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
+
+// Healthy is nil while nats-server's own health check passes: it serves
+// clients, JetStream is on, and every stream of its store was recovered
+// and can be written. A stream whose store failed to write (ENOSPC: the
+// disk filled up) stays failing in nats-server, even once there is space
+// again, until the server restarts, while live subjects go on working; so
+// an operator learns it here, with what to do, not only from its log.
+func (e *Embedded) Healthy() error {
+	h := e.srv.Healthz(nil)
+	if h.Error == "" && h.Status == "ok" {
+		return nil
+	}
+	msg := h.Error
+	if msg == "" {
+		msg = h.Status
+	}
+	if strings.Contains(msg, "write error") {
+		return fmt.Errorf("embedded nats: %s; nats-server keeps such a stream failing until it restarts: free space in %s if it is full, then restart patchline", msg, e.store)
+	}
+	return fmt.Errorf("embedded nats: %s", msg)
+}
 
 // Shutdown stops the server and waits for it.
 func (e *Embedded) Shutdown() {

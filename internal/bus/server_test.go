@@ -1,14 +1,17 @@
 package bus
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/testenv"
@@ -106,4 +109,78 @@ func TestEmbeddedStoreInUse(t *testing.T) {
 		t.Fatalf("after the first stopped: %v", err)
 	}
 	third.Shutdown()
+}
+
+// TestEmbeddedHealthyWriteError: once a stream's store fails to write (here
+// a file over RLIMIT_FSIZE, as a full disk would), nats-server keeps it
+// failing; Healthy, which /readyz of `patchline run` asks, says so and
+// what to do, where before only the server's log did.
+func TestEmbeddedHealthyWriteError(t *testing.T) {
+	dir := t.TempDir()
+	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: dir}, "", discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	if err := e.Healthy(); err != nil {
+		t.Fatalf("a fresh server: %v", err)
+	}
+	nc, js := connectJS(t, e.URL(), e.InProcess())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FULL", Subjects: []string{"full.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "full.a", []byte("fits")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Healthy(); err != nil {
+		t.Fatalf("a stream that stores: %v", err)
+	}
+
+	// Files of this process may not grow past 64 KiB while the stream
+	// fills (the test's own files are smaller; nothing runs beside it).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	small := lim
+	small.Cur = 64 << 10
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer restore()
+	payload := make([]byte, 4<<10)
+	for i := 0; i < 64; i++ {
+		if err := nc.Publish("full.a", payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, "Healthy to report the stream's write error", 10*time.Second, func() bool { return e.Healthy() != nil })
+	restore()
+	err = e.Healthy()
+	for _, want := range []string{"FULL", "write error", "until it restarts", dir} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Healthy() = %q, want it to say %q", err, want)
+		}
+	}
+	// The server does not take the stream back by itself once files may
+	// grow again: it stays unhealthy until a restart.
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if _, err := js.Publish(short, "full.a", []byte("again"), jetstream.WithRetryAttempts(0)); err == nil {
+		t.Error("the failed stream stored a message again")
+	}
+	if e.Healthy() == nil {
+		t.Error("healthy again without a restart")
+	}
 }

@@ -106,6 +106,11 @@ func (s *Storer) drop(reason string, n int, cause error) {
 		if cause != nil {
 			args = append(args, "err", cause)
 		}
+		if errors.Is(cause, jetstream.ErrAsyncPublishTimeout) {
+			// A stream whose store failed to write answers nothing, as an
+			// unreachable or overloaded server does.
+			args = append(args, "hint", "the stream acknowledged nothing: nats-server is unreachable or overloaded, or cannot write the stream (a full disk; it says so in its log and health check, and /readyz of an embedded server)")
+		}
 		s.log.Warn("annotations not stored in the stream", args...)
 	}
 }

@@ -53,6 +53,23 @@ func TestStorerGivesUp(t *testing.T) {
 	}
 }
 
+// TestStorerDropHint: an acknowledgement that never came (what a stream
+// that cannot write answers, as a server that is away does) is logged
+// with what it may mean; another cause is logged as it is.
+func TestStorerDropHint(t *testing.T) {
+	var logs testenv.Buffer
+	s := &Storer{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	s.drop("gave_up", 1, jetstream.ErrAsyncPublishTimeout)
+	if got := logs.String(); !strings.Contains(got, "timeout waiting for ack") || !strings.Contains(got, "cannot write the stream") {
+		t.Errorf("a timeout is logged without the hint:\n%s", got)
+	}
+	first := len(logs.String())
+	s.drop("gave_up", 1, jetstream.ErrStreamNotFound) // the total doubled: logged
+	if got := logs.String()[first:]; got == "" || !strings.Contains(got, "stream not found") || strings.Contains(got, "hint=") {
+		t.Errorf("another cause is logged with the hint, or without itself:\n%s", got)
+	}
+}
+
 // TestStorerStopsWithoutItsServer: stopping a Storer whose server is gone
 // returns within a few seconds, counting what it could not store as
 // dropped at shutdown; it waited for every acknowledgement, for minutes.
@@ -66,15 +83,7 @@ func TestStorerStopsWithoutItsServer(t *testing.T) {
 		t.Fatal("server not ready")
 	}
 	defer srv.Shutdown()
-	nc, err := Connect(config.NATS{}, srv.ClientURL(), "test", discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectJS(t, srv.ClientURL())
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "GONE", Subjects: []string{AnnotationsPrefix + ">"}}); err != nil {
 		t.Fatal(err)
 	}
