@@ -154,15 +154,7 @@ func jetStreamConn(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 func connectJS(t *testing.T, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc, err := Connect(config.NATS{}, url, "test", discard(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	return withJS(t, nc, err)
 }
 
 // serverConn connects to a new server of opts (startServer), closed at the
@@ -170,6 +162,13 @@ func connectJS(t *testing.T, url string, opts ...nats.Option) (*nats.Conn, jetst
 func serverConn(t *testing.T, opts *server.Options) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc, err := nats.Connect(startServer(t, opts))
+	return withJS(t, nc, err)
+}
+
+// withJS fails t on a connection's err, closes nc at the end and returns
+// it with its JetStream.
+func withJS(t *testing.T, nc *nats.Conn, err error) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
