@@ -229,6 +229,11 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-t.C:
+			if s.detached(r.Context(), cam) {
+				b, _ := json.Marshal(map[string]string{"camera": cam})
+				send(appendEvent(nil, "detached", b))
+				return // frees the viewer's place
+			}
 			ping()
 			batch = []byte(": keepalive\n\n")
 		case <-v.wake:
@@ -248,6 +253,18 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// detached says whether camera was detached while its live view streams
+// (not when the registry cannot say).
+func (s *Server) detached(ctx context.Context, camera string) bool {
+	if s.opts.Known == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ok, err := s.opts.Known(ctx, camera)
+	return err == nil && !ok
 }
 
 // liveWriteTimeout is how long a live viewer may take to receive one batch.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,6 +213,62 @@ func TestLiveUnknownCamera(t *testing.T) {
 			t.Errorf("live %s: %d, want %d", cam, resp.StatusCode, want)
 		}
 	}
+}
+
+// TestLiveEndsOnDetach: the live view of a camera detached while it
+// streams ends with a "detached" event and frees its viewer's place; a
+// registry that cannot answer meanwhile does not end it.
+func TestLiveEndsOnDetach(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t))
+	var attached, broken atomic.Bool
+	attached.Store(true)
+	known := func(_ context.Context, cam string) (bool, error) {
+		if broken.Load() {
+			return false, errors.New("no quorum")
+		}
+		return attached.Load(), nil
+	}
+	srv := httptest.NewServer(New(context.Background(), nc, Options{Known: known, MaxViewers: 1}).API())
+	defer srv.Close()
+	client := &http.Client{Timeout: 20 * time.Second} // the whole view, and ReadAll below
+	resp, err := client.Get(srv.URL + "/v1/live/door")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("live door: %s", resp.Status)
+	}
+	broken.Store(true)
+	r := bufio.NewReader(resp.Body)
+	keepalives := 0
+	for keepalives < 2 { // two registry checks that could not answer
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the view ended while the registry could not answer: %v", err)
+		}
+		if strings.HasPrefix(line, ": keepalive") {
+			keepalives++
+		}
+	}
+	broken.Store(false)
+	attached.Store(false)
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("the view did not end on detach: %v", err)
+	}
+	if !strings.Contains(string(rest), "event: detached\ndata: {\"camera\":\"door\"}") {
+		t.Errorf("the view ended without a detached event:\n%s", rest)
+	}
+	testenv.WaitFor(t, "the viewer's place free again", 5*time.Second, func() bool {
+		attached.Store(true)
+		r, err := http.Get(srv.URL + "/v1/live/door")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	})
 }
 
 // TestLiveMaxViewers: one live view more than MaxViewers is refused with

@@ -382,6 +382,11 @@ function onEvent(block) {
     return; // not ours: skip it, keep the stream
   }
   if (!obj || typeof obj !== 'object') return;
+  if (name === 'detached') {
+    watch('');
+    banner('live', 'camera ' + obj.camera + ' was detached');
+    return;
+  }
   if (name === 'annotation') onAnnotation(obj);
   else if (name === 'frame' && typeof obj.jpeg === 'string') onFrame(obj);
 }
