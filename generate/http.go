@@ -17,6 +17,7 @@ import (
 
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/strictjson"
 )
 
 // DescribePattern is the route of DescribeHandler.
@@ -60,7 +61,7 @@ func DescribeHandler(nc *nats.Conn, defaultTimeout time.Duration, maxBody int64)
 		}
 		var req Request
 		if len(bytes.TrimSpace(body)) > 0 {
-			if err := decodeRequest(body, &req); err != nil {
+			if err := strictjson.Decode(body, &req); err != nil {
 				writeReply(w, errorReply(&Request{Camera: id}, ReasonBadRequest, "malformed request JSON: "+err.Error()))
 				return
 			}

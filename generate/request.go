@@ -1,17 +1,15 @@
 package generate
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/strictjson"
 )
 
 // Request kinds.
@@ -130,7 +128,7 @@ func parseRequest(data []byte, defaults config.Generate, now time.Time) (*parsed
 	if len(data) > maxRequest {
 		return nil, errorReply(nil, ReasonBadRequest, fmt.Sprintf("request is %d bytes, the limit is %d", len(data), maxRequest))
 	}
-	if err := decodeRequest(data, &req); err != nil {
+	if err := strictjson.Decode(data, &req); err != nil {
 		return nil, errorReply(&req, ReasonBadRequest, "malformed request JSON: "+err.Error()+
 			` (want {"camera":"cam1","kind":"caption|frame","timeout":"5s","sampling":{...}})`)
 	}
@@ -190,31 +188,4 @@ func parseRequest(data []byte, defaults config.Generate, now time.Time) (*parsed
 		return nil, errorReply(&req, ReasonBadRequest, "bad request: "+errors.Join(errs...).Error())
 	}
 	return p, nil
-}
-
-// jsonError makes encoding/json's errors say where.
-func jsonError(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("%v at byte %d", se, se.Offset)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %q: want %s, got %s", te.Field, te.Type, te.Value)
-	}
-	return err.Error()
-}
-
-// decodeRequest reads data, which must be one JSON object of a Request's
-// fields and nothing after it, into req; the error says what is wrong.
-func decodeRequest(data []byte, req *Request) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(req); err != nil {
-		return errors.New(jsonError(err))
-	}
-	if _, err := dec.Token(); err != io.EOF { // even a stray "}" or "]", which dec.More misses
-		return errors.New("more than one JSON value")
-	}
-	return nil
 }

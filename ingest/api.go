@@ -1,13 +1,16 @@
 package ingest
 
 import (
-	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/strictjson"
 )
 
 // Handler serves the camera API, with request bodies limited to maxBody
@@ -23,8 +26,38 @@ func (r *Registry) Handler(maxBody int64) http.Handler {
 	mux.HandleFunc("POST /v1/cameras", r.handleAttach)
 	mux.HandleFunc("GET /v1/cameras/{id}", r.handleGet)
 	mux.HandleFunc("DELETE /v1/cameras/{id}", r.handleDetach)
-	return LimitBody(maxBody, mux)
+	return LimitBody(maxBody, jsonMisses(mux))
 }
+
+// jsonMisses answers a request that no route of mux takes as the API
+// answers every other error, {"error": …}, with the mux's status: 404, or
+// 405 with its Allow header.
+func jsonMisses(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		miss := &headersOnly{h: http.Header{}}
+		h.ServeHTTP(miss, r)
+		if allow := miss.h.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		code := cmp.Or(miss.code, http.StatusNotFound)
+		writeJSON(w, code, apiError{fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(code)))})
+	})
+}
+
+// headersOnly keeps what a handler answers but its body.
+type headersOnly struct {
+	h    http.Header
+	code int
+}
+
+func (o *headersOnly) Header() http.Header         { return o.h }
+func (o *headersOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (o *headersOnly) WriteHeader(code int)        { o.code = code }
 
 func (r *Registry) handleList(w http.ResponseWriter, req *http.Request) {
 	cams, err := r.List(req.Context())
@@ -51,9 +84,7 @@ func (r *Registry) handleAttach(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var c config.Camera
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	if err := strictjson.Decode(body, &c); err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{"malformed camera JSON: " + err.Error()})
 		return
 	}

@@ -57,14 +57,20 @@ func LimitBody(max int64, next http.Handler) http.Handler {
 	})
 }
 
-// bodyError answers a failed body read: 413 past the limit, else 400.
+// bodyError answers a failed body read: 413 past the limit, 408 when the
+// client did not send it in time (ReadDeadline), else 400.
 func bodyError(w http.ResponseWriter, err error) {
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
 		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{fmt.Sprintf("request body over the limit of %d bytes (http.max_body)", mbe.Limit)})
-		return
+	case errors.As(err, &ne) && ne.Timeout():
+		w.Header().Set("Connection", "close")
+		writeJSON(w, http.StatusRequestTimeout, apiError{"request body not received in time"})
+	default:
+		writeJSON(w, http.StatusBadRequest, apiError{"reading request body: " + err.Error()})
 	}
-	writeJSON(w, http.StatusBadRequest, apiError{"reading request body: " + err.Error()})
 }
 
 // cors applies the WHIP CORS policy: same-origin requests and requests

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -87,6 +88,34 @@ func TestReadDeadline(t *testing.T) {
 			}
 			_, _ = conn.Write([]byte(" ")) // one byte at a time
 		}
+	}
+}
+
+// TestSlowBodyIs408: a body not sent by the deadline is answered 408 (the
+// client's fault, said plainly), not 400 with the socket's error.
+func TestSlowBodyIs408(t *testing.T) {
+	srv := httptest.NewServer(ReadDeadline(300*time.Millisecond, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16)); err != nil {
+			bodyError(w, err)
+		}
+	})))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("POST /v1/cameras HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"id\"")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "not received in time") || strings.Contains(string(body), "tcp") {
+		t.Errorf("a body not sent in time: %s %s, want 408 saying so", resp.Status, body)
 	}
 }
 

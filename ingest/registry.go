@@ -421,15 +421,25 @@ func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
 	g.SetLimit(listGets)
 	for k := range lister.Keys() {
 		g.Go(func() error {
-			if v, err := r.Get(ctx, k); err == nil { // else deleted meanwhile
-				mu.Lock()
-				out = append(out, v)
-				mu.Unlock()
+			v, err := r.Get(ctx, k)
+			switch {
+			case errors.Is(err, ErrNotFound): // detached meanwhile
+				return nil
+			case errors.Is(err, errSpec): // not written by patchline
+				r.log.Warn("camera registry: skipping an entry that is not a camera", "key", k, "err", err)
+				return nil
+			case err != nil: // not a list with this camera missing, as if detached
+				return fmt.Errorf("camera %s: %w", k, err)
 			}
+			mu.Lock()
+			out = append(out, v)
+			mu.Unlock()
 			return nil
 		})
 	}
-	_ = g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
@@ -450,10 +460,13 @@ func (r *Registry) keys(ctx context.Context) (jetstream.KeyLister, error) {
 // listGets is how many camera reads List has in flight at once.
 const listGets = 16
 
+// errSpec: a registry entry is not a camera's JSON spec.
+var errSpec = errors.New("camera spec")
+
 func (r *Registry) view(spec []byte) (CameraView, error) {
 	var c config.Camera
 	if err := json.Unmarshal(spec, &c); err != nil {
-		return CameraView{}, fmt.Errorf("camera spec: %w", err)
+		return CameraView{}, fmt.Errorf("%w: %w", errSpec, err)
 	}
 	r.mu.Lock()
 	var st json.RawMessage

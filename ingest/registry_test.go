@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -102,6 +103,78 @@ func TestListManyCameras(t *testing.T) {
 	}
 }
 
+// TestAPIMissesAreJSON: a path or method no route takes is answered as
+// every other API error is, JSON with the status (405 with Allow), not
+// net/http's plain text.
+func TestAPIMissesAreJSON(t *testing.T) {
+	t.Parallel()
+	h := openRegistry(t, natstest.Connect(t, natstest.Start(t))).Handler(1 << 16)
+	for _, c := range []struct {
+		method, path string
+		code         int
+		allow        string
+	}{
+		{"PUT", "/v1/cameras", http.StatusMethodNotAllowed, "GET, HEAD, POST"},
+		{"POST", "/v1/cameras/x", http.StatusMethodNotAllowed, "DELETE, GET, HEAD"},
+		{"GET", "/v1/cameras/x/", http.StatusNotFound, ""},
+		{"GET", "/v1/nope", http.StatusNotFound, ""},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, nil))
+		var body struct{ Error string }
+		err := json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != c.code || err != nil || !strings.Contains(body.Error, c.path) || rec.Header().Get("Allow") != c.allow || rec.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d %q (Allow %q), want %d with a JSON error naming the path (Allow %q)", c.method, c.path, rec.Code, rec.Body, rec.Header().Get("Allow"), c.code, c.allow)
+		}
+	}
+}
+
+// failingGet is a camera bucket whose reads of one key fail.
+type failingGet struct {
+	jetstream.KeyValue
+	key string
+	err error
+}
+
+func (f failingGet) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if key == f.key {
+		return nil, f.err
+	}
+	return f.KeyValue.Get(ctx, key)
+}
+
+// TestListIsWholeOrFails: a camera that cannot be read makes the list fail
+// (503 while the bucket is unavailable), not a list without it, as if it
+// had been detached; an entry that is not a camera's spec (put by hand) is
+// skipped.
+func TestListIsWholeOrFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := openRegistry(t, natstest.Connect(t, natstest.Start(t)))
+	for _, id := range []string{"a", "b", "c"} {
+		if err := r.Attach(ctx, config.Camera{ID: id, URL: "synthetic://?seed=1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.kv.Put(ctx, "junk", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	cams, err := r.List(ctx)
+	if err != nil || len(cams) != 3 {
+		t.Fatalf("List with a junk entry = %v, %v; want the 3 cameras", cams, err)
+	}
+	kv := r.kv
+	r.kv = failingGet{KeyValue: kv, key: "b", err: nats.ErrTimeout}
+	defer func() { r.kv = kv }()
+	rec := httptest.NewRecorder()
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond) // a client that gives up before the retries do
+	defer cancel()
+	r.Handler(1<<16).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/cameras", nil).WithContext(short))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "camera b") {
+		t.Errorf("list with camera b unreadable: %d %s, want 503 naming it", rec.Code, rec.Body)
+	}
+}
+
 // TestBadIDIs404: an id no camera can have (a space, a wildcard, a trailing
 // dot) is not found, for DELETE as for GET, not a 500 with NATS' error.
 func TestBadIDIs404(t *testing.T) {
@@ -199,16 +272,24 @@ func TestAPIHidesRTSPPassword(t *testing.T) {
 	}
 }
 
-// TestAttachRefusesUnknownFields: a misspelt field in an attach body is a
-// 400 naming it, not a camera attached with that setting left at its
-// default.
-func TestAttachRefusesUnknownFields(t *testing.T) {
+// TestAttachRefusesMalformedBodies: a misspelt field in an attach body is
+// a 400 naming it, not a camera attached with that setting left at its
+// default; so is anything after the camera's object (a body cut and pasted
+// twice, say), which was attached as if it were not there.
+func TestAttachRefusesMalformedBodies(t *testing.T) {
 	t.Parallel()
 	r := openRegistry(t, natstest.Connect(t, natstest.Start(t)))
-	rec := httptest.NewRecorder()
-	r.Handler(1<<16).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/cameras", strings.NewReader(`{"id":"a","url":"synthetic://","fsp":5}`)))
-	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `unknown field \"fsp\"`) {
-		t.Errorf("attach with fsp: %d %s, want 400 naming the field", rec.Code, rec.Body)
+	for body, want := range map[string]string{
+		`{"id":"a","url":"synthetic://","fsp":5}`:                `unknown field \"fsp\"`,
+		`{"id":"a","url":"synthetic://"} trailing`:               "more than one JSON value",
+		`{"id":"a","url":"synthetic://"}{"id":"b","url":"x://"}`: "more than one JSON value",
+		`{"id":"a","fps":"5"}`:                                   `field \"fps\": want float64, got string`,
+	} {
+		rec := httptest.NewRecorder()
+		r.Handler(1<<16).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/cameras", strings.NewReader(body)))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("attach %s: %d %s, want 400 saying %s", body, rec.Code, rec.Body, want)
+		}
 	}
 	if _, err := r.Get(context.Background(), "a"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("camera a after a refused attach: %v, want not found", err)
