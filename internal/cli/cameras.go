@@ -2,13 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,6 +26,26 @@ import (
 )
 
 const defaultAPI = "http://127.0.0.1:8080"
+
+// apiDefault is --api's default: the address $PATCHLINE_HTTP_ADDR gives
+// the server (http.addr; an unspecified host is this machine), else
+// defaultAPI.
+func apiDefault() string {
+	host, port, err := net.SplitHostPort(os.Getenv("PATCHLINE_HTTP_ADDR"))
+	if err != nil || port == "" {
+		return defaultAPI
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// natsDefault is --nats's default: $PATCHLINE_NATS_URL (nats.url) when
+// set, else the embedded server's default address.
+func natsDefault() string {
+	return cmp.Or(os.Getenv("PATCHLINE_NATS_URL"), "nats://127.0.0.1:4222")
+}
 
 // tokenEnv holds the API's bearer token (http.token) for attach, detach and
 // cameras; it is also the variable that sets http.token.
@@ -145,6 +168,12 @@ func newAttachCmd() *cobra.Command {
 			if err := c.Validate(); err != nil {
 				return usage(cmd, fmt.Errorf("attach %s: %w", c.ID, err))
 			}
+			if isRelativePath(c.URL) { // checked as given: "cam:554/s" stays an error
+				// The server would resolve it against its own directory.
+				if abs, err := filepath.Abs(c.URL); err == nil {
+					c.URL = abs
+				}
+			}
 			u, err := apiURL(api, "/v1/cameras")
 			if err != nil {
 				return usage(cmd, err)
@@ -160,10 +189,15 @@ func newAttachCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", defaultAPI, "patchline HTTP API")
+	cmd.Flags().StringVar(&api, "api", apiDefault(), "patchline HTTP API (default from $PATCHLINE_HTTP_ADDR when set)")
 	cmd.Flags().Float64Var(&c.FPS, "fps", 0, "target frames per second (0 = decode.default_fps)")
 	cmd.Flags().BoolVar(&c.Loop, "loop", false, "loop a file source")
 	return cmd
+}
+
+// isRelativePath says whether a camera URL is a relative file path.
+func isRelativePath(u string) bool {
+	return u != "" && !strings.Contains(u, "://") && !filepath.IsAbs(u) && !strings.HasPrefix(u, "~")
 }
 
 func newDetachCmd() *cobra.Command {
@@ -189,7 +223,7 @@ func newDetachCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", defaultAPI, "patchline HTTP API")
+	cmd.Flags().StringVar(&api, "api", apiDefault(), "patchline HTTP API (default from $PATCHLINE_HTTP_ADDR when set)")
 	return cmd
 }
 
@@ -244,7 +278,7 @@ func newCamerasCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", defaultAPI, "patchline HTTP API")
+	cmd.Flags().StringVar(&api, "api", apiDefault(), "patchline HTTP API (default from $PATCHLINE_HTTP_ADDR when set)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
 	return cmd
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -264,6 +265,43 @@ func TestCameraIDsAreChecked(t *testing.T) {
 	}
 }
 
+// TestClientDefaults: attach sends a relative file path as an absolute one
+// (the server would resolve it against its own directory), and the client
+// commands find the server where $PATCHLINE_HTTP_ADDR and
+// $PATCHLINE_NATS_URL, which set http.addr and nats.url, put it.
+func TestClientDefaults(t *testing.T) {
+	var got struct{ ID, URL string }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewDecoder(r.Body).Decode(&got)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(got)
+	}))
+	defer srv.Close()
+	t.Chdir(t.TempDir())
+	wd, _ := os.Getwd()
+	t.Setenv("PATCHLINE_HTTP_ADDR", "0.0.0.0:"+srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+	out, err := run(t, "attach", "clip", "videos/a.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(wd, "videos/a.mp4"); got.URL != want || !strings.Contains(out, want) {
+		t.Errorf("attach of a relative path sent %q (%q), want %q", got.URL, out, want)
+	}
+	if _, err := run(t, "attach", "c3", "cam:554/s"); err == nil {
+		t.Error("attach of a mistyped URL (cam:554/s) was sent as a file path")
+	}
+	for _, u := range []string{"rtsp://h/s", "synthetic://?seed=2", "/abs/b.mp4"} {
+		if _, err := run(t, "attach", "c2", u); err != nil || got.URL != u {
+			t.Errorf("attach %s sent %q (%v), want it as it is", u, got.URL, err)
+		}
+	}
+	t.Setenv("PATCHLINE_NATS_URL", "nats://127.0.0.1:1")
+	if _, err := run(t, "watch"); err == nil || !strings.Contains(err.Error(), "nats://127.0.0.1:1") {
+		t.Errorf("watch with $PATCHLINE_NATS_URL: %v, want it to connect there", err)
+	}
+}
+
 // TestLogSettings: the log section of the config (or its PATCHLINE_LOG_*
 // variables) sets the stage logger's level and format; the flags override
 // it; a bad value is an error naming the choices.
@@ -328,10 +366,14 @@ func TestUsageErrors(t *testing.T) {
 		// Bad values of arguments and flags.
 		{"watch", "--since", "garbage"}, {"watch", "a.b"}, {"describe", "cam1", "--timeout", "-1s"},
 		{"cameras", "--api", "localhost:8080"}, {"attach", "cam1", "synthetic://", "--fps", "-5"}, {"detach", "a?b"},
+		{"describe", "a.>"}, {"describe", "cam1", "--timeout", "10m"}, {"cameras", "extra"},
 	} {
 		if code := Main(args); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
+	}
+	if _, err := run(t, "version", "extra"); err == nil || !strings.Contains(err.Error(), `takes no arguments, got "extra"`) {
+		t.Errorf("version extra: %v, want it to say version takes no arguments", err)
 	}
 	if _, err := run(t, "validate", "my.yaml"); err == nil || !strings.Contains(err.Error(), "patchline validate -c my.yaml") {
 		t.Errorf("validate my.yaml: %v, want a hint to use -c", err)

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/patchline/patchline/generate"
+	"github.com/patchline/patchline/internal/frame"
 )
 
 func newDescribeCmd() *cobra.Command {
@@ -27,6 +28,9 @@ func newDescribeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out != "" && !frameKind {
 				return usage(cmd, fmt.Errorf("--out %s writes a generated frame: add --frame (a caption has no image)", out))
+			}
+			if err := frame.ValidCameraID(args[0]); err != nil {
+				return usage(cmd, err)
 			}
 			req := generate.Request{Camera: args[0], Kind: generate.KindCaption, Timeout: timeout}
 			if frameKind {
@@ -54,8 +58,8 @@ func newDescribeCmd() *cobra.Command {
 			d := generate.MaxTimeout // the stage answers within its own request_timeout
 			if timeout != "" {
 				var err error
-				if d, err = time.ParseDuration(timeout); err != nil || d <= 0 {
-					return usage(cmd, fmt.Errorf("--timeout %q: want a positive duration such as 10s", timeout))
+				if d, err = time.ParseDuration(timeout); err != nil || d <= 0 || d > generate.MaxTimeout {
+					return usage(cmd, fmt.Errorf("--timeout %q: want a positive duration up to %s, such as 10s", timeout, generate.MaxTimeout))
 				}
 			}
 			nc, err := natsConnect(natsURL, "patchline-describe")
@@ -69,7 +73,11 @@ func newDescribeCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 			}
 			if rep.Error != "" {
-				return fmt.Errorf("describe %s: %s (reason %s)", args[0], rep.Error, rep.Reason)
+				err := fmt.Errorf("describe %s: %s (reason %s)", args[0], rep.Error, rep.Reason)
+				if rep.Reason == generate.ReasonBadRequest { // what the flags asked for
+					return usage(cmd, err)
+				}
+				return err
 			}
 			if out != "" && rep.Generated != nil {
 				b, err := generate.FetchObject(cmd.Context(), nc, rep.Generated.Object)
@@ -87,7 +95,7 @@ func newDescribeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL (with the token in $"+natsTokenEnv+" when set)")
+	f.StringVar(&natsURL, "nats", natsDefault(), "NATS server URL (default from $PATCHLINE_NATS_URL when set; the token in $"+natsTokenEnv+" when set)")
 	f.StringVar(&timeout, "timeout", "", "how long the request may take (its deadline; default generate.request_timeout)")
 	f.BoolVar(&frameKind, "frame", false, "ask for a generated frame with its anomaly heatmap instead of a caption")
 	f.StringVar(&out, "out", "", "with --frame: write the generated PNG (read back from the Object Store) to this file")

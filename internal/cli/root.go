@@ -71,6 +71,9 @@ func usageArgs(cmd *cobra.Command) {
 			if err == nil {
 				return nil
 			}
+			if !c.HasSubCommands() && len(a) > 0 && strings.HasPrefix(err.Error(), "unknown command") { // cobra.NoArgs
+				err = fmt.Errorf("takes no arguments, got %q", a[0])
+			}
 			if c.Flags().Lookup("config") != nil && len(a) > 0 && (strings.HasSuffix(a[0], ".yaml") || strings.HasSuffix(a[0], ".yml")) {
 				err = fmt.Errorf("%w (the configuration file goes after -c: %s -c %s)", err, c.CommandPath(), a[0])
 			}

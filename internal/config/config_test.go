@@ -195,6 +195,11 @@ func TestErrors(t *testing.T) {
 			want: []string{`pipeline.yaml:2: cameras[0].id: camera id "front door" has ' '`},
 		},
 		{
+			name: "camera id like a flag",
+			yaml: "cameras:\n  - id: -door\n    url: a.mp4\n",
+			want: []string{`pipeline.yaml:2: cameras[0].id: camera id "-door" starts with '-'`},
+		},
+		{
 			name: "camera fps",
 			yaml: "cameras:\n  - id: a\n    url: a.mp4\n    fps: 500\n",
 			want: []string{`pipeline.yaml:4: cameras[0].fps: 500 out of range 0..120`},

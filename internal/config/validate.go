@@ -129,6 +129,9 @@ func (c Camera) Validate() error {
 
 func (c Camera) check(ck *checker, path string) {
 	ck.addErr(joinPath(path, "id"), frame.ValidCameraID(c.ID))
+	if strings.HasPrefix(c.ID, "-") {
+		ck.add(joinPath(path, "id"), "camera id %q starts with '-', which the command line would read as a flag", c.ID)
+	}
 	ck.addErr(joinPath(path, "url"), CheckCameraURL(c.URL))
 	if !inRange(c.FPS, 0, MaxFPS) {
 		ck.add(joinPath(path, "fps"), "%v out of range 0..%d (0 = decode.default_fps)", c.FPS, MaxFPS)
