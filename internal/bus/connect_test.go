@@ -257,3 +257,56 @@ func TestReconnectOutlastsRefusedCredentials(t *testing.T) {
 		t.Fatal("connection closed")
 	}
 }
+
+// fakeServer speaks just enough of the NATS protocol, as nats-server
+// version would, for a client to connect; it returns its URL.
+func fakeServer(t *testing.T, version string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				fmt.Fprintf(conn, "INFO {\"server_id\":\"fake\",\"version\":%q,\"proto\":1,\"max_payload\":1048576,\"headers\":true}\r\n", version)
+				buf := make([]byte, 4096)
+				for {
+					n, err := conn.Read(buf)
+					if err != nil {
+						return
+					}
+					if strings.Contains(string(buf[:n]), "PING") {
+						_, _ = conn.Write([]byte("PONG\r\n"))
+					}
+				}
+			}()
+		}
+	}()
+	return "nats://" + ln.Addr().String()
+}
+
+// TestConnectRefusesOldServers: a server older than 2.10 (Debian
+// bookworm's package is 2.9) is refused at the connect, saying which
+// version is needed and how to get it, instead of failing later on a
+// stream setting it does not know; 2.10 and newer pass.
+func TestConnectRefusesOldServers(t *testing.T) {
+	_, err := Connect(config.NATS{}, fakeServer(t, "2.9.10"), "test", discard())
+	if err == nil || !strings.Contains(err.Error(), "nats-server 2.9.10; patchline needs 2.10 or newer") || !strings.Contains(err.Error(), "go install") {
+		t.Errorf("connect to 2.9.10: %v, want it refused with the way out", err)
+	}
+	for _, v := range []string{"2.10.0", "2.15.2", "3.0.0-beta"} {
+		nc, err := Connect(config.NATS{}, fakeServer(t, v), "test", discard())
+		if err != nil {
+			t.Errorf("connect to %s: %v", v, err)
+			continue
+		}
+		nc.Close()
+	}
+}

@@ -227,12 +227,43 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 		// background and let the stage wait for it.
 		log.Warn("nats not reachable yet; retrying", "component", name, "url", RedactURLs(url), "err", err)
 		nc, err = nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true),
-			nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "component", name, "url", nc.ConnectedUrlRedacted()) }))...)
+			nats.ConnectHandler(func(nc *nats.Conn) {
+				log.Info("nats connected", "component", name, "url", nc.ConnectedUrlRedacted())
+				if err := checkServerVersion(nc); err != nil {
+					log.Error(err.Error(), "component", name)
+				}
+			}))...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect %s: %w", RedactURLs(url), err)
 	}
+	if nc.IsConnected() {
+		if err := checkServerVersion(nc); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
 	return nc, nil
+}
+
+// checkServerVersion refuses a server older than 2.10: the annotation
+// stream's subject transform and the buckets' settings need it, and an
+// older server's refusals do not say so. Debian bookworm's nats-server
+// package is 2.9.
+func checkServerVersion(nc *nats.Conn) error {
+	v := nc.ConnectedServerVersion()
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) >= 2 {
+		major, err1 := strconv.Atoi(parts[0])
+		minor, err2 := strconv.Atoi(parts[1])
+		if err1 != nil || err2 != nil || major > 2 || major == 2 && minor >= 10 {
+			return nil // newer, or a form not understood: let it try
+		}
+	} else {
+		return nil
+	}
+	return fmt.Errorf("nats: the server at %s is nats-server %s; patchline needs 2.10 or newer (go install github.com/nats-io/nats-server/v2@v2.15.2; Debian bookworm's package is 2.9)",
+		nc.ConnectedUrlRedacted(), v)
 }
 
 // natsLogger routes nats-server logs into slog.

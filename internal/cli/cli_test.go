@@ -44,7 +44,7 @@ func execute(ctx context.Context, out io.Writer, args ...string) error {
 func TestValidateShippedConfig(t *testing.T) {
 	t.Chdir("../..") // the models' paths are relative to the repository
 	out, err := run(t, "validate", "-c", "pipeline.yaml")
-	if err != nil || !strings.Contains(out, "ok (1 camera, model models/scene-vit; models open and match decode)") {
+	if err != nil || !strings.Contains(out, "ok (1 camera, model models/scene-vit, caption models/caption, framegen models/framegen; models open and match decode)") {
 		t.Fatalf("validate pipeline.yaml: %v\n%s", err, out)
 	}
 }

@@ -191,7 +191,13 @@ func newValidateCmd() *cobra.Command {
 			if len(cfg.Cameras) == 1 {
 				cams = "1 camera"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, model %s; %s)\n", cfgPath, cams, cfg.Analyze.Model, models)
+			named := "model " + cfg.Analyze.Model
+			for _, m := range []struct{ what, dir string }{{"caption", cfg.Generate.CaptionModel}, {"framegen", cfg.Generate.FramegenModel}} {
+				if m.dir != "" {
+					named += ", " + m.what + " " + m.dir
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, %s; %s)\n", cfgPath, cams, named, models)
 			return nil
 		},
 	}
