@@ -33,7 +33,10 @@ func RequireToken(token string, next http.Handler) http.Handler {
 		if got == "" || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimLeft(cred, " ")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="patchline"`)
 			msg := "missing bearer token (send Authorization: Bearer <http.token>)"
-			if got != "" {
+			switch {
+			case got != "" && !strings.EqualFold(scheme, "Bearer"):
+				msg = "the Authorization header is not a bearer token (send Authorization: Bearer <http.token>)" // not echoed: it may be the secret itself
+			case strings.TrimSpace(cred) != "":
 				msg = "wrong bearer token"
 			}
 			writeJSON(w, http.StatusUnauthorized, apiError{msg})

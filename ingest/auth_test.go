@@ -174,5 +174,13 @@ func TestRequireTokenScheme(t *testing.T) {
 		if rec.Code != want {
 			t.Errorf("Authorization %q: %d, want %d", auth, rec.Code, want)
 		}
+		// A refusal says what was wrong, and never echoes what was sent.
+		wantMsg := map[string]string{"Basic s3cret": "not a bearer token", "s3cret": "not a bearer token", "Bearer": "missing bearer token", "": "missing bearer token"}[auth]
+		if wantMsg == "" {
+			wantMsg = "wrong bearer token"
+		}
+		if want == http.StatusUnauthorized && (!strings.Contains(rec.Body.String(), wantMsg) || strings.Contains(rec.Body.String(), "s3cre")) {
+			t.Errorf("Authorization %q: %s, want it to say %q without the credential", auth, rec.Body, wantMsg)
+		}
 	}
 }
