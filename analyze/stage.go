@@ -134,6 +134,7 @@ func (s *Stage) onFrame(m *nats.Msg) {
 		return
 	}
 	telemetry.FramesIn.WithLabelValues(stageName, f.Camera).Inc()
+	telemetry.ShowCamera(stageName, f.Camera, dropReasons...) // each frame: a camera's series come back after a detach forgot them
 	ctx := bus.ExtractTrace(context.Background(), m.Header)
 	if old, dropped := s.ring.Push(&item{f: f, ctx: ctx, arrived: now}); dropped {
 		telemetry.FramesDropped.WithLabelValues(stageName, old.f.Camera, "queue_full").Inc()
@@ -144,6 +145,10 @@ func (s *Stage) onFrame(m *nats.Msg) {
 	}
 	telemetry.QueueDepth.WithLabelValues(stageName).Set(float64(s.ring.Len()))
 }
+
+// dropReasons are the reasons analyze drops a frame for, whose series
+// exist at 0 from a camera's first frame.
+var dropReasons = []string{"queue_full", "input_mismatch", "inference_error", "encode_error", "publish_error"}
 
 // nextBatch waits for one frame, then gathers more until the batch is full
 // or MaxBatchWait has passed since the first.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,6 +138,33 @@ func TestStageBatchesAcrossCameras(t *testing.T) {
 		if a.Camera == "cam1" && a.Seq == 2 && (a.LatencyMs["batch"] < 250 || a.LatencyMs["queue"] >= 250) {
 			t.Errorf("the lone frame waited %v ms for its batch after %v ms in the queue, want max_batch_wait (300 ms) as batch",
 				a.LatencyMs["batch"], a.LatencyMs["queue"])
+		}
+	}
+}
+
+// TestDropSeriesFromTheFirstFrame: a camera's drop counters exist, at 0,
+// from its first frame, one per reason, so that an alert on them has a
+// series before the first drop (and rate() sees that drop).
+func TestDropSeriesFromTheFirstFrame(t *testing.T) {
+	m := openTestBundle(t, segmentTiny, segmentOptions())
+	frames, _ := expectedFrames(t, m)
+	nc, anns := runStage(t, m, config.Analyze{BatchSize: 1})
+	publishAs(t, nc, frames[0], "first", 1)
+	testenv.WaitFor(t, "the frame analyzed", 10*time.Second, func() bool { return len(anns()) == 1 })
+	var got []string
+	for _, l := range testenv.Series(t, "patchline_frames_dropped_total") {
+		if l["stage"] == stageName && l["camera"] == "first" {
+			got = append(got, l["reason"])
+		}
+	}
+	slices.Sort(got)
+	want := slices.Sorted(slices.Values(dropReasons))
+	if !slices.Equal(got, want) {
+		t.Errorf("drop series of a camera after its first frame: %v, want %v", got, want)
+	}
+	for _, r := range want {
+		if v := testutil.ToFloat64(telemetry.FramesDropped.WithLabelValues(stageName, "first", r)); v != 0 {
+			t.Errorf("%s drops: %v, want 0", r, v)
 		}
 	}
 }

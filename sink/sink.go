@@ -175,6 +175,7 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 		return
 	}
 	telemetry.FramesIn.WithLabelValues(stageName, a.Camera).Inc()
+	telemetry.ShowCamera(stageName, a.Camera, "publish_error")
 	start := time.Now()
 	if ns, err := strconv.ParseInt(m.Header.Get(annotation.HdrAnalyzedAt), 10, 64); err == nil {
 		start = time.Unix(0, ns)
