@@ -91,7 +91,11 @@ func NewStage(nc *nats.Conn, cfg config.Sink, replicas int, log *slog.Logger) (*
 // every second and at the end.
 func (s *Stage) Run(ctx context.Context) error {
 	if s.cfg.Stream.Name == "" {
-		s.warnStreamLeft(ctx)
+		// Beside the start, not before it: with NATS away, the check
+		// waits out its timeout.
+		warned := make(chan struct{})
+		go func() { defer close(warned); s.warnStreamLeft(ctx) }()
+		defer func() { <-warned }()
 	} else {
 		if err := EnsureStream(ctx, s.nc, s.cfg.Stream, s.replicas); err != nil {
 			return err
