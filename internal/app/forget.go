@@ -14,41 +14,23 @@ import (
 	"github.com/patchline/patchline/internal/telemetry"
 )
 
-// forgetDetached deletes the metric series of each camera detached from
-// the registry while the process runs (and tells each of also, e.g.
-// generate, which drops its frames): without it every process would keep
-// the series of every camera ever attached. Best effort, until ctx ends: it
-// waits for the bucket, and watches again after a NATS restart (a detach
-// during the gap keeps its series).
 // forgetAgain is when a detached camera's series are forgotten a second
 // time, after what was under way for it has drained.
 const forgetAgain = time.Minute
 
+// forgetDetached deletes the metric series of each camera detached from
+// the registry while the process runs (and tells each of also, e.g.
+// generate, which drops its frames): without it every process would keep
+// the series of every camera ever attached. It also keeps
+// patchline_cameras_attached. Best effort, until ctx ends: it waits for
+// the bucket, and watches again after a NATS restart, forgetting then the
+// cameras detached meanwhile.
 func forgetDetached(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger, also ...func(camera string)) {
+	rw := &registryWatch{also: also}
 	for {
 		kv, err := ingest.CamerasBucket(ctx, nc, replicas, false)
 		if err == nil {
-			err = bus.WatchKV(ctx, kv, func(e jetstream.KeyValueEntry) {
-				if e == nil || e.Operation() == jetstream.KeyValuePut {
-					return
-				}
-				id := e.Key()
-				forget := func() {
-					telemetry.ForgetCamera(id)
-					for _, f := range also {
-						f(id)
-					}
-				}
-				forget()
-				// Frames still on their way (a worker stopping, a queue
-				// emptying) bring some series back: forget them again
-				// later, unless the camera was attached again meanwhile.
-				time.AfterFunc(forgetAgain, func() {
-					if _, err := kv.Get(ctx, id); errors.Is(err, jetstream.ErrKeyNotFound) {
-						forget()
-					}
-				})
-			}, jetstream.UpdatesOnly())
+			err = rw.watch(ctx, kv)
 		}
 		if ctx.Err() != nil {
 			return
@@ -60,4 +42,59 @@ func forgetDetached(ctx context.Context, nc *nats.Conn, replicas int, log *slog.
 		case <-time.After(5 * time.Second):
 		}
 	}
+}
+
+// registryWatch follows the camera registry: the cameras in it, and those
+// leaving it.
+type registryWatch struct {
+	also  []func(camera string)
+	known map[string]bool // the cameras in the registry, as of the last watch caught up; nil before
+}
+
+// watch follows kv until ctx ends or the watch fails. Its first values
+// are the cameras in the registry now: those known from an earlier watch
+// and missing now were detached in between.
+func (rw *registryWatch) watch(ctx context.Context, kv jetstream.KeyValue) error {
+	attached := map[string]bool{}
+	caughtUp := false
+	return bus.WatchKV(ctx, kv, func(e jetstream.KeyValueEntry) {
+		switch {
+		case e == nil: // the registry as it is now, read
+			caughtUp = true
+			for id := range rw.known {
+				if !attached[id] {
+					rw.forget(ctx, kv, id)
+				}
+			}
+		case e.Operation() == jetstream.KeyValuePut:
+			attached[e.Key()] = true
+		default:
+			delete(attached, e.Key())
+			if caughtUp { // not a detach from before this watch
+				rw.forget(ctx, kv, e.Key())
+			}
+		}
+		if caughtUp {
+			rw.known = attached
+			telemetry.CamerasAttached.Set(float64(len(attached)))
+		}
+	})
+}
+
+// forget deletes detached camera id's series now, and again after
+// forgetAgain unless it was attached again meanwhile: frames still on
+// their way (a worker stopping, a queue emptying) bring some back.
+func (rw *registryWatch) forget(ctx context.Context, kv jetstream.KeyValue, id string) {
+	forget := func() {
+		telemetry.ForgetCamera(id)
+		for _, f := range rw.also {
+			f(id)
+		}
+	}
+	forget()
+	time.AfterFunc(forgetAgain, func() {
+		if _, err := kv.Get(ctx, id); errors.Is(err, jetstream.ErrKeyNotFound) {
+			forget()
+		}
+	})
 }

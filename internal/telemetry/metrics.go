@@ -51,6 +51,10 @@ var (
 		Name: "patchline_camera_state",
 		Help: "1 for the state a camera is in (connecting, streaming, retrying, stalled, ended, stopped, offline, failed), 0 for the others.",
 	}, []string{"camera", "state"})
+	CamerasAttached = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "patchline_cameras_attached",
+		Help: "Cameras in the registry (from the configuration, the API or WHIP), as this process last read it; every process reports it (aggregate with max).",
+	})
 	CameraReconnects = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "patchline_camera_reconnects_total", Help: "Times a camera's source was opened again after the first open (a failure, a stall, a stream that ended).",
 	}, []string{"camera"})

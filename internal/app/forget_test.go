@@ -1,0 +1,84 @@
+package app
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/patchline/patchline/ingest"
+	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/telemetry"
+	"github.com/patchline/patchline/internal/testenv"
+)
+
+// TestForgetDetached: every process counts the cameras in the registry
+// (patchline_cameras_attached) and forgets a detached camera's series,
+// telling also; a camera detached while the process was not watching (a
+// NATS restart in between) is forgotten once the watch is back.
+func TestForgetDetached(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	reg, err := ingest.OpenRegistry(ctx, nc, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	for _, id := range []string{"fa", "fb"} {
+		if err := reg.Attach(ctx, config.Camera{ID: id, URL: "synthetic://"}); err != nil {
+			t.Fatal(err)
+		}
+		telemetry.FramesIn.WithLabelValues("test", id).Inc()
+	}
+	var (
+		mu   sync.Mutex
+		told []string
+	)
+	also := func(id string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(told, id) {
+			told = append(told, id)
+		}
+	}
+	wasTold := func(id string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(told, id)
+	}
+	attached := func(n float64) func() bool {
+		return func() bool { return testutil.ToFloat64(telemetry.CamerasAttached) == n }
+	}
+	go forgetDetached(ctx, nc, 1, natstest.Discard(), also)
+	testenv.WaitFor(t, "2 cameras attached", 5*time.Second, attached(2))
+	if err := reg.Detach(ctx, "fb"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "1 camera attached, fb forgotten", 5*time.Second, func() bool {
+		return attached(1)() && wasTold("fb") && !slices.ContainsFunc(testenv.Series(t, "patchline_frames_in_total"), func(l map[string]string) bool { return l["camera"] == "fb" })
+	})
+	if wasTold("fa") {
+		t.Error("a camera still attached was forgotten")
+	}
+
+	// A camera the last watch knew, gone when the next one catches up.
+	kv, err := ingest.CamerasBucket(ctx, nc, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := &registryWatch{also: []func(string){also}, known: map[string]bool{"fa": true, "gone": true}}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- rw.watch(wctx, kv) }()
+	testenv.WaitFor(t, "the camera detached between two watches forgotten", 5*time.Second, func() bool { return wasTold("gone") })
+	stop()
+	<-done
+	if wasTold("fa") || !rw.known["fa"] || len(rw.known) != 1 {
+		t.Errorf("after the second watch caught up: known %v, told %v; want fa known and not forgotten", rw.known, told)
+	}
+}
