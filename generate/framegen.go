@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
@@ -37,7 +38,8 @@ type ModelOptions struct {
 //
 // A bundle is a folder in the Hugging Face layout: model.onnx,
 // config.json (num_frames, patchline.task "framegen",
-// patchline.anomaly_threshold, patchline.anomaly_top_k) and
+// patchline.anomaly_threshold, patchline.anomaly_top_k,
+// patchline.frame_interval_ms) and
 // preprocessor_config.json (size,
 // patch_size, rescale_factor, image_mean, image_std).
 type Framegen struct {
@@ -46,7 +48,8 @@ type Framegen struct {
 	k         int // context frames
 	w, h, p   int
 	threshold float64
-	topK      int // the frame score is the mean of the topK largest patch scores
+	topK      int           // the frame score is the mean of the topK largest patch scores
+	interval  time.Duration // between the frames it was trained on (source time); 0 = not said
 	mean, std [3]float64
 	scale     float64
 	lut       [3][256]float32 // u8 → normalised, per channel
@@ -86,6 +89,7 @@ type framegenPatchline struct {
 	hfbundle.Patchline
 	AnomalyThreshold *float64 `json:"anomaly_threshold"`
 	AnomalyTopK      *int     `json:"anomaly_top_k"`
+	FrameIntervalMs  *float64 `json:"frame_interval_ms"`
 }
 
 // OpenFramegen loads the framegen bundle in dir and opens its ONNX Runtime
@@ -164,6 +168,13 @@ func loadFramegen(dir string) (*Framegen, error) {
 			}
 			g.topK = *k
 		}
+		if ms := pl.FrameIntervalMs; ms != nil {
+			if !(*ms > 0 && *ms <= 60_000) {
+				bad("patchline.frame_interval_ms is %v, want 0 < ms <= 60000", *ms)
+			} else {
+				g.interval = time.Duration(*ms * float64(time.Millisecond))
+			}
+		}
 	}
 	if fc.NumFrames < 1 || fc.NumFrames > 64 {
 		bad("num_frames is %d, want 1..64", fc.NumFrames)
@@ -233,6 +244,12 @@ func (g *Framegen) NumPatches() int { return (g.w / g.p) * (g.h / g.p) }
 
 // TokenDim is the length of one patch token, P·P·3.
 func (g *Framegen) TokenDim() int { return g.p * g.p * 3 }
+
+// FrameInterval is the time between the frames the model was trained on
+// (patchline.frame_interval_ms, in source time); 0 when the bundle does
+// not say. Motion is learnt per interval: frames much further apart (a
+// camera sampled at 1 fps for a model of 5) look like teleports.
+func (g *Framegen) FrameInterval() time.Duration { return g.interval }
 
 // Threshold is the bundle's anomaly threshold on the frame score.
 func (g *Framegen) Threshold() float64 { return g.threshold }

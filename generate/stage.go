@@ -190,6 +190,9 @@ type camState struct {
 	scored    uint64               // last seq scored by framegen
 	// anomalyPeak is the score of the last anomaly published (see anomalyDue).
 	anomalyPeak float64
+	// offInterval: the camera's frames are not as far apart as framegen's
+	// (Framegen.FrameInterval), so it is not scored.
+	offInterval bool
 }
 
 // NewStage builds the stage; Run starts it. The caller owns the models.
@@ -262,6 +265,9 @@ func (s *Stage) Run(ctx context.Context) error {
 		for _, reason := range []string{ReasonOverloaded, ReasonDeadline, ReasonFailed} {
 			metricRejected.WithLabelValues(kind, reason)
 		}
+	}
+	if s.fg != nil && s.fg.FrameInterval() > 0 {
+		metricRejected.WithLabelValues(KindFrame, reasonFrameInterval)
 	}
 	s.sched = newScheduler(ctx, s.cfg.Budget, s.cfg.QueueSize, s.cfg.BatchSize, s.runBatch, func(kind, reason string) {
 		if reason == "" {
@@ -1035,6 +1041,41 @@ func (s *Stage) scoreLoop(ctx context.Context) {
 	}
 }
 
+// reasonFrameInterval: a camera's frames were not scored for anomalies,
+// being much further apart (or closer) than framegen's.
+const reasonFrameInterval = "frame_interval"
+
+// intervalFits reports whether frames fs (oldest first) are about as far
+// apart as framegen's, within a factor of 1.5 (a 24 fps source sampled at
+// 5 keeps frames 167 and 208 ms apart), by their median gap; a bundle that
+// does not say fits any. A camera that stops or starts fitting is logged.
+func (s *Stage) intervalFits(camera string, fs []*frame.Frame) bool {
+	want := s.fg.FrameInterval()
+	if want <= 0 || len(fs) < 2 {
+		return true
+	}
+	gaps := make([]time.Duration, 0, len(fs)-1)
+	for i := 1; i < len(fs); i++ {
+		gaps = append(gaps, fs[i].PTS-fs[i-1].PTS)
+	}
+	slices.Sort(gaps)
+	gap := gaps[len(gaps)/2]
+	fits := 3*gap >= 2*want && 2*gap <= 3*want
+	s.mu.Lock()
+	st := s.state(camera)
+	changed := st.offInterval == fits
+	st.offInterval = !fits
+	s.mu.Unlock()
+	switch {
+	case changed && !fits:
+		s.log.Warn("anomaly scoring off for this camera: its frames are further apart (or closer) than the framegen model's, whose motion they would not match; sample it at the model's rate",
+			"camera", camera, "frame_gap", gap.Round(time.Millisecond), "model_frame_gap", want, "model_fps", float64(time.Second)/float64(want))
+	case changed:
+		s.log.Info("anomaly scoring on again for this camera: its frames are as far apart as the framegen model's", "camera", camera, "frame_gap", gap.Round(time.Millisecond))
+	}
+	return fits
+}
+
 // maxScoreBatch is the most cameras framegen scores in one run. ONNX
 // Runtime's arena keeps what the largest batch needed: scoring 300 cameras
 // at once held ~1 GB after they had all gone. Smaller runs also take each
@@ -1084,6 +1125,10 @@ func (s *Stage) scoreCameras(ctx context.Context, cams []string, k, w, h, p int)
 		}
 		if checkGrid("", fs[k], w, h, p) != nil { // a camera decoded for another model size: counted, not scored
 			metricRejected.WithLabelValues(KindFrame, ReasonInputMismatch).Inc()
+			continue
+		}
+		if !s.intervalFits(cam, fs) {
+			metricRejected.WithLabelValues(KindFrame, reasonFrameInterval).Inc()
 			continue
 		}
 		in := FramegenInput{Context: make([][]byte, k), Actual: fs[k].Tokens}

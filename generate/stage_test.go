@@ -2,11 +2,13 @@ package generate
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"image/png"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -47,9 +49,26 @@ func startStage(t testing.TB, cfg config.Generate, fg *Framegen, capt *textgen.C
 // startStageWith is startStage that also returns the stage.
 func startStageWith(t testing.TB, cfg config.Generate, fg *Framegen, capt *textgen.Captioner) (*nats.Conn, *Stage) {
 	t.Helper()
+	return startStageOpts(t, Options{Config: cfg, Framegen: fg, Captions: capt})
+}
+
+// startStageLog is startStage logging to log.
+func startStageLog(t testing.TB, cfg config.Generate, fg *Framegen, capt *textgen.Captioner, log *slog.Logger) *nats.Conn {
+	t.Helper()
+	nc, _ := startStageOpts(t, Options{Config: cfg, Framegen: fg, Captions: capt, Logger: log})
+	return nc
+}
+
+// startStageOpts runs a stage of o (its NC on a new server; no log
+// unless o has one) and waits until it answers requests.
+func startStageOpts(t testing.TB, o Options) (*nats.Conn, *Stage) {
+	t.Helper()
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
-	st := runStage(t, url, cfg, fg, capt)
+	o.NC = natstest.Connect(t, url)
+	o.Logger = cmp.Or(o.Logger, natstest.Discard())
+	st := NewStage(o)
+	serve(t, st)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := nc.Request(bus.GenerateRequest, []byte(`{"camera":"ping"}`), time.Second)
@@ -516,6 +535,52 @@ func TestAnomalyTrigger(t *testing.T) {
 				t.Errorf("%v anomaly frames done but %v frames started", done, started)
 			}
 		})
+	}
+}
+
+// TestAnomalyFrameInterval: a framegen bundle trained on frames 200 ms
+// apart does not score a camera whose frames are 1 s apart (a camera
+// sampled at 1 fps: its ordinary motion looks like teleports), counting
+// and logging it; once its frames are 200 ms apart again it is scored.
+func TestAnomalyFrameInterval(t *testing.T) {
+	fg, err := OpenFramegen(copyBundle(t, func(m map[string]any) {
+		pl := m["patchline"].(map[string]any)
+		pl["anomaly_threshold"], pl["frame_interval_ms"] = 0, 200
+	}), ModelOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fg.Close() })
+	if fg.FrameInterval() != 200*time.Millisecond {
+		t.Fatalf("FrameInterval %v, want 200ms", fg.FrameInterval())
+	}
+	cfg := testGenerate()
+	cfg.Auto = true
+	cfg.Triggers = config.Triggers{OnAnomaly: true}
+	var logs testenv.Buffer
+	nc := startStageLog(t, cfg, fg, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	generated := collect(t, nc, bus.GeneratedPrefix+"slow")
+	off := metricRejected.WithLabelValues(KindFrame, reasonFrameInterval)
+	before := testutil.ToFloat64(off)
+	seq := 0
+	waitFor(t, "frames 1 s apart refused for their interval", func() bool {
+		seq += 5 // every 5th frame of a 5 fps source: 1 s apart
+		publishFrames(t, nc, "slow", seq, 1)
+		return testutil.ToFloat64(off)-before >= 3
+	})
+	if len(generated()) != 0 {
+		t.Errorf("%d anomalies of frames 1 s apart, want none scored", len(generated()))
+	}
+	if !strings.Contains(logs.String(), "anomaly scoring off for this camera") || !strings.Contains(logs.String(), "frame_gap=1s") {
+		t.Errorf("no warning naming the gap:\n%s", logs.String())
+	}
+	waitFor(t, "frames 200 ms apart scored again", func() bool {
+		seq++
+		publishFrames(t, nc, "slow", seq, 1)
+		return len(generated()) > 0
+	})
+	if !strings.Contains(logs.String(), "anomaly scoring on again") {
+		t.Errorf("no line saying scoring is on again:\n%s", logs.String())
 	}
 }
 

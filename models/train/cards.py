@@ -70,7 +70,10 @@ squared error between prediction and the frame that came is the anomaly
 heatmap; the frame score is the mean of its {c['patchline']['anomaly_top_k']} largest patch errors
 (`patchline.anomaly_top_k`: robust to one noisy patch), compared with
 `patchline.anomaly_threshold` ({c['patchline']['anomaly_threshold']:.4f}: the
-99.5th percentile of validation scores on normal video).
+99.5th percentile of validation scores on normal video). It learnt motion
+between frames {c['patchline']['frame_interval_ms']} ms apart (`patchline.frame_interval_ms`: the
+synthetic world at 5 fps); generate scores only cameras whose frames are
+about that far apart.
 
 **Architecture.** Video encoder: the 3 frames' tokens of each patch position
 are concatenated (576 values) and embedded (linear → {c['hidden_size']}), plus

@@ -178,6 +178,8 @@ def finish(model, tok, vtok, anom, train_time, threads, gen_time):
             "outputs": {"next_tokens": "next_tokens"},
             "anomaly_threshold": threshold,
             "anomaly_top_k": TOP_K,
+            # The synthetic world's frames at its 5 fps: motion is learnt per step.
+            "frame_interval_ms": 200,
         },
     })
     W.write_json(os.path.join(OUT, "preprocessor_config.json"), W.preprocessor_config())
