@@ -308,9 +308,11 @@ func (r *Registry) SyncConfig(ctx context.Context, cams []config.Camera) error {
 	}
 	var stale []string // put by an earlier configuration, not by this one
 	for k := range lister.Keys() {
-		v, err := r.Get(ctx, k) // not List's best effort: a camera missed would stay
+		v, err := r.Get(ctx, k) // every camera, or fail: one missed would stay
 		switch {
 		case errors.Is(err, ErrNotFound): // detached meanwhile
+		case errors.Is(err, errSpec): // not a camera (an older version's, or put by hand): no camera of the config's
+			r.log.Warn("camera registry: skipping an entry that is not a camera (detach it: patchline detach --api URL -- "+k+")", "key", k, "err", err)
 		case err != nil:
 			return fmt.Errorf("camera %s: %w", k, err)
 		case v.FromConfig && !listed[k]:
@@ -426,7 +428,7 @@ func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
 			case errors.Is(err, ErrNotFound): // detached meanwhile
 				return nil
 			case errors.Is(err, errSpec): // not written by patchline
-				r.log.Warn("camera registry: skipping an entry that is not a camera", "key", k, "err", err)
+				r.log.Warn("camera registry: skipping an entry that is not a camera (detach it: patchline detach --api URL -- "+k+")", "key", k, "err", err)
 				return nil
 			case err != nil: // not a list with this camera missing, as if detached
 				return fmt.Errorf("camera %s: %w", k, err)

@@ -306,8 +306,16 @@ func TestSyncConfig(t *testing.T) {
 	r := openRegistry(t, natstest.Connect(t, natstest.Start(t)))
 	a := config.Camera{ID: "a", URL: "synthetic://?seed=1"}
 	b := config.Camera{ID: "b", URL: "synthetic://?seed=2"}
+	// An entry that is not a camera (an old version stored an empty spec
+	// for a WHIP camera of fps NaN) is skipped, not a start that fails.
+	if _, err := r.kv.Put(ctx, "nancam", nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.SyncConfig(ctx, []config.Camera{a, b}); err != nil {
 		t.Fatal(err)
+	}
+	if err := r.Detach(ctx, "nancam"); err != nil {
+		t.Fatalf("detach of the entry that is not a camera: %v", err)
 	}
 	if err := r.Attach(ctx, config.Camera{ID: "api", URL: "synthetic://?seed=3"}); err != nil {
 		t.Fatal(err)
