@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/internal/annotation"
 	"github.com/patchline/patchline/internal/bus"
@@ -169,6 +170,26 @@ func TestCaptionTriggers(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		if got := changes(); len(got) != 3 {
 			t.Errorf("%d captions for 3 scene changes", len(got))
+		}
+	})
+	t.Run("detached", func(t *testing.T) {
+		// The last analysis of a camera just detached (ForgetCamera) comes
+		// in late: no caption of it is attempted, to be refused
+		// unknown_camera and logged as a failure.
+		cfg := captionConfig()
+		cfg.Auto = true
+		cfg.Triggers = config.Triggers{OnChange: true}
+		nc, st := startStageWith(t, cfg, nil, openCaptioner(t))
+		publishFrames(t, nc, "cam1", 1, 3)
+		waitFor(t, "window", func() bool { return request(t, nc, `{"camera":"cam1"}`).Error == "" })
+		waitFor(t, "cam1's lease", func() bool { return st.owns("cam1") })
+		refused := metricRejected.WithLabelValues(KindCaption, ReasonUnknownCamera)
+		before := testutil.ToFloat64(refused)
+		st.ForgetCamera("cam1")
+		publishAnalysis(t, nc, "cam1", 3, []string{"red circle"})
+		time.Sleep(300 * time.Millisecond)
+		if n := testutil.ToFloat64(refused) - before; n != 0 {
+			t.Errorf("%v captions of a forgotten camera refused unknown_camera, want none attempted", n)
 		}
 	})
 	t.Run("cooldown", func(t *testing.T) {

@@ -502,7 +502,9 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 	st.scene, st.haveScene = key, true
 	owned := s.owned[a.Camera]
 	s.mu.Unlock()
-	if changed && owned && s.cap != nil && s.due(a.Camera, TriggerChange, 0, time.Now()) {
+	// No frames of it: a camera just detached (ForgetCamera) whose last
+	// annotations come in late; its caption would be refused unknown_camera.
+	if changed && owned && s.cap != nil && s.win.has(a.Camera) && s.due(a.Camera, TriggerChange, 0, time.Now()) {
 		s.log.Debug("scene changed", "camera", a.Camera, "seq", a.Seq, "scene", key)
 		s.submitAuto(KindCaption, a.Camera, TriggerChange)
 	}

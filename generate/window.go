@@ -57,6 +57,14 @@ func (ws *windows) add(f *frame.Frame, now time.Time) (added bool) {
 	return added
 }
 
+// has reports whether camera has frames in its window.
+func (ws *windows) has(camera string) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.cams[camera]
+	return w != nil && len(w.frames) > 0
+}
+
 // forget drops camera's window.
 func (ws *windows) forget(camera string) {
 	ws.mu.Lock()
