@@ -133,3 +133,41 @@ func TestDirectoryCameraFailsAtOnce(t *testing.T) {
 		t.Errorf("camera on a file not there yet: %v, want made (and retried)", err)
 	}
 }
+
+// TestOpenAtTheFileLimit: an open that fails because the process is out of
+// file descriptors says so, where FFmpeg gives no reason and the message
+// listed network causes. (The limit is lowered for this test alone: no
+// test runs beside it.)
+func TestOpenAtTheFileLimit(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "notes.mp4")
+	if err := os.WriteFile(clip, []byte("not a video at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	// The limit is on descriptor numbers: the lowest free one, which the
+	// next open would take, is where it bites.
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := f.Fd()
+	_ = f.Close()
+	low := lim
+	low.Cur = uint64(next)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	_, err = openCV(clip, clip, KindFile, SourceOptions{})
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "open-files limit") {
+		t.Errorf("open with no descriptor left: %v, want it to name the open-files limit", err)
+	}
+	if outOfFiles() {
+		t.Error("outOfFiles with the limit restored")
+	}
+}

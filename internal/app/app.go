@@ -86,6 +86,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	log.Info("starting", append([]any{"stages", strings.Join(o.Stages, ",")}, bus.RuntimeSettings()...)...)
+	for _, w := range bus.LimitWarnings() {
+		log.Warn(w)
+	}
 	if o.NATSURL == "" && cfg.NATS.URL == "" && cfg.NATS.Replicas > 1 {
 		return fmt.Errorf("nats.replicas is %d, but the embedded server is a single node: set nats.url (or --nats) to a JetStream cluster, or replicas to 1", cfg.NATS.Replicas)
 	}
@@ -480,7 +483,8 @@ func serveHTTP(addr string, mux *http.ServeMux, guard func(http.Handler) http.Ha
 	// Idle keep-alive connections close after two minutes rather than
 	// when the client goes (a scraper or browser that vanished without a
 	// FIN). No ReadTimeout: the console's live view keeps its request open.
-	srv := &http.Server{Handler: guard(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: guard(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)} // accept errors (out of descriptors), panics
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)

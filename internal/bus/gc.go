@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
+	"syscall"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 )
@@ -76,5 +78,51 @@ func RuntimeSettings() []any {
 	if l := MemoryLimit(); l > 0 {
 		limit = fmt.Sprintf("%d MiB", l>>20)
 	}
-	return []any{"gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gcPercent(), "memory_limit", limit}
+	open := "unlimited"
+	if n, ok := rlimit(syscall.RLIMIT_NOFILE); ok {
+		open = strconv.FormatUint(n, 10)
+	}
+	return []any{"gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gcPercent(), "memory_limit", limit, "open_files", open}
+}
+
+// Limits under which patchline fails in ways that do not name them.
+const (
+	// MinOpenFiles: each camera holds a few descriptors (a socket or
+	// file, FFmpeg's), and nats-server several per stream and bucket.
+	// Run out, and opens fail as "not found", JetStream streams stop
+	// storing until a restart, and HTTP and NATS stop accepting.
+	MinOpenFiles = 1024
+	// MinAddressSpace: Go, ONNX Runtime, OpenCV and nats-server reserve
+	// about 3 GiB of address space (ulimit -v), however little they use.
+	MinAddressSpace = 4 << 30
+)
+
+// LimitWarnings are warnings for the first log lines about process limits
+// too low for patchline.
+func LimitWarnings() []string {
+	files, filesOK := rlimit(syscall.RLIMIT_NOFILE)
+	as, asOK := rlimit(syscall.RLIMIT_AS)
+	return warnLimits(files, filesOK, as, asOK)
+}
+
+// warnLimits warns of an open-files limit of files and an address-space
+// limit of as, each ok when there is one.
+func warnLimits(files uint64, filesOK bool, as uint64, asOK bool) []string {
+	var out []string
+	if filesOK && files < MinOpenFiles {
+		out = append(out, fmt.Sprintf("the open-files limit is %d (under %d): cameras, streams and connections need descriptors, and running out fails opens as \"not found\" and leaves JetStream streams failing until a restart; raise it (ulimit -n 65536, systemd LimitNOFILE=65536)", files, MinOpenFiles))
+	}
+	if asOK && as < MinAddressSpace {
+		out = append(out, fmt.Sprintf("the address-space limit (ulimit -v) is %d MiB: Go, ONNX Runtime, OpenCV and nats-server reserve about 3 GiB of it however little memory they use, and fail with \"out of memory\" below that; remove it (ulimit -v unlimited) and bound memory with GOMEMLIMIT or a cgroup", as>>20))
+	}
+	return out
+}
+
+// rlimit is the soft limit of resource, false when unlimited or unknown.
+func rlimit(resource int) (uint64, bool) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(resource, &l); err != nil || l.Cur == ^uint64(0) {
+		return 0, false
+	}
+	return l.Cur, true
 }

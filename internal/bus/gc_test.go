@@ -79,3 +79,22 @@ func TestRuntimeSettingsReadsOnly(t *testing.T) {
 		t.Errorf("GC percent %d after RuntimeSettings, want 250 untouched", pct)
 	}
 }
+
+// TestLimitWarnings: an open-files or address-space limit too low for
+// patchline is warned of at start, naming it and the way out; generous or
+// no limits say nothing.
+func TestLimitWarnings(t *testing.T) {
+	got := warnLimits(64, true, 2<<30, true)
+	if len(got) != 2 || !strings.Contains(got[0], "open-files limit is 64") || !strings.Contains(got[0], "LimitNOFILE") ||
+		!strings.Contains(got[1], "address-space limit (ulimit -v) is 2048 MiB") || !strings.Contains(got[1], "ulimit -v unlimited") {
+		t.Errorf("warnings for 64 files and 2 GiB: %q", got)
+	}
+	for _, w := range [][]string{warnLimits(65536, true, 0, false), warnLimits(0, false, 16<<30, true)} {
+		if len(w) != 0 {
+			t.Errorf("warnings for ample limits: %q", w)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(RuntimeSettings()), "open_files") {
+		t.Errorf("RuntimeSettings() = %v, want open_files", RuntimeSettings())
+	}
+}

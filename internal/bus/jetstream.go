@@ -220,15 +220,20 @@ func WatchStreams(ctx context.Context, nc *nats.Conn, streams []string, every ti
 // that its server's storage limit cannot take.
 const jsInsufficientResources jetstream.ErrorCode = 10047
 
+// jsStoreCreate is JetStream's error code for a stream or bucket whose
+// files could not be created ("error creating store for stream").
+const jsStoreCreate jetstream.ErrorCode = 10049
+
 // ExplainStorage adds to JetStream's "insufficient storage resources"
-// refusal why it comes and what to do: a server takes for JetStream at
+// refusal (and to its "error creating store for stream") why it comes and
+// what to do: a server takes for JetStream at
 // most 75% of the disk space free where it stores (unless configured),
 // and a stream counts its whole max_bytes against that from its start.
 // storeDir is the embedded server's store ("" for another server);
 // streamBytes is sink.stream.max_bytes. Other errors come back as they are.
 func ExplainStorage(err error, storeDir string, streamBytes int64) error {
 	var api *jetstream.APIError
-	if !errors.As(err, &api) || api.ErrorCode != jsInsufficientResources {
+	if !errors.As(err, &api) || api.ErrorCode != jsInsufficientResources && api.ErrorCode != jsStoreCreate {
 		return err
 	}
 	where := "the NATS server's JetStream store_dir (or raise its max_file_store)"
@@ -236,8 +241,15 @@ func ExplainStorage(err error, storeDir string, streamBytes int64) error {
 		where = storeDir
 		var st syscall.Statfs_t
 		if syscall.Statfs(storeDir, &st) == nil {
-			where += fmt.Sprintf(" (%d MiB free)", st.Bavail*uint64(st.Bsize)>>20)
+			if free := st.Bavail * uint64(st.Bsize); free < 1<<20 {
+				where += fmt.Sprintf(" (%d KiB free)", free>>10)
+			} else {
+				where += fmt.Sprintf(" (%d MiB free)", free>>20)
+			}
 		}
+	}
+	if api.ErrorCode == jsStoreCreate {
+		return fmt.Errorf("%w: nats-server could not create the stream's files in %s: the disk is full, or the process is out of open files (ulimit -n); its log line says which", err, where)
 	}
 	return fmt.Errorf("%w: JetStream reserves each stream's whole max_bytes (sink.stream.max_bytes is %d MiB) out of at most 75%% of the disk space free at the server's start; free space in %s, or lower sink.stream.max_bytes",
 		err, streamBytes>>20, where)

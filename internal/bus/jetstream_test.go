@@ -258,6 +258,15 @@ func TestExplainStorage(t *testing.T) {
 	if !errors.Is(got, err) {
 		t.Error("the explained error does not wrap JetStream's")
 	}
+	// The files of a stream could not be made (ENOSPC, EMFILE): the
+	// server's answer does not say why, its log does.
+	create := &jetstream.APIError{Code: 500, ErrorCode: 10049, Description: "error creating store for stream"}
+	got = ExplainStorage(fmt.Errorf("bucket patchline_leases: %w", create), dir, 8<<20)
+	for _, want := range []string{"error creating store", "could not create the stream's files in " + dir, "ulimit -n", "its log line says which"} {
+		if !strings.Contains(got.Error(), want) {
+			t.Errorf("ExplainStorage(10049) = %v, want it to say %q", got, want)
+		}
+	}
 	other := errors.New("nats: timeout")
 	if ExplainStorage(other, dir, 8<<20) != other {
 		t.Error("another error was changed")

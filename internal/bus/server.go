@@ -141,10 +141,19 @@ func (e *Embedded) Healthy() error {
 	if msg == "" {
 		msg = h.Status
 	}
-	if strings.Contains(msg, "write error") {
-		return fmt.Errorf("embedded nats: %s; nats-server keeps such a stream failing until it restarts: free space in %s if it is full, then restart patchline", msg, e.store)
+	if !strings.Contains(msg, "write error") {
+		return fmt.Errorf("embedded nats: %s", msg)
 	}
-	return fmt.Errorf("embedded nats: %s", msg)
+	fix := "fix its cause (the error above)"
+	switch {
+	case strings.Contains(msg, "no space left"), strings.Contains(msg, "quota exceeded"):
+		fix = "free space in " + e.store
+	case strings.Contains(msg, "file too large"):
+		fix = "raise the process's file-size limit (ulimit -f)"
+	case strings.Contains(msg, "too many open files"):
+		fix = "raise the process's open-files limit (ulimit -n, systemd LimitNOFILE)"
+	}
+	return fmt.Errorf("embedded nats: %s; nats-server keeps such a stream failing until it restarts: %s, then restart patchline", msg, fix)
 }
 
 // Shutdown stops the server and waits for it.

@@ -112,9 +112,10 @@ func TestEmbeddedStoreInUse(t *testing.T) {
 }
 
 // TestEmbeddedHealthyWriteError: once a stream's store fails to write (here
-// a file over RLIMIT_FSIZE, as a full disk would), nats-server keeps it
-// failing; Healthy, which /readyz of `patchline run` asks, says so and
-// what to do, where before only the server's log did.
+// a file over RLIMIT_FSIZE; a full disk or the open-files limit does the
+// same), nats-server keeps it failing; Healthy, which /readyz of
+// `patchline run` asks, says so and what to do, where before only the
+// server's log did.
 func TestEmbeddedHealthyWriteError(t *testing.T) {
 	dir := t.TempDir()
 	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: dir}, "", discard())
@@ -168,7 +169,7 @@ func TestEmbeddedHealthyWriteError(t *testing.T) {
 	testenv.WaitFor(t, "Healthy to report the stream's write error", 10*time.Second, func() bool { return e.Healthy() != nil })
 	restore()
 	err = e.Healthy()
-	for _, want := range []string{"FULL", "write error", "until it restarts", dir} {
+	for _, want := range []string{"FULL", "write error", "until it restarts", "file-size limit"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Healthy() = %q, want it to say %q", err, want)
 		}

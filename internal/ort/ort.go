@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -114,7 +116,8 @@ func Init(libPath string) error {
 
 // NewSession opens an ONNX Runtime session on the graph at path with the
 // named inputs and outputs, running threads intra-op threads (0 = ONNX
-// Runtime's default). With spin false the intra-op threads sleep between
+// Runtime's default, one per physical core, or, in a process confined to
+// fewer CPUs than the machine has, one per CPU it may use). With spin false the intra-op threads sleep between
 // parallel sections instead of spin-waiting (session.intra_op.allow_spinning
 // = 0): a bare loop runs a little slower, but a process that also decodes
 // and moves frames keeps its CPU. Init must have succeeded. Errors name what
@@ -134,6 +137,9 @@ func NewSession(path string, inputs, outputs []string, threads int, spin bool) (
 			return nil, fmt.Errorf("session options: disable spinning: %w", err)
 		}
 	}
+	if threads == 0 {
+		threads = confinedThreads()
+	}
 	if threads > 0 {
 		if err := so.SetIntraOpNumThreads(threads); err != nil {
 			return nil, fmt.Errorf("set %d intra-op threads: %w", threads, err)
@@ -144,6 +150,43 @@ func NewSession(path string, inputs, outputs []string, threads int, spin bool) (
 		return nil, fmt.Errorf("open session on %s: %w", path, err)
 	}
 	return sess, nil
+}
+
+// confinedThreads is the intra-op thread count for threads 0 when the
+// process may use fewer CPUs than the machine has (taskset, a cpuset, a
+// cgroup quota: GOMAXPROCS follows them): as many as it may use. ONNX
+// Runtime's own default, one per physical core, pins each thread to a core
+// of the whole machine, out of the process's set. Else 0: that default.
+func confinedThreads() int {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return 0
+	}
+	if n := runtime.GOMAXPROCS(0); n < countCPUs(strings.TrimSpace(string(b))) {
+		return n
+	}
+	return 0
+}
+
+// countCPUs counts the CPUs of a Linux CPU list such as "0-3,8,10-11"; 0
+// when it cannot read it.
+func countCPUs(list string) int {
+	n := 0
+	for part := range strings.SplitSeq(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return 0
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return 0
+			}
+		}
+		n += b - a + 1
+	}
+	return n
 }
 
 // Library returns the path of the loaded library, or "" before a successful Init.

@@ -3,6 +3,7 @@ package ort
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -128,5 +129,37 @@ func TestNewSession(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.onnx")
 	if _, err := NewSession(missing, []string{"pixel_values"}, []string{"logits"}, 1, true); err == nil || !strings.Contains(err.Error(), "open session on "+missing) {
 		t.Errorf("missing graph: err = %v, want one naming it", err)
+	}
+}
+
+// TestCountCPUs reads Linux CPU lists (/sys/devices/system/cpu/online).
+func TestCountCPUs(t *testing.T) {
+	for list, want := range map[string]int{"0": 1, "0-1": 2, "0-3,8,10-11": 7, "": 0, "x": 0, "3-1": 0} {
+		if got := countCPUs(list); got != want {
+			t.Errorf("countCPUs(%q) = %d, want %d", list, got, want)
+		}
+	}
+}
+
+// TestConfinedThreads: a process allowed fewer CPUs than the machine has
+// (GOMAXPROCS lowered, as taskset or a cgroup quota lowers it) runs that
+// many intra-op threads, where ONNX Runtime's default would pin one to
+// every core of the machine; otherwise ONNX Runtime's default stands.
+func TestConfinedThreads(t *testing.T) {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		t.Skip("no /sys/devices/system/cpu/online:", err)
+	}
+	all := countCPUs(strings.TrimSpace(string(b)))
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	runtime.GOMAXPROCS(all)
+	if n := confinedThreads(); n != 0 {
+		t.Errorf("with every CPU: %d threads, want 0 (ONNX Runtime's default)", n)
+	}
+	if all > 1 {
+		runtime.GOMAXPROCS(1)
+		if n := confinedThreads(); n != 1 {
+			t.Errorf("confined to 1 CPU of %d: %d threads, want 1", all, n)
+		}
 	}
 }
