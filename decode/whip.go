@@ -317,7 +317,7 @@ func (r *rtpRelay) open(redacted string, o SourceOptions) (Source, error) {
 	}
 	f, err := os.CreateTemp("", "patchline-whip-*.sdp")
 	if err != nil {
-		return nil, fmt.Errorf("decode: sdp file: %w", err)
+		return nil, fmt.Errorf("decode: the WHIP stream's SDP file, in the temporary directory (TMPDIR, else /tmp): %w", err)
 	}
 	_, werr := f.WriteString(rtpSDP(port, codec))
 	if cerr := f.Close(); werr == nil {
