@@ -23,7 +23,7 @@ import (
 // ModelOptions configures OpenModel. Width, Height, PatchSize and Resize are
 // the decode settings the frames will arrive with; they must match the bundle.
 type ModelOptions struct {
-	Threads    int    // ONNX Runtime intra-op threads; 0 = runtime default
+	Threads    int    // ONNX Runtime intra-op threads; 0 = ONNX Runtime's default, within the CPUs the process may use
 	Spin       bool   // let the intra-op threads spin-wait (ONNX Runtime's default); see config.Analyze.Spin
 	ORTLibrary string // ONNX Runtime library path; "" = $PATCHLINE_ORT_LIB or .cache (see package ort)
 	Width      int

@@ -327,8 +327,8 @@ func (s *cvSource) open() error {
 		vc, err = openCapture(s.uri, s.o.Camera, timeout)
 	})
 	switch {
-	case errors.Is(err, errCaptureOpen) && outOfFiles(): // FFmpeg did not say why, and this may be it
-		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: the process is at its open-files limit (raise ulimit -n / LimitNOFILE)", s.redacted)
+	case errors.Is(err, errCaptureOpen) && outOfFiles() != "": // FFmpeg did not say why, and this may be it
+		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: %s", s.redacted, outOfFiles())
 	case errors.Is(err, errCaptureOpen): // FFmpeg did not say why
 		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed (unreachable, unauthorized, not found, or no video stream in it)", s.redacted)
 	case err != nil:
@@ -343,23 +343,28 @@ func (s *cvSource) open() error {
 	return nil
 }
 
-// outOfFiles reports whether this process holds (nearly) as many file
-// descriptors as its limit allows: FFmpeg's open then fails without
-// saying why.
-func outOfFiles() bool {
+// outOfFiles says, when it is so, that this process holds (nearly) as
+// many file descriptors as its limit allows, or that the system has none
+// left: FFmpeg's open then fails without saying why. "" otherwise.
+func outOfFiles() string {
+	const atLimit = "the process is at its open-files limit (raise ulimit -n / LimitNOFILE)"
 	fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-		return true
-	}
-	if err == nil {
+	switch {
+	case errors.Is(err, syscall.EMFILE):
+		return atLimit
+	case errors.Is(err, syscall.ENFILE):
+		return "the system is out of file descriptors (fs.file-max)"
+	case err == nil:
 		_ = syscall.Close(fd)
 	}
 	var l syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil || l.Cur == ^uint64(0) {
-		return false
+		return ""
 	}
-	fds, err := os.ReadDir("/proc/self/fd")
-	return err == nil && uint64(len(fds))+fdMargin >= l.Cur
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil && uint64(len(fds))+fdMargin >= l.Cur {
+		return atLimit
+	}
+	return ""
 }
 
 // fdMargin: descriptors an open may need beyond those held (the file,

@@ -161,13 +161,22 @@ func TestOpenAtTheFileLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = openCV(clip, clip, KindFile, SourceOptions{})
+	// A few left: too few for an open, counted.
+	low.Cur = uint64(next) + 2
+	if serr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); serr != nil {
+		t.Error(serr)
+	}
+	nearly := outOfFiles()
 	if rerr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); rerr != nil {
 		t.Fatal(rerr)
+	}
+	if !strings.Contains(nearly, "open-files limit") {
+		t.Errorf("with 2 descriptors left: outOfFiles %q, want the limit named", nearly)
 	}
 	if err == nil || !strings.Contains(err.Error(), "open-files limit") {
 		t.Errorf("open with no descriptor left: %v, want it to name the open-files limit", err)
 	}
-	if outOfFiles() {
-		t.Error("outOfFiles with the limit restored")
+	if why := outOfFiles(); why != "" {
+		t.Errorf("outOfFiles with the limit restored: %q", why)
 	}
 }

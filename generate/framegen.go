@@ -28,7 +28,7 @@ const (
 
 // ModelOptions configure the ONNX Runtime sessions of the generate models.
 type ModelOptions struct {
-	Threads    int    // intra-op threads per session; 0 = ORT default
+	Threads    int    // intra-op threads per session; 0 = ONNX Runtime's default, within the CPUs the process may use
 	ORTLibrary string // "" = internal/ort default resolution
 }
 

@@ -65,10 +65,7 @@ func startStageOpts(t testing.TB, o Options) (*nats.Conn, *Stage) {
 	t.Helper()
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
-	o.NC = natstest.Connect(t, url)
-	o.Logger = cmp.Or(o.Logger, natstest.Discard())
-	st := NewStage(o)
-	serve(t, st)
+	st := runStageOpts(t, url, o)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := nc.Request(bus.GenerateRequest, []byte(`{"camera":"ping"}`), time.Second)
@@ -85,7 +82,16 @@ func startStageOpts(t testing.TB, o Options) (*nats.Conn, *Stage) {
 // runStage runs a Stage on the server at url until the test ends.
 func runStage(t testing.TB, url string, cfg config.Generate, fg *Framegen, capt *textgen.Captioner) *Stage {
 	t.Helper()
-	st := NewStage(Options{NC: natstest.Connect(t, url), Config: cfg, Framegen: fg, Captions: capt, Logger: natstest.Discard()})
+	return runStageOpts(t, url, Options{Config: cfg, Framegen: fg, Captions: capt})
+}
+
+// runStageOpts runs a Stage of o on the server at url (its NC; no log
+// unless o has one) until the test ends.
+func runStageOpts(t testing.TB, url string, o Options) *Stage {
+	t.Helper()
+	o.NC = natstest.Connect(t, url)
+	o.Logger = cmp.Or(o.Logger, natstest.Discard())
+	st := NewStage(o)
 	serve(t, st)
 	return st
 }
@@ -581,6 +587,21 @@ func TestAnomalyFrameInterval(t *testing.T) {
 	})
 	if !strings.Contains(logs.String(), "anomaly scoring on again") {
 		t.Errorf("no line saying scoring is on again:\n%s", logs.String())
+	}
+	// Frames 100 ms apart (a 10 fps source kept whole) are too close.
+	before = testutil.ToFloat64(off)
+	fast := 1
+	waitFor(t, "frames 100 ms apart refused for their interval", func() bool {
+		f := testFrame("fast", uint64(fast), 4+3*fast%60)
+		f.PTS = time.Duration(fast) * 100 * time.Millisecond
+		fast++
+		if err := nc.PublishMsg(f.Encode(bus.FrameSubject("fast"))); err != nil {
+			t.Fatal(err)
+		}
+		return testutil.ToFloat64(off)-before >= 3
+	})
+	if !strings.Contains(logs.String(), "frame_gap=100ms") {
+		t.Errorf("no warning naming the 100 ms gap:\n%s", logs.String())
 	}
 }
 

@@ -41,6 +41,10 @@ func jsonMisses(mux *http.ServeMux) http.Handler {
 		}
 		miss := &headersOnly{h: http.Header{}}
 		h.ServeHTTP(miss, r)
+		if miss.code >= 300 && miss.code < 400 { // a redirect to the path cleaned: as the mux answers it
+			mux.ServeHTTP(w, r)
+			return
+		}
 		if allow := miss.h.Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
 		}

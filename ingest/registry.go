@@ -312,7 +312,7 @@ func (r *Registry) SyncConfig(ctx context.Context, cams []config.Camera) error {
 		switch {
 		case errors.Is(err, ErrNotFound): // detached meanwhile
 		case errors.Is(err, errSpec): // not a camera (an older version's, or put by hand): no camera of the config's
-			r.log.Warn("camera registry: skipping an entry that is not a camera (detach it: patchline detach --api URL -- "+k+")", "key", k, "err", err)
+			r.skipping(k, err)
 		case err != nil:
 			return fmt.Errorf("camera %s: %w", k, err)
 		case v.FromConfig && !listed[k]:
@@ -418,17 +418,17 @@ func (r *Registry) List(ctx context.Context) ([]CameraView, error) {
 	var (
 		mu  sync.Mutex
 		out = []CameraView{}
-		g   errgroup.Group
 	)
+	g, gctx := errgroup.WithContext(ctx) // one read failed: the list fails, the others stop
 	g.SetLimit(listGets)
 	for k := range lister.Keys() {
 		g.Go(func() error {
-			v, err := r.Get(ctx, k)
+			v, err := r.Get(gctx, k)
 			switch {
 			case errors.Is(err, ErrNotFound): // detached meanwhile
 				return nil
 			case errors.Is(err, errSpec): // not written by patchline
-				r.log.Warn("camera registry: skipping an entry that is not a camera (detach it: patchline detach --api URL -- "+k+")", "key", k, "err", err)
+				r.skipping(k, err)
 				return nil
 			case err != nil: // not a list with this camera missing, as if detached
 				return fmt.Errorf("camera %s: %w", k, err)
@@ -461,6 +461,11 @@ func (r *Registry) keys(ctx context.Context) (jetstream.KeyLister, error) {
 
 // listGets is how many camera reads List has in flight at once.
 const listGets = 16
+
+// skipping says that registry entry key is not a camera (err: why).
+func (r *Registry) skipping(key string, err error) {
+	r.log.Warn("camera registry: skipping an entry that is not a camera; remove it with patchline detach --api URL -- <key>", "key", key, "err", err)
+}
 
 // errSpec: a registry entry is not a camera's JSON spec.
 var errSpec = errors.New("camera spec")

@@ -127,6 +127,14 @@ func TestAPIMissesAreJSON(t *testing.T) {
 			t.Errorf("%s %s: %d %q (Allow %q), want %d with a JSON error naming the path (Allow %q)", c.method, c.path, rec.Code, rec.Body, rec.Header().Get("Allow"), c.code, c.allow)
 		}
 	}
+	// A path to clean is redirected, as net/http does, with its Location.
+	for _, path := range []string{"/v1//nope", "/v1//cameras"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("PUT", path, nil))
+		if rec.Code < 300 || rec.Code > 399 || rec.Header().Get("Location") == "" {
+			t.Errorf("PUT %s: %d, Location %q; want a redirect to the clean path", path, rec.Code, rec.Header().Get("Location"))
+		}
+	}
 }
 
 // failingGet is a camera bucket whose reads of one key fail.
@@ -283,7 +291,7 @@ func TestAttachRefusesMalformedBodies(t *testing.T) {
 		`{"id":"a","url":"synthetic://","fsp":5}`:                `unknown field \"fsp\"`,
 		`{"id":"a","url":"synthetic://"} trailing`:               "more than one JSON value",
 		`{"id":"a","url":"synthetic://"}{"id":"b","url":"x://"}`: "more than one JSON value",
-		`{"id":"a","fps":"5"}`:                                   `field \"fps\": want float64, got string`,
+		`{"id":"a","fps":"5"}`:                                   `field \"fps\": want a number, got string`,
 	} {
 		rec := httptest.NewRecorder()
 		r.Handler(1<<16).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/cameras", strings.NewReader(body)))

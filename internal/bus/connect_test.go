@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/patchline/patchline/internal/config"
@@ -300,6 +303,27 @@ func TestConnectRefusesOldServers(t *testing.T) {
 	_, err := Connect(config.NATS{}, fakeServer(t, "2.9.10"), "test", discard())
 	if err == nil || !strings.Contains(err.Error(), "nats-server 2.9.10; patchline needs 2.10 or newer") || !strings.Contains(err.Error(), "go install") {
 		t.Errorf("connect to 2.9.10: %v, want it refused with the way out", err)
+	}
+	// A server that comes up after the stage (Connect's retry path) is
+	// refused where the stage sets up its buckets.
+	nc, err := nats.Connect(fakeServer(t, "2.9-beta"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	called := false
+	err = SetupRetry(context.Background(), js, func() error { called = true; return nil })
+	if err == nil || called || !strings.Contains(err.Error(), "nats-server 2.9-beta; patchline needs 2.10 or newer") {
+		t.Errorf("setup against 2.9-beta: %v (set up: %v), want it refused first", err, called)
+	}
+	for v, want := range map[string][2]int{"2.9.10": {2, 9}, " v2.10.0-beta.1": {2, 10}, "2.9-beta": {2, 9}} {
+		if major, minor, ok := majorMinor(v); !ok || major != want[0] || minor != want[1] {
+			t.Errorf("majorMinor(%q) = %d, %d, %v", v, major, minor, ok)
+		}
 	}
 	for _, v := range []string{"2.10.0", "2.15.2", "3.0.0-beta"} {
 		nc, err := Connect(config.NATS{}, fakeServer(t, v), "test", discard())

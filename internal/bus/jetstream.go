@@ -81,7 +81,8 @@ func Retry(ctx context.Context, wait time.Duration, op func() error) error {
 //
 // Time without a connection does not count: a stage started before its
 // NATS server (systemd starting both at once, the server restarting)
-// waits for it for as long as it takes.
+// waits for it for as long as it takes. A server older than 2.10 fails it
+// (checkServerVersion).
 func SetupRetry(ctx context.Context, js jetstream.JetStream, op func() error) error {
 	return setupRetryFor(ctx, js, SetupWait, op)
 }
@@ -91,6 +92,11 @@ func setupRetryFor(ctx context.Context, js jetstream.JetStream, wait time.Durati
 	nc := js.Conn()
 	for {
 		if err := waitConnected(ctx, nc); err != nil {
+			return err
+		}
+		// Also where NATS came up after the stage (Connect checks only
+		// a server there at once).
+		if err := checkServerVersion(nc); err != nil {
 			return err
 		}
 		err := setupRetry(ctx, js, wait, op)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,7 +32,14 @@ type Embedded struct {
 	srv   *server.Server
 	lock  *os.File // held on the store directory while the server runs
 	store string   // its JetStream directory
+
+	mu        sync.Mutex
+	sickSince time.Time // since when Healthy has seen the check fail, other than by a write error
 }
+
+// sickFor is how long the embedded server's health check must fail
+// (other than by a write error) before Healthy says so.
+const sickFor = 5 * time.Second
 
 // lockStore takes an exclusive lock on dir for this process. Two servers
 // on one JetStream store overwrite each other's files (a second `patchline
@@ -134,7 +142,10 @@ func (e *Embedded) URL() string { return e.srv.ClientURL() }
 // an operator learns it here, with what to do, not only from its log.
 func (e *Embedded) Healthy() error {
 	h := e.srv.Healthz(nil)
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if h.Error == "" && h.Status == "ok" {
+		e.sickSince = time.Time{}
 		return nil
 	}
 	msg := h.Error
@@ -142,6 +153,15 @@ func (e *Embedded) Healthy() error {
 		msg = h.Status
 	}
 	if !strings.Contains(msg, "write error") {
+		// Other failures of the check come and go with a stream's
+		// creation or deletion (its directory there before it is, or
+		// after): only one that lasts counts.
+		if e.sickSince.IsZero() {
+			e.sickSince = time.Now()
+		}
+		if time.Since(e.sickSince) < sickFor {
+			return nil
+		}
 		return fmt.Errorf("embedded nats: %s", msg)
 	}
 	fix := "fix its cause (the error above)"
@@ -196,6 +216,9 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 			refused.Store(0)
 			asyncErrs.Reset()
 			log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted())
+			if err := checkServerVersion(nc); err != nil {
+				log.Error("nats reconnected to a server too old", "component", name, "err", err)
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
@@ -238,8 +261,8 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 		nc, err = nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true),
 			nats.ConnectHandler(func(nc *nats.Conn) {
 				log.Info("nats connected", "component", name, "url", nc.ConnectedUrlRedacted())
-				if err := checkServerVersion(nc); err != nil {
-					log.Error(err.Error(), "component", name)
+				if err := checkServerVersion(nc); err != nil { // the stage's setup fails on it (SetupRetry)
+					log.Error("nats connected to a server too old", "component", name, "err", err)
 				}
 			}))...)
 	}
@@ -255,21 +278,35 @@ func Connect(cfg config.NATS, url, name string, log *slog.Logger, extra ...nats.
 	return nc, nil
 }
 
+// majorMinor reads the major and minor numbers of a server version such as
+// "2.9.10", "v2.10.0-beta.1" or "2.9-beta" (the digits each part starts with).
+func majorMinor(v string) (major, minor int, ok bool) {
+	lead := func(s string) (int, bool) {
+		end := 0
+		for end < len(s) && s[end] >= '0' && s[end] <= '9' {
+			end++
+		}
+		n, err := strconv.Atoi(s[:end])
+		return n, err == nil
+	}
+	a, b, found := strings.Cut(strings.TrimPrefix(strings.TrimSpace(v), "v"), ".")
+	if !found {
+		return 0, 0, false
+	}
+	major, ok1 := lead(a)
+	minor, ok2 := lead(b)
+	return major, minor, ok1 && ok2
+}
+
 // checkServerVersion refuses a server older than 2.10: the annotation
 // stream's subject transform and the buckets' settings need it, and an
 // older server's refusals do not say so. Debian bookworm's nats-server
 // package is 2.9.
 func checkServerVersion(nc *nats.Conn) error {
 	v := nc.ConnectedServerVersion()
-	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
-	if len(parts) >= 2 {
-		major, err1 := strconv.Atoi(parts[0])
-		minor, err2 := strconv.Atoi(parts[1])
-		if err1 != nil || err2 != nil || major > 2 || major == 2 && minor >= 10 {
-			return nil // newer, or a form not understood: let it try
-		}
-	} else {
-		return nil
+	major, minor, ok := majorMinor(v)
+	if !ok || major > 2 || major == 2 && minor >= 10 {
+		return nil // newer, or a form not understood: let it try
 	}
 	return fmt.Errorf("nats: the server at %s is nats-server %s; patchline needs 2.10 or newer (go install github.com/nats-io/nats-server/v2@v2.15.2; Debian bookworm's package is 2.9)",
 		nc.ConnectedUrlRedacted(), v)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -183,5 +184,40 @@ func TestEmbeddedHealthyWriteError(t *testing.T) {
 	}
 	if e.Healthy() == nil {
 		t.Error("healthy again without a restart")
+	}
+}
+
+// TestEmbeddedHealthyWaitsOutPassingFailures: a failure of the health
+// check other than a write error (here a stream directory without its
+// stream, as while one is made or deleted) is said only once it has lasted
+// sickFor: /readyz must not flap while an operator adds a bucket.
+func TestEmbeddedHealthyWaitsOutPassingFailures(t *testing.T) {
+	dir := t.TempDir()
+	e, err := StartEmbedded(config.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: dir}, "", discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	_, js := connectJS(t, e.URL(), e.InProcess())
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "REAL", Subjects: []string{"real.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(e.store, "jetstream", "$G", "streams", "GHOST"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Healthy(); err != nil {
+		t.Fatalf("a failure just seen: %v, want it waited out", err)
+	}
+	e.mu.Lock()
+	e.sickSince = time.Now().Add(-sickFor - time.Second)
+	e.mu.Unlock()
+	if err := e.Healthy(); err == nil || !strings.Contains(err.Error(), "GHOST") {
+		t.Errorf("a failure lasting %v: %v, want it said, naming the stream", sickFor, err)
+	}
+	if err := os.Remove(filepath.Join(e.store, "jetstream", "$G", "streams", "GHOST")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Healthy(); err != nil {
+		t.Errorf("healthy again: %v", err)
 	}
 }

@@ -41,6 +41,16 @@ func apiDefault() string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
+// apiFlag defines --api, the patchline HTTP API, on cmd.
+func apiFlag(cmd *cobra.Command, api *string) {
+	cmd.Flags().StringVar(api, "api", apiDefault(), "patchline HTTP API (default from $PATCHLINE_HTTP_ADDR when set; the token in $"+tokenEnv+" when set)")
+}
+
+// natsFlag defines --nats, the NATS server, on cmd.
+func natsFlag(cmd *cobra.Command, url *string) {
+	cmd.Flags().StringVar(url, "nats", natsDefault(), "NATS server URL (default from $PATCHLINE_NATS_URL when set; the token in $"+natsTokenEnv+" when set)")
+}
+
 // natsDefault is --nats's default: $PATCHLINE_NATS_URL (nats.url) when
 // set, else the embedded server's default address.
 func natsDefault() string {
@@ -168,8 +178,9 @@ func newAttachCmd() *cobra.Command {
 			if err := c.Validate(); err != nil {
 				return usage(cmd, fmt.Errorf("attach %s: %w", c.ID, err))
 			}
-			if isRelativePath(c.URL) { // checked as given: "cam:554/s" stays an error
-				// The server would resolve it against its own directory.
+			if isRelativePath(c.URL) && isLoopback(api) { // checked as given: "cam:554/s" stays an error
+				// A server on this machine would resolve it against its
+				// own directory, not the caller's.
 				if abs, err := filepath.Abs(c.URL); err == nil {
 					c.URL = abs
 				}
@@ -189,10 +200,20 @@ func newAttachCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", apiDefault(), "patchline HTTP API (default from $PATCHLINE_HTTP_ADDR when set)")
+	apiFlag(cmd, &api)
 	cmd.Flags().Float64Var(&c.FPS, "fps", 0, "target frames per second (0 = decode.default_fps)")
 	cmd.Flags().BoolVar(&c.Loop, "loop", false, "loop a file source")
 	return cmd
+}
+
+// isLoopback says whether the API at URL u is on this machine.
+func isLoopback(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(p.Hostname())
+	return p.Hostname() == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // isRelativePath says whether a camera URL is a relative file path.
@@ -223,7 +244,7 @@ func newDetachCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", apiDefault(), "patchline HTTP API (default from $PATCHLINE_HTTP_ADDR when set)")
+	apiFlag(cmd, &api)
 	return cmd
 }
 
@@ -278,7 +299,7 @@ func newCamerasCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", apiDefault(), "patchline HTTP API (default from $PATCHLINE_HTTP_ADDR when set)")
+	apiFlag(cmd, &api)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
 	return cmd
 }

@@ -288,6 +288,13 @@ func TestClientDefaults(t *testing.T) {
 	if want := filepath.Join(wd, "videos/a.mp4"); got.URL != want || !strings.Contains(out, want) {
 		t.Errorf("attach of a relative path sent %q (%q), want %q", got.URL, out, want)
 	}
+	// A server elsewhere gets the path as given: it resolves it in its
+	// own directory, where this one means nothing.
+	for api, local := range map[string]bool{"http://127.0.0.1:8080": true, "http://localhost:8080": true, "http://[::1]:8080": true, "http://192.0.2.1:1": false, "https://cams.example": false} {
+		if isLoopback(api) != local {
+			t.Errorf("isLoopback(%s) = %v", api, !local)
+		}
+	}
 	if _, err := run(t, "attach", "c3", "cam:554/s"); err == nil {
 		t.Error("attach of a mistyped URL (cam:554/s) was sent as a file path")
 	}

@@ -95,7 +95,7 @@ func newDescribeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&natsURL, "nats", natsDefault(), "NATS server URL (default from $PATCHLINE_NATS_URL when set; the token in $"+natsTokenEnv+" when set)")
+	natsFlag(cmd, &natsURL)
 	f.StringVar(&timeout, "timeout", "", "how long the request may take (its deadline; default generate.request_timeout)")
 	f.BoolVar(&frameKind, "frame", false, "ask for a generated frame with its anomaly heatmap instead of a caption")
 	f.StringVar(&out, "out", "", "with --frame: write the generated PNG (read back from the Object Store) to this file")

@@ -92,7 +92,7 @@ from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&natsURL, "nats", natsDefault(), "NATS server URL (default from $PATCHLINE_NATS_URL when set; the token in $"+natsTokenEnv+" when set)")
+	natsFlag(cmd, &natsURL)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print each annotation's JSON")
 	cmd.Flags().StringVar(&since, "since", "", "replay stored annotations from this long ago (10m) or this time (RFC 3339) first")
 	cmd.Flags().StringVar(&stream, "stream", config.DefaultStream, "the annotation stream to replay from (sink.stream.name)")

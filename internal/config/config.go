@@ -154,7 +154,7 @@ type Analyze struct {
 	BatchSize    int           `yaml:"batch_size"`     // default 8
 	MaxBatchWait time.Duration `yaml:"max_batch_wait"` // default 20ms
 	QueueSize    int           `yaml:"queue_size"`     // frames waiting for a batch before drop-oldest; default 32
-	Threads      int           `yaml:"threads"`        // ONNX Runtime intra-op threads; 0 = runtime default
+	Threads      int           `yaml:"threads"`        // ONNX Runtime intra-op threads; 0 = ONNX Runtime's default, within the CPUs the process may use
 	// Spin lets ONNX Runtime's intra-op threads spin-wait between parallel
 	// sections (its own default). Off by default: spinning threads take the
 	// CPU that decode and NATS need in the same machine, and on 2 cores the

@@ -20,7 +20,7 @@ type Generate struct {
 	BatchSize int `yaml:"batch_size"` // queued caption requests decoded together as one batch; default 4
 	// RequestTimeout is a request's deadline when it sets none.
 	RequestTimeout time.Duration `yaml:"request_timeout"` // default 10s
-	Threads        int           `yaml:"threads"`         // ONNX Runtime intra-op threads per session; 0 = runtime default; default 1
+	Threads        int           `yaml:"threads"`         // ONNX Runtime intra-op threads per session; 0 = ONNX Runtime's default, within the CPUs the process may use; default 1
 	// WindowTTL forgets a camera's frames after this long without one.
 	WindowTTL time.Duration `yaml:"window_ttl"` // default 30s
 	ObjectTTL time.Duration `yaml:"object_ttl"` // generated PNGs expire from the Object Store after this; 0 = never; default 24h
@@ -112,7 +112,7 @@ func (g Generate) check(ck *checker) {
 		ck.add("generate.lease_ttl", "%s out of range 1s..10m", g.LeaseTTL)
 	}
 	if g.Threads < 0 {
-		ck.add("generate.threads", "%d is negative (0 = runtime default)", g.Threads)
+		ck.add("generate.threads", "%d is negative (0 = ONNX Runtime's default, within the CPUs the process may use)", g.Threads)
 	}
 	if g.WindowTTL <= 0 {
 		ck.add("generate.window_ttl", "%v must be positive", g.WindowTTL)

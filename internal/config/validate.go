@@ -607,7 +607,7 @@ func (a Analyze) check(ck *checker) {
 		ck.add("analyze.queue_size", "%d out of range 1..%d", a.QueueSize, MaxQueue)
 	}
 	if a.Threads < 0 {
-		ck.add("analyze.threads", "%d is negative (0 = runtime default)", a.Threads)
+		ck.add("analyze.threads", "%d is negative (0 = ONNX Runtime's default, within the CPUs the process may use)", a.Threads)
 	}
 }
 

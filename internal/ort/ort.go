@@ -154,7 +154,8 @@ func NewSession(path string, inputs, outputs []string, threads int, spin bool) (
 
 // confinedThreads is the intra-op thread count for threads 0 when the
 // process may use fewer CPUs than the machine has (taskset, a cpuset, a
-// cgroup quota: GOMAXPROCS follows them): as many as it may use. ONNX
+// cgroup quota: GOMAXPROCS follows them; so does a GOMAXPROCS variable
+// set lower): as many as it may use. ONNX
 // Runtime's own default, one per physical core, pins each thread to a core
 // of the whole machine, out of the process's set. Else 0: that default.
 func confinedThreads() int {

@@ -29,7 +29,7 @@ import (
 
 // Options configure Open.
 type Options struct {
-	Threads    int    // intra-op threads per ORT session; 0 = ORT default
+	Threads    int    // intra-op threads per ORT session; 0 = ONNX Runtime's default, within the CPUs the process may use
 	ORTLibrary string // "" = internal/ort default resolution
 }
 
