@@ -327,9 +327,10 @@ func (s *cvSource) open() error {
 		vc, err = openCapture(s.uri, s.o.Camera, timeout)
 	})
 	switch {
-	case errors.Is(err, errCaptureOpen) && outOfFiles() != "": // FFmpeg did not say why, and this may be it
-		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: %s", s.redacted, outOfFiles())
 	case errors.Is(err, errCaptureOpen): // FFmpeg did not say why
+		if why := outOfFiles(); why != "" {
+			return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: %s", s.redacted, why)
+		}
 		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed (unreachable, unauthorized, not found, or no video stream in it)", s.redacted)
 	case err != nil:
 		return fmt.Errorf("decode: open %s with OpenCV/FFmpeg failed: %w", s.redacted, err)
