@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -36,6 +37,7 @@ const statusEvery = time.Second
 type Stage struct {
 	opts Options
 	log  *slog.Logger
+	kv   jetstream.KeyValue // the camera registry, set before the lease loop runs
 
 	mu      sync.Mutex
 	specs   map[string][]byte  // every camera in the registry
@@ -82,6 +84,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
+	s.kv = kv
 	if s.opts.Seqs == nil {
 		if s.opts.Seqs, err = OpenSeqStore(ctx, ctl, s.opts.Replicas); err != nil {
 			return err
@@ -156,6 +159,21 @@ func (s *Stage) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	})
 }
 
+// stillAttached asks the registry whether camera id is attached; an error
+// when it does not answer.
+func (s *Stage) stillAttached(ctx context.Context, id string) (bool, error) {
+	if s.kv == nil {
+		return true, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // poke asks the lease loop for a round now.
 func (s *Stage) poke() {
 	select {
@@ -205,6 +223,18 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 	}
 	if cur != nil || failed && string(f.spec) == string(spec) {
 		return // unchanged, or its stop is under way
+	}
+	// A camera new here: ask the registry itself, not the watch's copy of
+	// it, which lags behind for a moment after NATS comes back (a replica
+	// cut off while a camera was detached would start it again).
+	if ok, err := s.stillAttached(ctx, id); !ok {
+		if err == nil {
+			s.mu.Lock()
+			delete(s.specs, id)
+			s.mu.Unlock()
+			s.poke() // its lease goes back at the next round
+		}
+		return // or the registry did not answer: the next round tries again
 	}
 	var c config.Camera
 	if err := json.Unmarshal(spec, &c); err != nil {

@@ -194,6 +194,32 @@ func TestPublishFailuresThinned(t *testing.T) {
 	}
 }
 
+// TestNoStartOfADetachedCamera: a replica whose view of the registry lags
+// (back from an outage during which the camera was detached, the watch
+// not caught up yet) does not start the camera it took a free lease of:
+// it asks the registry, drops the camera from its view, and starts the
+// ones still attached.
+func TestNoStartOfADetachedCamera(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	kv, err := ingest.CamerasBucket(ctx, nc, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := []byte(`{"id":"ghost","url":"synthetic://"}`)
+	st := NewStage(Options{NC: nc, Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8}, Logger: natstest.Discard()})
+	st.kv = kv
+	st.specs["ghost"] = spec // the stale view: detached meanwhile
+	st.start(ctx, "ghost", spec)
+	st.mu.Lock()
+	_, running := st.workers["ghost"]
+	_, known := st.specs["ghost"]
+	st.mu.Unlock()
+	if running || known {
+		t.Errorf("a camera gone from the registry: running %v, in the view %v; want neither", running, known)
+	}
+}
+
 // TestCameraThatCannotStart: a spec in the registry that its camera cannot
 // start with (written past ingest's checks, or by an older version) is
 // reported as failed, with why, where camera states are read.

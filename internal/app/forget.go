@@ -16,7 +16,7 @@ import (
 
 // forgetAgain is when a detached camera's series are forgotten a second
 // time, after what was under way for it has drained.
-const forgetAgain = time.Minute
+var forgetAgain = time.Minute
 
 // forgetDetached deletes the metric series of each camera detached from
 // the registry while the process runs (and tells each of also, e.g.
@@ -83,7 +83,8 @@ func (rw *registryWatch) watch(ctx context.Context, kv jetstream.KeyValue) error
 
 // forget deletes detached camera id's series now, and again after
 // forgetAgain unless it was attached again meanwhile: frames still on
-// their way (a worker stopping, a queue emptying) bring some back.
+// their way (a worker stopping, a queue emptying) bring some back. When
+// the registry cannot answer then (NATS away), it asks again later.
 func (rw *registryWatch) forget(ctx context.Context, kv jetstream.KeyValue, id string) {
 	forget := func() {
 		telemetry.ForgetCamera(id)
@@ -92,9 +93,15 @@ func (rw *registryWatch) forget(ctx context.Context, kv jetstream.KeyValue, id s
 		}
 	}
 	forget()
-	time.AfterFunc(forgetAgain, func() {
-		if _, err := kv.Get(ctx, id); errors.Is(err, jetstream.ErrKeyNotFound) {
+	var again func()
+	again = func() {
+		_, err := kv.Get(ctx, id)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
 			forget()
+		case err != nil && ctx.Err() == nil: // NATS away: the registry cannot say yet
+			time.AfterFunc(forgetAgain, again)
 		}
-	})
+	}
+	time.AfterFunc(forgetAgain, again)
 }

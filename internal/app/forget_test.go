@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/ingest"
@@ -84,4 +86,42 @@ func TestForgetDetached(t *testing.T) {
 	if wasTold("fa") || wasTold("fb") || !rw.known["fa"] || len(rw.known) != 1 {
 		t.Errorf("after the second watch caught up: known %v, told %v; want fa known, and neither fa nor fb (detached before it) forgotten", rw.known, told)
 	}
+}
+
+// flakyGet is a camera bucket whose first read fails, as with NATS away.
+type flakyGet struct {
+	jetstream.KeyValue
+	mu    sync.Mutex
+	reads int
+}
+
+func (f *flakyGet) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	f.mu.Lock()
+	f.reads++
+	first := f.reads == 1
+	f.mu.Unlock()
+	if first {
+		return nil, nats.ErrTimeout
+	}
+	return f.KeyValue.Get(ctx, key)
+}
+
+// TestForgetAgainAfterAnOutage: the second forgetting of a detached
+// camera's series (frames in flight brought them back) is tried again
+// later when the registry cannot answer then, instead of being skipped.
+func TestForgetAgainAfterAnOutage(t *testing.T) {
+	defer func(d time.Duration) { forgetAgain = d }(forgetAgain)
+	forgetAgain = 50 * time.Millisecond
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	kv, err := ingest.CamerasBucket(ctx, nc, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := &registryWatch{}
+	rw.forget(ctx, &flakyGet{KeyValue: kv}, "zombie")
+	telemetry.FramesIn.WithLabelValues("test", "zombie").Inc() // a late frame
+	testenv.WaitFor(t, "the late frame's series forgotten", 5*time.Second, func() bool {
+		return !slices.ContainsFunc(testenv.Series(t, "patchline_frames_in_total"), func(l map[string]string) bool { return l["camera"] == "zombie" })
+	})
 }

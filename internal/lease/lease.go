@@ -73,6 +73,13 @@ type Set struct {
 	// failedBeats counts the heartbeats that failed in a row, to thin the
 	// warning.
 	failedBeats uint64
+	// beatAt is when a heartbeat last succeeded: a TTL later, with none
+	// since, the leases held have expired in the bucket.
+	beatAt time.Time
+	// settleUntil: back from an outage longer than the TTL, no free key
+	// is taken before it, so that the other replicas' heartbeats are back
+	// and this one's share is not all the keys.
+	settleUntil time.Time
 }
 
 // Open opens (creating or updating) the lease bucket, whose entries live
@@ -276,9 +283,16 @@ type Work struct {
 // Drop started in an earlier round and has returned are given back first.
 func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 	caps, err := s.heartbeat(ctx)
-	recovering := err == nil && s.failedBeats > 0
+	now := time.Now()
 	if err == nil {
-		s.failedBeats = 0
+		if s.failedBeats > 0 && now.Sub(s.beatAt) >= s.ttl {
+			// Back from an outage longer than the TTL: the other
+			// replicas' heartbeats expired too, and come back over a
+			// round. Taking a share of this short view of them would
+			// take every free key, to give most back round by round.
+			s.settleUntil = now.Add(s.ttl / 2)
+		}
+		s.failedBeats, s.beatAt = 0, now
 	}
 	switch {
 	case err == nil:
@@ -291,8 +305,25 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		if s.failedBeats++; telemetry.Thinned(s.failedBeats) { // in a row: an outage must not flood the log
 			w.Log.Warn("lease heartbeat failed", "err", err, "failures", s.failedBeats)
 		}
-		return // NATS unreachable: keep what runs, renew next round
+		// NATS unreachable: keep what runs, renew next round; but once
+		// the leases have expired in the bucket (a TTL without a
+		// heartbeat), another replica may take them the moment NATS is
+		// back: stop working on them first.
+		if !s.beatAt.IsZero() && now.Sub(s.beatAt) >= s.ttl {
+			var expired []string
+			for _, key := range s.Held() {
+				if _, busy := s.dropping[key]; !busy {
+					expired = append(expired, key)
+					s.drop(key, w.Drop)
+				}
+			}
+			if len(expired) > 0 {
+				w.Log.Warn("leases expired while NATS was unreachable: their cameras stop until taken again", "keys", len(expired), "since_heartbeat", now.Sub(s.beatAt).Round(time.Second))
+			}
+		}
+		return
 	}
+	recovering := now.Before(s.settleUntil)
 	replicas := len(caps)
 	s.giveBack(ctx)
 	var started []chan struct{}
@@ -356,11 +387,7 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		return
 	}
 	if recovering {
-		// Back from an outage longer than the TTL, the other replicas'
-		// heartbeats expired too: this view of them is short, and taking
-		// a share of it would take every free key, to give most back
-		// round by round. Take free keys next round, once they are back.
-		return
+		return // free keys once the others' heartbeats are back (settleUntil)
 	}
 	// Start the search at a different place in every replica, so that
 	// replicas starting together do not all race for the same keys.

@@ -262,10 +262,11 @@ func TestSlowDropKeepsTheOthers(t *testing.T) {
 	<-done
 }
 
-// TestNoGrabAfterAnOutage: the first round after failed heartbeats (NATS
-// away) renews what it holds but takes no free key: the other replicas'
-// heartbeats may have expired meanwhile, and a share of that short view
-// would be every free key. The round after takes its share.
+// TestNoGrabAfterAnOutage: back from an outage longer than the TTL, a
+// replica renews what it holds but takes no free key for half a TTL: the
+// other replicas' heartbeats expired too and come back over a round, and
+// a share of that short view would be every free key. Then it takes its
+// share. A shorter outage changes nothing.
 func TestNoGrabAfterAnOutage(t *testing.T) {
 	ctx := context.Background()
 	nc := natstest.Connect(t, natstest.Start(t))
@@ -275,13 +276,57 @@ func TestNoGrabAfterAnOutage(t *testing.T) {
 	}
 	ha := newHolder()
 	keys := []string{"k1", "k2"}
-	a.failedBeats = 3 // as after three rounds without NATS
-	a.Balance(ctx, keys, ha.work())
-	if got := ha.keys(); len(got) != 0 {
-		t.Errorf("first round after the outage took %v, want none", got)
+	a.failedBeats, a.beatAt = 3, time.Now().Add(-2*time.Minute) // three rounds without NATS, for two TTLs
+	for range 2 {
+		a.Balance(ctx, keys, ha.work())
+		if got := ha.keys(); len(got) != 0 {
+			t.Errorf("a round within half a TTL of the outage's end took %v, want none", got)
+		}
 	}
+	a.settleUntil = time.Now() // half a TTL later
 	a.Balance(ctx, keys, ha.work())
 	if got := ha.keys(); !slices.Equal(got, keys) {
 		t.Errorf("the round after took %v, want %v (the only replica)", got, keys)
 	}
+
+	b, err := Open(ctx, nc, "short_outage_leases", "test", time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := newHolder()
+	b.failedBeats, b.beatAt = 2, time.Now().Add(-30*time.Second) // within the TTL: the leases held
+	b.Balance(ctx, keys, hb.work())
+	if got := hb.keys(); !slices.Equal(got, keys) {
+		t.Errorf("after an outage shorter than the TTL the round took %v, want %v", got, keys)
+	}
+}
+
+// TestStopWhenLeasesExpire: a replica cut off from NATS keeps working on
+// what it holds while its leases may still be valid, and stops once a
+// TTL has passed without a heartbeat: the leases have expired in the
+// bucket, and another replica may take them the moment NATS is back,
+// while this one would go on publishing the same cameras.
+func TestStopWhenLeasesExpire(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	a, err := Open(ctx, nc, "expire_leases", "test", time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha := newHolder()
+	keys := []string{"k1", "k2"}
+	a.Balance(ctx, keys, ha.work())
+	if got := ha.keys(); !slices.Equal(got, keys) {
+		t.Fatalf("holding %v, want %v", got, keys)
+	}
+	away, cancel := context.WithCancel(ctx)
+	cancel() // every bucket operation fails, as with NATS away
+	a.beatAt = time.Now().Add(-30 * time.Second)
+	a.Balance(away, keys, ha.work())
+	if got := ha.keys(); !slices.Equal(got, keys) {
+		t.Errorf("half a TTL without a heartbeat: holding %v, want %v still worked on", got, keys)
+	}
+	a.beatAt = time.Now().Add(-61 * time.Second)
+	a.Balance(away, keys, ha.work())
+	testenv.WaitFor(t, "both keys dropped", 5*time.Second, func() bool { return len(ha.keys()) == 0 })
 }
