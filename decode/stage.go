@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,14 +38,17 @@ const statusEvery = time.Second
 type Stage struct {
 	opts Options
 	log  *slog.Logger
-	kv   jetstream.KeyValue // the camera registry, set before the lease loop runs
 
 	mu      sync.Mutex
+	kv      jetstream.KeyValue // the camera registry, for reads (stillAttached)
 	specs   map[string][]byte  // every camera in the registry
 	workers map[string]*worker // the cameras this replica decodes
 	failed  map[string]failure // cameras of this replica whose spec cannot start
 	wg      sync.WaitGroup
 	changed chan struct{} // the registry changed: reconcile now
+	// unverified counts the registry reads before a start that failed
+	// (logged thinned).
+	unverified atomic.Uint64
 	bus.Readiness
 }
 
@@ -84,7 +88,9 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
+	s.mu.Lock()
 	s.kv = kv
+	s.mu.Unlock()
 	if s.opts.Seqs == nil {
 		if s.opts.Seqs, err = OpenSeqStore(ctx, ctl, s.opts.Replicas); err != nil {
 			return err
@@ -162,16 +168,37 @@ func (s *Stage) watch(ctx context.Context, kv jetstream.KeyValue) error {
 // stillAttached asks the registry whether camera id is attached; an error
 // when it does not answer.
 func (s *Stage) stillAttached(ctx context.Context, id string) (bool, error) {
-	if s.kv == nil {
+	s.mu.Lock()
+	kv := s.kv
+	s.mu.Unlock()
+	if kv == nil {
 		return true, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := s.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, nil
+	_, err := kv.Get(ctx, id)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && ctx.Err() == nil {
+		// A handle opened before ingest turned the bucket's direct gets
+		// off asks a subject nobody answers any more: open it afresh.
+		if js, jerr := jetstream.New(s.opts.Control); jerr == nil {
+			if fresh, kerr := js.KeyValue(ctx, bus.CamerasBucket); kerr == nil {
+				s.mu.Lock()
+				s.kv = fresh
+				s.mu.Unlock()
+				_, err = fresh.Get(ctx, id)
+			}
+		}
 	}
-	return err == nil, err
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		if n := s.unverified.Add(1); telemetry.Thinned(n) {
+			s.log.Warn("decode: the camera registry did not answer whether a camera is attached; starting it waits", "camera", id, "err", err, "failures", n)
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // poke asks the lease loop for a round now.

@@ -208,7 +208,7 @@ func TestNoStartOfADetachedCamera(t *testing.T) {
 	}
 	spec := []byte(`{"id":"ghost","url":"synthetic://"}`)
 	st := NewStage(Options{NC: nc, Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8}, Logger: natstest.Discard()})
-	st.kv = kv
+	st.kv = kv // as Run sets it
 	st.specs["ghost"] = spec // the stale view: detached meanwhile
 	st.start(ctx, "ghost", spec)
 	st.mu.Lock()
@@ -217,6 +217,21 @@ func TestNoStartOfADetachedCamera(t *testing.T) {
 	st.mu.Unlock()
 	if running || known {
 		t.Errorf("a camera gone from the registry: running %v, in the view %v; want neither", running, known)
+	}
+
+	// A handle opened before ingest turned the bucket's direct gets off
+	// (decode started first) reads through a fresh one.
+	reg, err := ingest.OpenRegistry(ctx, nc, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	if err := reg.Attach(ctx, config.Camera{ID: "door", URL: "synthetic://"}); err != nil {
+		t.Fatal(err)
+	}
+	st.opts.Control = nc
+	if ok, err := st.stillAttached(ctx, "door"); !ok || err != nil {
+		t.Errorf("an attached camera, read through a handle from before direct gets went off: %v, %v", ok, err)
 	}
 }
 
