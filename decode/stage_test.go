@@ -208,7 +208,7 @@ func TestNoStartOfADetachedCamera(t *testing.T) {
 	}
 	spec := []byte(`{"id":"ghost","url":"synthetic://"}`)
 	st := NewStage(Options{NC: nc, Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8}, Logger: natstest.Discard()})
-	st.kv = kv // as Run sets it
+	st.kv = kv               // as Run sets it
 	st.specs["ghost"] = spec // the stale view: detached meanwhile
 	st.start(ctx, "ghost", spec)
 	st.mu.Lock()
