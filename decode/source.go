@@ -17,6 +17,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/media"
 	"github.com/patchline/patchline/internal/synth"
 )
@@ -358,11 +359,11 @@ func outOfFiles() string {
 	case err == nil:
 		_ = syscall.Close(fd)
 	}
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil || l.Cur == ^uint64(0) {
+	limit, ok := bus.OpenFilesLimit()
+	if !ok {
 		return ""
 	}
-	if fds, err := os.ReadDir("/proc/self/fd"); err == nil && uint64(len(fds))+fdMargin >= l.Cur {
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil && uint64(len(fds))+fdMargin >= limit {
 		return atLimit
 	}
 	return ""

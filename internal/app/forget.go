@@ -66,6 +66,7 @@ func (rw *registryWatch) watch(ctx context.Context, kv jetstream.KeyValue) error
 					rw.forget(ctx, kv, id)
 				}
 			}
+			rw.known = attached // followed from here on
 		case e.Operation() == jetstream.KeyValuePut:
 			attached[e.Key()] = true
 		default:
@@ -75,7 +76,6 @@ func (rw *registryWatch) watch(ctx context.Context, kv jetstream.KeyValue) error
 			}
 		}
 		if caughtUp {
-			rw.known = attached
 			telemetry.CamerasAttached.Set(float64(len(attached)))
 		}
 	})

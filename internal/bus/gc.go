@@ -79,7 +79,7 @@ func RuntimeSettings() []any {
 		limit = fmt.Sprintf("%d MiB", l>>20)
 	}
 	open := "unlimited"
-	if n, ok := rlimit(syscall.RLIMIT_NOFILE); ok {
+	if n, ok := OpenFilesLimit(); ok {
 		open = strconv.FormatUint(n, 10)
 	}
 	return []any{"gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gcPercent(), "memory_limit", limit, "open_files", open}
@@ -100,7 +100,7 @@ const (
 // LimitWarnings are warnings for the first log lines about process limits
 // too low for patchline.
 func LimitWarnings() []string {
-	files, filesOK := rlimit(syscall.RLIMIT_NOFILE)
+	files, filesOK := OpenFilesLimit()
 	as, asOK := rlimit(syscall.RLIMIT_AS)
 	return warnLimits(files, filesOK, as, asOK)
 }
@@ -117,6 +117,10 @@ func warnLimits(files uint64, filesOK bool, as uint64, asOK bool) []string {
 	}
 	return out
 }
+
+// OpenFilesLimit is the process's open-files limit (RLIMIT_NOFILE), false
+// when unlimited or unknown.
+func OpenFilesLimit() (uint64, bool) { return rlimit(syscall.RLIMIT_NOFILE) }
 
 // rlimit is the soft limit of resource, false when unlimited or unknown.
 func rlimit(resource int) (uint64, bool) {

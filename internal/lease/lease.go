@@ -310,15 +310,15 @@ func (s *Set) Balance(ctx context.Context, keys []string, w Work) {
 		// heartbeat), another replica may take them the moment NATS is
 		// back: stop working on them first.
 		if !s.beatAt.IsZero() && now.Sub(s.beatAt) >= s.ttl {
-			var expired []string
+			expired := 0
 			for _, key := range s.Held() {
 				if _, busy := s.dropping[key]; !busy {
-					expired = append(expired, key)
+					expired++
 					s.drop(key, w.Drop)
 				}
 			}
-			if len(expired) > 0 {
-				w.Log.Warn("leases expired while NATS was unreachable: their cameras stop until taken again", "keys", len(expired), "since_heartbeat", now.Sub(s.beatAt).Round(time.Second))
+			if expired > 0 {
+				w.Log.Warn("leases expired while NATS was unreachable: their cameras stop until taken again", "keys", expired, "since_heartbeat", now.Sub(s.beatAt).Round(time.Second))
 			}
 		}
 		return
