@@ -160,6 +160,14 @@ func TestErrors(t *testing.T) {
 			want: []string{`pipeline.yaml:4: cameras[0].loop: want true or false, got "yes"`},
 		},
 		{
+			name: "loop on a live camera",
+			yaml: "cameras:\n  - id: a\n    url: rtsp://cam/s\n    loop: true\n  - id: b\n    url: file:///v/b.mp4\n    loop: true\n  - id: c\n    url: SYNTHETIC://\n    loop: true\n",
+			want: []string{
+				`pipeline.yaml:4: cameras[0].loop: loop applies to file cameras; a rtsp:// camera is live (it is reopened when it drops)`,
+				`pipeline.yaml:10: cameras[2].loop: loop applies to file cameras; a synthetic:// camera`,
+			},
+		},
+		{
 			name: "bad duration",
 			yaml: "analyze:\n  max_batch_wait: 20\n",
 			want: []string{`pipeline.yaml:2: analyze.max_batch_wait: want a duration like "20ms", got "20"`},

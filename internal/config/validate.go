@@ -133,6 +133,11 @@ func (c Camera) check(ck *checker, path string) {
 		ck.add(joinPath(path, "id"), "camera id %q starts with '-', which the command line would read as a flag", c.ID)
 	}
 	ck.addErr(joinPath(path, "url"), CheckCameraURL(c.URL))
+	if c.Loop {
+		if scheme, _, ok := strings.Cut(c.URL, "://"); ok && isScheme(scheme) && !strings.EqualFold(scheme, "file") {
+			ck.add(joinPath(path, "loop"), "loop applies to file cameras; a %s:// camera is live (it is reopened when it drops)", strings.ToLower(scheme))
+		}
+	}
 	if !inRange(c.FPS, 0, MaxFPS) {
 		ck.add(joinPath(path, "fps"), "%v out of range 0..%d (0 = decode.default_fps)", c.FPS, MaxFPS)
 	}
