@@ -20,8 +20,10 @@ import (
 	"github.com/patchline/patchline/internal/strictjson"
 )
 
-// DescribePattern is the route of DescribeHandler.
-const DescribePattern = "POST /v1/cameras/{id}/describe"
+// DescribePattern is the route of DescribeHandler: every method, so that
+// one other than POST is a 405 here rather than whatever a wider route
+// beside it (the camera API's /v1/) would answer.
+const DescribePattern = "/v1/cameras/{id}/describe"
 
 // replyGrace is how much longer than a request's own timeout a caller waits
 // for the reply, so the generate stage's "deadline" answer arrives first.
@@ -41,6 +43,11 @@ func DescribeHandler(nc *nats.Conn, defaultTimeout time.Duration, maxBody int64)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeReplyStatus(w, http.StatusMethodNotAllowed, errorReply(nil, ReasonBadRequest, fmt.Sprintf("%s %s: method not allowed (describe is POST)", r.Method, r.URL.Path)))
+			return
+		}
 		if r.ContentLength > limit {
 			writeReplyStatus(w, http.StatusRequestEntityTooLarge, errorReply(nil, ReasonBadRequest, fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, limit)))
 			return

@@ -129,4 +129,15 @@ func TestHTTPMaxBodyFromConfig(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), `"reason":"bad_request"`) {
 		t.Errorf("a 2 KB describe request with http.max_body 1024: %s %s, want 413 with reason bad_request", resp.Status, b)
 	}
+	// Another method on the describe route is a 405 naming POST, not the
+	// camera API's 404 for a path it does not know.
+	resp, err = http.Get("http://" + info.HTTPAddr + "/v1/cameras/small/describe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != http.MethodPost || !strings.Contains(string(b), `"reason":"bad_request"`) {
+		t.Errorf("GET describe: %s (Allow %q) %s, want 405, Allow POST, reason bad_request", resp.Status, resp.Header.Get("Allow"), b)
+	}
 }
