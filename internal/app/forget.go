@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/patchline/patchline/ingest"
 	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/telemetry"
 )
 
@@ -67,8 +69,10 @@ func (rw *registryWatch) watch(ctx context.Context, kv jetstream.KeyValue) error
 				}
 			}
 			rw.known = attached // followed from here on
-		case e.Operation() == jetstream.KeyValuePut:
+		case e.Operation() == jetstream.KeyValuePut && isCamera(e.Value()):
 			attached[e.Key()] = true
+		case e.Operation() == jetstream.KeyValuePut: // not a camera (put by hand, or an old version's): not counted
+			delete(attached, e.Key())
 		default:
 			delete(attached, e.Key())
 			if caughtUp { // not a detach from before this watch
@@ -104,4 +108,11 @@ func (rw *registryWatch) forget(ctx context.Context, kv jetstream.KeyValue, id s
 		}
 	}
 	time.AfterFunc(forgetAgain, again)
+}
+
+// isCamera reports whether a registry value is a camera's spec, as the
+// registry's own list reads it: JSON of a config.Camera.
+func isCamera(spec []byte) bool {
+	var c config.Camera
+	return json.Unmarshal(spec, &c) == nil
 }

@@ -56,6 +56,13 @@ func TestForgetDetached(t *testing.T) {
 	attached := func(n float64) func() bool {
 		return func() bool { return testutil.ToFloat64(telemetry.CamerasAttached) == n }
 	}
+	kv, err := ingest.CamerasBucket(ctx, nc, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "junk", []byte("not a camera")); err != nil { // put by hand: the registry skips it, and so does the count
+		t.Fatal(err)
+	}
 	go forgetDetached(ctx, nc, 1, natstest.Discard(), also)
 	testenv.WaitFor(t, "2 cameras attached", 5*time.Second, attached(2))
 	if err := reg.Detach(ctx, "fb"); err != nil {
@@ -69,10 +76,6 @@ func TestForgetDetached(t *testing.T) {
 	}
 
 	// A camera the last watch knew, gone when the next one catches up.
-	kv, err := ingest.CamerasBucket(ctx, nc, 1, false)
-	if err != nil {
-		t.Fatal(err)
-	}
 	mu.Lock()
 	told = nil // fb's delete marker is in the bucket: a new watch replays it, and must not forget fb again
 	mu.Unlock()
