@@ -876,6 +876,13 @@ func (s *Stage) runFrame(ctx context.Context, j *job) {
 	if frames == nil {
 		return
 	}
+	if gap, want, fits := s.frameGap(frames); !fits {
+		// Its prediction would not be of this camera's motion, and its score
+		// would raise anomalies that are not there.
+		s.fail(j, ReasonInputMismatch, fmt.Sprintf("camera %q sends frames %s apart; generate.framegen_model %s was trained on frames %s apart (%.3g fps): sample the camera at about that rate",
+			j.camera, gap.Round(time.Millisecond), s.cfg.FramegenModel, want, float64(time.Second)/float64(want)))
+		return
+	}
 	newest := frames[len(frames)-1]
 	sctx, span := s.startSpan(telemetry.Tracer(), j, newest, start, 1)
 	g, err := s.generateFrame(ctx, sctx, frames, j.trigger, start)
@@ -1052,17 +1059,10 @@ const reasonFrameInterval = "frame_interval"
 // 5 keeps frames 167 and 208 ms apart), by their median gap; a bundle that
 // does not say fits any. A camera that stops or starts fitting is logged.
 func (s *Stage) intervalFits(camera string, fs []*frame.Frame) bool {
-	want := s.fg.FrameInterval()
-	if want <= 0 || len(fs) < 2 {
+	gap, want, fits := s.frameGap(fs)
+	if want <= 0 {
 		return true
 	}
-	gaps := make([]time.Duration, 0, len(fs)-1)
-	for i := 1; i < len(fs); i++ {
-		gaps = append(gaps, fs[i].PTS-fs[i-1].PTS)
-	}
-	slices.Sort(gaps)
-	gap := gaps[len(gaps)/2]
-	fits := 3*gap >= 2*want && 2*gap <= 3*want
 	s.mu.Lock()
 	st := s.state(camera)
 	changed := st.offInterval == fits
@@ -1076,6 +1076,23 @@ func (s *Stage) intervalFits(camera string, fs []*frame.Frame) bool {
 		s.log.Info("anomaly scoring on again for this camera: its frames are as far apart as the framegen model's", "camera", camera, "frame_gap", gap.Round(time.Millisecond))
 	}
 	return fits
+}
+
+// frameGap is the median gap between frames fs (oldest first), want
+// framegen's (0 when its bundle does not say, or fs is one frame), and
+// whether they fit: within a factor of 1.5.
+func (s *Stage) frameGap(fs []*frame.Frame) (gap, want time.Duration, fits bool) {
+	want = s.fg.FrameInterval()
+	if want <= 0 || len(fs) < 2 {
+		return 0, 0, true
+	}
+	gaps := make([]time.Duration, 0, len(fs)-1)
+	for i := 1; i < len(fs); i++ {
+		gaps = append(gaps, fs[i].PTS-fs[i-1].PTS)
+	}
+	slices.Sort(gaps)
+	gap = gaps[len(gaps)/2]
+	return gap, want, 3*gap >= 2*want && 2*gap <= 3*want
 }
 
 // maxScoreBatch is the most cameras framegen scores in one run. ONNX

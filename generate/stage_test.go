@@ -603,6 +603,12 @@ func TestAnomalyFrameInterval(t *testing.T) {
 	if !strings.Contains(logs.String(), "frame_gap=100ms") {
 		t.Errorf("no warning naming the 100 ms gap:\n%s", logs.String())
 	}
+	// Asked for, such a camera's frame is refused, naming both gaps, rather
+	// than predicted from motion the model was not trained on.
+	r := Describe(context.Background(), nc, Request{Camera: "fast", Kind: KindFrame}, 5*time.Second)
+	if r.Reason != ReasonInputMismatch || !strings.Contains(r.Error, "100ms apart") || !strings.Contains(r.Error, "200ms apart") {
+		t.Errorf("a frame of a camera sending frames 100 ms apart: %+v, want %s naming 100ms and 200ms", r, ReasonInputMismatch)
+	}
 }
 
 // TestAnomalyScoresManyCameras: more cameras than one framegen run takes
