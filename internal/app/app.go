@@ -196,7 +196,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// Ingest's routes answer 503 until its registry is open (it waits
 	// for NATS and JetStream), not 404.
-	apiRoute, whipRoute, consoleRoute := &late{}, &late{}, &late{}
+	apiRoute, whipRoute, consoleRoute := &late{}, &late{}, &late{page: true}
 	if slices.Contains(o.Stages, Ingest) {
 		mux.Handle("/v1/", apiRoute)
 		mux.Handle("/whip/", whipRoute)
@@ -351,9 +351,24 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // late serves 503 (with Retry-After) until set, then the handler set.
-type late struct{ h atomic.Pointer[http.Handler] }
+type late struct {
+	h    atomic.Pointer[http.Handler]
+	page bool // a browser's request is answered with a page that reloads itself
+}
 
 func (l *late) set(h http.Handler) { l.h.Store(&h) }
+
+// waitingPage is the console's answer to a browser while the camera
+// registry waits for NATS: it says so and reloads until the console is up.
+const waitingPage = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>patchline: starting</title></head>
+<body style="font-family:sans-serif;margin:2em">
+<h1>patchline is starting</h1>
+<p>The camera registry waits for NATS and JetStream (see <a href="/readyz">/readyz</a> and the process's log).
+This page reloads every 5 seconds until the console is up.</p>
+</body></html>
+`
 
 func (l *late) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h := l.h.Load(); h != nil {
@@ -361,6 +376,12 @@ func (l *late) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Retry-After", "5")
+	if l.page && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(waitingPage))
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = w.Write([]byte(`{"error":"starting: the camera registry waits for NATS and JetStream"}` + "\n"))

@@ -421,6 +421,19 @@ func TestHealthWhileWaitingForNATS(t *testing.T) {
 	if _, err := run(t, "cameras", "--api", "http://"+addr); err == nil || !strings.Contains(err.Error(), "waits for NATS") {
 		t.Errorf("cameras while ingest waits for NATS: %v, want it to say so", err)
 	}
+	// A browser opening the console gets a page saying so, which reloads.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+	req.Header.Set("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(string(page), "waits for NATS") || !strings.Contains(string(page), `http-equiv="refresh"`) {
+		t.Errorf("the console in a browser while waiting for NATS: %d %q\n%s\nwant 503, an HTML page that says so and reloads", resp.StatusCode, resp.Header.Get("Content-Type"), page)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
