@@ -355,6 +355,7 @@ func (s *Stage) onFrame(m *nats.Msg) {
 		return
 	}
 	telemetry.FramesIn.WithLabelValues(stageName, f.Camera).Inc()
+	telemetry.Saw(f.Camera)
 	if s.win.add(f, time.Now()) && s.cfg.Auto {
 		select { // a camera new here: look for its lease now
 		case s.newCamera <- struct{}{}:

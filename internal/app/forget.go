@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +15,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/telemetry"
+	"github.com/patchline/patchline/internal/tick"
 )
 
 // forgetAgain is when a detached camera's series are forgotten a second
@@ -29,6 +31,13 @@ var forgetAgain = time.Minute
 // cameras detached meanwhile.
 func forgetDetached(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger, also ...func(camera string)) {
 	rw := &registryWatch{also: also}
+	every, quiet := strayEvery, strayQuiet
+	go tick.Every(ctx, every, func() bool {
+		if n := rw.forgetStrays(quiet); n > 0 {
+			log.Info("camera metrics: forgot the series of cameras not in the registry and silent", "cameras", n, "silent_for", quiet)
+		}
+		return true
+	})
 	for {
 		kv, err := ingest.CamerasBucket(ctx, nc, replicas, false)
 		if err == nil {
@@ -51,6 +60,38 @@ func forgetDetached(ctx context.Context, nc *nats.Conn, replicas int, log *slog.
 type registryWatch struct {
 	also  []func(camera string)
 	known map[string]bool // the cameras in the registry, as of the last watch caught up; nil before
+
+	mu   sync.Mutex
+	live map[string]bool // the cameras in the registry while a watch follows it; nil otherwise
+}
+
+// strayEvery is how often, and strayQuiet after how long without a frame,
+// the series of a camera that is not in the registry are forgotten (frames
+// published by hand under ids never attached, or late ones of a camera
+// detached): without it they would stay for the life of the process.
+var strayEvery, strayQuiet = time.Minute, 5 * time.Minute
+
+// forgetStrays forgets the series of every camera counted here that is not
+// in the registry and has had no frame or annotation for quiet; it returns
+// how many. Only while a watch follows the registry.
+func (rw *registryWatch) forgetStrays(quiet time.Duration) int {
+	rw.mu.Lock()
+	var strays []string
+	if rw.live != nil {
+		for _, id := range telemetry.Quiet(time.Now().Add(-quiet)) {
+			if !rw.live[id] {
+				strays = append(strays, id)
+			}
+		}
+	}
+	rw.mu.Unlock()
+	for _, id := range strays {
+		telemetry.ForgetCamera(id)
+		for _, f := range rw.also {
+			f(id)
+		}
+	}
+	return len(strays)
 }
 
 // watch follows kv until ctx ends or the watch fails. Its first values
@@ -59,28 +100,37 @@ type registryWatch struct {
 func (rw *registryWatch) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	attached := map[string]bool{}
 	caughtUp := false
+	defer func() {
+		rw.mu.Lock()
+		rw.live = nil // until the next watch catches up: strays cannot be told from cameras now
+		rw.mu.Unlock()
+	}()
 	return bus.WatchKV(ctx, kv, func(e jetstream.KeyValueEntry) {
+		rw.mu.Lock()
 		switch {
 		case e == nil: // the registry as it is now, read
 			caughtUp = true
+			rw.live = attached
+		case e.Operation() == jetstream.KeyValuePut && isCamera(e.Value()):
+			attached[e.Key()] = true
+		default: // a detach, or not a camera (put by hand, or an old version's): not counted
+			delete(attached, e.Key())
+		}
+		n := len(attached)
+		rw.mu.Unlock()
+		switch {
+		case e == nil:
 			for id := range rw.known {
 				if !attached[id] {
 					rw.forget(ctx, kv, id)
 				}
 			}
 			rw.known = attached // followed from here on
-		case e.Operation() == jetstream.KeyValuePut && isCamera(e.Value()):
-			attached[e.Key()] = true
-		case e.Operation() == jetstream.KeyValuePut: // not a camera (put by hand, or an old version's): not counted
-			delete(attached, e.Key())
-		default:
-			delete(attached, e.Key())
-			if caughtUp { // not a detach from before this watch
-				rw.forget(ctx, kv, e.Key())
-			}
+		case caughtUp && e.Operation() != jetstream.KeyValuePut: // not a detach from before this watch
+			rw.forget(ctx, kv, e.Key())
 		}
 		if caughtUp {
-			telemetry.CamerasAttached.Set(float64(len(attached)))
+			telemetry.CamerasAttached.Set(float64(n))
 		}
 	})
 }

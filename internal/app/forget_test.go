@@ -26,15 +26,8 @@ func TestForgetDetached(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	nc := natstest.Connect(t, natstest.Start(t))
-	reg, err := ingest.OpenRegistry(ctx, nc, 1, natstest.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := registryWith(t, ctx, nc, "fa", "fb")
 	for _, id := range []string{"fa", "fb"} {
-		if err := reg.Attach(ctx, config.Camera{ID: id, URL: "synthetic://"}); err != nil {
-			t.Fatal(err)
-		}
 		telemetry.FramesIn.WithLabelValues("test", id).Inc()
 	}
 	var (
@@ -127,4 +120,57 @@ func TestForgetAgainAfterAnOutage(t *testing.T) {
 	testenv.WaitFor(t, "the late frame's series forgotten", 5*time.Second, func() bool {
 		return !slices.ContainsFunc(testenv.Series(t, "patchline_frames_in_total"), func(l map[string]string) bool { return l["camera"] == "zombie" })
 	})
+}
+
+// TestForgetStrays: the series of a camera that was never in the registry
+// (frames published by hand) are forgotten once it has been silent for a
+// while; those of a camera in the registry, silent as long, are kept.
+func TestForgetStrays(t *testing.T) {
+	defer func(every, quiet time.Duration) { strayEvery, strayQuiet = every, quiet }(strayEvery, strayQuiet)
+	strayEvery, strayQuiet = 20*time.Millisecond, 200*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	registryWith(t, ctx, nc, "kept")
+	var told sync.Map
+	go forgetDetached(ctx, nc, 1, natstest.Discard(), func(id string) { told.Store(id, true) })
+	series := func(id string) bool {
+		return slices.ContainsFunc(testenv.Series(t, "patchline_frames_in_total"), func(l map[string]string) bool { return l["camera"] == id })
+	}
+	for _, id := range []string{"kept", "stray"} {
+		telemetry.FramesIn.WithLabelValues("test", id).Inc()
+		telemetry.ShowCamera("test", id)
+	}
+	// While frames keep coming, a stray's series stay.
+	for range 10 {
+		telemetry.Saw("stray")
+		time.Sleep(strayQuiet / 5)
+	}
+	if !series("stray") {
+		t.Fatal("the series of a camera not in the registry, still sending, were forgotten")
+	}
+	testenv.WaitFor(t, "the silent stray forgotten", 5*time.Second, func() bool {
+		_, ok := told.Load("stray")
+		return ok && !series("stray")
+	})
+	if _, ok := told.Load("kept"); ok || !series("kept") {
+		t.Error("the series of a camera in the registry were forgotten for being silent")
+	}
+}
+
+// registryWith opens the camera registry on nc with synthetic cameras ids
+// attached.
+func registryWith(t *testing.T, ctx context.Context, nc *nats.Conn, ids ...string) *ingest.Registry {
+	t.Helper()
+	reg, err := ingest.OpenRegistry(ctx, nc, 1, natstest.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	for _, id := range ids {
+		if err := reg.Attach(ctx, config.Camera{ID: id, URL: "synthetic://"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return reg
 }

@@ -80,6 +80,7 @@ func ShowMalformed(stage string, families ...string) {
 // ShowCamera makes a camera's frame series of stage exist at 0 from its
 // start: frames out and a drop counter for each of reasons.
 func ShowCamera(stage, camera string, reasons ...string) {
+	Saw(camera)
 	FramesOut.WithLabelValues(stage, camera)
 	for _, r := range reasons {
 		FramesDropped.WithLabelValues(stage, camera, r)
@@ -117,4 +118,5 @@ func ForgetCamera(id string) {
 	ForgetCameraRun(id)
 	LastAnnotation.DeleteLabelValues(id)
 	RTPPacketsMissed.DeleteLabelValues(id)
+	seen.Delete(id)
 }
