@@ -595,6 +595,9 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 		prevPTS, gap time.Duration
 		rebase       bool
 	)
+	if fd, ok := src.(interface{ FrameDuration() time.Duration }); ok {
+		gap = fd.FrameDuration() // so that a leap at the first interval is one too
+	}
 	for ctx.Err() == nil {
 		select {
 		case err := <-errc:

@@ -474,6 +474,69 @@ func TestFileTimestampLeap(t *testing.T) {
 	}
 }
 
+// TestFileTimestampLeapAtTheStart: a leap between a file's first two
+// frames is one too (the container's frame rate tells it from a slow
+// source), not an hour's wait for the second frame.
+func TestFileTimestampLeapAtTheStart(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	clip := filepath.Join(t.TempDir(), "leap1.mkv")
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=1",
+		"-vf", "setpts='if(gte(N,1),PTS+3600/TB,PTS)'", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", clip)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	r := runCamera(t, startNATS(t), config.Camera{ID: "leap1", URL: clip, FPS: 10}, config.Decode{})
+	first, _ := r.next(t, 10*time.Second)
+	last := first
+	for range 5 { // without waiting an hour
+		last, _ = r.next(t, 5*time.Second)
+	}
+	if last.PTS-first.PTS < time.Hour {
+		t.Errorf("pts went from %v to %v, want the file's leap of an hour kept", first.PTS, last.PTS)
+	}
+}
+
+// TestFileTimelineGoesBack: a file whose timestamps go back (recordings
+// joined end to end, the second one starting at 0 again, at another frame
+// rate) goes on from its last frame by the second part's own intervals:
+// its 2 s at 30 fps take 2 s and give 20 frames at fps 10, not one frame
+// faked a container interval (100 ms) after another for 6 s.
+func TestFileTimelineGoesBack(t *testing.T) {
+	part := func(rate, seconds, offset string) []string {
+		return []string{"-f", "lavfi", "-i", "testsrc2=size=160x120:rate=" + rate + ":duration=" + seconds,
+			"-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-output_ts_offset", offset}
+	}
+	clip := joinTS(t, part("10", "1", "30"), part("30", "2", "0"))
+	r := runCamera(t, startNATS(t), config.Camera{ID: "back", URL: clip, FPS: 10}, config.Decode{})
+	var pts []time.Duration
+	for {
+		select {
+		case m := <-r.msgs:
+			f, err := frame.Decode(m.Header, m.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pts = append(pts, f.PTS)
+			continue
+		case <-time.After(3 * time.Second):
+		}
+		break
+	}
+	if len(pts) < 2 {
+		t.Fatalf("%d frames", len(pts))
+	}
+	for i := 1; i < len(pts); i++ {
+		if pts[i] <= pts[i-1] {
+			t.Fatalf("pts went back: %v", pts)
+		}
+	}
+	// (FFmpeg guesses the timestamps of the last frames it drains at the
+	// end of a file: those may leap, so the frames are counted, not the span.)
+	if len(pts) < 27 || len(pts) > 33 {
+		t.Errorf("%d frames, want about 30 (10 of the first second, 20 of the next two): %v", len(pts), pts)
+	}
+}
+
 // joinTS makes one MPEG-TS segment per part (ffmpeg's input and codec
 // arguments) and returns the path of a file holding them end to end, the
 // way recordings are joined.

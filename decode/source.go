@@ -296,8 +296,10 @@ type cvSource struct {
 	o        SourceOptions
 	vc       *capture
 
-	offset   time.Duration // added to pts: the length of earlier loops
+	offset   time.Duration // added to pts: the length of earlier loops, and the timeline's mends
 	lastPTS  time.Duration
+	lastStep time.Duration // the last interval between two frames' own timestamps
+	lastAt   time.Time     // when the last frame was read
 	frameDur time.Duration
 	read     int // frames read since the last (re)open
 }
@@ -379,11 +381,23 @@ func (s *cvSource) Grab() (time.Duration, error) {
 	for attempt := 0; ; attempt++ {
 		if s.vc.grab() {
 			s.read++
+			now := time.Now()
 			pts := time.Duration(s.vc.get(gocv.VideoCapturePosMsec)*float64(time.Millisecond)) + s.offset
-			if s.read > 1 && pts <= s.lastPTS && s.frameDur > 0 {
-				pts = s.lastPTS + s.frameDur // missing or repeated timestamps
+			switch {
+			case s.read == 1:
+			case pts <= s.lastPTS:
+				// Missing or repeated timestamps, or a timeline going back
+				// (recordings joined end to end, a camera's clock reset):
+				// this frame is one step after the last, and those after it
+				// follow from there by their own differences, rather than
+				// each being faked until the source's clock catches up.
+				step := s.step(now)
+				s.offset += s.lastPTS + step - pts
+				pts = s.lastPTS + step
+			default:
+				s.lastStep = pts - s.lastPTS
 			}
-			s.lastPTS = pts
+			s.lastPTS, s.lastAt = pts, now
 			return pts, nil
 		}
 		if s.live {
@@ -404,6 +418,27 @@ func (s *cvSource) Grab() (time.Duration, error) {
 		}
 	}
 }
+
+// step is the interval to put between the last frame and one whose
+// timestamp is not after it: the container's frame duration, or else the
+// last interval the source's timestamps had, or else (neither known) the
+// time a live stream took to deliver it, or 25 fps for a file.
+func (s *cvSource) step(now time.Time) time.Duration {
+	switch {
+	case s.frameDur > 0:
+		return s.frameDur
+	case s.lastStep > 0:
+		return s.lastStep
+	case s.live:
+		return max(now.Sub(s.lastAt), time.Millisecond)
+	default:
+		return 40 * time.Millisecond
+	}
+}
+
+// FrameDuration is the interval between frames the container states (its
+// frame rate), 0 when it does not.
+func (s *cvSource) FrameDuration() time.Duration { return s.frameDur }
 
 func (s *cvSource) Retrieve(dst *gocv.Mat) error {
 	if s.vc == nil {
