@@ -180,3 +180,25 @@ func TestOpenAtTheFileLimit(t *testing.T) {
 		t.Errorf("outOfFiles with the limit restored: %q", why)
 	}
 }
+
+// TestStepWithoutTimestamps: the interval put after a frame whose
+// timestamp is not after the last one's: the container's frame duration,
+// else the source's last interval, else (a live stream) how long the frame
+// took to come, else 25 fps.
+func TestStepWithoutTimestamps(t *testing.T) {
+	now := time.Now()
+	for _, c := range []struct {
+		s    cvSource
+		want time.Duration
+	}{
+		{cvSource{frameDur: 40 * time.Millisecond, lastStep: 10 * time.Millisecond}, 40 * time.Millisecond},
+		{cvSource{lastStep: 33 * time.Millisecond, live: true, lastAt: now.Add(-time.Second)}, 33 * time.Millisecond},
+		{cvSource{live: true, lastAt: now.Add(-70 * time.Millisecond)}, 70 * time.Millisecond},
+		{cvSource{live: true, lastAt: now}, time.Millisecond},
+		{cvSource{}, 40 * time.Millisecond},
+	} {
+		if got := c.s.step(now); got != c.want {
+			t.Errorf("step of %+v = %v, want %v", c.s, got, c.want)
+		}
+	}
+}
