@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -105,8 +106,8 @@ func apiURL(api, path string, elems ...string) (string, error) {
 var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 // apiCall sends a JSON request to the camera API and decodes the reply into out.
-func apiCall(method, url string, body any, out any) error {
-	shown := media.RedactURL(url)
+func apiCall(method, target string, body any, out any) error {
+	shown := media.RedactURL(target)
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -115,7 +116,7 @@ func apiCall(method, url string, body any, out any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, url, rd)
+	req, err := http.NewRequest(method, target, rd)
 	if err != nil {
 		return err
 	}
@@ -125,6 +126,9 @@ func apiCall(method, url string, body any, out any) error {
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			ue.URL = shown // it quotes the URL, hiding a password but not a token given as the user
+		}
 		return fmt.Errorf("patchline API at %s: %w (is `patchline run` running? see --api)", shown, err)
 	}
 	defer resp.Body.Close()
@@ -212,8 +216,14 @@ func isLoopback(u string) bool {
 	if err != nil {
 		return false
 	}
-	ip := net.ParseIP(p.Hostname())
-	return p.Hostname() == "localhost" || ip != nil && ip.IsLoopback()
+	host := strings.ToLower(strings.TrimSuffix(p.Hostname(), "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	// An unspecified address ([::], 0.0.0.0: what patchline run prints for
+	// an http.addr that listens everywhere) is dialled as this machine.
+	ip, err := netip.ParseAddr(host)
+	return err == nil && (ip.IsLoopback() || ip.IsUnspecified())
 }
 
 // isRelativePath says whether a camera URL is a relative file path.

@@ -290,7 +290,8 @@ func TestClientDefaults(t *testing.T) {
 	}
 	// A server elsewhere gets the path as given: it resolves it in its
 	// own directory, where this one means nothing.
-	for api, local := range map[string]bool{"http://127.0.0.1:8080": true, "http://localhost:8080": true, "http://[::1]:8080": true, "http://192.0.2.1:1": false, "https://cams.example": false} {
+	for api, local := range map[string]bool{"http://127.0.0.1:8080": true, "http://localhost:8080": true, "http://[::1]:8080": true, "http://192.0.2.1:1": false, "https://cams.example": false,
+		"http://[::]:8080": true, "http://0.0.0.0:8080": true, "http://LOCALHOST:8080": true, "http://localhost.:8080": true, "http://[::1%25lo]:8080": true, "http://localhost.example:1": false} {
 		if isLoopback(api) != local {
 			t.Errorf("isLoopback(%s) = %v", api, !local)
 		}
@@ -500,5 +501,18 @@ func TestAPIURL(t *testing.T) {
 	}
 	if _, err := apiURL("http://h/?token=S3CRET", "/v1/cameras"); err == nil || strings.Contains(err.Error(), "S3CRET") {
 		t.Errorf("--api with a query: %v, want it refused without the token", err)
+	}
+}
+
+// TestAPIErrorHidesTheToken: a token given as the --api URL's user name
+// is not in the error of a call that cannot connect (Go's own error quotes
+// the URL, hiding only a password).
+func TestAPIErrorHidesTheToken(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
+	for _, api := range []string{"http://s3cret@" + addr, "http://user:s3cret@" + addr} {
+		_, err := run(t, "cameras", "--api", api)
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("cameras --api %s: %v, want an error without the token", api, err)
+		}
 	}
 }
