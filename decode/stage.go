@@ -55,8 +55,9 @@ type Stage struct {
 // failure is a camera whose spec its worker cannot start with: reported
 // (state failed) until the spec changes or the camera goes, not retried.
 type failure struct {
-	spec []byte
-	st   Status
+	spec      []byte
+	st        Status
+	notCamera bool // not a camera's spec at all (put by hand): no status either
 }
 
 type worker struct {
@@ -265,7 +266,11 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 	}
 	var c config.Camera
 	if err := json.Unmarshal(spec, &c); err != nil {
-		s.log.Error("decode: bad camera spec in registry", "camera", id, "err", err)
+		// Not retried (nor logged again) until it changes, as ingest skips it.
+		s.log.Warn("decode: skipping a registry entry that is not a camera; remove it with patchline detach -- <key>", "key", id, "err", err)
+		s.mu.Lock()
+		s.failed[id] = failure{spec: spec, notCamera: true}
+		s.mu.Unlock()
 		return
 	}
 	cam, err := NewCamera(c, s.opts)
@@ -352,7 +357,9 @@ func (s *Stage) Statuses() []Status {
 	defer s.mu.Unlock()
 	out := make([]Status, 0, len(s.workers)+len(s.failed))
 	for _, f := range s.failed {
-		out = append(out, f.st)
+		if !f.notCamera {
+			out = append(out, f.st)
+		}
 	}
 	for _, w := range s.workers {
 		if !w.stopping {

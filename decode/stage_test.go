@@ -262,6 +262,9 @@ func TestCameraThatCannotStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := kv.Put(ctx, "old.entry", []byte("not a camera")); err != nil { // put by hand: skipped, said once
+		t.Fatal(err)
+	}
 	var logs testenv.Buffer
 	st := NewStage(Options{NC: natstest.Connect(t, url), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, LeaseTTL: 3 * time.Second},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -283,6 +286,9 @@ func TestCameraThatCannotStart(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), `cannot start camera" camera=odd`); n != 1 {
 		t.Errorf("logged %d times that the camera cannot start, want once (it is not retried):\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), `not a camera; remove it with patchline detach -- <key>" key=old.entry`); n != 1 {
+		t.Errorf("logged %d times that old.entry is not a camera, want once:\n%s", n, logs.String())
 	}
 	// A password in the spec of a camera that cannot start is hidden in
 	// its status (the API, `patchline cameras`) and the log.
