@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -210,6 +211,10 @@ func newAttachCmd() *cobra.Command {
 	return cmd
 }
 
+// registryKey matches a key the camera registry (a NATS KV bucket) can
+// hold, but for '/', which would change the request's path.
+var registryKey = regexp.MustCompile(`^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$`)
+
 // isLoopback says whether the API at URL u is on this machine.
 func isLoopback(u string) bool {
 	p, err := url.Parse(u)
@@ -239,8 +244,10 @@ func newDetachCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// A bad id would otherwise change the request (detach 'a?b'
-			// deletes camera a).
-			if err := frame.ValidCameraID(args[0]); err != nil {
+			// deletes camera a). A registry key that is no camera id (an
+			// entry put by hand, which the log says to remove this way)
+			// is taken too.
+			if err := frame.ValidCameraID(args[0]); err != nil && !registryKey.MatchString(args[0]) {
 				return usage(cmd, fmt.Errorf("detach %q: %w", args[0], err))
 			}
 			u, err := apiURL(api, "/v1/cameras", args[0])

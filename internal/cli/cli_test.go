@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -239,19 +240,24 @@ func TestCLIHidesCredentials(t *testing.T) {
 // subjects and more) is refused before anything is sent, as is an --api
 // that is not an http URL.
 func TestCameraIDsAreChecked(t *testing.T) {
-	hits := 0
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		hits++
+	var hits []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits = append(hits, r.URL.Path)
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	for _, id := range []string{"r19?typo", "x#y", "a/b", "%41", ">", "a b"} {
+	for _, id := range []string{"r19?typo", "x#y", "a/b", "%41", ">", "a b", ".a", "a."} {
 		if _, err := run(t, "detach", id, "--api", srv.URL); err == nil || !strings.Contains(err.Error(), "camera id") {
 			t.Errorf("detach %q: %v, want the id refused", id, err)
 		}
 	}
-	if hits != 0 {
-		t.Errorf("%d requests sent for bad ids", hits)
+	if len(hits) != 0 {
+		t.Errorf("requests sent for bad ids: %v", hits)
+	}
+	// A registry key that is no camera id (an entry put by hand, which
+	// the log says to remove with detach) can be detached.
+	if _, err := run(t, "detach", "old.entry", "--api", srv.URL); err != nil || !slices.Equal(hits, []string{"/v1/cameras/old.entry"}) {
+		t.Errorf("detach old.entry: %v, requests %v", err, hits)
 	}
 	for _, id := range []string{">", "a.b", "a b"} {
 		if _, err := run(t, "watch", id, "--nats", "nats://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "camera id") {
