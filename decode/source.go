@@ -73,6 +73,9 @@ func ParseSourceURL(raw string) (SourceKind, string, error) {
 		return "", "", errors.New("decode: camera url is empty")
 	}
 	u, err := url.Parse(raw)
+	if err != nil && !strings.Contains(raw, "://") {
+		return KindFile, raw, nil // a path, which need not parse as a URL ("100%.mp4")
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("decode: camera url %s does not parse", media.RedactURL(raw))
 	}

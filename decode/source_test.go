@@ -10,6 +10,7 @@ import (
 
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/rtsptest"
 )
 
 // TestFileSourceMustBeARegularFile: a FIFO or a device as a file camera is
@@ -115,6 +116,31 @@ func TestParseSourceURLSchemeCase(t *testing.T) {
 		if err != nil || kind != KindRTSP || got != want {
 			t.Errorf("ParseSourceURL(%q) = %s %q %v, want rtsp %q", raw, kind, got, err, want)
 		}
+	}
+}
+
+// TestPlainPathsAreFiles: a plain path is a file whether or not it parses
+// as a URL ("100%.mp4" does not), and shown as it is.
+func TestPlainPathsAreFiles(t *testing.T) {
+	for _, raw := range []string{"/videos/100%.mp4", "clips/50% off.mp4", "/v/a.mp4"} {
+		kind, got, err := ParseSourceURL(raw)
+		if err != nil || kind != KindFile || got != raw {
+			t.Errorf("ParseSourceURL(%q) = %s %q %v, want file %q", raw, kind, got, err, raw)
+		}
+	}
+	dir := t.TempDir()
+	clip := rtsptest.MakeClip(t, dir, rtsptest.ClipOptions{Seconds: 1, FPS: 10, Width: 160, Height: 120})
+	odd := filepath.Join(dir, "100%.mp4")
+	if err := os.Rename(clip, odd); err != nil {
+		t.Fatal(err)
+	}
+	src, err := OpenSource(odd, SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.Grab(); err != nil {
+		t.Errorf("first frame of %s: %v", odd, err)
 	}
 }
 

@@ -14,6 +14,9 @@ import (
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
+		if !strings.Contains(raw, "://") && !strings.Contains(raw, "@") {
+			return raw // a file path url.Parse refuses ("100%.mp4"), with no credentials to hide
+		}
 		// A URL that does not parse may still carry userinfo; never echo it.
 		if i := strings.Index(raw, "://"); i >= 0 && strings.Contains(raw[i+3:], "@") {
 			return raw[:i+3] + "xxxxx@<unparseable url>"

@@ -8,6 +8,9 @@ func TestRedactURL(t *testing.T) {
 		"rtsp://token@cam/s":             "rtsp://xxxxx@cam/s",
 		"rtsp://cam/s":                   "rtsp://cam/s",
 		"/videos/a.mp4":                  "/videos/a.mp4",
+		"/videos/100%.mp4":               "/videos/100%.mp4", // a path url.Parse refuses: nothing in it to hide
+		"clips/ü 50%.mp4":                "clips/ü 50%.mp4",
+		"admin:pw%@cam/s":                "admin:xxxxx@cam/s",
 		"rtsp://u:p w%zz@cam/":           "rtsp://xxxxx@<unparseable url>",
 		"rtsp://nvr/ch1?user=admin&password=s3cret&channel=2": "rtsp://nvr/ch1?user=admin&password=xxxxx&channel=2",
 		"rtsp://a:b@nvr/s?Token=abc&api_key=k&pwd=1&sig":      "rtsp://a:xxxxx@nvr/s?Token=xxxxx&api_key=xxxxx&pwd=xxxxx&sig",
