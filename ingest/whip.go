@@ -317,7 +317,7 @@ func (w *WHIP) stop(cam, id, why string) bool {
 func (w *WHIP) ensureCamera(ctx context.Context, cam string, fps float64) (created bool, err error) {
 	v, err := w.reg.Get(ctx, cam)
 	if err == nil {
-		if v.URL != WHIPURL {
+		if !strings.EqualFold(v.URL, WHIPURL) { // a scheme in any case: WHIP:// is one too
 			return false, fmt.Errorf("%w: camera %s has url %s; WHIP publishes to whip:// cameras only", ErrExists, cam, v.URL)
 		}
 		if fps > 0 && fps != v.FPS {

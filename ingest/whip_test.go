@@ -284,6 +284,13 @@ func TestWHIPRefusesNonWHIPCamera(t *testing.T) {
 	if code != http.StatusConflict || !strings.Contains(body, "rtsp://192.0.2.1/s") {
 		t.Errorf("%d %s, want 409 naming the camera's url", code, body)
 	}
+	// A scheme is one in any case: a camera attached as WHIP:// takes a publish.
+	if err := e.reg.Attach(context.Background(), config.Camera{ID: "upper", URL: "WHIP://"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := do(t, "POST", e.base+"/whip/upper", "", "application/sdp", "", strings.NewReader(offer)); code != http.StatusCreated {
+		t.Errorf("publish to a WHIP:// camera: %d %s, want 201", code, body)
+	}
 }
 
 // Bad offers get a 4xx that says what is wrong; no camera, no session and
