@@ -59,6 +59,16 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "origins as a browser sends them",
+			yaml: "whip:\n  allowed_origins: [https://Studio.Example.com, 'http://[0:0::1]:3000', 'https://s2.example:443', 'http://h.example:8080', 'http://[::1]:3000', 'HTTPS://up.example']\n",
+			want: []string{
+				`whip.allowed_origins[0]: "https://Studio.Example.com" is not written as a browser sends it, and would match no request: write "https://studio.example.com"`,
+				`whip.allowed_origins[1]: "http://[0:0::1]:3000" is not written as a browser sends it, and would match no request: write "http://[::1]:3000"`,
+				`whip.allowed_origins[2]: "https://s2.example:443" is not written as a browser sends it, and would match no request: write "https://s2.example"`,
+				`whip.allowed_origins[5]: "HTTPS://up.example" is not written as a browser sends it, and would match no request: write "https://up.example"`,
+			},
+		},
+		{
 			name: "log keys",
 			yaml: "log:\n  level: loud\n  format: xml\n",
 			want: []string{
@@ -824,6 +834,15 @@ func TestWebhookURLErrors(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "SLACKSECRET1") {
 			t.Errorf("Webhook{URL: %q}.Validate() = %v leaks the secret", bad, err)
+		}
+	}
+}
+
+// TestCheckOriginCanonical: origins written as browsers send them pass.
+func TestCheckOriginCanonical(t *testing.T) {
+	for _, o := range []string{"*", "https://studio.example.com", "http://h.example:8080", "http://[::1]:3000", "http://[::1]", "http://127.0.0.1:3000", "https://s.example:8443"} {
+		if err := CheckOrigin(o); err != nil {
+			t.Errorf("CheckOrigin(%q): %v", o, err)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"path"
 	"slices"
@@ -426,6 +427,26 @@ func CheckOrigin(o string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return fmt.Errorf("%q is not an origin (want \"*\" or scheme://host[:port], e.g. https://example.com)", o)
+	}
+	// A browser's Origin header is lower case, without the scheme's
+	// default port, an IPv6 address in its short form: it is compared as
+	// it is, so another spelling would never match.
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.String()
+	}
+	if u.Scheme == "http" && port == "80" || u.Scheme == "https" && port == "443" {
+		port = ""
+	}
+	want := u.Scheme + "://" + host
+	switch {
+	case port != "":
+		want = u.Scheme + "://" + net.JoinHostPort(host, port)
+	case strings.Contains(host, ":"):
+		want = u.Scheme + "://[" + host + "]"
+	}
+	if want != o {
+		return fmt.Errorf("%q is not written as a browser sends it, and would match no request: write %q", o, want)
 	}
 	return nil
 }
