@@ -40,7 +40,8 @@ func apiDefault() string {
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)} // a zone's % escaped: [fe80::1%25eth0]
+	return u.String()
 }
 
 // apiFlag defines --api, the patchline HTTP API, on cmd.

@@ -522,3 +522,25 @@ func TestAPIErrorHidesTheToken(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIDefaultFromAddr: --api's default from $PATCHLINE_HTTP_ADDR is a
+// URL that parses, for every form http.addr takes.
+func TestAPIDefaultFromAddr(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:8080":    "http://127.0.0.1:8080",
+		":9000":             "http://127.0.0.1:9000",
+		"[::]:9000":         "http://127.0.0.1:9000",
+		"[::1]:9000":        "http://[::1]:9000",
+		"[fe80::1%lo]:9000": "http://[fe80::1%25lo]:9000",
+		"nonsense":          defaultAPI,
+	} {
+		t.Setenv("PATCHLINE_HTTP_ADDR", addr)
+		got := apiDefault()
+		if got != want {
+			t.Errorf("apiDefault with %q = %q, want %q", addr, got, want)
+		}
+		if _, err := apiURL(got, "/v1/cameras"); err != nil {
+			t.Errorf("apiDefault with %q = %q: %v", addr, got, err)
+		}
+	}
+}

@@ -69,6 +69,15 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "ipv6 without brackets, or with them where they do not go",
+			yaml: "nats:\n  url: 'nats://::1:4222'\n  embedded:\n    host: '[::1]'\ncameras:\n  - id: a\n    url: 'rtsp://u:pw@::1:8554/cam'\n",
+			want: []string{
+				`pipeline.yaml:2: nats.url: "nats://::1:4222": an IPv6 address in a URL goes in brackets (scheme://[::1]:port/…)`,
+				`pipeline.yaml:4: nats.embedded.host: "[::1]": write an IPv6 address without brackets (::1)`,
+				`pipeline.yaml:7: cameras[0].url: "rtsp://u:xxxxx@::1:8554/cam": an IPv6 address in a URL goes in brackets`,
+			},
+		},
+		{
 			name: "log keys",
 			yaml: "log:\n  level: loud\n  format: xml\n",
 			want: []string{
@@ -844,5 +853,18 @@ func TestCheckOriginCanonical(t *testing.T) {
 		if err := CheckOrigin(o); err != nil {
 			t.Errorf("CheckOrigin(%q): %v", o, err)
 		}
+	}
+}
+
+// TestBracketedIPv6 passes: an IPv6 host in brackets, with or without
+// credentials, a port or a zone.
+func TestBracketedIPv6(t *testing.T) {
+	for _, u := range []string{"rtsp://[::1]:8554/cam", "rtsp://u:p%40ss@[::1]:8554/x", "rtsps://[2001:db8::7]/s", "rtsp://[fe80::1%25eth0]:554/s"} {
+		if err := CheckCameraURL(u); err != nil {
+			t.Errorf("CheckCameraURL(%q): %v", u, err)
+		}
+	}
+	if err := checkNATSURL("nats://[::1]:4222"); err != nil {
+		t.Errorf("nats://[::1]:4222: %v", err)
 	}
 }

@@ -188,6 +188,9 @@ func CheckCameraURL(raw string) error {
 		if u.Hostname() == "" {
 			return fmt.Errorf("%s url %q has no host", scheme, redact(raw))
 		}
+		if err := checkBracketed(u, raw); err != nil {
+			return err
+		}
 		if err := checkPort(u); err != nil {
 			return fmt.Errorf("%s url %q: %w", scheme, redact(raw), err)
 		}
@@ -324,9 +327,21 @@ func (n NATS) check(ck *checker) {
 	if n.URL == "" && n.Embedded.Host == "" {
 		ck.add("nats.embedded.host", "is empty (want an address such as 127.0.0.1)")
 	}
+	if h := n.Embedded.Host; strings.HasPrefix(h, "[") || strings.HasSuffix(h, "]") {
+		ck.add("nats.embedded.host", "%q: write an IPv6 address without brackets (::1)", h)
+	}
 	if n.Replicas < 1 || n.Replicas > 5 {
 		ck.add("nats.replicas", "%d out of range 1..5 (JetStream's limit)", n.Replicas)
 	}
+}
+
+// checkBracketed refuses an IPv6 address written without its brackets in
+// a URL's authority ("rtsp://::1:554/s"), which no dialler reads as meant.
+func checkBracketed(u *url.URL, raw string) error {
+	if strings.Contains(u.Hostname(), ":") && !strings.HasPrefix(u.Host, "[") {
+		return fmt.Errorf("%q: an IPv6 address in a URL goes in brackets (scheme://[%s]:port/…)", redact(raw), u.Hostname())
+	}
+	return nil
 }
 
 // checkNATSURL checks one server URL of nats.url.
@@ -345,7 +360,7 @@ func checkNATSURL(s string) error {
 	if u.Hostname() == "" {
 		return fmt.Errorf("%q has no host", redact(s))
 	}
-	return nil
+	return checkBracketed(u, s)
 }
 
 func (h HTTP) check(ck *checker) {
