@@ -100,11 +100,20 @@ from that time on, then go on live: --since 10m, or --since 2026-11-29T14:00:00Z
 }
 
 // parseSince reads --since: a duration before now, or an RFC 3339 time.
+// sinceSkew is how far ahead of this machine's clock --since may be: the
+// servers' clocks may be that far ahead of it.
+const sinceSkew = time.Minute
+
 func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		return now.Add(-d), nil
 	}
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		// Later than now (give or take the servers' clocks) nothing is
+		// stored yet: the replay would be no replay, only what comes.
+		if t.After(now.Add(sinceSkew)) {
+			return time.Time{}, fmt.Errorf("--since %s is in the future (this machine's clock says %s)", s, now.UTC().Format(time.RFC3339))
+		}
 		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("--since %q: want a duration such as 10m or a time such as 2026-11-29T14:00:00Z", s)

@@ -77,6 +77,9 @@ func TestWatchSinceReplaysTheStream(t *testing.T) {
 		t.Errorf("replayed then live: %s, want seqs 1 2 3 4 in order", got)
 	}
 
+	if _, err := run(t, "watch", "--since", "2999-01-01T00:00:00Z", "--nats", url); err == nil || !strings.Contains(err.Error(), "--since 2999-01-01T00:00:00Z is in the future") {
+		t.Errorf("watch --since a time in the future: %v, want it refused", err)
+	}
 	if _, err := run(t, "watch", "--since", "yesterday", "--nats", url); err == nil || !strings.Contains(err.Error(), `--since "yesterday": want a duration`) {
 		t.Errorf("bad --since: %v", err)
 	}
