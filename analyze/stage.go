@@ -84,6 +84,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	telemetry.ShowMalformed(stageName, bus.FramesPrefix+"*")
+	telemetry.ClockSkew.WithLabelValues(stageName)
 	s.Announce(s.nc, s.log, stageName, "model", s.model.Name(), "task", s.model.Task(), "batch", s.cfg.BatchSize, "max_wait", s.cfg.MaxBatchWait)
 	// Inference and publishing overlap: while one goroutine builds and
 	// publishes a batch's annotations, this one gathers the next batch and
@@ -224,7 +225,7 @@ func (s *Stage) publishBatch(r inferred) {
 	tracer := telemetry.Tracer()
 	for i, it := range r.items {
 		f := it.f
-		queuedFrom := f.PublishedAt
+		queuedFrom := telemetry.NotAfter(stageName, f.PublishedAt, it.arrived) // decode's clock, which may be ahead of this one
 		if queuedFrom.IsZero() {
 			queuedFrom = it.arrived
 		}

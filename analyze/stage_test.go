@@ -285,6 +285,28 @@ func TestStageMismatchedFramesThinned(t *testing.T) {
 	}
 }
 
+// TestClockAhead: a frame published by a host whose clock is an hour
+// ahead has a queue wait of 0, not of minus an hour, and is counted as
+// clock skew.
+func TestClockAhead(t *testing.T) {
+	m := openTestBundle(t, segmentTiny, segmentOptions())
+	frames, _ := expectedFrames(t, m)
+	nc, anns := runStage(t, m, config.Analyze{BatchSize: 1})
+	skew := telemetry.ClockSkew.WithLabelValues(stageName)
+	before := testutil.ToFloat64(skew)
+	f := *frames[0]
+	f.PublishedAt = time.Now().Add(time.Hour)
+	f.CapturedAt = f.PublishedAt.Add(-10 * time.Millisecond)
+	publishAs(t, nc, &f, "ahead", 1)
+	testenv.WaitFor(t, "the annotation", 10*time.Second, func() bool { return len(anns()) == 1 })
+	if q := anns()[0].LatencyMs["queue"]; q < 0 || q > 10000 {
+		t.Errorf("queue latency %v ms of a frame published by a clock an hour ahead, want from its arrival here", q)
+	}
+	if got := testutil.ToFloat64(skew) - before; got != 1 {
+		t.Errorf("patchline_clock_skew_total{stage=analyze} rose by %v, want 1", got)
+	}
+}
+
 // TestStageStampsAnalyzedAt: each analyzed annotation carries the time it
 // was published, from which the sink measures the NATS hop.
 func TestStageStampsAnalyzedAt(t *testing.T) {

@@ -306,6 +306,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		_ = sub.SetPendingLimits(4096, 256<<20)
 	}
 	telemetry.ShowMalformed(stageName, bus.FramesPrefix+"*", bus.AnnotationsPrefix+"*")
+	telemetry.ClockSkew.WithLabelValues(stageName)
 	s.Announce(s.nc, s.log, stageName, "caption_model", s.cfg.CaptionModel, "framegen_model", s.cfg.FramegenModel,
 		"budget", s.cfg.Budget, "queue", s.cfg.QueueSize, "auto", s.cfg.Auto)
 
@@ -816,7 +817,7 @@ func (s *Stage) runCaptions(ctx context.Context, batch []*job) {
 			},
 			LatencyMs: map[string]float64{
 				"queue": frame.Millis(start.Sub(j.enqueued)), "generate": frame.Millis(end.Sub(start)),
-				"total": frame.Millis(end.Sub(newest.CapturedAt)),
+				"total": frame.Millis(end.Sub(telemetry.NotAfter(stageName, newest.CapturedAt, end))),
 			},
 			TraceID: spans[i].SpanContext().TraceID().String(), AnalyzedBy: s.replica,
 		}
@@ -968,6 +969,7 @@ func (s *Stage) publishFrame(ctx, sctx context.Context, frames []*frame.Frame, r
 	}
 	metricDone.WithLabelValues(KindFrame, trigger).Inc()
 	if g.Anomaly && trigger != TriggerRequest { // a request's score goes to its requester; anomaly events are the scorer's
+		now := time.Now()
 		a := annotation.Annotation{
 			Schema: annotation.Schema, Kind: annotation.KindAnomaly,
 			Camera: actual.Camera, Seq: actual.Seq, PTSMs: frame.Millis(actual.PTS), CapturedAt: actual.CapturedAt.UTC(),
@@ -977,7 +979,7 @@ func (s *Stage) publishFrame(ctx, sctx context.Context, frames []*frame.Frame, r
 				Score: g.Score, Threshold: g.Threshold, GridW: g.Heatmap.GridW, GridH: g.Heatmap.GridH,
 				PatchScores: g.Heatmap.Scores, Bucket: g.Object.Bucket, Object: g.Object.Name, Trigger: trigger,
 			},
-			LatencyMs: map[string]float64{"generate": g.DurationMs, "total": frame.Millis(time.Since(actual.CapturedAt))},
+			LatencyMs: map[string]float64{"generate": g.DurationMs, "total": frame.Millis(now.Sub(telemetry.NotAfter(stageName, actual.CapturedAt, now)))},
 			TraceID:   g.TraceID, AnalyzedBy: s.replica,
 		}
 		s.publishAnnotation(sctx, a)

@@ -144,6 +144,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		defer func() { _ = gen.Drain() }()
 	}
 	telemetry.ShowMalformed(stageName, bus.AnalyzedPrefix+"*")
+	telemetry.ClockSkew.WithLabelValues(stageName)
 	s.SetReady(s.nc)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -182,17 +183,18 @@ func (s *Stage) onAnnotation(m *nats.Msg) {
 	telemetry.ShowCamera(stageName, a.Camera, "publish_error")
 	start := time.Now()
 	if ns, err := strconv.ParseInt(m.Header.Get(annotation.HdrAnalyzedAt), 10, 64); err == nil {
-		start = time.Unix(0, ns)
+		start = telemetry.NotAfter(stageName, time.Unix(0, ns), start) // analyze's clock, which may be ahead of this one
 	}
 	ctx, span := telemetry.Tracer().Start(bus.ExtractTrace(context.Background(), m.Header), "sink", trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindConsumer))
 	if a.LatencyMs == nil {
 		a.LatencyMs = map[string]float64{}
 	}
 	now := time.Now()
+	captured := telemetry.NotAfter(stageName, a.CapturedAt, now)
 	a.LatencyMs["sink"] = frame.Millis(now.Sub(start))
-	a.LatencyMs["total"] = frame.Millis(now.Sub(a.CapturedAt))
+	a.LatencyMs["total"] = frame.Millis(now.Sub(captured))
 	telemetry.StageLatency.WithLabelValues("sink").Observe(now.Sub(start).Seconds())
-	telemetry.StageLatency.WithLabelValues("total").Observe(now.Sub(a.CapturedAt).Seconds())
+	telemetry.StageLatency.WithLabelValues("total").Observe(now.Sub(captured).Seconds())
 	b, err := json.Marshal(a)
 	if err != nil {
 		span.End()

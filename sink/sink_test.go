@@ -62,6 +62,59 @@ func startSinkLog(t testing.TB, url string, cfg config.Sink, log *slog.Logger) (
 	return st, stop
 }
 
+// TestSinkClockAhead: an annotation captured and analyzed by hosts whose
+// clocks are an hour ahead of this one gets latencies from when the sink
+// read it, not negative ones, each counted as clock skew.
+func TestSinkClockAhead(t *testing.T) {
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	startSink(t, url, config.Sink{})
+	got := make(chan *nats.Msg, 1)
+	sub, err := nc.ChanSubscribe(bus.AnnotationsPrefix+"*", got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	skew := telemetry.ClockSkew.WithLabelValues(stageName)
+	before := testutil.ToFloat64(skew)
+	ahead := time.Now().Add(time.Hour)
+	b, _ := json.Marshal(annotation.Annotation{
+		Schema: annotation.Schema, Kind: annotation.KindAnalysis, Camera: "cam1", Seq: 8,
+		CapturedAt: ahead.UTC(), SourceWidth: 640, SourceHeight: 360, Model: "m", Task: "detect",
+		LatencyMs: map[string]float64{"decode": 3}, TraceID: "0123456789abcdef0123456789abcdef",
+	})
+	out := analyzedThrough(t, nc, b, ahead.Add(time.Second), got)
+	var back annotation.Annotation
+	if err := json.Unmarshal(out.Data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if l := back.LatencyMs; l["total"] < 0 || l["total"] > 5000 || l["sink"] < 0 || l["sink"] > 5000 {
+		t.Errorf("latency_ms = %v of an annotation stamped an hour ahead, want total and sink from when the sink read it", l)
+	}
+	if n := testutil.ToFloat64(skew) - before; n != 2 {
+		t.Errorf("patchline_clock_skew_total{stage=sink} rose by %v, want 2 (captured_at and analyzed-at)", n)
+	}
+}
+
+// analyzedThrough publishes annotation JSON b on cam1's analyzed subject,
+// stamped analyzed at at, and returns what the sink publishes of it on got.
+func analyzedThrough(t *testing.T, nc *nats.Conn, b []byte, at time.Time, got <-chan *nats.Msg) *nats.Msg {
+	t.Helper()
+	m := nats.NewMsg(bus.AnalyzedSubject("cam1"))
+	m.Data = b
+	m.Header.Set(annotation.HdrAnalyzedAt, strconv.FormatInt(at.UnixNano(), 10))
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case out := <-got:
+		return out
+	case <-time.After(5 * time.Second):
+		t.Fatal("no annotation published")
+		return nil
+	}
+}
+
 func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
@@ -96,19 +149,7 @@ func TestSinkPublishesValidatedAnnotationsAndDropsGarbage(t *testing.T) {
 		TraceID:    "0123456789abcdef0123456789abcdef",
 	}
 	b, _ := json.Marshal(a)
-	m := nats.NewMsg(bus.AnalyzedSubject("cam1"))
-	m.Data = b
-	m.Header.Set(annotation.HdrAnalyzedAt, strconv.FormatInt(analyzedAt.UnixNano(), 10))
-	if err := nc.PublishMsg(m); err != nil {
-		t.Fatal(err)
-	}
-
-	var out *nats.Msg
-	select {
-	case out = <-got:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no annotation published")
-	}
+	out := analyzedThrough(t, nc, b, analyzedAt, got)
 	sinceAnalyzed := frame.Millis(time.Since(analyzedAt))
 	if out.Subject != bus.AnnotationSubject("cam1") {
 		t.Errorf("subject %s", out.Subject)
