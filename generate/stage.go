@@ -885,6 +885,11 @@ func (s *Stage) runFrame(ctx context.Context, j *job) {
 			j.camera, gap.Round(time.Millisecond), s.cfg.FramegenModel, want, float64(time.Second)/float64(want)))
 		return
 	}
+	if gap, odd := oddGap(frames, s.fg.FrameInterval()); odd {
+		s.fail(j, ReasonInputMismatch, fmt.Sprintf("camera %q's last frames have a gap of %s among them (its timestamps leapt or restarted); generate.framegen_model %s was trained on frames %s apart: ask again in a moment",
+			j.camera, gap.Round(time.Millisecond), s.cfg.FramegenModel, s.fg.FrameInterval()))
+		return
+	}
 	newest := frames[len(frames)-1]
 	sctx, span := s.startSpan(telemetry.Tracer(), j, newest, start, 1)
 	g, err := s.generateFrame(ctx, sctx, frames, j.trigger, start)
@@ -1095,7 +1100,26 @@ func (s *Stage) frameGap(fs []*frame.Frame) (gap, want time.Duration, fits bool)
 	}
 	slices.Sort(gaps)
 	gap = gaps[len(gaps)/2]
-	return gap, want, 3*gap >= 2*want && 2*gap <= 3*want
+	return gap, want, gapFits(gap, want)
+}
+
+// gapFits reports whether frames gap apart are about want apart: within a
+// factor of 1.5.
+func gapFits(gap, want time.Duration) bool { return 3*gap >= 2*want && 2*gap <= 3*want }
+
+// oddGap returns the first gap between frames fs that does not fit want,
+// if any: a leap or a reset of the camera's timestamps among frames that
+// are otherwise as far apart as framegen's, which the median does not see.
+func oddGap(fs []*frame.Frame, want time.Duration) (time.Duration, bool) {
+	if want <= 0 {
+		return 0, false
+	}
+	for i := 1; i < len(fs); i++ {
+		if g := fs[i].PTS - fs[i-1].PTS; !gapFits(g, want) {
+			return g, true
+		}
+	}
+	return 0, false
 }
 
 // maxScoreBatch is the most cameras framegen scores in one run. ONNX
@@ -1150,6 +1174,10 @@ func (s *Stage) scoreCameras(ctx context.Context, cams []string, k, w, h, p int)
 			continue
 		}
 		if !s.intervalFits(cam, fs) {
+			metricRejected.WithLabelValues(KindFrame, reasonFrameInterval).Inc()
+			continue
+		}
+		if _, odd := oddGap(fs, s.fg.FrameInterval()); odd { // one leap among them: counted, not logged
 			metricRejected.WithLabelValues(KindFrame, reasonFrameInterval).Inc()
 			continue
 		}

@@ -288,7 +288,7 @@ func TestBadRequests(t *testing.T) {
 	big.Width, big.Height, big.Patch = 192, 96, 8
 	big.Tokens = append(big.Tokens, big.Tokens...)
 	for i := uint64(1); i <= 5; i++ {
-		big.Seq = i
+		big.Seq, big.PTS = i, time.Duration(i)*200*time.Millisecond
 		if err := nc.PublishMsg(big.Encode(bus.FrameSubject("big"))); err != nil {
 			t.Fatal(err)
 		}
@@ -603,9 +603,36 @@ func TestAnomalyFrameInterval(t *testing.T) {
 	if !strings.Contains(logs.String(), "frame_gap=100ms") {
 		t.Errorf("no warning naming the 100 ms gap:\n%s", logs.String())
 	}
+	// One leap among frames otherwise 200 ms apart (the median fits): the
+	// frame after it is not scored, nor served on request.
+	leapGen := collect(t, nc, bus.GeneratedPrefix+"leap")
+	leap := 0
+	waitFor(t, "frames of camera leap scored", func() bool {
+		leap++
+		publishFrames(t, nc, "leap", leap, 1)
+		return len(leapGen()) > 0
+	})
+	before = testutil.ToFloat64(off)
+	leap++
+	f := testFrame("leap", uint64(leap), 4)
+	f.PTS = time.Duration(leap)*200*time.Millisecond + time.Hour
+	if err := nc.PublishMsg(f.Encode(bus.FrameSubject("leap"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the frame after a leap refused for its interval", func() bool { return testutil.ToFloat64(off) > before })
+	for _, m := range leapGen() {
+		var g Generated
+		if err := json.Unmarshal(m.Data, &g); err != nil || g.Seq == uint64(leap) {
+			t.Errorf("the frame after the leap scored: %s (%v)", m.Data, err)
+		}
+	}
+	r := Describe(context.Background(), nc, Request{Camera: "leap", Kind: KindFrame}, 5*time.Second)
+	if r.Reason != ReasonInputMismatch || !strings.Contains(r.Error, "gap of 1h0m0.2s") {
+		t.Errorf("a frame of a camera whose last frames leapt an hour: %+v, want %s naming the gap", r, ReasonInputMismatch)
+	}
 	// Asked for, such a camera's frame is refused, naming both gaps, rather
 	// than predicted from motion the model was not trained on.
-	r := Describe(context.Background(), nc, Request{Camera: "fast", Kind: KindFrame}, 5*time.Second)
+	r = Describe(context.Background(), nc, Request{Camera: "fast", Kind: KindFrame}, 5*time.Second)
 	if r.Reason != ReasonInputMismatch || !strings.Contains(r.Error, "100ms apart") || !strings.Contains(r.Error, "200ms apart") {
 		t.Errorf("a frame of a camera sending frames 100 ms apart: %+v, want %s naming 100ms and 200ms", r, ReasonInputMismatch)
 	}
@@ -757,6 +784,7 @@ func TestScorerCountsMismatchedFrames(t *testing.T) {
 	big.Tokens = append(big.Tokens, big.Tokens...)
 	waitFor(t, "mismatched frames counted", func() bool {
 		big.Seq++ // frames go on: those before the lease was taken are not scored
+		big.PTS += 200 * time.Millisecond
 		if err := nc.PublishMsg(big.Encode(bus.FrameSubject("big"))); err != nil {
 			t.Fatal(err)
 		}
@@ -767,5 +795,26 @@ func TestScorerCountsMismatchedFrames(t *testing.T) {
 	}
 	if n := len(generated()); n != 0 {
 		t.Errorf("%d frames generated for a camera of another size", n)
+	}
+}
+
+// TestWindowStartsAgainWhenPTSGoesBack: a camera's frames whose seq goes
+// on but whose timestamps start again (its source reopened, or another
+// decode replica took it) start its window again: frames from before are
+// no context for those after.
+func TestWindowStartsAgainWhenPTSGoesBack(t *testing.T) {
+	ws := newWindows(4, time.Minute)
+	now := time.Now()
+	for seq := uint64(1); seq <= 3; seq++ {
+		ws.add(testFrame("c", seq, 0), now)
+	}
+	if fs, err := ws.last("c", 3, now); err != nil || len(fs) != 3 {
+		t.Fatalf("3 frames in: %d, %v", len(fs), err)
+	}
+	f := testFrame("c", 4, 0)
+	f.PTS = 10 * time.Millisecond // the source's clock from 0 again
+	ws.add(f, now)
+	if fs, err := ws.last("c", 2, now); err == nil {
+		t.Errorf("after pts went back the window holds %d frames, want only the new one", len(fs))
 	}
 }
