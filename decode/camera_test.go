@@ -673,7 +673,7 @@ func TestDefaultFPSAndPreviews(t *testing.T) {
 			defer sub.Unsubscribe()
 			r := runCamera(t, nc, config.Camera{ID: c.id, URL: "synthetic://?seed=4&fps=10&width=320&height=240"},
 				config.Decode{Width: 96, Height: 96, PatchSize: 8, DefaultFPS: 2, PreviewFPS: c.previewFPS, PreviewWidth: 160})
-			r.cam.preview.watch(time.Now().Add(time.Minute))
+			r.cam.preview.watch(time.Minute)
 			f1, _ := r.next(t, 10*time.Second)
 			f2, _ := r.next(t, 10*time.Second)
 			if step := f2.PTS - f1.PTS; step != 500*time.Millisecond {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/tick"
 )
 
 // previewJPEGQuality trades preview size for looks: ~30-50 KB at 640x360.
@@ -39,11 +40,12 @@ func newPreviewer(nc *nats.Conn, camera string, fps float64, width int) *preview
 	return &previewer{nc: nc, camera: camera, subject: bus.PreviewSubject(camera), fps: fps, width: width, sampler: NewSampler(fps)}
 }
 
-// watch keeps previews flowing until t.
-func (p *previewer) watch(t time.Time) {
+// watch keeps previews flowing for d from now.
+func (p *previewer) watch(d time.Duration) {
+	t := tick.Mono() + int64(d)
 	for {
 		cur := p.until.Load()
-		if t.UnixNano() <= cur || p.until.CompareAndSwap(cur, t.UnixNano()) {
+		if t <= cur || p.until.CompareAndSwap(cur, t) {
 			return
 		}
 	}
@@ -51,7 +53,7 @@ func (p *previewer) watch(t time.Time) {
 
 // due reports whether the frame at pts gets a preview.
 func (p *previewer) due(pts time.Duration) bool {
-	if p.fps <= 0 || time.Now().UnixNano() > p.until.Load() {
+	if p.fps <= 0 || tick.Mono() > p.until.Load() {
 		p.active = false
 		return false
 	}

@@ -346,7 +346,7 @@ func (s *Stage) onWatch(m *nats.Msg) {
 	w := s.workers[id]
 	s.mu.Unlock()
 	if w != nil {
-		w.cam.preview.watch(time.Now().Add(bus.PreviewTTL))
+		w.cam.preview.watch(bus.PreviewTTL)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/frame"
+	"github.com/patchline/patchline/internal/tick"
 )
 
 // WHIPURL is the camera URL of a WebRTC camera: it has no address of its
@@ -293,7 +294,7 @@ func (w *WHIP) handleStop(rw http.ResponseWriter, req *http.Request) {
 // since it began staleUnstarted ago).
 func (s *whipSession) stale(now time.Time) bool {
 	if ns := s.media.Load(); ns != 0 {
-		return now.Sub(time.Unix(0, ns)) >= staleAfter
+		return time.Duration(tick.Mono()-ns) >= staleAfter
 	}
 	return now.Sub(s.begun) >= staleUnstarted
 }
@@ -558,7 +559,7 @@ func (w *WHIP) forward(s *whipSession, tr *webrtc.TrackRemote) {
 		if n < 12 || uint32(buf[1]&0x7f) != s.pt.Load() {
 			continue // not a media packet of the negotiated codec
 		}
-		s.media.Store(time.Now().UnixNano())
+		s.media.Store(tick.Mono())
 		// PublishMsg copies the payload: buf can be reused.
 		if err := w.nc.PublishMsg(&nats.Msg{Subject: subject, Data: buf[:n], Header: hdr}); err != nil {
 			w.log.Debug("whip: publish rtp", "camera", s.camera, "err", err)
@@ -614,7 +615,7 @@ func (s *whipSession) requestKeyframe(minGap time.Duration) {
 	if ssrc == 0 {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := tick.Mono()
 	last := s.last.Load()
 	if now-last < int64(minGap) {
 		return

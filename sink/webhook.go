@@ -408,7 +408,7 @@ func (w *webhook) lag(stored time.Time) {
 	if stored.IsZero() {
 		return
 	}
-	age := time.Since(stored)
+	age := time.Since(telemetry.NotAfter(stageName, stored, time.Now())) // the server's clock, which may be ahead of this one
 	webhookLag.WithLabelValues(w.name).Set(age.Seconds())
 	if w.maxAge > 0 && age > w.maxAge/2 && !w.lagWarned.Swap(true) {
 		w.log.Warn("webhook falls behind the annotation stream: annotations older than its max age are dropped before delivery",

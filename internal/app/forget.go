@@ -78,7 +78,7 @@ func (rw *registryWatch) forgetStrays(quiet time.Duration) int {
 	rw.mu.Lock()
 	var strays []string
 	if rw.live != nil {
-		for _, id := range telemetry.Quiet(time.Now().Add(-quiet)) {
+		for _, id := range telemetry.Quiet(quiet) {
 			if !rw.live[id] {
 				strays = append(strays, id)
 			}

@@ -24,3 +24,13 @@ func Every(ctx context.Context, interval time.Duration, f func() bool) {
 		}
 	}
 }
+
+// start is when the process began, with the monotonic clock reading that
+// Mono counts from.
+var start = time.Now()
+
+// Mono returns the nanoseconds since the process started, by the
+// monotonic clock: for deadlines and last-seen times kept in an atomic
+// int64, which time.Now().UnixNano() (the wall clock) would move when the
+// system clock is stepped.
+func Mono() int64 { return int64(time.Since(start)) }

@@ -16,3 +16,11 @@ func TestEvery(t *testing.T) {
 	cancel()
 	Every(ctx, time.Millisecond, func() bool { t.Error("f ran after ctx was done"); return true })
 }
+
+func TestMonoAdvances(t *testing.T) {
+	a := Mono()
+	time.Sleep(2 * time.Millisecond)
+	if b := Mono(); b-a < int64(2*time.Millisecond) {
+		t.Errorf("Mono went from %d to %d over 2 ms", a, b)
+	}
+}
