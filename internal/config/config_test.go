@@ -78,6 +78,11 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "rtsp fragment",
+			yaml: "cameras:\n  - id: a\n    url: 'rtsp://cam/s#main'\n",
+			want: []string{`pipeline.yaml:3: cameras[0].url: rtsp url "rtsp://cam/s#main" has a #fragment, which RTSP servers refuse; remove it (a '#' in the path or query is written %23)`},
+		},
+		{
 			name: "log keys",
 			yaml: "log:\n  level: loud\n  format: xml\n",
 			want: []string{

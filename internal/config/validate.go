@@ -197,6 +197,9 @@ func CheckCameraURL(raw string) error {
 		if opt := ffmpegTransportOption(raw); opt != "" {
 			return fmt.Errorf("%s url %q: ?%s is an FFmpeg transport option, and patchline chooses the transport (RTSP over TCP); remove it", scheme, redact(raw), opt)
 		}
+		if strings.Contains(raw, "#") {
+			return fmt.Errorf("%s url %q has a #fragment, which RTSP servers refuse; remove it (a '#' in the path or query is written %%23)", scheme, redact(raw))
+		}
 	case "file":
 		if rest == "" || rest == "/" {
 			return fmt.Errorf("file url %q has no path", redact(raw))
