@@ -30,10 +30,10 @@ func newWindows(size int, ttl time.Duration) *windows {
 }
 
 // add appends f to its camera's window and reports whether the camera is
-// new (its window had expired or never was). A frame whose seq or pts does
-// not increase (the camera restarted: seq goes on across a restart, its
-// source's timestamps start again) or whose geometry differs from the
-// window's starts the window again.
+// new (its window had expired or never was). A frame whose seq does not
+// increase, or whose pts goes back (the camera restarted: seq goes on
+// across a restart, its source's timestamps start again), or whose geometry
+// differs from the window's starts the window again.
 func (ws *windows) add(f *frame.Frame, now time.Time) (added bool) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
@@ -45,7 +45,7 @@ func (ws *windows) add(f *frame.Frame, now time.Time) (added bool) {
 	}
 	if n := len(w.frames); n > 0 {
 		last := w.frames[n-1]
-		if f.Seq <= last.Seq || f.PTS <= last.PTS || f.Width != last.Width || f.Height != last.Height || f.Patch != last.Patch {
+		if f.Seq <= last.Seq || f.PTS < last.PTS || f.Width != last.Width || f.Height != last.Height || f.Patch != last.Patch {
 			w.frames = w.frames[:0]
 		}
 	}
