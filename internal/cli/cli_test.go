@@ -208,6 +208,14 @@ func TestPrintWhere(t *testing.T) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())
 		}
 	}
+	// Listening everywhere, it shows where a browser and the CLI here reach it.
+	b.Reset()
+	printWhere(&b, "bin/patchline", app.Info{NATSURL: "nats://0.0.0.0:4222", HTTPAddr: "[::]:8080", Embedded: true, Stages: []string{"ingest"}})
+	for _, want := range []string{"NATS          nats://127.0.0.1:4222 (embedded)", "web console   http://127.0.0.1:8080/", "--api http://127.0.0.1:8080\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("banner of a server listening everywhere lacks %q:\n%s", want, b.String())
+		}
+	}
 	b.Reset()
 	printWhere(&b, "patchline", app.Info{NATSURL: "nats://u:pw@10.0.0.1:4222", Stages: []string{"sink"}})
 	if s := b.String(); strings.Contains(s, "http://") || strings.Contains(s, "pw") || !strings.Contains(s, "HTTP          off") {

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -105,7 +108,14 @@ func printWhere(w io.Writer, self string, i app.Info) {
 	natsURL := bus.RedactURLs(i.NATSURL) // the credentials stay in the config
 	shown := natsURL
 	if i.Embedded {
-		shown += " (embedded)"
+		if u, err := url.Parse(natsURL); err == nil {
+			u.Host = dialable(u.Host)
+			natsURL = u.String()
+		}
+		shown = natsURL + " (embedded)"
+	}
+	if i.HTTPAddr != "" {
+		i.HTTPAddr = dialable(i.HTTPAddr)
 	}
 	fmt.Fprintf(w, "\npatchline is running (stages: %s)\n", strings.Join(i.Stages, ", "))
 	fmt.Fprintf(w, "  NATS          %s\n", shown)
@@ -124,4 +134,18 @@ func printWhere(w io.Writer, self string, i app.Info) {
 		fmt.Fprintf(w, "  attach RTSP:  %s attach cam1 rtsp://user:pass@host/path --api http://%s\n", self, i.HTTPAddr)
 	}
 	fmt.Fprintf(w, "  describe:     %s describe <camera> --nats %s\n\n", self, natsURL)
+}
+
+// dialable is host:port as a client here reaches it: a server listening
+// on every address (0.0.0.0, [::], no host) is shown as 127.0.0.1, which
+// it answers too (Go's [::] listener takes IPv4) and a browser opens.
+func dialable(hostport string) string {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return hostport
 }
