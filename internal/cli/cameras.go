@@ -33,14 +33,11 @@ const defaultAPI = "http://127.0.0.1:8080"
 // the server (http.addr; an unspecified host is this machine), else
 // defaultAPI.
 func apiDefault() string {
-	host, port, err := net.SplitHostPort(os.Getenv("PATCHLINE_HTTP_ADDR"))
-	if err != nil || port == "" {
+	addr := os.Getenv("PATCHLINE_HTTP_ADDR")
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
 		return defaultAPI
 	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)} // a zone's % escaped: [fe80::1%25eth0]
+	u := url.URL{Scheme: "http", Host: dialable(addr)} // a zone's % escaped: [fe80::1%25eth0]
 	return u.String()
 }
 
