@@ -301,8 +301,10 @@ type cvSource struct {
 
 	offset   time.Duration // added to pts: the length of earlier loops, and the timeline's mends
 	lastPTS  time.Duration
+	lastRaw  time.Duration // the last frame's own timestamp, before offset
 	lastStep time.Duration // the last interval between two frames' own timestamps
 	lastAt   time.Time     // when the last frame was read
+	fellBack *fallBack     // the last frame's timestamp fell far behind: the next frame tells why
 	frameDur time.Duration
 	read     int // frames read since the last (re)open
 }
@@ -385,22 +387,9 @@ func (s *cvSource) Grab() (time.Duration, error) {
 		if s.vc.grab() {
 			s.read++
 			now := time.Now()
-			pts := time.Duration(s.vc.get(gocv.VideoCapturePosMsec)*float64(time.Millisecond)) + s.offset
-			switch {
-			case s.read == 1:
-			case pts <= s.lastPTS:
-				// Missing or repeated timestamps, or a timeline going back
-				// (recordings joined end to end, a camera's clock reset):
-				// this frame is one step after the last, and those after it
-				// follow from there by their own differences, rather than
-				// each being faked until the source's clock catches up.
-				step := s.step(now)
-				s.offset += s.lastPTS + step - pts
-				pts = s.lastPTS + step
-			default:
-				s.lastStep = pts - s.lastPTS
-			}
-			s.lastPTS, s.lastAt = pts, now
+			raw := time.Duration(s.vc.get(gocv.VideoCapturePosMsec) * float64(time.Millisecond))
+			pts := s.mend(raw, now)
+			s.lastPTS, s.lastRaw, s.lastAt = pts, raw, now
 			return pts, nil
 		}
 		if s.live {
@@ -420,6 +409,44 @@ func (s *cvSource) Grab() (time.Duration, error) {
 			return 0, err
 		}
 	}
+}
+
+// fallBack is a frame whose own timestamp fell far behind the last one's:
+// a new timeline (recordings joined end to end, a camera's clock reset) or
+// one bad timestamp (missing, read as 0), which the next frame tells.
+type fallBack struct{ raw, pts time.Duration }
+
+// mend returns the pts of a frame whose own timestamp is raw, such that
+// pts always increases within one open:
+//   - a timestamp not after the last, or missing, or slightly behind, puts
+//     the frame one step after the last (as if it had its timestamp);
+//   - one far behind puts the frame just after the last, and the next
+//     frame decides: back on the old timeline (ahead of the last pts), it
+//     goes on as it was; on the new one, the timeline goes on from that
+//     frame by the source's own differences, rather than each frame being
+//     faked a step after the last until the source's clock catches up.
+func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
+	pts := raw + s.offset
+	fb := s.fellBack
+	s.fellBack = nil
+	switch {
+	case s.read == 1:
+		return pts
+	case pts > s.lastPTS:
+		if fb == nil {
+			s.lastStep = pts - s.lastPTS
+		}
+		return pts // in order, or back on the old timeline after one bad timestamp
+	case fb != nil && raw > fb.raw: // the frame after a fall goes on from it: a new timeline
+		s.offset = fb.pts - fb.raw
+		return raw + s.offset
+	}
+	step := s.step(now)
+	if s.lastRaw-raw > max(time.Second, 10*step) {
+		s.fellBack = &fallBack{raw: raw, pts: s.lastPTS + time.Millisecond}
+		return s.fellBack.pts
+	}
+	return s.lastPTS + step // missing or repeated
 }
 
 // step is the interval to put between the last frame and one whose

@@ -3,6 +3,7 @@ package decode
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -225,6 +226,42 @@ func TestStepWithoutTimestamps(t *testing.T) {
 	} {
 		if got := c.s.step(now); got != c.want {
 			t.Errorf("step of %+v = %v, want %v", c.s, got, c.want)
+		}
+	}
+}
+
+// TestMendTimeline: the pts a source gives frames whose own timestamps
+// repeat, go missing, glitch back for one frame, or start again.
+func TestMendTimeline(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name     string
+		raw, pts []time.Duration
+	}{
+		{"in order", ms(0, 100, 200), ms(0, 100, 200)},
+		{"one repeated", ms(0, 100, 200, 300, 400, 400, 600, 700), ms(0, 100, 200, 300, 400, 500, 600, 700)},
+		{"one missing (read as 0) an hour in", ms(3600000, 3600100, 0, 3600300, 3600400), ms(3600000, 3600100, 3600101, 3600300, 3600400)},
+		{"one frame back to 0", ms(4800, 4900, 0, 5000, 5100), ms(4800, 4900, 4901, 5000, 5100)},
+		{"a new timeline (joined recordings, at 30 fps)", ms(800, 900, -30000, -29967, -29933), ms(800, 900, 901, 934, 968)},
+		{"slightly back: a step after the last, each until the source passes it", ms(1000, 1100, 1050, 1150, 1250), ms(1000, 1100, 1200, 1300, 1400)},
+	} {
+		s := &cvSource{frameDur: 100 * time.Millisecond}
+		now := time.Now()
+		var got []time.Duration
+		for _, raw := range c.raw {
+			s.read++
+			pts := s.mend(raw, now)
+			s.lastPTS, s.lastRaw, s.lastAt = pts, raw, now
+			got = append(got, pts)
+		}
+		if !slices.Equal(got, c.pts) {
+			t.Errorf("%s: raw %v gave pts %v, want %v", c.name, c.raw, got, c.pts)
 		}
 	}
 }
