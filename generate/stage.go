@@ -885,9 +885,9 @@ func (s *Stage) runFrame(ctx context.Context, j *job) {
 			j.camera, gap.Round(time.Millisecond), s.cfg.FramegenModel, want, float64(time.Second)/float64(want)))
 		return
 	}
-	if gap, odd := oddGap(frames, s.fg.FrameInterval()); odd {
-		s.fail(j, ReasonInputMismatch, fmt.Sprintf("camera %q's last frames have a gap of %s among them (its timestamps leapt or restarted); generate.framegen_model %s was trained on frames %s apart: ask again in a moment",
-			j.camera, gap.Round(time.Millisecond), s.cfg.FramegenModel, s.fg.FrameInterval()))
+	if gap, leapt := leapGap(frames, s.fg.FrameInterval()); leapt {
+		s.fail(j, ReasonInputMismatch, fmt.Sprintf("camera %q's last %d frames have a gap of %s among them (its timestamps leapt); generate.framegen_model %s predicts from frames %s apart: ask again once %d more have come",
+			j.camera, len(frames), gap.Round(time.Millisecond), s.cfg.FramegenModel, s.fg.FrameInterval(), len(frames)))
 		return
 	}
 	newest := frames[len(frames)-1]
@@ -1107,15 +1107,17 @@ func (s *Stage) frameGap(fs []*frame.Frame) (gap, want time.Duration, fits bool)
 // factor of 1.5.
 func gapFits(gap, want time.Duration) bool { return 3*gap >= 2*want && 2*gap <= 3*want }
 
-// oddGap returns the first gap between frames fs that does not fit want,
-// if any: a leap or a reset of the camera's timestamps among frames that
-// are otherwise as far apart as framegen's, which the median does not see.
-func oddGap(fs []*frame.Frame, want time.Duration) (time.Duration, bool) {
+// leapGap returns the first gap between frames fs over three times want
+// (or not positive), if any: a leap of the camera's timestamps among frames
+// otherwise as far apart as framegen's, which their median does not see.
+// Gaps within that are a sampler's spread (a 6 fps source sampled at 5
+// keeps frames 167 and 333 ms apart), for the median to judge.
+func leapGap(fs []*frame.Frame, want time.Duration) (time.Duration, bool) {
 	if want <= 0 {
 		return 0, false
 	}
 	for i := 1; i < len(fs); i++ {
-		if g := fs[i].PTS - fs[i-1].PTS; !gapFits(g, want) {
+		if g := fs[i].PTS - fs[i-1].PTS; g <= 0 || g > 3*want {
 			return g, true
 		}
 	}
@@ -1177,7 +1179,7 @@ func (s *Stage) scoreCameras(ctx context.Context, cams []string, k, w, h, p int)
 			metricRejected.WithLabelValues(KindFrame, reasonFrameInterval).Inc()
 			continue
 		}
-		if _, odd := oddGap(fs, s.fg.FrameInterval()); odd { // one leap among them: counted, not logged
+		if _, leapt := leapGap(fs, s.fg.FrameInterval()); leapt { // one leap among them: counted, not logged
 			metricRejected.WithLabelValues(KindFrame, reasonFrameInterval).Inc()
 			continue
 		}

@@ -626,8 +626,23 @@ func TestAnomalyFrameInterval(t *testing.T) {
 			t.Errorf("the frame after the leap scored: %s (%v)", m.Data, err)
 		}
 	}
+	// A 6 fps source sampled at 5 keeps frames 167 and 333 ms apart in
+	// turn: no leap, and scored.
+	unevenGen := collect(t, nc, bus.GeneratedPrefix+"uneven")
+	var pts time.Duration
+	n := uint64(0)
+	waitFor(t, "a camera sampled unevenly scored", func() bool {
+		n++
+		pts += []time.Duration{167 * time.Millisecond, 333 * time.Millisecond}[n%2]
+		f := testFrame("uneven", n, int(n*3%60))
+		f.PTS = pts
+		if err := nc.PublishMsg(f.Encode(bus.FrameSubject("uneven"))); err != nil {
+			t.Fatal(err)
+		}
+		return len(unevenGen()) > 0
+	})
 	r := Describe(context.Background(), nc, Request{Camera: "leap", Kind: KindFrame}, 5*time.Second)
-	if r.Reason != ReasonInputMismatch || !strings.Contains(r.Error, "gap of 1h0m0.2s") {
+	if r.Reason != ReasonInputMismatch || !strings.Contains(r.Error, "gap of 1h0m0.2s") || !strings.Contains(r.Error, "ask again once 4 more have come") {
 		t.Errorf("a frame of a camera whose last frames leapt an hour: %+v, want %s naming the gap", r, ReasonInputMismatch)
 	}
 	// Asked for, such a camera's frame is refused, naming both gaps, rather
