@@ -267,7 +267,7 @@ func (s *Stage) start(ctx context.Context, id string, spec []byte) {
 	var c config.Camera
 	if err := json.Unmarshal(spec, &c); err != nil {
 		// Not retried (nor logged again) until it changes, as ingest skips it.
-		s.log.Warn("decode: skipping a registry entry that is not a camera; remove it with patchline detach -- <key>", "key", id, "err", err)
+		s.log.Warn("decode: skipping a registry entry that is not a camera; remove it with patchline detach --api URL -- <key>", "key", id, "err", err)
 		s.mu.Lock()
 		s.failed[id] = failure{spec: spec, notCamera: true}
 		s.mu.Unlock()

@@ -287,7 +287,7 @@ func TestCameraThatCannotStart(t *testing.T) {
 	if n := strings.Count(logs.String(), `cannot start camera" camera=odd`); n != 1 {
 		t.Errorf("logged %d times that the camera cannot start, want once (it is not retried):\n%s", n, logs.String())
 	}
-	if n := strings.Count(logs.String(), `not a camera; remove it with patchline detach -- <key>" key=old.entry`); n != 1 {
+	if n := strings.Count(logs.String(), `not a camera; remove it with patchline detach --api URL -- <key>" key=old.entry`); n != 1 {
 		t.Errorf("logged %d times that old.entry is not a camera, want once:\n%s", n, logs.String())
 	}
 	// A password in the spec of a camera that cannot start is hidden in

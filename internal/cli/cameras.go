@@ -226,6 +226,7 @@ func isLoopback(u string) bool {
 	// An unspecified address ([::], 0.0.0.0: what patchline run prints for
 	// an http.addr that listens everywhere) is dialled as this machine.
 	ip, err := netip.ParseAddr(host)
+	ip = ip.Unmap() // ::ffff:127.0.0.1 is 127.0.0.1
 	return err == nil && (ip.IsLoopback() || ip.IsUnspecified())
 }
 

@@ -305,7 +305,7 @@ func TestClientDefaults(t *testing.T) {
 	// A server elsewhere gets the path as given: it resolves it in its
 	// own directory, where this one means nothing.
 	for api, local := range map[string]bool{"http://127.0.0.1:8080": true, "http://localhost:8080": true, "http://[::1]:8080": true, "http://192.0.2.1:1": false, "https://cams.example": false,
-		"http://[::]:8080": true, "http://0.0.0.0:8080": true, "http://LOCALHOST:8080": true, "http://localhost.:8080": true, "http://[::1%25lo]:8080": true, "http://localhost.example:1": false} {
+		"http://[::]:8080": true, "http://0.0.0.0:8080": true, "http://LOCALHOST:8080": true, "http://localhost.:8080": true, "http://[::1%25lo]:8080": true, "http://[::ffff:127.0.0.1]:8080": true, "http://localhost.example:1": false} {
 		if isLoopback(api) != local {
 			t.Errorf("isLoopback(%s) = %v", api, !local)
 		}

@@ -72,7 +72,7 @@ func TestErrors(t *testing.T) {
 			name: "ipv6 without brackets, or with them where they do not go",
 			yaml: "nats:\n  url: 'nats://::1:4222'\n  embedded:\n    host: '[::1]'\ncameras:\n  - id: a\n    url: 'rtsp://u:pw@::1:8554/cam'\n",
 			want: []string{
-				`pipeline.yaml:2: nats.url: "nats://::1:4222": an IPv6 address in a URL goes in brackets (scheme://[::1]:port/…)`,
+				`pipeline.yaml:2: nats.url: "nats://::1:4222": an IPv6 address in a URL goes in brackets, the port after them (rtsp://[2001:db8::10]:554/…)`,
 				`pipeline.yaml:4: nats.embedded.host: "[::1]": write an IPv6 address without brackets (::1)`,
 				`pipeline.yaml:7: cameras[0].url: "rtsp://u:xxxxx@::1:8554/cam": an IPv6 address in a URL goes in brackets`,
 			},
@@ -854,7 +854,7 @@ func TestWebhookURLErrors(t *testing.T) {
 
 // TestCheckOriginCanonical: origins written as browsers send them pass.
 func TestCheckOriginCanonical(t *testing.T) {
-	for _, o := range []string{"*", "https://studio.example.com", "http://h.example:8080", "http://[::1]:3000", "http://[::1]", "http://127.0.0.1:3000", "https://s.example:8443"} {
+	for _, o := range []string{"*", "https://studio.example.com", "http://h.example:8080", "http://[::1]:3000", "http://[::1]", "http://127.0.0.1:3000", "https://s.example:8443", "http://[::ffff:102:304]"} {
 		if err := CheckOrigin(o); err != nil {
 			t.Errorf("CheckOrigin(%q): %v", o, err)
 		}

@@ -342,7 +342,8 @@ func (n NATS) check(ck *checker) {
 // a URL's authority ("rtsp://::1:554/s"), which no dialler reads as meant.
 func checkBracketed(u *url.URL, raw string) error {
 	if strings.Contains(u.Hostname(), ":") && !strings.HasPrefix(u.Host, "[") {
-		return fmt.Errorf("%q: an IPv6 address in a URL goes in brackets (scheme://[%s]:port/…)", redact(raw), u.Hostname())
+		// Which part is the port cannot be told: the message names none.
+		return fmt.Errorf("%q: an IPv6 address in a URL goes in brackets, the port after them (rtsp://[2001:db8::10]:554/…)", redact(raw))
 	}
 	return nil
 }
@@ -450,7 +451,7 @@ func CheckOrigin(o string) error {
 	// default port, an IPv6 address in its short form: it is compared as
 	// it is, so another spelling would never match.
 	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if ip, err := netip.ParseAddr(host); err == nil {
+	if ip, err := netip.ParseAddr(host); err == nil && !ip.Is4In6() { // browsers write ::ffff:a.b.c.d in hex, netip dotted
 		host = ip.String()
 	}
 	if u.Scheme == "http" && port == "80" || u.Scheme == "https" && port == "443" {
