@@ -1,6 +1,8 @@
 package decode
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -127,17 +129,17 @@ func grepLine(s, sub string) string {
 	return ""
 }
 
-// TestCaptureOptionTurns: an open that needs another capture-options value
-// than the one in force waits for the opens in flight, and new opens of
-// the value in force wait behind it instead of overtaking it for ever
-// (RTSP opens to a dead host kept a file camera from opening).
-func TestCaptureOptionTurns(t *testing.T) {
+// TestCaptureOpenTurns: capture opens take turns in the order they came
+// (RTSP opens to a dead host kept a file camera from opening), each with
+// its options in force, and one whose camera stops while it waits for its
+// turn gives up at once instead of waiting for the opens before it.
+func TestCaptureOpenTurns(t *testing.T) {
 	var mu sync.Mutex
 	var order []string
-	run := func(name, v string, hold <-chan struct{}, started chan<- struct{}) {
-		withCaptureOptions(v, func() {
+	run := func(ctx context.Context, name, v string, hold <-chan struct{}, started chan<- struct{}) error {
+		return withCaptureOptions(ctx, v, func() {
 			mu.Lock()
-			order = append(order, name)
+			order = append(order, name+"="+os.Getenv(ffmpegOptionsEnv))
 			mu.Unlock()
 			if started != nil {
 				close(started)
@@ -147,27 +149,35 @@ func TestCaptureOptionTurns(t *testing.T) {
 			}
 		})
 	}
+	bg := context.Background()
 	release, started := make(chan struct{}), make(chan struct{})
-	done := make(chan struct{}, 3)
-	go func() { run("rtsp-1", "A", release, started); done <- struct{}{} }()
+	done := make(chan error, 4)
+	go func() { done <- run(bg, "rtsp-1", "A", release, started) }()
 	<-started
-	go func() { run("file", "B", nil, nil); done <- struct{}{} }()
-	waiting := func(v string) bool {
-		ffmpegEnv.Lock()
-		defer ffmpegEnv.Unlock()
-		return ffmpegEnv.waiting[v] > 0
+	waiting := func(n int32) func() bool { return func() bool { return openWaiting.Load() == n } }
+	go func() { done <- run(bg, "file", "B", nil, nil) }()
+	testenv.WaitFor(t, "the file open waiting", 5*time.Second, waiting(1))
+	go func() { done <- run(bg, "rtsp-2", "A", nil, nil) }()
+	testenv.WaitFor(t, "the second RTSP open waiting", 5*time.Second, waiting(2))
+	stopped, stop := context.WithCancel(bg)
+	go func() { done <- run(stopped, "stopped", "A", nil, nil) }()
+	testenv.WaitFor(t, "a third open waiting", 5*time.Second, waiting(3))
+	stop()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the open whose camera stopped: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an open whose camera stopped still waits for its turn")
 	}
-	testenv.WaitFor(t, "the file open waiting", 5*time.Second, func() bool { return waiting("B") })
-	go func() { run("rtsp-2", "A", nil, nil); done <- struct{}{} }()
-	testenv.WaitFor(t, "the second RTSP open waiting", 5*time.Second, func() bool { return waiting("A") })
 	close(release)
 	for range 3 {
-		<-done
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
-	if want := []string{"rtsp-1", "file", "rtsp-2"}; !slices.Equal(order, want) {
+	if want := []string{"rtsp-1=A", "file=B", "rtsp-2=A"}; !slices.Equal(order, want) {
 		t.Errorf("opens ran in the order %v, want %v", order, want)
-	}
-	if got := os.Getenv(ffmpegOptionsEnv); got != "A" {
-		t.Errorf("%s = %q after the last open, want A", ffmpegOptionsEnv, got)
 	}
 }

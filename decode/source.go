@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -197,18 +198,12 @@ func within(path, dir string) bool {
 // ffmpegOptionsEnv is read by OpenCV's FFmpeg backend at every open.
 const ffmpegOptionsEnv = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
-// ffmpegEnv serialises changes of OPENCV_FFMPEG_CAPTURE_OPTIONS: opens that
-// need the same value share it; a different value waits until no open with
-// the current one is in flight.
-var ffmpegEnv = struct {
-	sync.Mutex
-	cond     *sync.Cond
-	base     string // the value the process started with
+// ffmpegEnv is the OPENCV_FFMPEG_CAPTURE_OPTIONS value the process started
+// with, which every open's options begin with.
+var ffmpegEnv struct {
+	base     string
 	baseOnce sync.Once
-	current  string
-	inFlight int
-	waiting  map[string]int // opens waiting, by the value they need
-}{}
+}
 
 // CaptureOptions is the OPENCV_FFMPEG_CAPTURE_OPTIONS value used to open a
 // source of the given kind: any options the process was started with, then
@@ -236,58 +231,42 @@ func CaptureOptions(kind SourceKind, stall time.Duration) string {
 }
 
 func envInit() {
-	ffmpegEnv.baseOnce.Do(func() {
-		ffmpegEnv.base = os.Getenv(ffmpegOptionsEnv)
-		ffmpegEnv.cond = sync.NewCond(&ffmpegEnv.Mutex)
-		ffmpegEnv.waiting = map[string]int{}
-	})
+	ffmpegEnv.baseOnce.Do(func() { ffmpegEnv.base = os.Getenv(ffmpegOptionsEnv) })
 }
 
-// withCaptureOptions runs open with OPENCV_FFMPEG_CAPTURE_OPTIONS set to v.
-// Opens that need the value in force run together; one that needs another
-// value waits for them to finish, and while it waits, new opens of the
-// value in force wait behind it: turns alternate, so a file or WHIP camera
-// is not starved by RTSP cameras whose opens (up to the stall timeout to
-// an unreachable host) keep overlapping.
-func withCaptureOptions(v string, open func()) {
+// openTurn is held by the one capture open under way; openWaiting counts
+// the opens waiting for it.
+var (
+	openTurn    = make(chan struct{}, 1)
+	openWaiting atomic.Int32
+)
+
+// withCaptureOptions runs open with OPENCV_FFMPEG_CAPTURE_OPTIONS set to v
+// when its turn comes. OpenCV opens one capture at a time, process-wide,
+// holding its lock in C (and reads the variable then); waiting here
+// instead, opens take turns in the order they came (a file camera is not
+// starved by RTSP opens to a dead host, each up to the stall timeout), and
+// ctx ends the wait: a stop waits for the one open under way, not for all
+// those queued behind it.
+func withCaptureOptions(ctx context.Context, v string, open func()) error {
 	envInit()
-	ffmpegEnv.Lock()
-	ffmpegEnv.waiting[v]++
-	for !mayOpen(v) {
-		ffmpegEnv.cond.Wait()
+	openWaiting.Add(1)
+	select {
+	case openTurn <- struct{}{}:
+		openWaiting.Add(-1)
+	case <-ctx.Done():
+		openWaiting.Add(-1)
+		return context.Cause(ctx)
 	}
-	if ffmpegEnv.waiting[v]--; ffmpegEnv.waiting[v] == 0 {
-		delete(ffmpegEnv.waiting, v)
+	defer func() { <-openTurn }()
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
 	}
-	if ffmpegEnv.current != v || os.Getenv(ffmpegOptionsEnv) != v {
+	if os.Getenv(ffmpegOptionsEnv) != v {
 		_ = os.Setenv(ffmpegOptionsEnv, v)
-		ffmpegEnv.current = v
 	}
-	ffmpegEnv.inFlight++
-	ffmpegEnv.Unlock()
-	defer func() {
-		ffmpegEnv.Lock()
-		ffmpegEnv.inFlight--
-		ffmpegEnv.cond.Broadcast()
-		ffmpegEnv.Unlock()
-	}()
 	open()
-}
-
-// mayOpen reports whether an open needing v may start now (ffmpegEnv
-// locked): with nothing in flight, one needing another value than the one
-// in force goes first; else only v in force, with no other value waiting.
-func mayOpen(v string) bool {
-	othersWait := false
-	for w := range ffmpegEnv.waiting {
-		if w != ffmpegEnv.current {
-			othersWait = true
-		}
-	}
-	if v == ffmpegEnv.current {
-		return !othersWait
-	}
-	return ffmpegEnv.inFlight == 0
+	return nil
 }
 
 // cvSource reads a stream or file with OpenCV's FFmpeg backend.
@@ -327,13 +306,15 @@ func (s *cvSource) open() error {
 		vc  *capture
 		err error
 	)
-	withCaptureOptions(CaptureOptions(s.kind, s.o.StallTimeout), func() {
+	if werr := withCaptureOptions(cmp.Or(s.o.Ctx, context.Background()), CaptureOptions(s.kind, s.o.StallTimeout), func() {
 		var timeout time.Duration // files: OpenCV's own
 		if s.live {
 			timeout = s.o.StallTimeout
 		}
 		vc, err = openCapture(s.uri, s.o.Camera, timeout)
-	})
+	}); werr != nil {
+		return fmt.Errorf("decode: open %s: %w", s.redacted, werr)
+	}
 	switch {
 	case errors.Is(err, errCaptureOpen): // FFmpeg did not say why
 		if why := outOfFiles(); why != "" {

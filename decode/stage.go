@@ -333,11 +333,30 @@ func (s *Stage) stopAll() {
 	s.mu.Lock()
 	ids := slices.Collect(maps.Keys(s.workers))
 	s.mu.Unlock()
+	// All at once: a camera's stop waits for a read or an open under way,
+	// up to the stall timeout, and one after another they would add up.
+	var stops sync.WaitGroup
 	for _, id := range ids {
-		s.stop(id)
+		stops.Go(func() { s.stop(id) })
 	}
-	s.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		stops.Wait()
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(stopNote):
+	}
+	s.log.Info("decode: waiting for cameras to stop: a read or an open under way ends within decode.stall_timeout",
+		"cameras", len(ids), "stall_timeout", withDefaults(s.opts.Decode).StallTimeout)
+	<-done
 }
+
+// stopNote is how long stopAll waits before saying what it waits for.
+const stopNote = 2 * time.Second
 
 // onWatch turns on a camera's previews for bus.PreviewTTL.
 func (s *Stage) onWatch(m *nats.Msg) {
