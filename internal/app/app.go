@@ -176,9 +176,12 @@ func Run(ctx context.Context, o Options) error {
 	// stages still wait for NATS or JetStream; /readyz says no until every
 	// stage is subscribed, while any NATS connection is down, and while the
 	// embedded server's own health check fails (a stream that cannot write).
-	var started atomic.Bool
+	var started, stopping atomic.Bool
 	stopHTTP := func() {}
 	ready := func() error {
+		if stopping.Load() {
+			return errors.New("stopping")
+		}
 		if !started.Load() {
 			return errors.New("starting: the stages are not subscribed yet")
 		}
@@ -339,7 +342,12 @@ func Run(ctx context.Context, o Options) error {
 		o.Ready(info)
 	}
 	<-ctx.Done()
-	log.Info("stopping", "stages", strings.Join(o.Stages, ","))
+	stopping.Store(true) // /readyz says so: traffic goes elsewhere while the stages stop
+	why := "a stage failed"
+	if stopped.Err() != nil {
+		why = context.Cause(stopped).Error() // "terminated signal received"
+	}
+	log.Info("stopping", "stages", strings.Join(o.Stages, ","), "why", why)
 	wg.Wait()
 	// HTTP stops before the stages' own teardown (the registry, WHIP)
 	// that deferred calls do: no request reaches a closed registry.

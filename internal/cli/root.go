@@ -29,8 +29,19 @@ var Version = "dev"
 func Main(args []string) int {
 	root := newRoot()
 	root.SetArgs(args)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
+	// A second signal while the stop is under way (a camera's open or read
+	// may hold it up to decode.stall_timeout) exits at once.
+	context.AfterFunc(ctx, func() {
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, stopSignals...)
+		go func() {
+			s := <-again
+			fmt.Fprintf(os.Stderr, "patchline: %v again: exiting now, without finishing the stop\n", s)
+			os.Exit(1)
+		}()
+	})
 	if err := root.ExecuteContext(ctx); err != nil {
 		var ue *usageError
 		switch {
@@ -46,6 +57,10 @@ func Main(args []string) int {
 	}
 	return 0
 }
+
+// stopSignals stop patchline cleanly: SIGHUP too, which a closing terminal
+// or SSH session sends, and which would otherwise end the process at once.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
 
 // usageError is a command used wrongly (its arguments or flags), as
 // opposed to one that failed: Main exits 2 for it, with a pointer to the

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -16,6 +17,8 @@ import (
 	"github.com/patchline/patchline/internal/apptest"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/rtsptest"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // runUntil runs the whole pipeline in-process until stop, which returns
@@ -139,5 +142,48 @@ func TestHTTPMaxBodyFromConfig(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != http.MethodPost || !strings.Contains(string(b), `"reason":"bad_request"`) {
 		t.Errorf("GET describe: %s (Allow %q) %s, want 405, Allow POST, reason bad_request", resp.Status, resp.Header.Get("Allow"), b)
+	}
+}
+
+// TestStopWhileCamerasOpen: a stop while cameras wait to open streams that
+// send nothing (each open may take decode.stall_timeout, one at a time in
+// OpenCV) ends once the open under way does, not after every queued one
+// in turn; meanwhile /readyz says the process is stopping.
+func TestStopWhileCamerasOpen(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	srv := rtsptest.Start(t)
+	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 30})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := testConfig(t)
+	cfg.Decode.StallTimeout = 4 * time.Second
+	for i := range 4 {
+		path := fmt.Sprintf("quiet%d", i)
+		rtsptest.Publish(t, ctx, clip, srv.URL(path))
+		srv.Freeze(path, true)
+		cfg.Cameras = append(cfg.Cameras, config.Camera{ID: path, URL: srv.URL(path)})
+	}
+	info, stop := runUntil(t, cfg)
+	time.Sleep(time.Second) // the first open under way, the others queued behind it
+	start := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	testenv.WaitFor(t, "/readyz saying stopping", 3*time.Second, func() bool {
+		resp, err := http.Get("http://" + info.HTTPAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), "stopping")
+	})
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	// One after another the four opens would take ~15 s; the one under
+	// way ends within the stall timeout. The bound leaves room for a slow
+	// machine.
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the stop took %v with 4 cameras opening silent streams (stall_timeout 4s), want about one open's time", took)
 	}
 }
