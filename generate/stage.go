@@ -551,7 +551,7 @@ func (s *Stage) submitAuto(kind, camera, trigger string) {
 	j := &job{kind: kind, camera: camera, auto: true, trigger: trigger, sampling: s.cfg.Sampling, deadline: time.Now().Add(s.cfg.RequestTimeout)}
 	j.batchKey = batchKey(kind, s.cfg.Sampling, false)
 	j.reject = func(reason, msg string) {
-		if reason != ReasonOverloaded && reason != ReasonNotEnoughFrames {
+		if reason != ReasonOverloaded && reason != ReasonNotEnoughFrames && reason != ReasonUnavailable { // unavailable: stopping
 			s.log.Warn("automatic generation not done", "camera", camera, "kind", kind, "trigger", trigger, "reason", reason, "err", msg)
 		}
 	}
@@ -788,8 +788,11 @@ func (s *Stage) runCaptions(ctx context.Context, batch []*job) {
 	for i, it := range items {
 		j := it.j
 		if err != nil {
-			reason := ReasonFailed
-			if errors.Is(err, context.DeadlineExceeded) || gctx.Err() != nil {
+			reason, msg := ReasonFailed, fmt.Sprintf("caption of camera %q: %v", j.camera, err)
+			switch {
+			case ctx.Err() != nil: // the stage stops: no deadline was missed
+				reason, msg = ReasonUnavailable, fmt.Sprintf("caption of camera %q: the generate stage is stopping", j.camera)
+			case errors.Is(err, context.DeadlineExceeded) || gctx.Err() != nil:
 				reason = ReasonDeadline
 			}
 			spans[i].SetStatus(codes.Error, err.Error())
@@ -797,7 +800,7 @@ func (s *Stage) runCaptions(ctx context.Context, batch []*job) {
 			if reason == ReasonFailed {
 				s.log.Error("caption failed", "camera", j.camera, "err", err)
 			}
-			s.fail(j, reason, fmt.Sprintf("caption of camera %q: %v", j.camera, err))
+			s.fail(j, reason, msg)
 			continue
 		}
 		c := caps[i]
