@@ -211,8 +211,8 @@ func NewCamera(spec config.Camera, opts Options) (*Camera, error) {
 	}
 	if kind == KindWHIP {
 		c.relay = newRelay(opts.NC, spec.ID, cfg.StallTimeout, c.log)
-		c.open = func(context.Context) (Source, error) {
-			return c.relay.open(c.redacted, SourceOptions{StallTimeout: cfg.StallTimeout, Camera: spec.ID})
+		c.open = func(ctx context.Context) (Source, error) {
+			return c.relay.open(c.redacted, SourceOptions{StallTimeout: cfg.StallTimeout, Camera: spec.ID, Ctx: ctx})
 		}
 	}
 	c.preview = newPreviewer(opts.NC, spec.ID, cfg.PreviewFPS, cfg.PreviewWidth)

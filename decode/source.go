@@ -414,8 +414,11 @@ func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
 	case s.read == 1:
 		return pts
 	case pts > s.lastPTS:
-		if fb == nil {
-			s.lastStep = pts - s.lastPTS
+		// A leap (over a second and ten intervals) is no interval of the
+		// source's: as a step it would put an hour between every frame
+		// faked after it.
+		if d := pts - s.lastPTS; fb == nil && (s.lastStep == 0 || d <= max(time.Second, 10*s.lastStep)) {
+			s.lastStep = d
 		}
 		return pts // in order, or back on the old timeline after one bad timestamp
 	case fb != nil && raw > fb.raw: // the frame after a fall goes on from it: a new timeline

@@ -250,8 +250,15 @@ func TestMendTimeline(t *testing.T) {
 		{"one frame back to 0", ms(4800, 4900, 0, 5000, 5100), ms(4800, 4900, 4901, 5000, 5100)},
 		{"a new timeline (joined recordings, at 30 fps)", ms(800, 900, -30000, -29967, -29933), ms(800, 900, 901, 934, 968)},
 		{"slightly back: a step after the last, each until the source passes it", ms(1000, 1100, 1050, 1150, 1250), ms(1000, 1100, 1200, 1300, 1400)},
+		// No frame rate stated: the step is the source's last interval,
+		// never a leap's (else an hour between every frame after it).
+		{"no rate: one frame an hour ahead", ms(0, 40, 80, 120, 3600160, 200, 240, 280), ms(0, 40, 80, 120, 3600160, 3600161, 3600201, 3600241)},
+		{"no rate: repeated", ms(0, 40, 80, 80, 160), ms(0, 40, 80, 120, 160)},
 	} {
 		s := &cvSource{frameDur: 100 * time.Millisecond}
+		if strings.HasPrefix(c.name, "no rate") {
+			s.frameDur = 0
+		}
 		now := time.Now()
 		var got []time.Duration
 		for _, raw := range c.raw {

@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"context"
 	"encoding/binary"
 	"testing"
 	"time"
@@ -9,8 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/patchline/patchline/internal/bus"
+	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/telemetry"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // TestRelayCountsMissedPackets: forward jumps of the RTP sequence number
@@ -31,5 +34,31 @@ func TestRelayCountsMissedPackets(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(telemetry.RTPPacketsMissed.WithLabelValues("gappy")) - before; got != 5 {
 		t.Errorf("patchline_rtp_packets_missed_total rose by %v, want 5", got)
+	}
+}
+
+// TestWHIPOpenEndsAtStop: a WHIP camera waiting for its turn to open (a
+// capture open of another camera under way) gives up at its stop, rather
+// than waiting for the turn and then opening a stream whose relay ended.
+func TestWHIPOpenEndsAtStop(t *testing.T) {
+	c, err := NewCamera(config.Camera{ID: "w1", URL: "whip://"}, Options{NC: startNATS(t),
+		Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, StallTimeout: 2 * time.Second}, Logger: natstest.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.relay.mu.Lock()
+	c.relay.codec, c.relay.last = "vp8", time.Now().Add(time.Hour) // a publisher sending
+	c.relay.mu.Unlock()
+	openTurn <- struct{}{} // another camera's open under way
+	defer func() { <-openTurn }()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	testenv.WaitFor(t, "the WHIP camera waiting for its turn to open", 5*time.Second, func() bool { return openWaiting.Load() == 1 })
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Error("the WHIP camera still waits for its turn to open 3 s after its stop")
 	}
 }

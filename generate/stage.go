@@ -900,6 +900,10 @@ func (s *Stage) runFrame(ctx context.Context, j *job) {
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		span.End(trace.WithTimestamp(end))
+		if ctx.Err() != nil { // the stage stops: nothing failed
+			s.fail(j, ReasonUnavailable, fmt.Sprintf("generated frame of camera %q: the generate stage is stopping", j.camera))
+			return
+		}
 		s.log.Error("frame generation failed", "camera", j.camera, "err", err)
 		s.fail(j, ReasonFailed, fmt.Sprintf("generated frame of camera %q: %v", j.camera, err))
 		return

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -550,5 +551,20 @@ func TestAPIDefaultFromAddr(t *testing.T) {
 		if _, err := apiURL(got, "/v1/cameras"); err != nil {
 			t.Errorf("apiDefault with %q = %q: %v", addr, got, err)
 		}
+	}
+}
+
+// TestMainLeavesNoSignalHandler: Main returning on its own (no signal)
+// arms no handler for a second signal, which would outlive it: a later
+// signal would then exit the process as if a stop were under way.
+func TestMainLeavesNoSignalHandler(t *testing.T) {
+	Main([]string{"version"})
+	before := runtime.NumGoroutine()
+	for range 5 {
+		Main([]string{"version"})
+	}
+	time.Sleep(50 * time.Millisecond)
+	if after := runtime.NumGoroutine(); after > before+1 {
+		t.Errorf("goroutines went from %d to %d over 5 calls of Main", before, after)
 	}
 }

@@ -32,9 +32,14 @@ func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
 	// A second signal while the stop is under way (a camera's open or read
-	// may hold it up to decode.stall_timeout) exits at once.
-	context.AfterFunc(ctx, func() {
-		again := make(chan os.Signal, 1)
+	// may hold it up to decode.stall_timeout) exits at once. Armed by a
+	// signal only: not when Main returns (its deferred stop ends ctx too).
+	again := make(chan os.Signal, 1)
+	defer signal.Stop(again)
+	disarm := context.AfterFunc(ctx, func() {
+		if context.Cause(ctx) == context.Canceled { // a signal's cause "is" Canceled too, but is not it
+			return // Main returning, not a signal
+		}
 		signal.Notify(again, stopSignals...)
 		go func() {
 			s := <-again
@@ -42,6 +47,7 @@ func Main(args []string) int {
 			os.Exit(1)
 		}()
 	})
+	defer disarm()
 	if err := root.ExecuteContext(ctx); err != nil {
 		var ue *usageError
 		switch {
