@@ -112,6 +112,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		s.stopAll()
 	}()
 	defer func() { <-leaseDone }() // it stops the workers and gives the leases back
+	go s.noteStop(ctx, leaseDone)
 	go s.publishStatus(ctx)
 	watch, err := ctl.Subscribe(bus.WatchPrefix+"*", s.onWatch)
 	if err != nil {
@@ -339,23 +340,30 @@ func (s *Stage) stopAll() {
 	for _, id := range ids {
 		stops.Go(func() { s.stop(id) })
 	}
-	done := make(chan struct{})
-	go func() {
-		stops.Wait()
-		s.wg.Wait()
-		close(done)
-	}()
+	stops.Wait()
+	s.wg.Wait()
+}
+
+// noteStop says, when the stage's stop (ctx done) has not ended (done)
+// within stopNote, what it waits for.
+func (s *Stage) noteStop(ctx context.Context, done <-chan struct{}) {
 	select {
 	case <-done:
 		return
-	case <-time.After(stopNote):
+	case <-ctx.Done():
 	}
-	s.log.Info("decode: waiting for cameras to stop: a read or an open under way ends within decode.stall_timeout",
-		"cameras", len(ids), "stall_timeout", withDefaults(s.opts.Decode).StallTimeout)
-	<-done
+	select {
+	case <-done:
+	case <-time.After(stopNote):
+		s.mu.Lock()
+		n := len(s.workers)
+		s.mu.Unlock()
+		s.log.Info("decode: waiting for cameras to stop: a read or an open under way ends within decode.stall_timeout",
+			"cameras", n, "stall_timeout", withDefaults(s.opts.Decode).StallTimeout)
+	}
 }
 
-// stopNote is how long stopAll waits before saying what it waits for.
+// stopNote is how long a stop goes on before noteStop says what it waits for.
 const stopNote = 2 * time.Second
 
 // onWatch turns on a camera's previews for bus.PreviewTTL.

@@ -393,3 +393,42 @@ func TestSlowStopKeepsTheOtherCameras(t *testing.T) {
 		t.Errorf("a lease was lost while a camera stopped slowly:\n%s", logs.String())
 	}
 }
+
+// TestStopSaysWhatItWaitsFor: a stop held up by a camera opening a stream
+// that sends nothing (up to the stall timeout) says, after a moment, what
+// it waits for.
+func TestStopSaysWhatItWaitsFor(t *testing.T) {
+	rtsptest.RequireFFmpeg(t)
+	srv := rtsptest.Start(t)
+	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 30})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rtsptest.Publish(t, ctx, clip, srv.URL("quiet"))
+	srv.Freeze("quiet", true)
+	url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	kv, err := ingest.CamerasBucket(ctx, nc, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "quiet", []byte(`{"id":"quiet","url":"`+srv.URL("quiet")+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.Buffer
+	st := NewStage(Options{NC: natstest.Connect(t, url), Decode: config.Decode{Width: 96, Height: 96, PatchSize: 8, StallTimeout: 5 * time.Second},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(sctx) }()
+	testenv.WaitFor(t, "the camera opening", 10*time.Second, func() bool {
+		return slices.ContainsFunc(st.Statuses(), func(s Status) bool { return s.ID == "quiet" && s.State == StateConnecting })
+	})
+	time.Sleep(500 * time.Millisecond) // into OpenCV's open, which waits for packets
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), `waiting for cameras to stop`) {
+		t.Errorf("a stop held up by an open did not say what it waits for:\n%s", logs.String())
+	}
+}
