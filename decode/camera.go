@@ -562,6 +562,28 @@ func shrink(free chan *rawFrame) {
 	}
 }
 
+// leapWatch tells a leap of a file's timestamps (over a second and ten
+// times the interval before it) from a slow but steady source.
+type leapWatch struct{ gap time.Duration }
+
+// leap reports whether the interval d between two frames is a leap. A
+// mended timestamp (the source puts a frame whose own fell back 1 ms after
+// the last) is no interval of the source's; after a leap, the next
+// interval is trusted again, so that a steady slow source (a wrong stated
+// rate, a timelapse after a fall) is paced, not taken for one leap after
+// another.
+func (l *leapWatch) leap(d time.Duration) bool {
+	switch {
+	case d <= time.Millisecond:
+		return false
+	case l.gap > 0 && d > 10*l.gap && d > time.Second:
+		l.gap = 0
+		return true
+	}
+	l.gap = d
+	return false
+}
+
 // mats are the worker's reusable OpenCV images.
 type mats struct{ inner, sized, rgb gocv.Mat }
 
@@ -588,15 +610,15 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 		lastRead  = time.Now()
 		// A file's timestamps may leap ahead (recordings joined end to
 		// end, a transport stream's discontinuity): pacing across the
-		// leap would hold the camera for its length. prevPTS and gap (the
-		// interval before it) tell a leap from a slow but steady source,
-		// such as a timelapse; rebase re-anchors the pacing at the next
-		// paced frame.
-		prevPTS, gap time.Duration
-		rebase       bool
+		// leap would hold the camera for its length. prevPTS and leaps
+		// tell a leap from a slow but steady source, such as a timelapse;
+		// rebase re-anchors the pacing at the next paced frame.
+		prevPTS time.Duration
+		leaps   leapWatch
+		rebase  bool
 	)
 	if fd, ok := src.(interface{ FrameDuration() time.Duration }); ok {
-		gap = fd.FrameDuration() // so that a leap at the first interval is one too
+		leaps.gap = fd.FrameDuration() // so that a leap at the first interval is one too
 	}
 	for ctx.Err() == nil {
 		select {
@@ -618,12 +640,8 @@ func (c *Camera) stream(ctx context.Context, src Source, free <-chan *rawFrame, 
 		}
 		lastRead = t1
 		frames++
-		if d := pts - prevPTS; frames > 1 && d > 0 {
-			if gap > 0 && d > 10*gap && d > time.Second {
-				rebase = true
-			} else {
-				gap = d
-			}
+		if frames > 1 && leaps.leap(pts-prevPTS) {
+			rebase = true
 		}
 		prevPTS = pts
 		c.mu.Lock()

@@ -1154,3 +1154,32 @@ func TestStreamChangesSize(t *testing.T) {
 		t.Errorf("the file ended with %d frames out, last error %q; want ≤ 30 (its first part) and the size change named", st.FramesOut, st.LastError)
 	}
 }
+
+// TestLeapWatch: what a file camera's pacing takes for a leap of its
+// timestamps (re-anchored, not waited out) and what for a slow source.
+func TestLeapWatch(t *testing.T) {
+	s := time.Second
+	for _, c := range []struct {
+		name  string
+		start time.Duration // the container's stated interval
+		gaps  []time.Duration
+		want  []bool
+	}{
+		{"joined recordings", 40 * time.Millisecond, []time.Duration{40 * time.Millisecond, time.Minute, 40 * time.Millisecond}, []bool{false, true, false}},
+		{"a leap at the first interval", 40 * time.Millisecond, []time.Duration{time.Hour, 40 * time.Millisecond}, []bool{true, false}},
+		{"a timelapse", 2 * s, []time.Duration{2 * s, 2 * s, 2 * s}, []bool{false, false, false}},
+		// A wrong stated rate: only the first interval is taken for a leap.
+		{"a slow file stating 25 fps", 40 * time.Millisecond, []time.Duration{1700 * time.Millisecond, 2500 * time.Millisecond, 1700 * time.Millisecond, 2500 * time.Millisecond}, []bool{true, false, false, false}},
+		// A fall mended to 1 ms after the last frame is no interval.
+		{"a timelapse across a fall", 2 * s, []time.Duration{2 * s, time.Millisecond, 2 * s, 2 * s}, []bool{false, false, false, false}},
+	} {
+		l := leapWatch{gap: c.start}
+		var got []bool
+		for _, d := range c.gaps {
+			got = append(got, l.leap(d))
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: intervals %v: leaps %v, want %v", c.name, c.gaps, got, c.want)
+		}
+	}
+}

@@ -1114,17 +1114,19 @@ func (s *Stage) frameGap(fs []*frame.Frame) (gap, want time.Duration, fits bool)
 // factor of 1.5.
 func gapFits(gap, want time.Duration) bool { return 3*gap >= 2*want && 2*gap <= 3*want }
 
-// leapGap returns the first gap between frames fs over three times want
-// (or not positive), if any: a leap of the camera's timestamps among frames
-// otherwise as far apart as framegen's, which their median does not see.
-// Gaps within that are a sampler's spread (a 6 fps source sampled at 5
-// keeps frames 167 and 333 ms apart), for the median to judge.
+// leapGap returns the first gap between frames fs over three times want,
+// or under a third of it, if any: a leap of the camera's timestamps, or a
+// cut decode mended (a frame whose timestamp fell back is put 1 ms after
+// the last), among frames otherwise as far apart as framegen's, which
+// their median does not see. Gaps within those are a sampler's spread (a
+// 6 fps source sampled at 5 keeps frames 167 and 333 ms apart, and none
+// closer than half its interval), for the median to judge.
 func leapGap(fs []*frame.Frame, want time.Duration) (time.Duration, bool) {
 	if want <= 0 {
 		return 0, false
 	}
 	for i := 1; i < len(fs); i++ {
-		if g := fs[i].PTS - fs[i-1].PTS; g <= 0 || g > 3*want {
+		if g := fs[i].PTS - fs[i-1].PTS; 3*g < want || g > 3*want {
 			return g, true
 		}
 	}

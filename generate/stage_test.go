@@ -833,3 +833,29 @@ func TestWindowStartsAgainWhenPTSGoesBack(t *testing.T) {
 		t.Errorf("after pts went back the window holds %d frames, want only the new one", len(fs))
 	}
 }
+
+// TestLeapGap: among frames framegen would score (interval 200 ms), a gap
+// over three intervals (a leap) or under a third of one (a cut decode
+// mended to 1 ms) stops the score; a sampler's spread does not.
+func TestLeapGap(t *testing.T) {
+	ms := time.Millisecond
+	for _, c := range []struct {
+		gaps []time.Duration
+		want bool
+	}{
+		{[]time.Duration{200 * ms, 200 * ms, 200 * ms}, false},
+		{[]time.Duration{167 * ms, 333 * ms, 167 * ms}, false},
+		{[]time.Duration{100 * ms, 200 * ms, 300 * ms}, false},
+		{[]time.Duration{200 * ms, time.Hour, 200 * ms}, true},
+		{[]time.Duration{200 * ms, ms, 200 * ms}, true},
+		{[]time.Duration{200 * ms, 0, 200 * ms}, true},
+	} {
+		fs := []*frame.Frame{{PTS: time.Second}}
+		for _, g := range c.gaps {
+			fs = append(fs, &frame.Frame{PTS: fs[len(fs)-1].PTS + g})
+		}
+		if _, got := leapGap(fs, 200*ms); got != c.want {
+			t.Errorf("gaps %v: leap %v, want %v", c.gaps, got, c.want)
+		}
+	}
+}
