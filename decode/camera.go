@@ -566,12 +566,11 @@ func shrink(free chan *rawFrame) {
 // times the interval before it) from a slow but steady source.
 type leapWatch struct{ gap time.Duration }
 
-// leap reports whether the interval d between two frames is a leap. A
-// mended timestamp (the source puts a frame whose own fell back 1 ms after
-// the last) is no interval of the source's; after a leap, the next
-// interval is trusted again, so that a steady slow source (a wrong stated
-// rate, a timelapse after a fall) is paced, not taken for one leap after
-// another.
+// leap reports whether the interval d between two frames is a leap. One
+// of a millisecond or less is no interval of the source's; after a leap,
+// the next interval is trusted again, so that a steady slow source (a
+// wrong stated rate, a timelapse after a fall) is paced, not taken for one
+// leap after another.
 func (l *leapWatch) leap(d time.Duration) bool {
 	switch {
 	case d <= time.Millisecond:

@@ -401,9 +401,9 @@ type fallBack struct{ raw, pts time.Duration }
 // pts always increases within one open:
 //   - a timestamp not after the last, or missing, or slightly behind, puts
 //     the frame one step after the last (as if it had its timestamp);
-//   - one far behind puts the frame just after the last, and the next
-//     frame decides: back on the old timeline (ahead of the last pts), it
-//     goes on as it was; on the new one, the timeline goes on from that
+//   - one far behind does too, and the next frame decides: back on the old
+//     timeline, it goes on as it was (one step late if it has to); close
+//     after the fallen one, it is a new timeline, which goes on from that
 //     frame by the source's own differences, rather than each frame being
 //     faked a step after the last until the source's clock catches up.
 func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
@@ -421,13 +421,15 @@ func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
 			s.lastStep = d
 		}
 		return pts // in order, or back on the old timeline after one bad timestamp
-	case fb != nil && raw > fb.raw: // the frame after a fall goes on from it: a new timeline
-		s.offset = fb.pts - fb.raw
-		return raw + s.offset
 	}
 	step := s.step(now)
-	if s.lastRaw-raw > max(time.Second, 10*step) {
-		s.fellBack = &fallBack{raw: raw, pts: s.lastPTS + time.Millisecond}
+	far := max(time.Second, 10*step)
+	switch {
+	case fb != nil && raw > fb.raw && raw-fb.raw <= far: // the frame after a fall goes on from it: a new timeline
+		s.offset = fb.pts - fb.raw
+		return raw + s.offset
+	case s.lastRaw-raw > far:
+		s.fellBack = &fallBack{raw: raw, pts: s.lastPTS + step}
 		return s.fellBack.pts
 	}
 	return s.lastPTS + step // missing or repeated

@@ -246,13 +246,14 @@ func TestMendTimeline(t *testing.T) {
 	}{
 		{"in order", ms(0, 100, 200), ms(0, 100, 200)},
 		{"one repeated", ms(0, 100, 200, 300, 400, 400, 600, 700), ms(0, 100, 200, 300, 400, 500, 600, 700)},
-		{"one missing (read as 0) an hour in", ms(3600000, 3600100, 0, 3600300, 3600400), ms(3600000, 3600100, 3600101, 3600300, 3600400)},
-		{"one frame back to 0", ms(4800, 4900, 0, 5000, 5100), ms(4800, 4900, 4901, 5000, 5100)},
-		{"a new timeline (joined recordings, at 30 fps)", ms(800, 900, -30000, -29967, -29933), ms(800, 900, 901, 934, 968)},
+		{"one missing (read as 0) an hour in", ms(3600000, 3600100, 0, 3600300, 3600400), ms(3600000, 3600100, 3600200, 3600300, 3600400)},
+		{"the last two missing (a B-frame file's end)", ms(4800, 4900, 0, 0), ms(4800, 4900, 5000, 5100)},
+		{"one frame back to 0, in a slot of its own", ms(4800, 4900, 0, 5000, 5100), ms(4800, 4900, 5000, 5100, 5200)},
+		{"a new timeline (joined recordings, at 30 fps)", ms(800, 900, -30000, -29967, -29933), ms(800, 900, 1000, 1033, 1067)},
 		{"slightly back: a step after the last, each until the source passes it", ms(1000, 1100, 1050, 1150, 1250), ms(1000, 1100, 1200, 1300, 1400)},
 		// No frame rate stated: the step is the source's last interval,
 		// never a leap's (else an hour between every frame after it).
-		{"no rate: one frame an hour ahead", ms(0, 40, 80, 120, 3600160, 200, 240, 280), ms(0, 40, 80, 120, 3600160, 3600161, 3600201, 3600241)},
+		{"no rate: one frame an hour ahead", ms(0, 40, 80, 120, 3600160, 200, 240, 280), ms(0, 40, 80, 120, 3600160, 3600200, 3600240, 3600280)},
 		{"no rate: repeated", ms(0, 40, 80, 80, 160), ms(0, 40, 80, 120, 160)},
 	} {
 		s := &cvSource{frameDur: 100 * time.Millisecond}

@@ -835,8 +835,8 @@ func TestWindowStartsAgainWhenPTSGoesBack(t *testing.T) {
 }
 
 // TestLeapGap: among frames framegen would score (interval 200 ms), a gap
-// over three intervals (a leap) or under a third of one (a cut decode
-// mended to 1 ms) stops the score; a sampler's spread does not.
+// over three intervals (a leap) or under a third of one (closer than a
+// sampler keeps frames) stops the score; a sampler's spread does not.
 func TestLeapGap(t *testing.T) {
 	ms := time.Millisecond
 	for _, c := range []struct {
