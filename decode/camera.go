@@ -564,19 +564,30 @@ func shrink(free chan *rawFrame) {
 
 // leapWatch tells a leap of a file's timestamps (over a second and ten
 // times the interval before it) from a slow but steady source.
-type leapWatch struct{ gap time.Duration }
+type leapWatch struct {
+	gap     time.Duration // the last steady interval
+	pending time.Duration // the leap just seen, if the interval after it may show it steady
+}
 
 // leap reports whether the interval d between two frames is a leap. One
-// of a millisecond or less is no interval of the source's; after a leap,
-// the next interval is trusted again, so that a steady slow source (a
-// wrong stated rate, a timelapse after a fall) is paced, not taken for one
-// leap after another.
+// of a millisecond or less is no interval of the source's. An interval
+// after a leap and about as long (within 2×) shows the source steady and
+// slow (a wrong stated rate, a timelapse after a fall): it is paced from
+// then on, not taken for one leap after another; one unlike it is judged
+// against the interval before the leap.
 func (l *leapWatch) leap(d time.Duration) bool {
-	switch {
-	case d <= time.Millisecond:
+	if d <= time.Millisecond {
 		return false
-	case l.gap > 0 && d > 10*l.gap && d > time.Second:
-		l.gap = 0
+	}
+	if p := l.pending; p > 0 {
+		l.pending = 0
+		if 2*d >= p && d <= 2*p {
+			l.gap = d
+			return false
+		}
+	}
+	if l.gap > 0 && d > 10*l.gap && d > time.Second {
+		l.pending = d
 		return true
 	}
 	l.gap = d

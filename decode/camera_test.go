@@ -1189,6 +1189,8 @@ func TestLeapWatch(t *testing.T) {
 		{"a timelapse", 2 * s, []time.Duration{2 * s, 2 * s, 2 * s}, []bool{false, false, false}},
 		// A wrong stated rate: only the first interval is taken for a leap.
 		{"a slow file stating 25 fps", 40 * time.Millisecond, []time.Duration{1700 * time.Millisecond, 2500 * time.Millisecond, 1700 * time.Millisecond, 2500 * time.Millisecond}, []bool{true, false, false, false}},
+		{"two leaps in a row, unlike", 40 * time.Millisecond, []time.Duration{40 * time.Millisecond, time.Minute, time.Hour, 40 * time.Millisecond}, []bool{false, true, true, false}},
+		{"a leap, 1 ms, a leap", 40 * time.Millisecond, []time.Duration{time.Minute, time.Millisecond, time.Hour, 40 * time.Millisecond}, []bool{true, false, true, false}},
 		// An interval of 1 ms is none.
 		{"a timelapse with a 1 ms interval", 2 * s, []time.Duration{2 * s, time.Millisecond, 2 * s, 2 * s}, []bool{false, false, false, false}},
 	} {

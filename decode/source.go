@@ -383,7 +383,7 @@ func (s *cvSource) Grab() (time.Duration, error) {
 			return 0, fmt.Errorf("decode: file %s has no readable frames to loop", s.redacted)
 		}
 		// Loop: reopen and continue the timeline after the last frame.
-		s.offset = s.lastPTS + max(s.frameDur, time.Millisecond)
+		s.offset = s.lastPTS + s.step(time.Now())
 		s.vc.close()
 		s.vc = nil
 		if err := s.open(); err != nil {
@@ -417,7 +417,7 @@ func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
 		// A leap (over a second and ten intervals) is no interval of the
 		// source's: as a step it would put an hour between every frame
 		// faked after it.
-		if d := pts - s.lastPTS; fb == nil && (s.lastStep == 0 || d <= max(time.Second, 10*s.lastStep)) {
+		if d := pts - s.lastPTS; fb == nil && d <= max(time.Second, 10*s.lastStep) {
 			s.lastStep = d
 		}
 		return pts // in order, or back on the old timeline after one bad timestamp
@@ -427,6 +427,12 @@ func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
 	switch {
 	case fb != nil && raw > fb.raw && raw-fb.raw <= far: // the frame after a fall goes on from it: a new timeline
 		s.offset = fb.pts - fb.raw
+		return raw + s.offset
+	case raw > s.lastRaw && raw-s.lastRaw <= far:
+		// On from the last frame (itself mended) by the source's own
+		// interval, rather than a made-up step each until its clock
+		// passes the pts.
+		s.offset = s.lastPTS - s.lastRaw
 		return raw + s.offset
 	case s.lastRaw-raw > far:
 		s.fellBack = &fallBack{raw: raw, pts: s.lastPTS + step}

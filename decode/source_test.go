@@ -250,11 +250,13 @@ func TestMendTimeline(t *testing.T) {
 		{"the last two missing (a B-frame file's end)", ms(4800, 4900, 0, 0), ms(4800, 4900, 5000, 5100)},
 		{"one frame back to 0, in a slot of its own", ms(4800, 4900, 0, 5000, 5100), ms(4800, 4900, 5000, 5100, 5200)},
 		{"a new timeline (joined recordings, at 30 fps)", ms(800, 900, -30000, -29967, -29933), ms(800, 900, 1000, 1033, 1067)},
-		{"slightly back: a step after the last, each until the source passes it", ms(1000, 1100, 1050, 1150, 1250), ms(1000, 1100, 1200, 1300, 1400)},
+		{"slightly back: a step after the last, then on by its own intervals", ms(1000, 1100, 1050, 1150, 1250), ms(1000, 1100, 1200, 1300, 1400)},
 		// No frame rate stated: the step is the source's last interval,
 		// never a leap's (else an hour between every frame after it).
 		{"no rate: one frame an hour ahead", ms(0, 40, 80, 120, 3600160, 200, 240, 280), ms(0, 40, 80, 120, 3600160, 3600200, 3600240, 3600280)},
 		{"no rate: repeated", ms(0, 40, 80, 80, 160), ms(0, 40, 80, 120, 160)},
+		{"no rate: a leap at the first interval", ms(0, 3600000, 40, 80, 120), ms(0, 3600000, 3600040, 3600080, 3600120)},
+		{"a new timeline whose first timestamp repeats", ms(800, 900, -30000, -30000, -29967, -29933), ms(800, 900, 1000, 1100, 1133, 1167)},
 	} {
 		s := &cvSource{frameDur: 100 * time.Millisecond}
 		if strings.HasPrefix(c.name, "no rate") {
