@@ -103,6 +103,10 @@ func (s *Stage) Run(ctx context.Context) error {
 		return fmt.Errorf("decode: %w", err)
 	}
 	ls.Cap = s.opts.Decode.MaxCameras
+	// Ends the lease round and the workers when Run returns with an
+	// error too, not only when the caller stops it: else the return would
+	// wait for them, and the error with it, for ever.
+	ctx, cancel := context.WithCancel(ctx)
 	leaseDone := make(chan struct{})
 	go func() {
 		defer close(leaseDone)
@@ -112,6 +116,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		s.stopAll()
 	}()
 	defer func() { <-leaseDone }() // it stops the workers and gives the leases back
+	defer cancel()                 // before the wait above
 	go s.noteStop(ctx, leaseDone)
 	go s.publishStatus(ctx)
 	watch, err := ctl.Subscribe(bus.WatchPrefix+"*", s.onWatch)
