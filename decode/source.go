@@ -283,7 +283,7 @@ type cvSource struct {
 	lastRaw  time.Duration // the last frame's own timestamp, before offset
 	lastStep time.Duration // the last interval between two frames' own timestamps
 	lastAt   time.Time     // when the last frame was read
-	fellBack *fallBack     // the last frame's timestamp fell far behind: the next frame tells why
+	fell     bool          // the last frame's own timestamp fell far behind the one before: the next frame tells why
 	frameDur time.Duration
 	read     int // frames read since the last (re)open
 }
@@ -367,11 +367,7 @@ func (s *cvSource) Grab() (time.Duration, error) {
 	for attempt := 0; ; attempt++ {
 		if s.vc.grab() {
 			s.read++
-			now := time.Now()
-			raw := time.Duration(s.vc.get(gocv.VideoCapturePosMsec) * float64(time.Millisecond))
-			pts := s.mend(raw, now)
-			s.lastPTS, s.lastRaw, s.lastAt = pts, raw, now
-			return pts, nil
+			return s.mend(time.Duration(s.vc.get(gocv.VideoCapturePosMsec)*float64(time.Millisecond)), time.Now()), nil
 		}
 		if s.live {
 			return 0, fmt.Errorf("decode: read from %s failed (stream ended, stalled or broken)", s.redacted)
@@ -392,13 +388,9 @@ func (s *cvSource) Grab() (time.Duration, error) {
 	}
 }
 
-// fallBack is a frame whose own timestamp fell far behind the last one's:
-// a new timeline (recordings joined end to end, a camera's clock reset) or
-// one bad timestamp (missing, read as 0), which the next frame tells.
-type fallBack struct{ raw, pts time.Duration }
-
-// mend returns the pts of a frame whose own timestamp is raw, such that
-// pts always increases within one open:
+// mend returns the pts of the frame just read, whose own timestamp is raw,
+// and keeps what the next frame's needs; pts always increases within one
+// open:
 //   - a timestamp not after the last, or missing, or slightly behind, puts
 //     the frame one step after the last (as if it had its timestamp);
 //   - one far behind does too, and the next frame decides: back on the old
@@ -407,9 +399,15 @@ type fallBack struct{ raw, pts time.Duration }
 //     frame by the source's own differences, rather than each frame being
 //     faked a step after the last until the source's clock catches up.
 func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
+	pts := s.mended(raw, now)
+	s.lastPTS, s.lastRaw, s.lastAt = pts, raw, now
+	return pts
+}
+
+func (s *cvSource) mended(raw time.Duration, now time.Time) time.Duration {
 	pts := raw + s.offset
-	fb := s.fellBack
-	s.fellBack = nil
+	fell := s.fell
+	s.fell = false
 	switch {
 	case s.read == 1:
 		return pts
@@ -417,7 +415,7 @@ func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
 		// A leap (over a second and ten intervals) is no interval of the
 		// source's: as a step it would put an hour between every frame
 		// faked after it.
-		if d := pts - s.lastPTS; fb == nil && d <= max(time.Second, 10*s.lastStep) {
+		if d := pts - s.lastPTS; !fell && d <= max(time.Second, 10*s.lastStep) {
 			s.lastStep = d
 		}
 		return pts // in order, or back on the old timeline after one bad timestamp
@@ -425,20 +423,16 @@ func (s *cvSource) mend(raw time.Duration, now time.Time) time.Duration {
 	step := s.step(now)
 	far := max(time.Second, 10*step)
 	switch {
-	case fb != nil && raw > fb.raw && raw-fb.raw <= far: // the frame after a fall goes on from it: a new timeline
-		s.offset = fb.pts - fb.raw
-		return raw + s.offset
 	case raw > s.lastRaw && raw-s.lastRaw <= far:
-		// On from the last frame (itself mended) by the source's own
-		// interval, rather than a made-up step each until its clock
-		// passes the pts.
+		// On from the last frame, itself mended, by the source's own
+		// interval (after a fall: a new timeline), rather than a made-up
+		// step each until its clock passes the pts.
 		s.offset = s.lastPTS - s.lastRaw
 		return raw + s.offset
 	case s.lastRaw-raw > far:
-		s.fellBack = &fallBack{raw: raw, pts: s.lastPTS + step}
-		return s.fellBack.pts
+		s.fell = true
 	}
-	return s.lastPTS + step // missing or repeated
+	return s.lastPTS + step // missing, repeated, or fallen far behind
 }
 
 // step is the interval to put between the last frame and one whose

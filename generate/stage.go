@@ -1117,9 +1117,10 @@ func gapFits(gap, want time.Duration) bool { return 3*gap >= 2*want && 2*gap <= 
 // leapGap returns the first gap between frames fs over three times want,
 // or under a third of it, if any: a leap of the camera's timestamps, or
 // frames closer than any sampler keeps them, among frames otherwise as far
-// apart as framegen's, which their median does not see. Gaps within those are a sampler's spread (a
-// 6 fps source sampled at 5 keeps frames 167 and 333 ms apart, and none
-// closer than half its interval), for the median to judge.
+// apart as framegen's, which their median does not see. Gaps within those
+// are a sampler's spread (a 6 fps source sampled at 5 keeps frames 167 and
+// 333 ms apart, and none closer than half its interval), for the median to
+// judge.
 func leapGap(fs []*frame.Frame, want time.Duration) (time.Duration, bool) {
 	if want <= 0 {
 		return 0, false
