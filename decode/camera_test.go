@@ -478,13 +478,8 @@ func TestFileTimestampLeap(t *testing.T) {
 // frames is one too (the container's frame rate tells it from a slow
 // source), not an hour's wait for the second frame.
 func TestFileTimestampLeapAtTheStart(t *testing.T) {
-	rtsptest.RequireFFmpeg(t)
-	clip := filepath.Join(t.TempDir(), "leap1.mkv")
-	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=1",
-		"-vf", "setpts='if(gte(N,1),PTS+3600/TB,PTS)'", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", clip)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, b)
-	}
+	clip := ffmpegFile(t, filepath.Join(t.TempDir(), "leap1.mkv"), "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=1",
+		"-vf", "setpts='if(gte(N,1),PTS+3600/TB,PTS)'", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p")
 	r := runCamera(t, startNATS(t), config.Camera{ID: "leap1", URL: clip, FPS: 10}, config.Decode{})
 	first, _ := r.next(t, 10*time.Second)
 	last := first
@@ -542,13 +537,8 @@ func TestFileTimelineGoesBack(t *testing.T) {
 // and those mended must not land so close to the one before that the
 // sampler drops them.
 func TestBFramesFileWhole(t *testing.T) {
-	rtsptest.RequireFFmpeg(t)
-	clip := filepath.Join(t.TempDir(), "bf.mp4")
-	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2",
-		"-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-pix_fmt", "yuv420p", clip)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, b)
-	}
+	clip := ffmpegFile(t, filepath.Join(t.TempDir(), "bf.mp4"), "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2",
+		"-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-pix_fmt", "yuv420p")
 	r := runCamera(t, startNATS(t), config.Camera{ID: "bf", URL: clip, FPS: 10}, config.Decode{})
 	st := waitState(t, r.cam, 10*time.Second, StateEnded)
 	if st.FramesOut != 20 {
@@ -556,20 +546,27 @@ func TestBFramesFileWhole(t *testing.T) {
 	}
 }
 
+// ffmpegFile runs ffmpeg with args (inputs, filters, codec) to make the
+// file out, and returns out.
+func ffmpegFile(t *testing.T, out string, args ...string) string {
+	t.Helper()
+	rtsptest.RequireFFmpeg(t)
+	cmd := exec.Command("ffmpeg", append(append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...), out)...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	return out
+}
+
 // joinTS makes one MPEG-TS segment per part (ffmpeg's input and codec
 // arguments) and returns the path of a file holding them end to end, the
 // way recordings are joined.
 func joinTS(t *testing.T, parts ...[]string) string {
 	t.Helper()
-	rtsptest.RequireFFmpeg(t)
 	dir := t.TempDir()
 	var joined []byte
 	for i, args := range parts {
-		seg := filepath.Join(dir, fmt.Sprintf("seg%d.ts", i))
-		cmd := exec.Command("ffmpeg", append(append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...), "-f", "mpegts", seg)...)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("ffmpeg: %v\n%s", err, b)
-		}
+		seg := ffmpegFile(t, filepath.Join(dir, fmt.Sprintf("seg%d.ts", i)), append(args, "-f", "mpegts")...)
 		b, err := os.ReadFile(seg)
 		if err != nil {
 			t.Fatal(err)
