@@ -258,15 +258,32 @@ func TestFrameRequestStoresPNG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "generated messages", func() bool { return len(generated()) >= 2 })
+	// The polling above may have had a frame of an older window (seq 4 or
+	// 5) generated before the sixth arrived; each message's id names its own
+	// frame. At least two are of the sixth: the poll's last and r1.
+	ofSixth := func() int {
+		n := 0
+		for _, m := range generated() {
+			var g Generated
+			if json.Unmarshal(m.Data, &g) == nil && g.Seq == 6 {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "generated messages", func() bool { return ofSixth() >= 2 })
 	ids := map[string]bool{}
 	for _, m := range generated() {
 		if err := schema.ValidateAnnotation(gsch, m.Data); err != nil {
 			t.Errorf("generated message %s: %v", m.Data, err)
 		}
+		var g Generated
+		if err := json.Unmarshal(m.Data, &g); err != nil {
+			t.Fatal(err)
+		}
 		id := m.Header.Get(nats.MsgIdHdr)
-		if !strings.HasPrefix(id, "cam1:6:generated:request:") || ids[id] {
-			t.Errorf("Nats-Msg-Id %q: want cam1:6:generated:request:<unique>", id)
+		if want := fmt.Sprintf("cam1:%d:generated:request:", g.Seq); !strings.HasPrefix(id, want) || ids[id] {
+			t.Errorf("Nats-Msg-Id %q: want %s<unique>", id, want)
 		}
 		ids[id] = true
 	}
