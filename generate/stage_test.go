@@ -168,6 +168,23 @@ func request(t testing.TB, nc *nats.Conn, body string) *Reply {
 	return &r
 }
 
+// waitWindow asks for body until the reply is of frame seq, the last one
+// published: a reply may come before the stage has taken every frame in.
+func waitWindow(t testing.TB, nc *nats.Conn, body string, seq uint64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("a reply of frame %d to %s", seq, body), func() bool {
+		r := request(t, nc, body)
+		switch {
+		case r.Error != "":
+			return false
+		case r.Caption != nil:
+			return r.Caption.Seq == seq
+		default:
+			return r.Generated != nil && r.Generated.Seq == seq
+		}
+	})
+}
+
 // waitFor polls until cond holds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
@@ -231,13 +248,7 @@ func TestFrameRequestStoresPNG(t *testing.T) {
 	generated := collect(t, nc, bus.GeneratedPrefix+"*")
 	anns := collect(t, nc, bus.AnnotationsPrefix+"*")
 	publishFrames(t, nc, "cam1", 1, 6)
-	// The window is ready once a frame request on it succeeds with the last
-	// frame published: before the first frame arrives the reply is
-	// unknown_camera, before the sixth an older window.
-	waitFor(t, "a generated frame of the whole window", func() bool {
-		r := request(t, nc, `{"camera":"cam1","kind":"frame"}`)
-		return r.Error == "" && r.Generated != nil && r.Generated.Seq == 6
-	})
+	waitWindow(t, nc, `{"camera":"cam1","kind":"frame"}`, 6)
 	r := request(t, nc, `{"id":"r1","camera":"cam1","kind":"frame","timeout":"5s"}`)
 	if r.Error != "" || r.Generated == nil {
 		t.Fatalf("reply: %+v", r)

@@ -21,7 +21,7 @@ func TestGenerationIsASpanInTheFrameTrace(t *testing.T) {
 	cfg := captionConfig()
 	nc := startStage(t, cfg, openTiny(t), openCaptioner(t))
 	publishFrames(t, nc, "cam1", 1, 5)
-	waitFor(t, "window", func() bool { return request(t, nc, `{"camera":"cam1","kind":"frame"}`).Error == "" })
+	waitWindow(t, nc, `{"camera":"cam1","kind":"frame"}`, 5)
 	for _, kind := range []string{KindCaption, KindFrame} {
 		if r := request(t, nc, `{"camera":"cam1","kind":"`+kind+`"}`); r.Error != "" {
 			t.Fatal(r.Error)
