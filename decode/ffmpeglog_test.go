@@ -181,3 +181,12 @@ func TestCaptureOpenTurns(t *testing.T) {
 		t.Errorf("opens ran in the order %v, want %v", order, want)
 	}
 }
+
+// TestCaptureOptionsVariableExists: OPENCV_FFMPEG_CAPTURE_OPTIONS exists
+// from the start, so opens replace its value (C setenv adding a variable
+// frees the environment array under other threads' getenv).
+func TestCaptureOptionsVariableExists(t *testing.T) {
+	if _, ok := os.LookupEnv(ffmpegOptionsEnv); !ok {
+		t.Fatalf("%s is not in the environment after the package started", ffmpegOptionsEnv)
+	}
+}

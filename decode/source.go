@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -198,11 +197,24 @@ func within(path, dir string) bool {
 // ffmpegOptionsEnv is read by OpenCV's FFmpeg backend at every open.
 const ffmpegOptionsEnv = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
-// ffmpegEnv is the OPENCV_FFMPEG_CAPTURE_OPTIONS value the process started
-// with, which every open's options begin with.
-var ffmpegEnv struct {
-	base     string
-	baseOnce sync.Once
+// ffmpegEnvBase is the OPENCV_FFMPEG_CAPTURE_OPTIONS value the process
+// started with, which every open's options begin with.
+var ffmpegEnvBase = startEnv()
+
+// startEnv reads the variable, and makes it exist (empty) if it does not:
+// each open then sets it by replacing a value. C setenv adding a variable
+// grows the environment array and frees the old one, under any getenv
+// running then in another thread (FFmpeg's, ONNX Runtime's, glibc's own);
+// replacing a value swaps one pointer and frees nothing. Package variables
+// are set before main starts any stage, so before any of those threads.
+// An empty value is no option at all to OpenCV: files open as before, and
+// RTSP and WHIP opens always set theirs.
+func startEnv() string {
+	v, ok := os.LookupEnv(ffmpegOptionsEnv)
+	if !ok {
+		_ = os.Setenv(ffmpegOptionsEnv, "")
+	}
+	return v
 }
 
 // CaptureOptions is the OPENCV_FFMPEG_CAPTURE_OPTIONS value used to open a
@@ -212,10 +224,9 @@ var ffmpegEnv struct {
 // burst of stale frames; and a socket I/O timeout (FFmpeg 5 rtsp "timeout",
 // in µs) of stall, so a stalled read fails instead of blocking.
 func CaptureOptions(kind SourceKind, stall time.Duration) string {
-	envInit()
 	var opts []string
-	if ffmpegEnv.base != "" {
-		opts = append(opts, ffmpegEnv.base)
+	if ffmpegEnvBase != "" {
+		opts = append(opts, ffmpegEnvBase)
 	}
 	switch kind {
 	case KindRTSP:
@@ -228,10 +239,6 @@ func CaptureOptions(kind SourceKind, stall time.Duration) string {
 		opts = append(opts, "protocol_whitelist;file,rtp,udp", "fflags;nobuffer", "analyzeduration;2000000")
 	}
 	return strings.Join(opts, "|")
-}
-
-func envInit() {
-	ffmpegEnv.baseOnce.Do(func() { ffmpegEnv.base = os.Getenv(ffmpegOptionsEnv) })
 }
 
 // openTurn is held by the one capture open under way; openWaiting counts
@@ -249,7 +256,6 @@ var (
 // ctx ends the wait: a stop waits for the one open under way, not for all
 // those queued behind it.
 func withCaptureOptions(ctx context.Context, v string, open func()) error {
-	envInit()
 	openWaiting.Add(1)
 	select {
 	case openTurn <- struct{}{}:
