@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium: the console's browser test (headless, with a fake camera).
-pkgs=(libopencv-dev libavutil-dev ffmpeg pkg-config ca-certificates chromium "$@")
+# gcc, g++, libc6-dev: cgo (gocv and decode are C++). chromium: the
+# console's browser test (headless, with a fake camera).
+pkgs=(gcc g++ libc6-dev libopencv-dev libavutil-dev ffmpeg pkg-config ca-certificates chromium "$@")
 # npm fetches ONNX Runtime; any npm will do (the machine may have its own Node.js).
 command -v npm >/dev/null || pkgs+=(npm)
 missing=()
