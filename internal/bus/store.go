@@ -117,8 +117,12 @@ func (s *Storer) drop(reason string, n int, cause error) {
 
 // Run stores queued messages until ctx is done, then tries for up to two
 // seconds more to store what is left.
+// stopGrace is how long what is queued or under way when a Storer stops
+// has to be stored; a variable for tests on a loaded machine.
+var stopGrace = 2 * time.Second
+
 func (s *Storer) Run(ctx context.Context) {
-	// What is queued or under way when ctx ends gets 2 s more to be
+	// What is queued or under way when ctx ends gets stopGrace more to be
 	// stored, and is dropped (counted) after that: a stop must not wait
 	// on a server that does not answer.
 	fctx, cancel := context.WithCancel(context.Background())
@@ -128,7 +132,7 @@ func (s *Storer) Run(ctx context.Context) {
 			s.log.Warn("annotations not stored in the stream at shutdown", "count", n)
 		}
 	}()
-	defer context.AfterFunc(ctx, func() { time.AfterFunc(2*time.Second, cancel) })()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })()
 	for {
 		first, err := s.q.Pop(ctx)
 		if err != nil {

@@ -109,8 +109,12 @@ func TestStorerStopsWithoutItsServer(t *testing.T) {
 }
 
 // TestStorerStoresWhatIsQueuedAtStop: a stop right after a burst stores
-// what is queued (within its 2 s), dropping nothing.
+// what is queued, dropping nothing. The grace is a minute here: the
+// property is that the queue is drained, not that a loaded machine does
+// it in 2 s (3000 took 0.2 s alone, over 2 s under load).
 func TestStorerStoresWhatIsQueuedAtStop(t *testing.T) {
+	defer func(d time.Duration) { stopGrace = d }(stopGrace)
+	stopGrace = time.Minute
 	nc, js := jetStreamConn(t)
 	st, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "BURST", Subjects: []string{StoredPrefix + ">"}})
 	if err != nil {
