@@ -65,6 +65,11 @@ type running struct {
 // runCamera subscribes to the camera's frames and runs it until the test ends.
 func runCamera(t *testing.T, nc *nats.Conn, spec config.Camera, d config.Decode) *running {
 	t.Helper()
+	if d.QueueSize == 0 {
+		// Every frame reaches the test: the default queue of 2 drops the
+		// oldest when a loaded machine holds the publisher up.
+		d.QueueSize = 256
+	}
 	lg := &testenv.Buffer{}
 	cam, err := NewCamera(spec, Options{NC: nc, Decode: d, Logger: slog.New(slog.NewTextHandler(lg, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
@@ -1019,8 +1024,8 @@ func TestFramesWhileNATSIsDown(t *testing.T) {
 	if st := r.cam.Status(); st.FramesDropped < stBefore+10 {
 		t.Errorf("status counts %d frames dropped, want the nats_down drops among them", st.FramesDropped)
 	}
+	up := time.Now() // before the start: a frame may be published as soon as it is up
 	srv = start()
-	up := time.Now()
 	n := len(received())
 	testenv.WaitFor(t, "fresh frames after the server came back", 20*time.Second, func() bool { return len(received()) >= n+5 })
 	for _, at := range received() {

@@ -55,7 +55,9 @@ func TestCameraSeqNeverRepeats(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sub.Unsubscribe()
-		cam, err := NewCamera(spec, Options{NC: nc, Seqs: seqs})
+		// A queue the frames never overflow: a drop on a loaded machine
+		// would leave a gap in the seqs this test reads.
+		cam, err := NewCamera(spec, Options{NC: nc, Seqs: seqs, Decode: config.Decode{QueueSize: 256}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -169,14 +169,18 @@ func TestLiveFramesMatchDataset(t *testing.T) {
 	}
 	_, frames := npy(t, filepath.Join(dir, "frames.npy"))
 	nc := natstest.Connect(t, natstest.Start(t))
-	msgs := make(chan *nats.Msg, 64)
+	msgs := make(chan *nats.Msg, 1024)
 	sub, err := nc.ChanSubscribe(bus.FrameSubject("live"), msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	// A queue the frames never overflow: a frame dropped on a loaded
+	// machine would never be seen.
+	d := o.Decode
+	d.QueueSize = 256
 	cam, err := decode.NewCamera(config.Camera{ID: "live", URL: "synthetic://?seed=7&fps=50", FPS: 50},
-		decode.Options{NC: nc, Decode: o.Decode, Logger: natstest.Discard()})
+		decode.Options{NC: nc, Decode: d, Logger: natstest.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +188,7 @@ func TestLiveFramesMatchDataset(t *testing.T) {
 	defer cancel()
 	go cam.Run(ctx)
 	seen := 0
+	timeout := time.After(30 * time.Second)
 	for seen < o.Frames {
 		select {
 		case m := <-msgs:
@@ -201,8 +206,8 @@ func TestLiveFramesMatchDataset(t *testing.T) {
 				t.Fatalf("live frame %d differs from the data set's", i)
 			}
 			seen++
-		case <-time.After(10 * time.Second):
-			t.Fatalf("only %d live frames in 10s", seen)
+		case <-timeout:
+			t.Fatalf("only %d of the data set's %d frames came live in 30s", seen, o.Frames)
 		}
 	}
 }
