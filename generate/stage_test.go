@@ -188,7 +188,7 @@ func waitWindow(t testing.TB, nc *nats.Conn, body string, seq uint64) {
 // waitFor polls until cond holds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	testenv.WaitFor(t, what, 10*time.Second, cond)
+	testenv.WaitFor(t, what, 30*time.Second, cond)
 }
 
 // collect subscribes to subject and returns a function listing what came.
