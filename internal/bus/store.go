@@ -21,7 +21,7 @@ import (
 
 var storeDropped = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "patchline_stream_store_dropped_total",
-	Help: "Annotations published live but not stored in the annotation stream, by reason: queue_full (the stream was unavailable for long), gave_up (not acknowledged within the duplicate window), shutdown.",
+	Help: "Annotations published live but not stored in the annotation stream, by reason: queue_full (the stream was unavailable for long), gave_up (not acknowledged within the duplicate window), shutdown (not acknowledged when a stop's 2 s ran out: the last of these may have been stored, their acknowledgements cut off).",
 }, []string{"reason"})
 
 // storeBatch is how many messages a Storer has in flight at once.
