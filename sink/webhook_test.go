@@ -66,8 +66,13 @@ func newHookServer(t testing.TB, answer func(id string, n int) int) *hookServer 
 		w.WriteHeader(h.answer(id, n))
 	}))
 	t.Cleanup(h.Close)
+	// A path of its own: the delivery counters' label hashes the URL, and
+	// a port an earlier test's server had would carry its counts over.
+	h.URL = fmt.Sprintf("%s/hook%d", h.URL, hookServers.Add(1))
 	return h
 }
+
+var hookServers atomic.Int64
 
 func (h *hookServer) received() []string {
 	h.mu.Lock()
@@ -277,7 +282,7 @@ func TestWebhookQueueDropsOldest(t *testing.T) {
 	}))
 	defer hang.Close()
 	defer close(release)
-	st, _ := startSink(t, url, config.Sink{Webhooks: []config.Webhook{{URL: hang.URL, QueueSize: 2, Timeout: 30 * time.Second}}})
+	st, _ := startSink(t, url, config.Sink{Webhooks: []config.Webhook{{URL: hang.URL + "/hang", QueueSize: 2, Timeout: 30 * time.Second}}})
 	published := make(chan *nats.Msg, 16)
 	sub, err := nc.ChanSubscribe(bus.AnnotationsPrefix+"*", published)
 	if err != nil {
