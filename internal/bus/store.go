@@ -115,12 +115,12 @@ func (s *Storer) drop(reason string, n int, cause error) {
 	}
 }
 
-// Run stores queued messages until ctx is done, then tries for up to two
-// seconds more to store what is left.
 // stopGrace is how long what is queued or under way when a Storer stops
 // has to be stored; a variable for tests on a loaded machine.
 var stopGrace = 2 * time.Second
 
+// Run stores queued messages until ctx is done, then tries for up to
+// stopGrace more to store what is left.
 func (s *Storer) Run(ctx context.Context) {
 	// What is queued or under way when ctx ends gets stopGrace more to be
 	// stored, and is dropped (counted) after that: a stop must not wait
