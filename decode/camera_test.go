@@ -1045,9 +1045,7 @@ func TestFramesWhileNATSIsDown(t *testing.T) {
 func TestSilentStreamOpenIsBounded(t *testing.T) {
 	rtsptest.RequireFFmpeg(t)
 	srv := rtsptest.Start(t)
-	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 4})
-	rtsptest.Publish(t, context.Background(), clip, srv.URL("quiet"))
-	srv.Freeze("quiet", true)
+	srv.PublishSilent(t, context.Background(), "quiet")
 	d := config.Decode{RetryMin: 100 * time.Millisecond, RetryMax: 200 * time.Millisecond, StallTimeout: 1500 * time.Millisecond}
 	start := time.Now()
 	r := runCamera(t, startNATS(t), config.Camera{ID: "quiet", URL: srv.URL("quiet")}, d)

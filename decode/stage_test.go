@@ -401,11 +401,9 @@ func TestSlowStopKeepsTheOtherCameras(t *testing.T) {
 func TestStopSaysWhatItWaitsFor(t *testing.T) {
 	rtsptest.RequireFFmpeg(t)
 	srv := rtsptest.Start(t)
-	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 30})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rtsptest.Publish(t, ctx, clip, srv.URL("quiet"))
-	srv.Freeze("quiet", true)
+	srv.PublishSilent(t, ctx, "quiet")
 	url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
 	kv, err := ingest.CamerasBucket(ctx, nc, 1, false)

@@ -117,6 +117,18 @@ func Publish(t testing.TB, ctx context.Context, file, rtspURL string) *Publisher
 	return p
 }
 
+// PublishSilent publishes a short clip at each of paths on s and freezes
+// them: streams that answer DESCRIBE and PLAY and then send nothing, as a
+// camera hung mid-stream does. The publishers run until the test ends.
+func (s *Server) PublishSilent(t testing.TB, ctx context.Context, paths ...string) {
+	t.Helper()
+	clip := MakeClip(t, t.TempDir(), ClipOptions{Seconds: 4})
+	for _, p := range paths {
+		Publish(t, ctx, clip, s.URL(p))
+		s.Freeze(p, true)
+	}
+}
+
 // Stop kills the ffmpeg process and waits for it. It is idempotent.
 func (p *Publisher) Stop() {
 	p.once.Do(func() {

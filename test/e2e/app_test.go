@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -152,15 +151,13 @@ func TestHTTPMaxBodyFromConfig(t *testing.T) {
 func TestStopWhileCamerasOpen(t *testing.T) {
 	rtsptest.RequireFFmpeg(t)
 	srv := rtsptest.Start(t)
-	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 30})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg := testConfig(t)
 	cfg.Decode.StallTimeout = 4 * time.Second
-	for i := range 4 {
-		path := fmt.Sprintf("quiet%d", i)
-		rtsptest.Publish(t, ctx, clip, srv.URL(path))
-		srv.Freeze(path, true)
+	paths := []string{"quiet0", "quiet1", "quiet2", "quiet3"}
+	srv.PublishSilent(t, ctx, paths...)
+	for _, path := range paths {
 		cfg.Cameras = append(cfg.Cameras, config.Camera{ID: path, URL: srv.URL(path)})
 	}
 	info, stop := runUntil(t, cfg)

@@ -24,13 +24,9 @@ func TestSignals(t *testing.T) {
 	rtsptest.RequireFFmpeg(t)
 	_, bin := buildBinaries(t)
 	srv := rtsptest.Start(t)
-	clip := rtsptest.MakeClip(t, t.TempDir(), rtsptest.ClipOptions{Seconds: 30})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for _, p := range []string{"quiet0", "quiet1"} {
-		rtsptest.Publish(t, ctx, clip, srv.URL(p))
-		srv.Freeze(p, true)
-	}
+	srv.PublishSilent(t, ctx, "quiet0", "quiet1")
 	run := func(cameras string) (*exec.Cmd, *testenv.Buffer, func() bool) {
 		natsPort := testenv.FreePort(t, "127.0.0.1")
 		cfg := fmt.Sprintf(`nats: {embedded: {port: %d, store_dir: %q}}
