@@ -69,22 +69,13 @@ func TestCaptionRequest(t *testing.T) {
 	// The waiting's last caption and q's are both of frame 4 (the waiting's
 	// earlier ones may be of frames 2 and 3): the same frames, the same
 	// greedy caption.
-	var ofFourth []*nats.Msg
-	waitFor(t, "q's published caption", func() bool {
-		ofFourth = nil
-		for _, m := range anns() {
-			var a annotation.Annotation
-			if json.Unmarshal(m.Data, &a) == nil && a.Seq == 4 {
-				ofFourth = append(ofFourth, m)
-			}
-		}
-		return len(ofFourth) >= 2
-	})
+	waitFor(t, "q's published caption", func() bool { return len(ofFrame(anns(), 4)) >= 2 })
 	sch, err := schema.CompileAnnotation()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := ofFourth[len(ofFourth)-1]
+	fourth := ofFrame(anns(), 4)
+	m := fourth[len(fourth)-1]
 	if err := schema.ValidateAnnotation(sch, m.Data); err != nil {
 		t.Errorf("caption annotation %s: %v", m.Data, err)
 	}

@@ -185,6 +185,21 @@ func waitWindow(t testing.TB, nc *nats.Conn, body string, seq uint64) {
 	})
 }
 
+// ofFrame returns those of msgs (annotations or generated messages) that
+// are of frame seq.
+func ofFrame(msgs []*nats.Msg, seq uint64) []*nats.Msg {
+	var out []*nats.Msg
+	for _, m := range msgs {
+		var v struct {
+			Seq uint64 `json:"seq"`
+		}
+		if json.Unmarshal(m.Data, &v) == nil && v.Seq == seq {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // waitFor polls until cond holds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
@@ -272,17 +287,7 @@ func TestFrameRequestStoresPNG(t *testing.T) {
 	// The polling above may have had a frame of an older window (seq 4 or
 	// 5) generated before the sixth arrived; each message's id names its own
 	// frame. At least two are of the sixth: the poll's last and r1.
-	ofSixth := func() int {
-		n := 0
-		for _, m := range generated() {
-			var g Generated
-			if json.Unmarshal(m.Data, &g) == nil && g.Seq == 6 {
-				n++
-			}
-		}
-		return n
-	}
-	waitFor(t, "generated messages", func() bool { return ofSixth() >= 2 })
+	waitFor(t, "generated messages", func() bool { return len(ofFrame(generated(), 6)) >= 2 })
 	ids := map[string]bool{}
 	for _, m := range generated() {
 		if err := schema.ValidateAnnotation(gsch, m.Data); err != nil {
