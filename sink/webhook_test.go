@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -580,12 +579,8 @@ func TestWebhookErrorsHideTheURL(t *testing.T) {
 	prev := otel.GetTracerProvider()
 	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
 	defer otel.SetTracerProvider(prev)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + l.Addr().String() + "/hook/SECRETPATH?token=tok3n"
-	l.Close()
+	// Nothing listens on a reserved port.
+	dead := fmt.Sprintf("http://127.0.0.1:%d/hook/SECRETPATH?token=tok3n", testenv.FreePort(t, "127.0.0.1"))
 	logs := &testenv.Buffer{} // read while the sink writes
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	url := natstest.Start(t)

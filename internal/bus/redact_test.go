@@ -2,23 +2,19 @@ package bus
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
 	"github.com/patchline/patchline/internal/config"
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // A NATS URL's password (or token as the user) stays out of what Connect
 // logs and returns, for every server of a list.
 func TestConnectRedactsTheURL(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing answers: Connect warns and retries in the background
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1")) // nothing answers: Connect warns and retries in the background
 	urls := "nats://u:pa55word@" + addr + ", nats://t0ken@" + addr
 	var logs bytes.Buffer
 	nc, err := Connect(config.NATS{}, urls, "test", slog.New(slog.NewTextHandler(&logs, nil)))

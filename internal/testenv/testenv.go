@@ -6,11 +6,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,9 +159,68 @@ func OSThreads(t testing.TB) int {
 	return len(tasks)
 }
 
-// FreePort is a TCP port that was free on host (an IP address) a moment
-// ago, for a server the test starts on it.
+// FreePort is a TCP port, free on host (an IP address) a moment ago, that
+// no other test on this machine gets until this test ends: for a server the
+// test starts on it, maybe more than once (a restart on the same port).
+//
+// A port the kernel picks (listening on port 0) can be handed out again,
+// between this call and the test's own bind, to any socket of any process:
+// Go runs test packages as parallel processes, and each outgoing connection
+// takes such a port too. So the port is drawn from below the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range), which it never hands out
+// by itself, and reserved across processes by an flock on a file named
+// after it in the temporary folder, held until the test's cleanup; it is
+// reserved for every host, so a test may also check that another loopback
+// address does not answer on it.
 func FreePort(t testing.TB, host string) int {
+	t.Helper()
+	lo, hi := reservedPorts()
+	if hi <= lo {
+		return kernelPort(t, host)
+	}
+	dir := filepath.Join(os.TempDir(), "patchline-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	for range 200 {
+		port := lo + rand.IntN(hi-lo)
+		lock, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			lock.Close() // another test holds it
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			lock.Close() // in use by something that is not a test
+			continue
+		}
+		ln.Close()
+		t.Cleanup(func() { lock.Close() })
+		return port
+	}
+	t.Fatalf("free port on %s: none of 200 tries in %d-%d was free", host, lo, hi-1)
+	return 0
+}
+
+// reservedPorts is the range FreePort draws from: from 10000 up to the
+// kernel's ephemeral range. It is empty where that range starts lower.
+func reservedPorts() (lo, hi int) {
+	lo, hi = 10000, 32768 // Linux's default ephemeral range starts at 32768
+	if raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				hi = n
+			}
+		}
+	}
+	return lo, hi
+}
+
+// kernelPort is a port the kernel picks, free a moment ago.
+func kernelPort(t testing.TB, host string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
