@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -483,7 +482,7 @@ func TestFileTimestampLeap(t *testing.T) {
 // frames is one too (the container's frame rate tells it from a slow
 // source), not an hour's wait for the second frame.
 func TestFileTimestampLeapAtTheStart(t *testing.T) {
-	clip := ffmpegFile(t, filepath.Join(t.TempDir(), "leap1.mkv"), "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=1",
+	clip := rtsptest.FFmpeg(t, filepath.Join(t.TempDir(), "leap1.mkv"), "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=1",
 		"-vf", "setpts='if(gte(N,1),PTS+3600/TB,PTS)'", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p")
 	r := runCamera(t, startNATS(t), config.Camera{ID: "leap1", URL: clip, FPS: 10}, config.Decode{})
 	first, _ := r.next(t, 10*time.Second)
@@ -542,25 +541,13 @@ func TestFileTimelineGoesBack(t *testing.T) {
 // and those mended must not land so close to the one before that the
 // sampler drops them.
 func TestBFramesFileWhole(t *testing.T) {
-	clip := ffmpegFile(t, filepath.Join(t.TempDir(), "bf.mp4"), "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2",
+	clip := rtsptest.FFmpeg(t, filepath.Join(t.TempDir(), "bf.mp4"), "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2",
 		"-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-pix_fmt", "yuv420p")
 	r := runCamera(t, startNATS(t), config.Camera{ID: "bf", URL: clip, FPS: 10}, config.Decode{})
 	st := waitState(t, r.cam, 10*time.Second, StateEnded)
 	if st.FramesOut != 20 {
 		t.Errorf("%d frames of a 20-frame file published, want all", st.FramesOut)
 	}
-}
-
-// ffmpegFile runs ffmpeg with args (inputs, filters, codec) to make the
-// file out, and returns out.
-func ffmpegFile(t *testing.T, out string, args ...string) string {
-	t.Helper()
-	rtsptest.RequireFFmpeg(t)
-	cmd := exec.Command("ffmpeg", append(append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...), out)...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, b)
-	}
-	return out
 }
 
 // joinTS makes one MPEG-TS segment per part (ffmpeg's input and codec
@@ -571,7 +558,7 @@ func joinTS(t *testing.T, parts ...[]string) string {
 	dir := t.TempDir()
 	var joined []byte
 	for i, args := range parts {
-		seg := ffmpegFile(t, filepath.Join(dir, fmt.Sprintf("seg%d.ts", i)), append(args, "-f", "mpegts")...)
+		seg := rtsptest.FFmpeg(t, filepath.Join(dir, fmt.Sprintf("seg%d.ts", i)), append(args, "-f", "mpegts")...)
 		b, err := os.ReadFile(seg)
 		if err != nil {
 			t.Fatal(err)

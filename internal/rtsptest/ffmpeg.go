@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -52,31 +53,43 @@ func (o *ClipOptions) defaults() {
 	}
 }
 
-// RequireFFmpeg skips the test when the ffmpeg binary is missing.
+// RequireFFmpeg skips the test when the ffmpeg binary is missing, or fails
+// it where PATCHLINE_REQUIRE_SHARED is set (CI): `make deps` installs
+// ffmpeg, and a test that silently skips proves nothing.
 func RequireFFmpeg(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		t.Skip("ffmpeg not on PATH")
+		if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
+			t.Fatal("ffmpeg is required (PATCHLINE_REQUIRE_SHARED is set) but not on PATH: run `make deps`")
+		}
+		t.Skip("skipping: ffmpeg not on PATH (`make deps` installs it)")
 	}
+}
+
+// FFmpeg runs ffmpeg with args (its inputs, filters and codec options) to
+// write the file out, quietly and overwriting, and returns out. It fails
+// the test with ffmpeg's own message.
+func FFmpeg(t testing.TB, out string, args ...string) string {
+	t.Helper()
+	RequireFFmpeg(t)
+	cmd := exec.Command("ffmpeg", append(append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...), out)...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg making %s: %v\n%s", filepath.Base(out), err, b)
+	}
+	return out
 }
 
 // MakeClip writes an H.264 (constrained baseline, no B-frames, yuv420p) mp4
 // made by ffmpeg from a lavfi test source into dir and returns its path.
 func MakeClip(t testing.TB, dir string, o ClipOptions) string {
 	t.Helper()
-	RequireFFmpeg(t)
 	o.defaults()
-	out := filepath.Join(dir, o.Name)
 	src := fmt.Sprintf("%s=size=%dx%d:rate=%d:duration=%s", o.Source, o.Width, o.Height, o.FPS, strconv.FormatFloat(o.Seconds, 'f', -1, 64))
-	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+	return FFmpeg(t, filepath.Join(dir, o.Name),
 		"-f", "lavfi", "-i", src,
 		"-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", strconv.Itoa(o.GOP),
 		"-keyint_min", strconv.Itoa(o.GOP), "-sc_threshold", "0",
-		"-pix_fmt", "yuv420p", "-preset", "veryfast", "-movflags", "+faststart", out)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("rtsptest: ffmpeg make clip: %v\n%s", err, b)
-	}
-	return out
+		"-pix_fmt", "yuv420p", "-preset", "veryfast", "-movflags", "+faststart")
 }
 
 // Publisher is a running ffmpeg process publishing a looped file.

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 
+	"github.com/patchline/patchline/internal/rtsptest"
 	"github.com/patchline/patchline/internal/tick"
 )
 
@@ -37,30 +37,20 @@ const (
 
 // MakeClip writes a clip of codec made by ffmpeg from the testsrc2 pattern:
 // Annex-B H.264 (baseline, parameter sets before every keyframe) or VP8 in
-// IVF, with a keyframe every fps frames. It skips the test without ffmpeg.
+// IVF, with a keyframe every fps frames.
 func MakeClip(t testing.TB, dir, codec string, width, height, fps int, seconds float64) string {
 	t.Helper()
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		t.Skip("ffmpeg not on PATH")
-	}
 	src := fmt.Sprintf("testsrc2=size=%dx%d:rate=%d:duration=%s", width, height, fps, strconv.FormatFloat(seconds, 'f', -1, 64))
-	args := []string{"-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", src, "-g", strconv.Itoa(fps), "-keyint_min", strconv.Itoa(fps)}
-	var out string
+	args := []string{"-f", "lavfi", "-i", src, "-g", strconv.Itoa(fps), "-keyint_min", strconv.Itoa(fps)}
 	switch codec {
 	case H264:
-		out = filepath.Join(dir, "clip.h264")
-		args = append(args, "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-sc_threshold", "0",
-			"-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-f", "h264", out)
+		return rtsptest.FFmpeg(t, filepath.Join(dir, "clip.h264"), append(args, "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-sc_threshold", "0",
+			"-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-f", "h264")...)
 	case VP8:
-		out = filepath.Join(dir, "clip.ivf")
-		args = append(args, "-c:v", "libvpx", "-b:v", "1M", "-deadline", "realtime", "-cpu-used", "8", "-f", "ivf", out)
-	default:
-		t.Fatalf("whiptest: no clip for codec %q", codec)
+		return rtsptest.FFmpeg(t, filepath.Join(dir, "clip.ivf"), append(args, "-c:v", "libvpx", "-b:v", "1M", "-deadline", "realtime", "-cpu-used", "8", "-f", "ivf")...)
 	}
-	if b, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
-		t.Fatalf("whiptest: ffmpeg: %v\n%s", err, b)
-	}
-	return out
+	t.Fatalf("whiptest: no clip for codec %q", codec)
+	return ""
 }
 
 // Options say what to publish where.

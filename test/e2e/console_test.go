@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -63,16 +62,11 @@ const statsJS = `({framesDrawn: patchline.framesDrawn, boxesDrawn: patchline.box
 func TestConsolePublishesBrowserCamera(t *testing.T) {
 	assets := sharedAssets(t)
 	chromium := testenv.Chromium(t)
-	rtsptest.RequireFFmpeg(t)
 
 	// Chromium's fake capture device plays a Y4M file (in a loop).
 	y4m := filepath.Join(t.TempDir(), "people.y4m")
-	conv := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-		"-ss", "6", "-t", "12", "-i", filepath.Join(assets, "video", "people-768x432.mp4"),
-		"-vf", "scale=640:360,fps=10", "-pix_fmt", "yuv420p", y4m)
-	if b, err := conv.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg y4m: %v\n%s", err, b)
-	}
+	rtsptest.FFmpeg(t, y4m, "-ss", "6", "-t", "12", "-i", filepath.Join(assets, "video", "people-768x432.mp4"),
+		"-vf", "scale=640:360,fps=10", "-pix_fmt", "yuv420p")
 
 	cfg := testConfig(t)
 	cfg.HTTP.Token = "console-token"
