@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"gocv.io/x/gocv"
+	"golang.org/x/sys/unix"
 
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/ort"
@@ -29,7 +30,9 @@ var Version = "dev"
 func Main(args []string) int {
 	root := newRoot()
 	root.SetArgs(args)
-	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
+	base, unwatch := watchOutput()
+	defer unwatch()
+	ctx, stop := signal.NotifyContext(base, stopSignals...)
 	defer stop()
 	// A second signal while the stop is under way (a camera's open or read
 	// may hold it up to decode.stall_timeout) exits at once. Armed by a
@@ -61,7 +64,58 @@ func Main(args []string) int {
 		fmt.Fprintln(os.Stderr, "patchline:", err)
 		return 1
 	}
+	if context.Cause(ctx) == errOutputClosed {
+		return 1 // stopped for it: what was written since is lost
+	}
 	return 0
+}
+
+// errOutputClosed is why patchline stops when its standard output or error
+// is a pipe (or socket) whose reader has gone.
+var errOutputClosed = errors.New("standard output or error closed")
+
+// watchOutput returns a context that ends, with errOutputClosed as its
+// cause, when standard output or error is found closed, and a func that
+// stops watching.
+//
+// Go's runtime kills a program at once (SIGPIPE) when it writes to a closed
+// pipe on either, unless the program asks for SIGPIPE; so `patchline run |
+// tee run.log`, whose tee a Ctrl-C ends first, died as it logged the
+// stop, losing what a stop saves: annotations on their way to the sink's
+// outputs, the leases decode hands back, the embedded server's clean close. Asked for, SIGPIPE comes for a write to any closed
+// pipe or socket (an HTTP client that went away, too), so it only stops
+// patchline when fd 1 or 2 is the one closed; the writes fail instead.
+func watchOutput() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	go func() {
+		for {
+			select {
+			case <-pipe:
+				if outputClosed() {
+					cancel(errOutputClosed)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(pipe)
+		cancel(context.Canceled)
+	}
+}
+
+// outputClosed reports whether standard output or error is a pipe or
+// socket whose reader has gone.
+func outputClosed() bool {
+	fds := []unix.PollFd{{Fd: 1, Events: unix.POLLOUT}, {Fd: 2, Events: unix.POLLOUT}}
+	if _, err := unix.Poll(fds, 0); err != nil {
+		return false
+	}
+	return slices.ContainsFunc(fds, func(f unix.PollFd) bool { return f.Revents&(unix.POLLERR|unix.POLLHUP) != 0 })
 }
 
 // stopSignals stop patchline cleanly: SIGHUP too, which a closing terminal

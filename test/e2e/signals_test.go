@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,4 +90,124 @@ cameras:
 	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), "interrupt again: exiting now") {
 		t.Errorf("after a second SIGINT: exit %d, want 1 saying so:\n%s", code, out)
 	}
+}
+
+// TestOutputClosed: standard output and error closing under `patchline run`
+// (`| tee run.log`, whose tee a Ctrl-C ends first) do not kill it as it
+// logs (Go's SIGPIPE exit), which lost the stop's work. A signal after the
+// close still stops it cleanly, exit 0; a line logged after the close (here
+// an attach) stops it cleanly by itself, exit 1. Both leave the JSONL file
+// whole.
+func TestOutputClosed(t *testing.T) {
+	_, bin := buildBinaries(t)
+	run := func(t *testing.T) (cmd *exec.Cmd, api, jsonl string, closeOutput func(), exited func() bool) {
+		api = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
+		jsonl = filepath.Join(t.TempDir(), "out.jsonl")
+		cfg := fmt.Sprintf(`nats: {embedded: {port: -1, store_dir: %q}}
+http: {addr: %q}
+decode: {width: 224, height: 224, patch_size: 16}
+analyze: {model: %q}
+generate: {caption_model: "", framegen_model: ""}
+sink: {jsonl: %q}
+cameras:
+  - {id: syn, url: "synthetic://?seed=1"}
+`, t.TempDir(), api, filepath.Join(repoRoot(t), "models", "vit-tiny"), jsonl)
+		cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out testenv.Buffer // what was read before the close
+		copied := make(chan struct{})
+		go func() { _, _ = io.Copy(&out, r); close(copied) }()
+		cmd = exec.Command(bin, "run", "-c", cfgPath)
+		cmd.Stdout, cmd.Stderr = w, w
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w.Close() // the child's copy is the only writer
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); r.Close() })
+		testenv.WaitFor(t, "annotations in the JSONL file", 60*time.Second, func() bool { return len(jsonLines(t, jsonl, false)) >= 3 })
+		exitc := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exitc) }()
+		return cmd, api, jsonl, func() {
+				r.Close() // no reader left: the next write fails
+				<-copied
+			}, func() bool {
+				select {
+				case <-exitc:
+					return true
+				case <-time.After(20 * time.Second):
+					return false
+				}
+			}
+	}
+	whole := func(t *testing.T, jsonl string) {
+		t.Helper()
+		if n := len(jsonLines(t, jsonl, true)); n < 3 {
+			t.Errorf("%d whole lines in the JSONL file after the stop, want its annotations", n)
+		}
+	}
+
+	t.Run("signal after the close", func(t *testing.T) {
+		cmd, _, jsonl, closeOutput, exited := run(t)
+		closeOutput()
+		if err := cmd.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		if !exited() {
+			t.Fatal("no exit within 20 s of SIGINT")
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("exit %d (%v), want 0: a clean stop", code, cmd.ProcessState)
+		}
+		whole(t, jsonl)
+	})
+	t.Run("a log line after the close", func(t *testing.T) {
+		cmd, api, jsonl, closeOutput, exited := run(t)
+		closeOutput()
+		// The attach logs a line; if another comes first, the stop has begun.
+		resp, err := http.Post("http://"+api+"/v1/cameras", "application/json", strings.NewReader(`{"id": "cam2", "url": "synthetic://?seed=2"}`))
+		if err == nil {
+			resp.Body.Close()
+		}
+		if !exited() {
+			t.Fatal("still running 20 s after logging to a closed output")
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 1 {
+			t.Errorf("exit %d (%v), want 1: a clean stop, for its lost output", code, cmd.ProcessState)
+		}
+		whole(t, jsonl)
+	})
+}
+
+// jsonLines returns the finished lines of a JSONL file (one being written
+// may end in part of the next), failing the test at one that is not a whole
+// JSON object, or at a last line left unfinished where finished is set. A
+// missing file has none.
+func jsonLines(t *testing.T, path string, finished bool) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	if rest := lines[len(lines)-1]; finished && rest != "" {
+		t.Fatalf("%s ends in an unfinished line: %.120s", path, rest)
+	}
+	var out []map[string]any
+	for i, line := range lines[:len(lines)-1] {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatalf("%s line %d is not whole JSON (%v): %.120s", path, i+1, err, line)
+		}
+		out = append(out, v)
+	}
+	return out
 }
