@@ -293,9 +293,11 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	stopped := ctx // done when the caller stops the pipeline (Ctrl-C)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Done when the caller stops the pipeline (Ctrl-C), or with the first
+	// failure (a stage's, the JetStream watch's) as its cause.
+	stopped := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var wg sync.WaitGroup
 	if len(conns) > 0 {
 		wg.Add(1)
@@ -311,7 +313,7 @@ func Run(ctx context.Context, o Options) error {
 			defer wg.Done()
 			if err := stoppedOr(stopped, st.Run(ctx)); err != nil {
 				errc <- err
-				cancel()
+				cancel(err)
 			}
 		}()
 	}
@@ -333,7 +335,7 @@ func Run(ctx context.Context, o Options) error {
 			defer wg.Done()
 			if err := bus.WatchStreams(ctx, conns[0], streams, StreamCheckEvery); err != nil {
 				errc <- err
-				cancel()
+				cancel(err)
 			}
 		}()
 	}
@@ -343,11 +345,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	<-ctx.Done()
 	stopping.Store(true) // /readyz says so: traffic goes elsewhere while the stages stop
-	why := "a stage failed"
-	if stopped.Err() != nil {
-		why = context.Cause(stopped).Error() // "terminated signal received"
-	}
-	log.Info("stopping", "stages", strings.Join(o.Stages, ","), "why", why)
+	// The signal ("terminated signal received"), or what failed first.
+	log.Info("stopping", "stages", strings.Join(o.Stages, ","), "why", context.Cause(ctx).Error())
 	wg.Wait()
 	// HTTP stops before the stages' own teardown (the registry, WHIP)
 	// that deferred calls do: no request reaches a closed registry.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -459,7 +460,8 @@ func TestHealthWhileWaitingForNATS(t *testing.T) {
 // TestStageStopsWhenItsStreamIsGone: a stage against an external server
 // that lost its JetStream data (here: the annotation stream deleted under
 // a running sink) stops with an error saying so, for its supervisor to
-// restart it, instead of failing every call forever.
+// restart it, instead of failing every call forever; its log's stopping
+// line says why.
 func TestStageStopsWhenItsStreamIsGone(t *testing.T) {
 	old := app.StreamCheckEvery
 	app.StreamCheckEvery = 200 * time.Millisecond
@@ -470,8 +472,9 @@ func TestStageStopsWhenItsStreamIsGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
+	var logs testenv.Buffer
 	go func() {
-		done <- execute(context.Background(), io.Discard, "stage", "sink", "-c", cfg, "--nats", url, "--log-level", "error")
+		done <- execute(context.Background(), &logs, "stage", "sink", "-c", cfg, "--nats", url)
 	}()
 	nc := natstest.Connect(t, url)
 	js, err := jetstream.New(nc)
@@ -495,6 +498,9 @@ func TestStageStopsWhenItsStreamIsGone(t *testing.T) {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "JetStream stream GONE_ANNOTATIONS is gone") {
 			t.Errorf("the sink stopped with %v, want the stream named as gone", err)
+		}
+		if !regexp.MustCompile(`msg=stopping .*why=".*JetStream stream GONE_ANNOTATIONS is gone`).MatchString(logs.String()) {
+			t.Errorf("the stopping line does not say why:\n%s", logs.String())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the sink ran on 10 s after its stream was deleted")
