@@ -35,22 +35,31 @@ func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(base, stopSignals...)
 	defer stop()
 	// A second signal while the stop is under way (a camera's open or read
-	// may hold it up to decode.stall_timeout) exits at once. Armed by a
-	// signal only: not when Main returns (its deferred stop ends ctx too).
-	again := make(chan os.Signal, 1)
-	defer signal.Stop(again)
-	disarm := context.AfterFunc(ctx, func() {
-		if context.Cause(ctx) == context.Canceled { // a signal's cause "is" Canceled too, but is not it
-			return // Main returning, not a signal
+	// may hold it up to decode.stall_timeout) exits at once; so does a
+	// first one after a stop that no signal began (output closed). Asked
+	// for from the start: asked for once the stop began, a second signal
+	// that came first would be taken by NotifyContext, and lost.
+	again := make(chan os.Signal, 2)
+	signal.Notify(again, stopSignals...)
+	returned := make(chan struct{})
+	defer func() { signal.Stop(again); close(returned) }()
+	go func() {
+		first := true
+		for {
+			select {
+			case s := <-again:
+				// NotifyContext gets each signal too: the first begins the stop.
+				if first && context.Cause(ctx) != errOutputClosed {
+					first = false
+					continue
+				}
+				fmt.Fprintf(os.Stderr, "patchline: %v again: exiting now, without finishing the stop\n", s)
+				os.Exit(1)
+			case <-returned:
+				return
+			}
 		}
-		signal.Notify(again, stopSignals...)
-		go func() {
-			s := <-again
-			fmt.Fprintf(os.Stderr, "patchline: %v again: exiting now, without finishing the stop\n", s)
-			os.Exit(1)
-		}()
-	})
-	defer disarm()
+	}()
 	if err := root.ExecuteContext(ctx); err != nil {
 		var ue *usageError
 		switch {
