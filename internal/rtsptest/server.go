@@ -46,6 +46,7 @@ type path struct {
 	stream    *gortsplib.ServerStream
 	publisher *gortsplib.ServerSession
 	packets   uint64
+	plays     int
 	frozen    bool
 }
 
@@ -117,6 +118,17 @@ func (s *Server) Packets(p string) uint64 {
 	defer s.mu.Unlock()
 	if st := s.paths[norm(p)]; st != nil {
 		return st.packets
+	}
+	return 0
+}
+
+// Plays is the number of PLAY requests a path's stream has answered: a
+// reader (a camera opening it, or Publish's own check) has begun to read.
+func (s *Server) Plays(p string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.paths[norm(p)]; st != nil {
+		return st.plays
 	}
 	return 0
 }
@@ -243,7 +255,13 @@ func (h *handler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Respons
 }
 
 func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	(*Server)(h).logf("PLAY %q", ctx.Path)
+	s := (*Server)(h)
+	s.logf("PLAY %q", ctx.Path)
+	s.mu.Lock()
+	if st := s.paths[norm(ctx.Path)]; st != nil {
+		st.plays++
+	}
+	s.mu.Unlock()
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 

@@ -98,10 +98,14 @@ func TestRestartKeepsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // the calls of the poll below
 	defer cancel()
-	if got := storedAnnotations(t, ctx, js, "kept"); got < uint64(len(before)+len(after)) {
-		t.Errorf("stream holds %d annotations of kept, want at least %d from before and after the restart", got, len(before)+len(after))
+	// The stream stores the last annotations a moment after they are
+	// delivered.
+	want := uint64(len(before) + len(after))
+	var got uint64
+	if !testenv.Poll(10*time.Second, func() bool { got = storedAnnotations(t, ctx, js, "kept"); return got >= want }) {
+		t.Errorf("stream holds %d annotations of kept, want at least %d from before and after the restart", got, want)
 	}
 }
 
@@ -160,8 +164,16 @@ func TestStopWhileCamerasOpen(t *testing.T) {
 	for _, path := range paths {
 		cfg.Cameras = append(cfg.Cameras, config.Camera{ID: path, URL: srv.URL(path)})
 	}
+	plays := func() (n int) {
+		for _, path := range paths {
+			n += srv.Plays(path)
+		}
+		return n
+	}
+	before := plays() // PublishSilent's own checks
 	info, stop := runUntil(t, cfg)
-	time.Sleep(time.Second) // the first open under way, the others queued behind it
+	// The first open under way, the others queued behind it.
+	testenv.WaitFor(t, "a camera's open under way (its PLAY)", 30*time.Second, func() bool { return plays() > before })
 	start := time.Now()
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,6 +27,16 @@ import (
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/testenv"
 )
+
+func TestMain(m *testing.M) {
+	// A hung server fails its request, not the package's 20-minute timeout.
+	http.DefaultClient.Timeout = 2 * time.Minute
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
 
 func repoRoot(t testing.TB) string { return testenv.RepoRoot(t) }
 

@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/patchline/patchline/internal/app"
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/natstest"
 	"github.com/patchline/patchline/internal/rtsptest"
+	"github.com/patchline/patchline/internal/telemetry"
 	"github.com/patchline/patchline/schema"
 )
 
@@ -34,7 +37,11 @@ func TestRTSPCameraEndToEnd(t *testing.T) {
 	nc := natstest.Connect(t, info.NATSURL)
 	rec := record(t, nc, "cam1")
 
-	// Garbage on a frames subject is counted and dropped; the pipeline goes on.
+	// Garbage on a frames subject is counted and dropped; the pipeline goes
+	// on. The counter is the process's: earlier tests (or runs, -count) may
+	// have counted some.
+	malformed := telemetry.Malformed.WithLabelValues("analyze", "patchline.frames.*")
+	before := testutil.ToFloat64(malformed)
 	for _, junk := range []string{"", "garbage", strings.Repeat("x", 1000)} {
 		if err := nc.Publish("patchline.frames.x", []byte(junk)); err != nil {
 			t.Fatal(err)
@@ -76,8 +83,8 @@ func TestRTSPCameraEndToEnd(t *testing.T) {
 		t.Errorf("camera status leaks the password or is not streaming: %s", body)
 	}
 	metrics := get(t, "http://"+info.HTTPAddr+"/metrics")
-	if !strings.Contains(metrics, `patchline_malformed_messages_total{stage="analyze",subject="patchline.frames.*"} 3`) {
-		t.Errorf("malformed frames not counted:\n%s", grepLines(metrics, "malformed"))
+	if n := testutil.ToFloat64(malformed) - before; n != 3 || !strings.Contains(metrics, `patchline_malformed_messages_total{stage="analyze",subject="patchline.frames.*"} `) {
+		t.Errorf("malformed frames counted %v, want 3, on /metrics:\n%s", n, grepLines(metrics, "malformed"))
 	}
 	// Counters a dashboard or alert reads exist from the start, before
 	// anything happens (this process's earlier tests may have counted some:

@@ -30,15 +30,16 @@ func TestSignals(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv.PublishSilent(t, ctx, "quiet0", "quiet1")
-	run := func(cameras string) (*exec.Cmd, *testenv.Buffer, func() bool) {
+	run := func(cameras string) (*exec.Cmd, *testenv.Buffer, func() bool, string) {
 		natsPort := testenv.FreePort(t, "127.0.0.1")
+		httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
 		cfg := fmt.Sprintf(`nats: {embedded: {port: %d, store_dir: %q}}
-http: {addr: "127.0.0.1:%d"}
+http: {addr: %q}
 decode: {width: 224, height: 224, patch_size: 16, stall_timeout: 30s}
 analyze: {model: %q}
 generate: {caption_model: "", framegen_model: ""}
 cameras:
-%s`, natsPort, t.TempDir(), testenv.FreePort(t, "127.0.0.1"), filepath.Join(repoRoot(t), "models", "vit-tiny"), cameras)
+%s`, natsPort, t.TempDir(), httpAddr, filepath.Join(repoRoot(t), "models", "vit-tiny"), cameras)
 		cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
@@ -60,11 +61,19 @@ cameras:
 			case <-time.After(10 * time.Second):
 				return false
 			}
-		}
+		}, httpAddr
 	}
 
-	cmd, out, exited := run("  - {id: syn, url: \"synthetic://?seed=1\"}\n")
-	time.Sleep(time.Second)
+	cmd, out, exited, httpAddr := run("  - {id: syn, url: \"synthetic://?seed=1\"}\n")
+	// Started: a signal during the start stops it too, but says nothing.
+	testenv.WaitFor(t, "/readyz ready", 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +84,10 @@ cameras:
 		t.Errorf("after SIGHUP: exit %d, want 0, a stop saying why:\n%s", code, out)
 	}
 
-	cmd, out, exited = run(fmt.Sprintf("  - {id: q0, url: %q}\n  - {id: q1, url: %q}\n", srv.URL("quiet0"), srv.URL("quiet1")))
-	time.Sleep(2 * time.Second) // an open under way, for up to 30 s
+	plays := func() int { return srv.Plays("quiet0") + srv.Plays("quiet1") }
+	before := plays() // PublishSilent's own checks
+	cmd, out, exited, _ = run(fmt.Sprintf("  - {id: q0, url: %q}\n  - {id: q1, url: %q}\n", srv.URL("quiet0"), srv.URL("quiet1")))
+	testenv.WaitFor(t, "a camera's open under way (its PLAY; it waits up to 30 s for a frame)", 30*time.Second, func() bool { return plays() > before })
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}

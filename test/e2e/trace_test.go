@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"maps"
 	"slices"
 	"strings"
@@ -25,22 +24,11 @@ func TestEachFrameIsOneTraceExportedWithOTLP(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Cameras = []config.Camera{{ID: "traced", URL: "synthetic://?seed=3&fps=10", FPS: 10}}
 	cfg.Telemetry.ServiceName = "patchline-e2e"
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan app.Info, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, app.Options{Config: cfg, Stages: app.AllStages, Logger: natstest.Discard(), Ready: func(i app.Info) { ready <- i }})
-	}()
-	var info app.Info
-	select {
-	case info = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
+	info, stop := runUntil(t, cfg)
+	t.Cleanup(func() { _ = stop() }) // on a failure before the stop below
 	rec := record(t, natstest.Connect(t, info.NATSURL), "traced")
 	rec.waitAnnotations(t, 10, 60*time.Second)
-	cancel() // shutting down flushes the exporter
-	if err := <-done; err != nil {
+	if err := stop(); err != nil { // stopping flushes the exporter
 		t.Fatal(err)
 	}
 

@@ -15,6 +15,7 @@ import (
 	"github.com/patchline/patchline/internal/bus"
 	"github.com/patchline/patchline/internal/frame"
 	"github.com/patchline/patchline/internal/natstest"
+	"github.com/patchline/patchline/internal/testenv"
 	"github.com/patchline/patchline/internal/whiptest"
 )
 
@@ -136,7 +137,15 @@ func TestWHIPPublishersEndToEnd(t *testing.T) {
 			if err := json.Unmarshal([]byte(body), &v); err != nil || strings.Contains(body, "read from whip://") || v.Status.FPS != 0 {
 				t.Errorf("offline after DELETE: %s (%v); want no failure recorded, fps 0", body, err)
 			}
-			frames, _, _ := rec.snapshot()
+			// Frames decoded before the session ended may still be on
+			// their way (decode's queue): settled first, then none more.
+			var frames []uint64
+			testenv.Poll(3*time.Second, func() bool {
+				was, _, _ := rec.snapshot()
+				time.Sleep(300 * time.Millisecond)
+				frames, _, _ = rec.snapshot()
+				return len(frames) == len(was)
+			})
 			time.Sleep(time.Second)
 			if after, _, _ := rec.snapshot(); len(after) != len(frames) {
 				t.Errorf("%d frames published while offline", len(after)-len(frames))
