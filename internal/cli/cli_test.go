@@ -560,9 +560,9 @@ func TestAPIDefaultFromAddr(t *testing.T) {
 	}
 }
 
-// TestMainLeavesNoSignalHandler: Main returning on its own (no signal)
-// arms no handler for a second signal, which would outlive it: a later
-// signal would then exit the process as if a stop were under way.
+// TestMainLeavesNoSignalHandler: Main returning leaves no goroutine
+// watching for signals behind it, which would outlive it: a later signal
+// would then exit the process as if a stop were under way.
 func TestMainLeavesNoSignalHandler(t *testing.T) {
 	Main([]string{"version"})
 	before := runtime.NumGoroutine()

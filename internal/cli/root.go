@@ -17,7 +17,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"gocv.io/x/gocv"
-	"golang.org/x/sys/unix"
 
 	"github.com/patchline/patchline/internal/config"
 	"github.com/patchline/patchline/internal/ort"
@@ -28,38 +27,13 @@ var Version = "dev"
 
 // Main runs the command line and returns the exit code.
 func Main(args []string) int {
+	ctx, stop := context.WithCancelCause(context.Background())
+	defer stop(nil)
+	defer watchSignals(stop)()
 	root := newRoot()
 	root.SetArgs(args)
-	base, unwatch := watchOutput()
-	defer unwatch()
-	ctx, stop := signal.NotifyContext(base, stopSignals...)
-	defer stop()
-	// A second signal while the stop is under way (a camera's open or read
-	// may hold it up to decode.stall_timeout) exits at once; so does a
-	// first one after a stop that no signal began (output closed). Asked
-	// for from the start: asked for once the stop began, a second signal
-	// that came first would be taken by NotifyContext, and lost.
-	again := make(chan os.Signal, 2)
-	signal.Notify(again, stopSignals...)
-	returned := make(chan struct{})
-	defer func() { signal.Stop(again); close(returned) }()
-	go func() {
-		first := true
-		for {
-			select {
-			case s := <-again:
-				// NotifyContext gets each signal too: the first begins the stop.
-				if first && context.Cause(ctx) != errOutputClosed {
-					first = false
-					continue
-				}
-				fmt.Fprintf(os.Stderr, "patchline: %v again: exiting now, without finishing the stop\n", s)
-				os.Exit(1)
-			case <-returned:
-				return
-			}
-		}
-	}()
+	root.SetOut(output{os.Stdout, stop})
+	root.SetErr(output{os.Stderr, stop})
 	if err := root.ExecuteContext(ctx); err != nil {
 		var ue *usageError
 		switch {
@@ -79,52 +53,69 @@ func Main(args []string) int {
 	return 0
 }
 
-// errOutputClosed is why patchline stops when its standard output or error
-// is a pipe (or socket) whose reader has gone.
-var errOutputClosed = errors.New("standard output or error closed")
-
-// watchOutput returns a context that ends, with errOutputClosed as its
-// cause, when standard output or error is found closed, and a func that
-// stops watching.
+// watchSignals stops patchline, through stop, at the first of stopSignals,
+// with the cause "<signal> signal received" (the stop's log says why); a
+// second while the stop is under way (a camera's open or read may hold it
+// up to decode.stall_timeout) exits at once. It returns the func that stops
+// watching. One goroutine sees every signal, in order: none is lost to
+// another's handler.
 //
-// Go's runtime kills a program at once (SIGPIPE) when it writes to a closed
-// pipe on either, unless the program asks for SIGPIPE; so `patchline run |
-// tee run.log`, whose tee a Ctrl-C ends first, died as it logged the
-// stop, losing what a stop saves: annotations on their way to the sink's
-// outputs, the leases decode hands back, the embedded server's clean close. Asked for, SIGPIPE comes for a write to any closed
-// pipe or socket (an HTTP client that went away, too), so it only stops
-// patchline when fd 1 or 2 is the one closed; the writes fail instead.
-func watchOutput() (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	pipe := make(chan os.Signal, 1)
-	signal.Notify(pipe, syscall.SIGPIPE)
+// SIGPIPE is asked for too, and dropped: else Go's runtime kills a program
+// at once when it writes to a closed pipe on standard output or error, so
+// `patchline run 2>&1 | tee run.log`, whose tee a Ctrl-C ends first, died
+// as it logged the stop, losing what a stop saves (annotations on their way
+// to the sink's outputs, the leases decode hands back, the embedded
+// server's clean close). The write fails instead (see output).
+func watchSignals(stop context.CancelCauseFunc) (unwatch func()) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, append(slices.Clone(stopSignals), syscall.SIGPIPE)...)
+	returned := make(chan struct{})
 	go func() {
+		signaled := false
 		for {
 			select {
-			case <-pipe:
-				if outputClosed() {
-					cancel(errOutputClosed)
-					return
+			case s := <-sigs:
+				switch {
+				case s == syscall.SIGPIPE:
+					// A write to a closed pipe or socket: it fails with EPIPE.
+				case !signaled:
+					signaled = true
+					stop(errors.New(s.String() + " signal received"))
+				default:
+					fmt.Fprintf(os.Stderr, "patchline: %v again: exiting now, without finishing the stop\n", s)
+					os.Exit(1)
 				}
-			case <-ctx.Done():
+			case <-returned:
 				return
 			}
 		}
 	}()
-	return ctx, func() {
-		signal.Stop(pipe)
-		cancel(context.Canceled)
+	return func() {
+		signal.Stop(sigs)
+		close(returned)
 	}
 }
 
-// outputClosed reports whether standard output or error is a pipe or
-// socket whose reader has gone.
-func outputClosed() bool {
-	fds := []unix.PollFd{{Fd: 1, Events: unix.POLLOUT}, {Fd: 2, Events: unix.POLLOUT}}
-	if _, err := unix.Poll(fds, 0); err != nil {
-		return false
+// errOutputClosed is why patchline stops when a write to its standard
+// output or error finds the pipe's (or socket's) reader gone.
+var errOutputClosed = errors.New("standard output or error closed")
+
+// output is standard output or error, where commands print and the log
+// goes. A write that finds its reader gone (EPIPE: `patchline watch | head`,
+// a log collector that went away) stops patchline cleanly, through stop,
+// with errOutputClosed, and Main exits 1. A closed pipe nothing is written
+// to changes nothing.
+type output struct {
+	f    *os.File
+	stop context.CancelCauseFunc
+}
+
+func (o output) Write(p []byte) (int, error) {
+	n, err := o.f.Write(p)
+	if errors.Is(err, syscall.EPIPE) {
+		o.stop(errOutputClosed)
 	}
-	return slices.ContainsFunc(fds, func(f unix.PollFd) bool { return f.Revents&(unix.POLLERR|unix.POLLHUP) != 0 })
+	return n, err
 }
 
 // stopSignals stop patchline cleanly: SIGHUP too, which a closing terminal
