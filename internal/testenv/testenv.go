@@ -5,6 +5,8 @@ package testenv
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -159,19 +161,19 @@ func OSThreads(t testing.TB) int {
 	return len(tasks)
 }
 
-// FreePort is a TCP port, free on host (an IP address) a moment ago, that
-// no other test on this machine gets until this test ends: for a server the
-// test starts on it, maybe more than once (a restart on the same port).
+// FreePort is a TCP port, free on host (an IP address) and every other
+// address a moment ago, that no other test on this machine gets until this
+// test ends: for a server the test starts on it, maybe more than once (a
+// restart on the same port).
 //
 // A port the kernel picks (listening on port 0) can be handed out again,
 // between this call and the test's own bind, to any socket of any process:
-// Go runs test packages as parallel processes, and each outgoing connection
-// takes such a port too. So the port is drawn from below the kernel's
-// ephemeral range (net.ipv4.ip_local_port_range), which it never hands out
-// by itself, and reserved across processes by an flock on a file named
-// after it in the temporary folder, held until the test's cleanup; it is
-// reserved for every host, so a test may also check that another loopback
-// address does not answer on it.
+// Go runs test packages as parallel processes. So the port is drawn from
+// below the kernel's ephemeral range (net.ipv4.ip_local_port_range), which
+// it never hands out by itself, and reserved across processes by an flock
+// on a file named after it in the temporary folder, held until the test's
+// cleanup; it is reserved for every address, so a test may also check
+// that another loopback address does not answer on it.
 func FreePort(t testing.TB, host string) int {
 	t.Helper()
 	lo, hi := reservedPorts()
@@ -182,9 +184,15 @@ func FreePort(t testing.TB, host string) int {
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		t.Fatalf("free port: %v", err)
 	}
+	_ = os.Chmod(dir, 0o777|os.ModeSticky) // every user's tests share it, as /tmp
 	for range 200 {
 		port := lo + rand.IntN(hi-lo)
-		lock, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		// Read-only: an flock needs no more, and a file another user made
+		// (0644) opens so.
+		lock, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDONLY, 0o666)
+		if errors.Is(err, fs.ErrPermission) {
+			continue
+		}
 		if err != nil {
 			t.Fatalf("free port: %v", err)
 		}
@@ -192,17 +200,30 @@ func FreePort(t testing.TB, host string) int {
 			lock.Close() // another test holds it
 			continue
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-		if err != nil {
-			lock.Close() // in use by something that is not a test
-			continue
+		if err := probe(host, port); err != nil {
+			lock.Close()
+			if errors.Is(err, syscall.EADDRINUSE) {
+				continue // by something that is not a test
+			}
+			t.Fatalf("free port on %s: %v", host, err)
 		}
-		ln.Close()
 		t.Cleanup(func() { lock.Close() })
 		return port
 	}
 	t.Fatalf("free port on %s: none of 200 tries in %d-%d was free", host, lo, hi-1)
 	return 0
+}
+
+// probe checks that port is free on host and on every address.
+func probe(host string, port int) error {
+	for _, h := range []string{host, ""} {
+		ln, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		ln.Close()
+	}
+	return nil
 }
 
 // reservedPorts is the range FreePort draws from: from 10000 up to the
