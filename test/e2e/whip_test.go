@@ -140,12 +140,14 @@ func TestWHIPPublishersEndToEnd(t *testing.T) {
 			// Frames decoded before the session ended may still be on
 			// their way (decode's queue): settled first, then none more.
 			var frames []uint64
-			testenv.Poll(3*time.Second, func() bool {
+			if !testenv.Poll(3*time.Second, func() bool {
 				was, _, _ := rec.snapshot()
 				time.Sleep(300 * time.Millisecond)
 				frames, _, _ = rec.snapshot()
 				return len(frames) == len(was)
-			})
+			}) {
+				t.Fatalf("frames still published 3 s after the camera went offline (%d so far)", len(frames))
+			}
 			time.Sleep(time.Second)
 			if after, _, _ := rec.snapshot(); len(after) != len(frames) {
 				t.Errorf("%d frames published while offline", len(after)-len(frames))
