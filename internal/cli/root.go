@@ -57,8 +57,8 @@ func Main(args []string) int {
 // with the cause "<signal> signal received" (the stop's log says why); a
 // second while the stop is under way (a camera's open or read may hold it
 // up to decode.stall_timeout) exits at once. It returns the func that stops
-// watching. One goroutine sees every signal, in order: none is lost to
-// another's handler.
+// watching. One goroutine sees every stop signal, in order: none is lost
+// to another's handler.
 //
 // SIGPIPE is asked for too, and dropped: else Go's runtime kills a program
 // at once when it writes to a closed pipe on standard output or error, so
@@ -67,24 +67,27 @@ func Main(args []string) int {
 // to the sink's outputs, the leases decode hands back, the embedded
 // server's clean close). The write fails instead (see output).
 func watchSignals(stop context.CancelCauseFunc) (unwatch func()) {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, append(slices.Clone(stopSignals), syscall.SIGPIPE)...)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, stopSignals...)
+	// Its own channel: a burst of failed writes must not fill the one for
+	// stop signals, which would then drop one.
+	pipes := make(chan os.Signal, 1)
+	signal.Notify(pipes, syscall.SIGPIPE)
 	returned := make(chan struct{})
 	go func() {
 		signaled := false
 		for {
 			select {
 			case s := <-sigs:
-				switch {
-				case s == syscall.SIGPIPE:
-					// A write to a closed pipe or socket: it fails with EPIPE.
-				case !signaled:
+				if !signaled {
 					signaled = true
 					stop(errors.New(s.String() + " signal received"))
-				default:
-					fmt.Fprintf(os.Stderr, "patchline: %v again: exiting now, without finishing the stop\n", s)
-					os.Exit(1)
+					continue
 				}
+				fmt.Fprintf(os.Stderr, "patchline: %v again: exiting now, without finishing the stop\n", s)
+				os.Exit(1)
+			case <-pipes:
+				// A write to a closed pipe or socket: it fails with EPIPE.
 			case <-returned:
 				return
 			}
@@ -92,6 +95,7 @@ func watchSignals(stop context.CancelCauseFunc) (unwatch func()) {
 	}()
 	return func() {
 		signal.Stop(sigs)
+		signal.Stop(pipes)
 		close(returned)
 	}
 }
