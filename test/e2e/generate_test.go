@@ -427,8 +427,10 @@ generate:
 		}
 		return len(ready) == 4
 	})
+	// A queue group picks a replica at random: all 32 to one of two has odds
+	// of one in a billion (16 had one in 30,000).
 	replicas := map[string]int{}
-	for i := range 16 {
+	for i := range 32 {
 		kind := []string{generate.KindCaption, generate.KindFrame}[i%2]
 		r := generate.Describe(context.Background(), nc, generate.Request{Camera: "cam1", Kind: kind, Timeout: "10s"}, 10*time.Second)
 		switch {
