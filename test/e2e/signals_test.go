@@ -121,7 +121,7 @@ analyze: {model: %q}
 generate: {caption_model: "", framegen_model: ""}
 sink: {jsonl: %q}
 cameras:
-  - {id: syn, url: "synthetic://?seed=1"}
+  - {id: syn, url: "synthetic://?seed=1", fps: 2} # slow: no "falls behind" line may come between the close and the signal
 `, t.TempDir(), api, filepath.Join(repoRoot(t), "models", "vit-tiny"), jsonl)
 		cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
