@@ -50,10 +50,10 @@ cameras:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		waitTCP(t, fmt.Sprintf("127.0.0.1:%d", natsPort))
 		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
+		go func() { _ = cmd.Wait(); close(exited) }() // the one Wait: the cleanup waits on it
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+		waitTCP(t, fmt.Sprintf("127.0.0.1:%d", natsPort))
 		return cmd, &out, func() bool {
 			select {
 			case <-exited:
@@ -140,10 +140,10 @@ cameras:
 			t.Fatal(err)
 		}
 		w.Close() // the child's copy is the only writer
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); r.Close() })
-		testenv.WaitFor(t, "annotations in the JSONL file", 60*time.Second, func() bool { return len(jsonLines(t, jsonl, false)) >= 3 })
 		exitc := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exitc) }()
+		go func() { _ = cmd.Wait(); close(exitc) }() // the one Wait: the cleanup waits on it
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exitc; r.Close() })
+		testenv.WaitFor(t, "annotations in the JSONL file", 60*time.Second, func() bool { return len(jsonLines(t, jsonl, false)) >= 3 })
 		return cmd, api, jsonl, func() {
 				r.Close() // no reader left: the next write fails
 				<-copied
