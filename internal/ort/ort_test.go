@@ -1,12 +1,15 @@
 package ort
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 func TestResolveExplicitMissing(t *testing.T) {
@@ -159,15 +162,12 @@ func TestConfinedThreads(t *testing.T) {
 }
 
 // requireLibrary clears $PATCHLINE_ORT_LIB for the test, so the library is
-// found as the binary finds it by default, and skips the test when it is
-// not installed, or fails it where PATCHLINE_REQUIRE_SHARED is set (CI).
+// found as the binary finds it by default, and ends the test
+// (testenv.Missing) when it is not installed.
 func requireLibrary(t *testing.T) {
 	t.Helper()
 	t.Setenv(EnvLibrary, "")
 	if _, err := ResolveLibrary(""); err != nil {
-		if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
-			t.Fatalf("the ONNX Runtime library is required (PATCHLINE_REQUIRE_SHARED is set): %v", err)
-		}
-		t.Skipf("ONNX Runtime library not installed (run scripts/fetch-onnxruntime.sh): %v", err)
+		testenv.Missing(t, fmt.Sprintf("ONNX Runtime library not installed (run scripts/fetch-onnxruntime.sh): %v", err))
 	}
 }

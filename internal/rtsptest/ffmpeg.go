@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/pion/rtp"
+
+	"github.com/patchline/patchline/internal/testenv"
 )
 
 // ClipOptions describe a test clip. Zero fields take the defaults.
@@ -53,16 +54,12 @@ func (o *ClipOptions) defaults() {
 	}
 }
 
-// RequireFFmpeg skips the test when the ffmpeg binary is missing, or fails
-// it where PATCHLINE_REQUIRE_SHARED is set (CI): `make deps` installs
-// ffmpeg, and a test that silently skips proves nothing.
+// RequireFFmpeg ends the test (testenv.Missing) when the ffmpeg binary is
+// missing.
 func RequireFFmpeg(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
-			t.Fatal("ffmpeg is required (PATCHLINE_REQUIRE_SHARED is set) but not on PATH: run `make deps`")
-		}
-		t.Skip("skipping: ffmpeg not on PATH (`make deps` installs it)")
+		testenv.Missing(t, "ffmpeg not on PATH (`make deps` installs it)")
 	}
 }
 

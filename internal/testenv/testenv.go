@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -42,18 +43,25 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
-// SharedAssets returns ../shared/assets beside the repository. When it is
-// absent (a user's clone) the test is skipped with a message — unless
+// Missing ends a test that lacks something it needs (what says what, and
+// how to get it): it is skipped with that message, unless
 // PATCHLINE_REQUIRE_SHARED is set, as CI sets it, when that is a failure: a
 // test that silently skips proves nothing.
+func Missing(t testing.TB, what string) {
+	t.Helper()
+	if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
+		t.Fatalf("%s (required: PATCHLINE_REQUIRE_SHARED is set)", what)
+	}
+	t.Skipf("skipping: %s", what)
+}
+
+// SharedAssets returns ../shared/assets beside the repository. When it is
+// absent (a user's clone) the test is Missing it.
 func SharedAssets(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(RepoRoot(t), "..", "shared", "assets")
 	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
-			t.Fatalf("../shared/assets is required (PATCHLINE_REQUIRE_SHARED is set) but missing at %s: %v", dir, err)
-		}
-		t.Skipf("skipping: real test assets not found at %s (../shared/assets beside the repository root): %v", dir, err)
+		Missing(t, fmt.Sprintf("real test assets not found at %s (../shared/assets beside the repository root): %v", dir, err))
 	}
 	return dir
 }
@@ -74,8 +82,7 @@ func Artifacts(t testing.TB) string {
 }
 
 // Chromium returns the path of Debian's chromium for browser tests (`make
-// deps` installs it). When it is absent the test is skipped with a message,
-// or fails where PATCHLINE_REQUIRE_SHARED is set (CI).
+// deps` installs it). When it is absent the test is Missing it.
 func Chromium(t testing.TB) string {
 	t.Helper()
 	for _, name := range []string{"chromium", "chromium-browser"} {
@@ -83,10 +90,7 @@ func Chromium(t testing.TB) string {
 			return p
 		}
 	}
-	if os.Getenv("PATCHLINE_REQUIRE_SHARED") != "" {
-		t.Fatal("chromium is required (PATCHLINE_REQUIRE_SHARED is set) but not on PATH: run `make deps`")
-	}
-	t.Skip("skipping: chromium not on PATH (`make deps` installs it)")
+	Missing(t, "chromium not on PATH (`make deps` installs it)")
 	return ""
 }
 
