@@ -60,17 +60,13 @@ func TestNATSClusterNodeLoss(t *testing.T) {
 	}
 
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
-	cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
-	cfg := fmt.Sprintf(`
+	cfgPath := writeConfig(t, fmt.Sprintf(`
 nats: {url: %q, replicas: 3}
 http: {addr: %q}
 cameras:
   - {id: cam1, url: "synthetic://?seed=21&fps=10", fps: 5}
 generate: {auto: false}
-`, strings.Join(clientURLs, ","), httpAddr)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, strings.Join(clientURLs, ","), httpAddr))
 	// analyze serves its metrics where its environment file says, the
 	// others (but ingest) serve none.
 	analyzeHTTP := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))

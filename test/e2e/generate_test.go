@@ -384,8 +384,7 @@ func TestGenerateStageReplicas(t *testing.T) {
 	startProc(t, "nats-server", natsBin, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", t.TempDir())
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
 	root := repoRoot(t)
-	cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
-	cfg := fmt.Sprintf(`
+	cfgPath := writeConfig(t, fmt.Sprintf(`
 nats: {url: %q}
 http: {addr: "127.0.0.1:%d"}
 cameras:
@@ -399,10 +398,7 @@ generate:
   budget: 1
   lease_ttl: 3s
   triggers: {on_change: false, on_anomaly: true}
-`, url, testenv.FreePort(t, "127.0.0.1"), filepath.Join(root, tinySegmentBundle), filepath.Join(root, tinyCaptionBundle), filepath.Join(root, tinyFramegenBundle))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, url, testenv.FreePort(t, "127.0.0.1"), filepath.Join(root, tinySegmentBundle), filepath.Join(root, tinyCaptionBundle), filepath.Join(root, tinyFramegenBundle)))
 	for _, st := range []string{"generate", "generate", "ingest", "decode"} {
 		startProc(t, st, plBin, "stage", st, "-c", cfgPath, "--nats", url)
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -39,6 +40,40 @@ func TestMain(m *testing.M) {
 }
 
 func repoRoot(t testing.TB) string { return testenv.RepoRoot(t) }
+
+// runProcess starts `bin run` on the configuration cfg (a pipeline.yaml)
+// with its standard output and error going to out, killed at the test's end
+// if it still runs; exited reports whether it has exited within a time.
+func runProcess(t testing.TB, bin, cfg string, out io.Writer) (cmd *exec.Cmd, exited func(within time.Duration) bool) {
+	t.Helper()
+	cmd = exec.Command(bin, "run", "-c", writeConfig(t, cfg))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }() // the one Wait: the cleanup waits on it
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	return cmd, func(within time.Duration) bool {
+		select {
+		case <-done:
+			return true
+		case <-time.After(within):
+			return false
+		}
+	}
+}
+
+// writeConfig writes cfg (a pipeline.yaml) to a file of the test's and
+// returns its path.
+func writeConfig(t testing.TB, cfg string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 func sharedAssets(t testing.TB) string { return testenv.SharedAssets(t) }
 

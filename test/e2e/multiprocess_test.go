@@ -136,8 +136,7 @@ func TestMultiProcessTwoAnalyzeReplicas(t *testing.T) {
 	stopNATS := startProc(t, "nats-server", natsBin, natsArgs...)
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
 
-	cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
-	cfg := fmt.Sprintf(`
+	cfgPath := writeConfig(t, fmt.Sprintf(`
 nats: {url: %q}
 http: {addr: "127.0.0.1:%d"}
 cameras:
@@ -147,10 +146,7 @@ decode: {width: 224, height: 224, patch_size: 16}
 analyze: {model: %q, batch_size: 4, max_batch_wait: 10ms}
 sink:
   webhooks: [{url: %q, cameras: [cam1], delivery: durable}]
-`, url, testenv.FreePort(t, "127.0.0.1"), filepath.Join(repoRoot(t), "models", "vit-tiny"), hook.URL)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, url, testenv.FreePort(t, "127.0.0.1"), filepath.Join(repoRoot(t), "models", "vit-tiny"), hook.URL))
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

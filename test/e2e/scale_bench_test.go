@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,11 +65,7 @@ http: {addr: %q}
 generate: {caption_model: "", framegen_model: ""}
 cameras:
 %s`, natsPort, b.TempDir(), httpAddr, cams.String())
-	cfgPath := filepath.Join(b.TempDir(), "pipeline.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cmd, _ := startProcEnv(b, "patchline", nil, bin, "run", "-c", cfgPath)
+	cmd, _ := startProcEnv(b, "patchline", nil, bin, "run", "-c", writeConfig(b, cfg))
 	waitTCP(b, fmt.Sprintf("127.0.0.1:%d", natsPort))
 	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
 	if err != nil {

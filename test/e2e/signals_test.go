@@ -40,28 +40,10 @@ analyze: {model: %q}
 generate: {caption_model: "", framegen_model: ""}
 cameras:
 %s`, natsPort, t.TempDir(), httpAddr, filepath.Join(repoRoot(t), "models", "vit-tiny"), cameras)
-		cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
 		var out testenv.Buffer
-		cmd := exec.Command(bin, "run", "-c", cfgPath)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }() // the one Wait: the cleanup waits on it
-		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+		cmd, exited := runProcess(t, bin, cfg, &out)
 		waitTCP(t, fmt.Sprintf("127.0.0.1:%d", natsPort))
-		return cmd, &out, func() bool {
-			select {
-			case <-exited:
-				return true
-			case <-time.After(10 * time.Second):
-				return false
-			}
-		}, httpAddr
+		return cmd, &out, func() bool { return exited(10 * time.Second) }, httpAddr
 	}
 
 	cmd, out, exited, httpAddr := run("  - {id: syn, url: \"synthetic://?seed=1\"}\n")
@@ -123,10 +105,6 @@ sink: {jsonl: %q}
 cameras:
   - {id: syn, url: "synthetic://?seed=1", fps: 2} # slow: no "falls behind" line may come between the close and the signal
 `, t.TempDir(), api, filepath.Join(repoRoot(t), "models", "vit-tiny"), jsonl)
-		cfgPath := filepath.Join(t.TempDir(), "pipeline.yaml")
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
 		r, w, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -134,27 +112,14 @@ cameras:
 		var out testenv.Buffer // what was read before the close
 		copied := make(chan struct{})
 		go func() { _, _ = io.Copy(&out, r); close(copied) }()
-		cmd = exec.Command(bin, "run", "-c", cfgPath)
-		cmd.Stdout, cmd.Stderr = w, w
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		t.Cleanup(func() { r.Close() }) // after the process is gone (cleanups run last first)
+		cmd, exitedWithin := runProcess(t, bin, cfg, w)
 		w.Close() // the child's copy is the only writer
-		exitc := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exitc) }() // the one Wait: the cleanup waits on it
-		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exitc; r.Close() })
 		testenv.WaitFor(t, "annotations in the JSONL file", 60*time.Second, func() bool { return len(jsonLines(t, jsonl, false)) >= 3 })
 		return cmd, api, jsonl, func() {
-				r.Close() // no reader left: the next write fails
-				<-copied
-			}, func() bool {
-				select {
-				case <-exitc:
-					return true
-				case <-time.After(20 * time.Second):
-					return false
-				}
-			}
+			r.Close() // no reader left: the next write fails
+			<-copied
+		}, func() bool { return exitedWithin(20 * time.Second) }
 	}
 	whole := func(t *testing.T, jsonl string) {
 		t.Helper()
