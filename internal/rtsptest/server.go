@@ -122,15 +122,18 @@ func (s *Server) Packets(p string) uint64 {
 	return 0
 }
 
-// Plays is the number of PLAY requests a path's stream has answered: a
-// reader (a camera opening it, or Publish's own check) has begun to read.
-func (s *Server) Plays(p string) int {
+// Plays is the number of PLAY requests the streams of paths have answered
+// together: each is a reader (a camera opening it, or Publish's own check)
+// beginning to read.
+func (s *Server) Plays(paths ...string) (n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st := s.paths[norm(p)]; st != nil {
-		return st.plays
+	for _, p := range paths {
+		if st := s.paths[norm(p)]; st != nil {
+			n += st.plays
+		}
 	}
-	return 0
+	return n
 }
 
 // HasStream reports whether a publisher is recording at path and has sent

@@ -164,16 +164,10 @@ func TestStopWhileCamerasOpen(t *testing.T) {
 	for _, path := range paths {
 		cfg.Cameras = append(cfg.Cameras, config.Camera{ID: path, URL: srv.URL(path)})
 	}
-	plays := func() (n int) {
-		for _, path := range paths {
-			n += srv.Plays(path)
-		}
-		return n
-	}
-	before := plays() // PublishSilent's own checks
+	before := srv.Plays(paths...) // PublishSilent's own checks
 	info, stop := runUntil(t, cfg)
 	// The first open under way, the others queued behind it.
-	testenv.WaitFor(t, "a camera's open under way (its PLAY)", 30*time.Second, func() bool { return plays() > before })
+	testenv.WaitFor(t, "a camera's open under way (its PLAY)", 30*time.Second, func() bool { return srv.Plays(paths...) > before })
 	start := time.Now()
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()

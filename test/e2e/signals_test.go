@@ -66,10 +66,9 @@ cameras:
 		t.Errorf("after SIGHUP: exit %d, want 0, a stop saying why:\n%s", code, out)
 	}
 
-	plays := func() int { return srv.Plays("quiet0") + srv.Plays("quiet1") }
-	before := plays() // PublishSilent's own checks
+	before := srv.Plays("quiet0", "quiet1") // PublishSilent's own checks
 	cmd, out, exited, _ = run(fmt.Sprintf("  - {id: q0, url: %q}\n  - {id: q1, url: %q}\n", srv.URL("quiet0"), srv.URL("quiet1")))
-	testenv.WaitFor(t, "a camera's open under way (its PLAY; it waits up to 30 s for a frame)", 30*time.Second, func() bool { return plays() > before })
+	testenv.WaitFor(t, "a camera's open under way (its PLAY; it waits up to 30 s for a frame)", 30*time.Second, func() bool { return srv.Plays("quiet0", "quiet1") > before })
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
